@@ -1,0 +1,1 @@
+"""Horizon Lens core: corpus store, model replay, metrics and figures. Never imports streamlit."""

@@ -1,0 +1,112 @@
+"""The `horizonlens` command line: one entry point over the same functions the app uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Horizon Lens: browse long-horizon agent trajectories, replay them through a MoE "
+                       "checkpoint, measure error compounding.")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO_ROOT / "sample_data" / "corpus"
+DEFAULT_CHECKPOINT = REPO_ROOT / "sample_data" / "checkpoint"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _progress(total: int, label: str):  # noqa: ANN202 - rich type kept out of the signature
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        transient=not sys.stderr.isatty(), disable=not sys.stderr.isatty())
+    return progress, progress.add_task(label, total=total)
+
+
+@app.command()
+def sample(out: Path = typer.Argument(..., help="Directory to write the corpus to."),
+           trajectories: int = typer.Option(1200, help="Number of trajectories."),
+           seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
+           trials: int = typer.Option(4, help="Trials per task (for pass^k)."),
+           overwrite: bool = typer.Option(False, help="Replace an existing corpus at OUT.")) -> None:
+    """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
+    from analysis.corpus.io import CorpusError
+    from analysis.sample.generate import generate_corpus
+
+    progress, task = _progress(trajectories, "simulating")
+    try:
+        with progress:
+            manifest = generate_corpus(str(out), trajectories, seed=seed, trials=trials, overwrite=overwrite,
+                                       progress=lambda n: progress.advance(task, n))
+    except CorpusError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {trajectories} trajectories to {out} (seed {manifest['generator']['seed']})")
+
+
+@app.command()
+def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
+        query: str = typer.Argument(..., help="One read-only SELECT over the views trajectories, steps, "
+                                              "replay_steps, routing."),
+        row_cap: int = typer.Option(1000, help="At most this many rows."),
+        timeout: float = typer.Option(30.0, help="Stop the query after this many seconds."),
+        as_json: bool = typer.Option(False, "--json", help="Print rows as JSON lines.")) -> None:
+    """Run a read-only SQL query over a corpus."""
+    from analysis.corpus.io import CorpusError
+    from analysis.corpus.sql import SqlError, run_sql
+    from analysis.corpus.store import open_store
+
+    try:
+        store = open_store(corpus)
+        result = run_sql(store, query, row_cap=row_cap, timeout_s=timeout)
+    except (CorpusError, SqlError) as exc:
+        _fail(str(exc))
+    if as_json:
+        for row in result.table.to_pylist():
+            typer.echo(json.dumps(row, default=str, ensure_ascii=False))
+    else:
+        typer.echo(result.table.to_pandas().to_string(index=False, max_colwidth=60))
+    if result.truncated:
+        typer.secho(f"(stopped at {result.row_cap} rows)", err=True)
+
+
+@app.command()
+def serve(corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus directory to open."),
+          checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (optional)."),
+          host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps it local."),
+          port: int = typer.Option(8501, help="Port."),
+          headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
+    """Start the Streamlit app."""
+    from analysis.corpus.io import CorpusError, read_manifest
+
+    try:
+        read_manifest(corpus)
+    except CorpusError as exc:
+        _fail(f"{exc}\n(create one with `horizonlens sample DIR`)")
+    env = dict(os.environ, HORIZONLENS_CORPUS=str(corpus.resolve()))
+    if checkpoint is not None and checkpoint.exists():
+        env["HORIZONLENS_CHECKPOINT"] = str(checkpoint.resolve())
+    elif checkpoint is not None:
+        typer.secho(f"note: checkpoint {checkpoint} not found; starting without one", err=True)
+    main = REPO_ROOT / "app" / "main.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.address", host, "--server.port", str(port),
+           "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+    typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {corpus})")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

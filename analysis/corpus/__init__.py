@@ -1,0 +1,1 @@
+"""The corpus contract and its DuckDB store."""

@@ -1,0 +1,186 @@
+"""The corpus contract: pyarrow schemas for every table a corpus holds.
+
+A corpus is a directory of Parquet datasets (see docs/corpus-format.md). These schemas are the
+single definition of that format: the sample generator, the importers and the replay engine
+write with them, and the store validates every file it opens against them.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Values the enumerated string columns may take. Kept as plain strings in Parquet so any tool
+# can read a corpus; validated on write.
+OUTCOMES = ("success", "failure", "unknown")
+STEP_SOURCES = ("system", "user", "agent", "environment")
+LABEL_SOURCES = ("verifier", "annotation", "heuristic")
+SEGMENTS = ("system", "user", "knowledge", "reasoning", "message", "tool_call", "observation", "template")
+
+TOOL_CALL = pa.struct(
+    [
+        pa.field("id", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("arguments", pa.string()),  # JSON text, as the agent wrote it
+    ]
+)
+OBSERVATION = pa.struct(
+    [
+        pa.field("call_id", pa.string()),  # the tool call this answers (nullable)
+        pa.field("content", pa.string()),
+    ]
+)
+
+TRAJECTORIES = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string()),
+        pa.field("trial", pa.int32()),
+        pa.field("source", pa.string()),
+        pa.field("domain", pa.string()),
+        pa.field("agent", pa.string()),
+        pa.field("teacher", pa.string()),
+        pa.field("task", pa.string()),
+        pa.field("outcome", pa.string()),
+        pa.field("reward", pa.float64()),
+        pa.field("n_steps", pa.int32()),
+        pa.field("n_tokens", pa.int64()),
+        pa.field("n_failed_checks", pa.int32()),
+        pa.field("first_failed_step", pa.int32()),
+        pa.field("started_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("duration_s", pa.float64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("metadata", pa.string()),  # JSON text
+    ]
+)
+
+STEPS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("reasoning", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("tool_calls", pa.list_(TOOL_CALL)),
+        pa.field("observations", pa.list_(OBSERVATION)),
+        pa.field("knowledge", pa.string()),
+        pa.field("check_passed", pa.bool_()),
+        pa.field("check_detail", pa.string()),
+        pa.field("error_label", pa.string()),
+        pa.field("is_decisive_error", pa.bool_()),
+        pa.field("label_source", pa.string()),
+        pa.field("n_tokens", pa.int32()),
+        pa.field("started_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("duration_s", pa.float64()),
+        pa.field("cost_usd", pa.float64()),
+    ]
+)
+
+# Replay outputs (written by the model part under replays/<checkpoint_id>/).
+REPLAY_STEPS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("n_tokens", pa.int32()),  # rendered tokens of this step
+        pa.field("n_scored", pa.int32()),  # agent-written tokens scored for surprisal
+        pa.field("surprisal", pa.float32()),  # mean NLL (nats) of agent-written tokens
+        pa.field("max_surprisal", pa.float32()),
+        pa.field("top1_agreement", pa.float32()),  # share of agent tokens the model ranks first
+        pa.field("entropy", pa.float32()),  # mean router entropy over the step's tokens and layers
+        pa.field("truncated", pa.bool_()),  # step fell (partly) outside the model's context
+    ]
+)
+
+ROUTING = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("token_index", pa.int32()),
+        pa.field("token_id", pa.int32()),
+        pa.field("layer", pa.int16()),
+        pa.field("experts", pa.list_(pa.int16())),
+        pa.field("weights", pa.list_(pa.float16())),
+        pa.field("entropy", pa.float16()),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "trajectories": TRAJECTORIES,
+    "steps": STEPS,
+}
+REPLAY_TABLES: dict[str, pa.Schema] = {
+    "replay_steps": REPLAY_STEPS,
+    "routing": ROUTING,
+}
+
+
+class SchemaError(ValueError):
+    """A corpus file does not match the corpus contract; the message names file and column."""
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:
+    """Raise SchemaError naming `where` and the first offending column.
+
+    Extra columns are allowed (a user may add their own); missing columns and columns of the
+    wrong type are not.
+    """
+    for field in expected:
+        idx = actual.get_field_index(field.name)
+        if idx < 0:
+            raise SchemaError(f"{where}: missing column '{field.name}' (expected {field.type})")
+        got = actual.field(idx).type
+        if not _compatible(got, field.type):
+            raise SchemaError(f"{where}: column '{field.name}' has type {got}, expected {field.type}")
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    if got.equals(want):
+        return True
+    # Writers differ on string vs large_string and timestamp units; the data is the same.
+    if pa.types.is_string(want) and (pa.types.is_large_string(got) or pa.types.is_string(got)):
+        return True
+    if pa.types.is_timestamp(want) and pa.types.is_timestamp(got):
+        return True
+    if pa.types.is_integer(want) and pa.types.is_integer(got):
+        return True
+    if pa.types.is_floating(want) and pa.types.is_floating(got):
+        return True
+    if pa.types.is_null(got):  # an all-null column written without a type
+        return True
+    if (pa.types.is_list(want) or pa.types.is_large_list(want)) and (
+        pa.types.is_list(got) or pa.types.is_large_list(got)
+    ):
+        return _compatible(got.value_type, want.value_type)
+    if pa.types.is_struct(want) and pa.types.is_struct(got):
+        names = {got.field(i).name: got.field(i).type for i in range(got.num_fields)}
+        return all(
+            w.name in names and _compatible(names[w.name], w.type)
+            for w in (want.field(i) for i in range(want.num_fields))
+        )
+    return False
+
+
+def validate_values(table: pa.Table, name: str, where: str) -> None:
+    """Check the enumerated columns and keys of a table about to be written."""
+    import pyarrow.compute as pc
+
+    def _enum(col: str, allowed: tuple[str, ...]) -> None:
+        if col not in table.column_names:
+            return
+        values = pc.unique(table[col].drop_null()).to_pylist()
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise SchemaError(f"{where}: column '{col}' has value {bad[0]!r}; allowed: {', '.join(allowed)}")
+
+    if name == "trajectories":
+        _enum("outcome", OUTCOMES)
+        ids = table["trajectory_id"]
+        if ids.null_count:
+            raise SchemaError(f"{where}: column 'trajectory_id' has nulls")
+        if len(pc.unique(ids)) != len(ids):
+            raise SchemaError(f"{where}: column 'trajectory_id' has duplicate values")
+    elif name == "steps":
+        _enum("source", STEP_SOURCES)
+        _enum("label_source", LABEL_SOURCES)

@@ -1,0 +1,266 @@
+"""The DuckDB store: a corpus directory opened read-only as views, and the queries over it.
+
+Every query here is parameterized: user input only ever reaches DuckDB as a bound parameter,
+and identifiers (sort columns) come from fixed allow-lists. The connection is hardened once the
+views exist: file access is limited to the corpus directory and configuration is locked, so the
+power-user SQL entry point (`analysis.corpus.sql`) can run on the same connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from analysis.corpus.io import CorpusError, open_corpus_files, parquet_files
+
+# Sortable columns of the trajectory list (identifiers are never taken from user input).
+SORTABLE = ("trajectory_id", "task_id", "domain", "agent", "teacher", "outcome", "reward", "n_steps", "n_tokens",
+            "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd")
+LIST_COLUMNS = ("trajectory_id", "task_id", "trial", "source", "domain", "agent", "teacher", "outcome", "reward",
+                "n_steps", "n_tokens", "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd")
+
+
+class StoreError(Exception):
+    """A query over the corpus failed; the message says why in the user's terms."""
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (the one place identifiers are quoted)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass
+class TrajectoryFilter:
+    """What the Explore page filters on; every field optional."""
+
+    domains: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    teachers: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    min_steps: int | None = None
+    max_steps: int | None = None
+    has_failed_checks: bool | None = None
+    tool: str | None = None  # trajectories where some step calls this tool
+    text: str | None = None  # case-insensitive substring over task and step content
+    task_id: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """(WHERE clause, params) over the `trajectories` view aliased `t`."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, values in (("domain", self.domains), ("agent", self.agents), ("teacher", self.teachers),
+                               ("source", self.sources), ("outcome", self.outcomes)):
+            if values:
+                clauses.append(f"t.{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if self.min_steps is not None:
+            clauses.append("t.n_steps >= ?")
+            params.append(int(self.min_steps))
+        if self.max_steps is not None:
+            clauses.append("t.n_steps <= ?")
+            params.append(int(self.max_steps))
+        if self.has_failed_checks is not None:
+            clauses.append("t.n_failed_checks > 0" if self.has_failed_checks else "coalesce(t.n_failed_checks, 0) = 0")
+        if self.task_id:
+            clauses.append("t.task_id = ?")
+            params.append(self.task_id)
+        if self.tool:
+            clauses.append("t.trajectory_id IN (SELECT s.trajectory_id FROM steps s, unnest(s.tool_calls) AS u(c) "
+                           "WHERE u.c.name = ?)")
+            params.append(self.tool)
+        if self.text:
+            # contains() on lower(): a literal substring match, so %, _ and \ in the text mean themselves
+            needle = self.text.lower()
+            clauses.append("(contains(lower(t.task), ?) OR t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
+                           "WHERE contains(lower(coalesce(s.reasoning, '') || ' ' || coalesce(s.message, '') || ' ' || "
+                           "coalesce(s.knowledge, '') || ' ' || coalesce(CAST(s.tool_calls AS VARCHAR), '') || ' ' || "
+                           "coalesce(CAST(s.observations AS VARCHAR), '')), ?)))")
+            params.extend([needle, needle])
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@dataclass
+class Page:
+    """One page of the trajectory list, with the total count over all pages."""
+
+    rows: pa.Table
+    total: int
+    offset: int
+    limit: int
+
+
+class CorpusStore:
+    """A read-only DuckDB view of one corpus directory. Thread-safe: each call uses its own cursor."""
+
+    def __init__(self, root: Path | str, memory_limit: str = "2GB", threads: int | None = None):
+        self.root = Path(root).resolve()
+        files = open_corpus_files(self.root)
+        self.manifest = files.manifest
+        self._lock = threading.Lock()
+        self.con = duckdb.connect(":memory:")
+        self.con.execute(f"SET memory_limit = {_sql_string(memory_limit)}")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        for name in files.files:
+            self._create_view(name, self.root / name)
+        self.replay_checkpoints = self._create_replay_views()
+        # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
+        self.con.execute(f"SET allowed_directories = [{_sql_string(str(self.root) + '/')}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    # ------------------------------------------------------------------------------------------
+    def _create_view(self, name: str, directory: Path, view: str | None = None) -> None:
+        glob = str(directory / "**" / "*.parquet")
+        hive = any(p.is_dir() and "=" in p.name for p in directory.iterdir()) if directory.is_dir() else False
+        source = f"read_parquet({_sql_string(glob)}, hive_partitioning = {'true' if hive else 'false'}, union_by_name = true)"
+        self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view or name)} AS SELECT * FROM {source}")
+
+    def _create_replay_views(self) -> list[str]:
+        """Views over every checkpoint's replay cache: replay_steps and routing, keyed by checkpoint_id."""
+        base = self.root / "replays"
+        checkpoints = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        found = [c for c in checkpoints if parquet_files(base / c / "steps")]
+        if found:
+            glob_steps = str(base / "*" / "steps" / "*.parquet")
+            glob_routing = str(base / "*" / "routing" / "*.parquet")
+            for view, glob in (("replay_steps", glob_steps), ("routing", glob_routing)):
+                has_files = any(parquet_files(base / c / ("steps" if view == "replay_steps" else "routing")) for c in found)
+                if not has_files:
+                    continue
+                self.con.execute(
+                    f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT *, "
+                    f"regexp_extract(filename, 'replays/([^/]+)/', 1) AS checkpoint_id FROM read_parquet({_sql_string(glob)}, "
+                    f"filename = true, union_by_name = true)")
+        return found
+
+    def refresh_replays(self) -> list[str]:
+        """Pick up replay caches written since the store was opened."""
+        with self._lock:
+            self.replay_checkpoints = self._create_replay_views()
+        return self.replay_checkpoints
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self.con.cursor()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run one of this module's parameterized queries; errors become StoreError."""
+        cur = self.cursor()
+        try:
+            return cur.sql(sql, params=params or None).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        table = self.query(sql, params)
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    # --- queries -------------------------------------------------------------------------------
+    def list_trajectories(self, flt: TrajectoryFilter | None = None, sort: str = "started_at", descending: bool = False,
+                          offset: int = 0, limit: int = 50) -> Page:
+        """One page of trajectories matching the filter, sorted, plus the total count."""
+        if sort not in SORTABLE:
+            raise StoreError(f"cannot sort by {sort!r}; choose one of {', '.join(SORTABLE)}")
+        where, params = (flt or TrajectoryFilter()).where()
+        limit = max(1, min(int(limit), 1000))
+        offset = max(0, int(offset))
+        cols = ", ".join(f"t.{c}" for c in LIST_COLUMNS)
+        order = f"t.{quote_ident(sort)} {'DESC' if descending else 'ASC'} NULLS LAST, t.trajectory_id"
+        rows = self.query(f"SELECT {cols} FROM trajectories t{where} ORDER BY {order} LIMIT ? OFFSET ?",
+                          [*params, limit, offset])
+        total = self.scalar(f"SELECT count(*) FROM trajectories t{where}", params)
+        return Page(rows=rows, total=int(total or 0), offset=offset, limit=limit)
+
+    def trajectory(self, trajectory_id: str) -> dict[str, Any] | None:
+        table = self.query("SELECT * FROM trajectories WHERE trajectory_id = ?", [trajectory_id])
+        return table.to_pylist()[0] if table.num_rows else None
+
+    def steps(self, trajectory_id: str, start: int = 0, stop: int | None = None) -> pa.Table:
+        """The steps of one trajectory in order; [start, stop) windows a long one."""
+        sql = "SELECT * FROM steps WHERE trajectory_id = ? AND step >= ?"
+        params: list[Any] = [trajectory_id, int(start)]
+        if stop is not None:
+            sql += " AND step < ?"
+            params.append(int(stop))
+        return self.query(sql + " ORDER BY step", params)
+
+    def check_strip(self, trajectory_id: str) -> pa.Table:
+        """Per step: source, check outcome, error label, decisive flag — the error timeline's data."""
+        return self.query("SELECT step, source, check_passed, error_label, is_decisive_error, "
+                          "list_transform(tool_calls, lambda c: c.name) AS tools FROM steps WHERE trajectory_id = ? "
+                          "ORDER BY step", [trajectory_id])
+
+    def find_in_trajectory(self, trajectory_id: str, text: str) -> list[int]:
+        """Steps of one trajectory whose content contains `text` (case-insensitive, literal)."""
+        table = self.query(
+            "SELECT step FROM steps WHERE trajectory_id = ? AND contains(lower(coalesce(reasoning, '') || ' ' || "
+            "coalesce(message, '') || ' ' || coalesce(knowledge, '') || ' ' || coalesce(CAST(tool_calls AS VARCHAR), '')"
+            " || ' ' || coalesce(CAST(observations AS VARCHAR), '')), ?) ORDER BY step", [trajectory_id, text.lower()])
+        return table.column("step").to_pylist()
+
+    def summary(self) -> dict[str, Any]:
+        """Corpus totals: trajectories, steps, tokens, outcome and failed-check rates."""
+        row = self.query(
+            "SELECT count(*) AS trajectories, sum(n_steps)::BIGINT AS steps, sum(n_tokens)::BIGINT AS tokens, "
+            "max(n_tokens) AS max_tokens, max(n_steps) AS max_steps, "
+            "avg(CASE WHEN outcome = 'success' THEN 1.0 WHEN outcome = 'failure' THEN 0.0 END) AS success_rate, "
+            "avg(CASE WHEN n_failed_checks > 0 THEN 1.0 ELSE 0.0 END) AS share_with_failed_checks, "
+            "count(DISTINCT task_id) AS tasks FROM trajectories").to_pylist()[0]
+        return row
+
+    def by_group(self, column: str = "domain") -> pa.Table:
+        """Outcome and failed-check rates per domain/agent/teacher/source."""
+        if column not in ("domain", "agent", "teacher", "source", "outcome"):
+            raise StoreError(f"cannot group by {column!r}")
+        col = quote_ident(column)
+        return self.query(
+            f"WITH s AS (SELECT trajectory_id, count(check_passed) AS checks, "
+            f"count(*) FILTER (WHERE check_passed = false) AS failed FROM steps GROUP BY trajectory_id) "
+            f"SELECT t.{col} AS {col}, count(*) AS trajectories, "
+            f"avg(CASE WHEN outcome = 'success' THEN 1.0 WHEN outcome = 'failure' THEN 0.0 END) AS success_rate, "
+            f"sum(s.failed) / nullif(sum(s.checks), 0) AS failed_check_rate, median(t.n_steps) AS median_steps, "
+            f"sum(t.n_tokens)::BIGINT AS tokens FROM trajectories t LEFT JOIN s USING (trajectory_id) "
+            f"GROUP BY t.{col} ORDER BY t.{col}")
+
+    def horizon_lengths(self) -> pa.Table:
+        return self.query("SELECT trajectory_id, domain, outcome, n_steps, n_tokens FROM trajectories")
+
+    def distinct(self, column: str) -> list[str]:
+        if column not in ("domain", "agent", "teacher", "source", "outcome"):
+            raise StoreError(f"cannot list values of {column!r}")
+        table = self.query(f"SELECT DISTINCT {quote_ident(column)} AS v FROM trajectories WHERE v IS NOT NULL ORDER BY v")
+        return table.column("v").to_pylist()
+
+    def tools(self) -> list[str]:
+        table = self.query("SELECT DISTINCT u.c.name AS name FROM steps, unnest(tool_calls) AS u(c) "
+                           "WHERE name IS NOT NULL ORDER BY name")
+        return table.column("name").to_pylist()
+
+    def trials_of(self, task_id: str) -> list[str]:
+        table = self.query("SELECT trajectory_id FROM trajectories WHERE task_id = ? ORDER BY trial, trajectory_id",
+                           [task_id])
+        return table.column("trajectory_id").to_pylist()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def open_store(root: Path | str) -> CorpusStore:
+    """Open a corpus for querying; CorpusError says what is wrong with the directory."""
+    try:
+        return CorpusStore(root)
+    except duckdb.Error as exc:
+        raise CorpusError(f"{root}: DuckDB could not open the corpus ({exc})") from exc

@@ -1,0 +1,1 @@
+"""The sample corpus generator: simulated agents in simulated worlds."""

@@ -1,0 +1,23 @@
+"""Horizon Lens entry point: `streamlit run app/main.py` (or `horizonlens serve`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts this file's folder on sys.path, not the repo root; the app imports `app.*`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import streamlit as st  # noqa: E402
+
+from app import sidebar  # noqa: E402
+
+st.set_page_config(page_title="Horizon Lens", page_icon="🔭", layout="wide")
+
+PAGES = [
+    st.Page("app_pages/explore.py", title="Explore", icon="🗂️", default=True, url_path="explore"),
+]
+
+nav = st.navigation(PAGES)
+sidebar.render()
+nav.run()

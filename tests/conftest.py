@@ -1,0 +1,66 @@
+"""Shared fixtures: small generated corpora (no ../shared needed) and paths to the real datasets."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from analysis.corpus.io import new_manifest, write_corpus
+from analysis.corpus.schema import STEPS, TRAJECTORIES
+from analysis.sample.generate import generate_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 simulated trajectories (12 tasks x 4 trials), all six domains."""
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    generate_corpus(str(out), 48, seed=7)
+    return out
+
+
+def step_row(tid: str, step: int, source: str = "agent", check: bool | None = True, **kw: object) -> dict:
+    row = {name: None for name in STEPS.names}
+    row.update(trajectory_id=tid, step=step, source=source, check_passed=check, tool_calls=[], observations=[],
+               n_tokens=10, label_source="verifier" if check is not None else None)
+    row.update(kw)
+    return row
+
+
+def traj_row(tid: str, n_steps: int, outcome: str = "success", **kw: object) -> dict:
+    row = {name: None for name in TRAJECTORIES.names}
+    row.update(trajectory_id=tid, task_id=tid.split("-t")[0], trial=0, source="test", domain="search", agent="a",
+               teacher="t", task=f"task {tid}", outcome=outcome, reward=1.0 if outcome == "success" else 0.0,
+               n_steps=n_steps, n_tokens=10 * n_steps, n_failed_checks=0,
+               started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), metadata=json.dumps({}))
+    row.update(kw)
+    return row
+
+
+def make_corpus(root: Path, trajectories: list[dict], steps: list[dict]) -> Path:
+    """Write a hand-built corpus (rows as dicts, missing columns null)."""
+    write_corpus(root, pa.Table.from_pylist(trajectories, schema=TRAJECTORIES),
+                 pa.Table.from_pylist(steps, schema=STEPS), new_manifest(["test"]))
+    return root
+
+
+@pytest.fixture()
+def hostile_corpus(tmp_path: Path) -> Path:
+    """Two trajectories whose text is hostile: HTML/JS, SQL, LIKE wildcards, unicode."""
+    trajs = [traj_row("evil-t0", 3, task=HOSTILE, domain="weird'domain"), traj_row("plain-t0", 2, domain="search")]
+    steps = [
+        step_row("evil-t0", 0, "user", None, message=HOSTILE),
+        step_row("evil-t0", 1, reasoning=HOSTILE, tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})}],
+                 observations=[{"call_id": "c1", "content": HOSTILE}]),
+        step_row("evil-t0", 2, check=False, message="100% done_ok"),
+        step_row("plain-t0", 0, "user", None, message="hello"),
+        step_row("plain-t0", 1, message="plain words"),
+    ]
+    return make_corpus(tmp_path / "hostile", trajs, steps)
