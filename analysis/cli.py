@@ -80,6 +80,81 @@ def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
 
 
 @app.command()
+def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays are cached inside it)."),
+           checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="MoE checkpoint directory."),
+           trajectory: list[str] = typer.Option([], "--trajectory", "-t", help="Trajectory id (repeatable)."),
+           limit: Optional[int] = typer.Option(None, help="Replay at most N trajectories (shortest first)."),
+           domain: list[str] = typer.Option([], help="Only trajectories of this domain (repeatable)."),
+           max_tokens: Optional[int] = typer.Option(None, help="Skip trajectories with more estimated tokens."),
+           chunk_size: int = typer.Option(512, help="Tokens per forward call."),
+           device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+           dtype: str = typer.Option("auto", help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16."),
+           allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) weights; they can run code."),
+           trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own Python code."),
+           allow_dense: bool = typer.Option(False, help="Replay a non-MoE model (surprisal, no routing).")) -> None:
+    """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
+    from analysis.corpus.io import CorpusError
+    from analysis.corpus.store import TrajectoryFilter, open_store
+    from analysis.model.batch import replay_many
+    from analysis.model.cache import ReplayCache
+    from analysis.model.loader import CheckpointError, load_checkpoint
+    from analysis.model.replay import ReplayConfig
+
+    try:
+        store = open_store(corpus)
+        loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code, allow_dense=allow_dense)
+    except (CorpusError, CheckpointError) as exc:
+        _fail(str(exc))
+    ids = list(trajectory)
+    if not ids:
+        flt = TrajectoryFilter(domains=list(domain))
+        ids, offset = [], 0
+        while True:  # page through the whole (filtered) corpus, shortest first
+            page = store.list_trajectories(flt, sort="n_tokens", limit=1000, offset=offset)
+            rows = page.rows.to_pylist()
+            ids += [r["trajectory_id"] for r in rows if max_tokens is None or r["n_tokens"] <= max_tokens]
+            offset += 1000
+            if offset >= page.total:
+                break
+    if limit is not None:
+        ids = ids[:limit]
+    missing = [t for t in ids if store.trajectory(t) is None]
+    if missing:
+        _fail(f"no such trajectory: {missing[0]}")
+    cache = ReplayCache(store.root, loaded.checkpoint_id)
+    typer.echo(f"checkpoint {loaded.checkpoint_id} ({loaded.architecture}, {len(loaded.routers)} MoE layers, "
+               f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')}); {len(ids)} trajectories")
+    progress, task = _progress(len(ids), "replaying")
+    with progress:
+        done, skipped = replay_many(store, loaded, ids, ReplayConfig(chunk_size=chunk_size),
+                                    on_done=lambda tid, ran: progress.advance(task, 1))
+    typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
+
+
+@app.command("build-checkpoint")
+def build_checkpoint_cmd(out: Path = typer.Argument(DEFAULT_CHECKPOINT, help="Where to write the checkpoint."),
+                         corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus to train on."),
+                         steps: int = typer.Option(700, help="Optimizer steps (fixed, for determinism)."),
+                         seed: int = typer.Option(0, help="Random seed."),
+                         compare: bool = typer.Option(True, help="Also report routing structure vs random init.")) -> None:
+    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
+    import tempfile
+
+    from analysis.corpus.store import open_store
+    from analysis.model.build import BuildConfig, build_checkpoint, compare_with_random_init
+
+    store = open_store(corpus)
+    cfg = BuildConfig(steps=steps, seed=seed)
+    report = build_checkpoint(store, out, cfg, log=typer.echo)
+    if compare:
+        with tempfile.TemporaryDirectory() as work:
+            report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
+        (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(json.dumps(report["heldout_loss"]))
+
+
+@app.command()
 def serve(corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus directory to open."),
           checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (optional)."),
           host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps it local."),

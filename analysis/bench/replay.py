@@ -1,0 +1,74 @@
+"""Replay benchmarks on one checkpoint and one long trajectory, each beside its baseline."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from analysis.bench.timing import interleaved, measure
+
+if TYPE_CHECKING:
+    from analysis.model.loader import LoadedModel
+
+
+def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]], tokens: int = 2048,
+                 chunk_size: int = 512, repeats: int = 5, prefix_steps: int = 40) -> dict[str, Any]:
+    """Capture overhead, chunked vs one forward vs re-forwarding prefixes, throughput, storage."""
+    import torch
+
+    from analysis.model.cache import ReplayCache
+    from analysis.model.capture import capture_routing
+    from analysis.model.render import render
+    from analysis.model.replay import ReplayConfig, forward_chunks, replay_trajectory
+
+    rendered = render(loaded.tokenizer, steps)
+    n = min(tokens, len(rendered))
+    ids = torch.as_tensor(rendered.token_ids[:n])[None, :]
+
+    def plain() -> None:
+        with torch.inference_mode():
+            loaded.model(input_ids=ids)
+
+    def captured() -> None:
+        with capture_routing(loaded) as rec, torch.inference_mode():
+            loaded.model(input_ids=ids)
+            rec.take()
+
+    def chunked() -> None:
+        with capture_routing(loaded) as rec:
+            forward_chunks(loaded, ids, chunk_size)
+            rec.take()
+
+    # the cost a step-by-step viewer pays without a cache: one forward of every growing prefix
+    bounds = sorted({int(np.flatnonzero(rendered.steps[:n] == s)[-1]) + 1 for s in np.unique(rendered.steps[:n])})
+    bounds = bounds[:: max(1, len(bounds) // prefix_steps)]
+
+    def prefixes() -> None:
+        with torch.inference_mode():
+            for b in bounds:
+                loaded.model(input_ids=ids[:, :b])
+
+    timings = interleaved({"plain_forward": plain, "captured_forward": captured, "chunked_replay": chunked},
+                          repeats=repeats)
+    prefix = measure(prefixes, repeats=max(1, repeats // 2), warmup=0)
+    full = replay_trajectory(loaded, trajectory_id, steps, ReplayConfig(chunk_size=chunk_size))
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ReplayCache(Path(tmp), loaded.checkpoint_id)
+        cache.write(full)
+        routing_bytes = cache.paths(trajectory_id)[1].stat().st_size
+    token_layers = full.n_replayed * len(full.routing)
+    base = timings["plain_forward"]["median_s"]
+    return {
+        "tokens": n, "chunk_size": chunk_size, "moe_layers": len(loaded.routers), "experts": loaded.num_experts,
+        "timings": timings, "prefix_reforward": prefix, "prefix_points": len(bounds),
+        "capture_overhead_ratio": timings["captured_forward"]["median_s"] / base,
+        "chunked_vs_one_forward_ratio": timings["chunked_replay"]["median_s"] / base,
+        "prefix_reforward_vs_one_forward_ratio": prefix["median_s"] / base,
+        "full_trajectory": {"tokens": full.n_replayed, "wall_s": full.wall_s,
+                            "tokens_per_s": full.n_replayed / full.wall_s if full.wall_s else None},
+        "routing_bytes_per_token_layer": routing_bytes / max(1, token_layers),
+        "raw_fp32_logits_bytes_per_token_layer": 4 * loaded.num_experts,
+    }

@@ -1,0 +1,45 @@
+"""Replaying trajectories of a corpus into its replay cache (used by the CLI and the app)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from analysis.model.cache import ReplayCache
+from analysis.model.replay import ReplayConfig, replay_trajectory
+
+if TYPE_CHECKING:
+    from analysis.corpus.store import CorpusStore
+    from analysis.model.loader import LoadedModel
+
+
+def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: str,
+                    config: ReplayConfig | None = None, force: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> bool:
+    """Replay one trajectory into the cache unless a valid replay is there. True if it ran."""
+    cache = ReplayCache(store.root, loaded.checkpoint_id)
+    if not force and cache.has(trajectory_id):
+        return False
+    steps = store.steps(trajectory_id).to_pylist()
+    if not steps:
+        raise KeyError(f"no trajectory {trajectory_id!r} in {store.root}")
+    result = replay_trajectory(loaded, trajectory_id, steps, config, progress)
+    meta = {**loaded.describe(), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "chunk_size": (config or ReplayConfig()).chunk_size}
+    cache.write(result, meta)
+    store.refresh_replays()
+    return True
+
+
+def replay_many(store: "CorpusStore", loaded: "LoadedModel", trajectory_ids: Iterable[str],
+                config: ReplayConfig | None = None,
+                on_done: Callable[[str, bool], None] | None = None) -> tuple[int, int]:
+    """Replay each id that is not cached yet (resumable). Returns (replayed, skipped)."""
+    replayed = skipped = 0
+    for tid in trajectory_ids:
+        ran = ensure_replayed(store, loaded, tid, config)
+        replayed += ran
+        skipped += not ran
+        if on_done:
+            on_done(tid, ran)
+    return replayed, skipped

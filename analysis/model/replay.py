@@ -1,0 +1,211 @@
+"""Teacher-forced replay of a recorded trajectory through a loaded checkpoint.
+
+One pass over the rendered trajectory in chunks, carrying the model's cache between chunks, so
+memory stays bounded by the chunk size (plus the cache) however long the trajectory is. Per
+token: surprisal of the recorded token, whether it was the model's top-1 choice, and the router's
+decisions per layer. Per step: aggregates over the agent-written tokens (docs/replay.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from analysis.corpus.schema import REPLAY_STEPS, ROUTING
+from analysis.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
+
+if TYPE_CHECKING:
+    from analysis.model.capture import LayerRecord
+    from analysis.model.loader import LoadedModel
+
+
+@dataclass
+class ReplayConfig:
+    """How to replay; every field has a default that works on CPU."""
+
+    chunk_size: int = 512  # tokens per forward call; memory grows with it, speed too (up to a point)
+    max_tokens: int | None = None  # replay at most this many tokens (default: the model's context length)
+    max_field_tokens: int = DEFAULT_FIELD_TOKENS  # cut any single field longer than this
+    use_chat_template: bool | None = None  # None: use the checkpoint's chat template if it has one
+
+
+@dataclass
+class ReplayResult:
+    """Everything one replay produced, before it is written to the cache."""
+
+    trajectory_id: str
+    checkpoint_id: str
+    rendered: Rendered
+    n_replayed: int  # tokens actually run through the model (< len(rendered) when truncated)
+    surprisal: np.ndarray  # (n_replayed,) float32 nats; NaN for the first token
+    top1: np.ndarray  # (n_replayed,) bool: the recorded token was the model's argmax
+    routing: dict[int, "LayerRecord"]  # per real layer number
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        return self.n_replayed < len(self.rendered)
+
+    def step_table(self) -> pa.Table:
+        """One row per step of the trajectory (REPLAY_STEPS schema)."""
+        r, n = self.rendered, self.n_replayed
+        steps = r.steps[:n]
+        scored = r.scored[:n] & ~np.isnan(self.surprisal)
+        ent = np.mean(np.stack([rec.entropy.numpy() for rec in self.routing.values()]), axis=0) if self.routing \
+            else np.full(n, np.nan, dtype=np.float32)
+        rows = []
+        for step in np.unique(r.steps):
+            in_step = steps == step
+            total = int((r.steps == step).sum())
+            mask = in_step & scored
+            rows.append({
+                "trajectory_id": self.trajectory_id, "step": int(step), "n_tokens": total, "n_scored": int(mask.sum()),
+                "surprisal": float(self.surprisal[mask].mean()) if mask.any() else None,
+                "max_surprisal": float(self.surprisal[mask].max()) if mask.any() else None,
+                "top1_agreement": float(self.top1[mask].mean()) if mask.any() else None,
+                "entropy": float(np.nanmean(ent[in_step])) if in_step.any() and self.routing else None,
+                "truncated": int(in_step.sum()) < total,
+            })
+        return pa.Table.from_pylist(rows, schema=REPLAY_STEPS)
+
+    def routing_table(self) -> pa.Table:
+        """One row per (token, MoE layer) (ROUTING schema), token-major."""
+        if not self.routing:
+            return ROUTING.empty_table()
+        layers = sorted(self.routing)
+        n, n_layers = self.n_replayed, len(layers)
+        k = self.routing[layers[0]].experts.shape[1]
+        experts = np.stack([self.routing[l].experts.numpy() for l in layers], axis=1).reshape(n * n_layers, k)
+        weights = np.stack([self.routing[l].weights.numpy() for l in layers], axis=1).reshape(n * n_layers, k)
+        entropy = np.stack([self.routing[l].entropy.numpy() for l in layers], axis=1).reshape(n * n_layers)
+        token = np.repeat(np.arange(n, dtype=np.int32), n_layers)
+        offsets = pa.array(np.arange(0, n * n_layers * k + 1, k, dtype=np.int32))
+        return pa.table({
+            "trajectory_id": pa.array([self.trajectory_id] * (n * n_layers), pa.string()),
+            "step": pa.array(self.rendered.steps[token], pa.int32()),
+            "segment": pa.array(self.rendered.segments[token].tolist(), pa.string()),
+            "token_index": pa.array(token, pa.int32()),
+            "token_id": pa.array(self.rendered.token_ids[token].astype(np.int32), pa.int32()),
+            "layer": pa.array(np.tile(np.asarray(layers, dtype=np.int16), n), pa.int16()),
+            "experts": pa.ListArray.from_arrays(offsets, pa.array(experts.reshape(-1).astype(np.int16), pa.int16())),
+            "weights": pa.ListArray.from_arrays(offsets, pa.array(weights.reshape(-1).astype(np.float16), pa.float16())),
+            "entropy": pa.array(entropy.astype(np.float16), pa.float16()),
+        }, schema=ROUTING)
+
+
+def forward_chunks(loaded: "LoadedModel", ids: "Any", chunk_size: int,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run token ids (1, N) through the model chunk by chunk with its cache.
+
+    Returns per-token surprisal (nats) of each token given everything before it, and top-1 agreement.
+    Callers hold the model lock (capture_routing does).
+    """
+    import torch
+
+    n = int(ids.shape[1])
+    surprisal = np.full(n, np.nan, dtype=np.float32)
+    top1 = np.zeros(n, dtype=bool)
+    cache = None
+    prev_last: torch.Tensor | None = None
+    model = loaded.model
+    with torch.inference_mode():
+        for start in range(0, n, chunk_size):
+            end = min(n, start + chunk_size)
+            chunk = ids[:, start:end].to(loaded.device)
+            out = model(input_ids=chunk, cache=cache, use_cache=True)
+            cache = out.cache
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)  # (L, V)
+            targets = chunk[0]
+            if prev_last is not None:
+                surprisal[start] = float(-prev_last[targets[0]])
+                top1[start] = bool(prev_last.argmax() == targets[0])
+            if end - start > 1:
+                pred = logp[:-1]
+                surprisal[start + 1:end] = (-pred.gather(1, targets[1:, None])[:, 0]).cpu().numpy()
+                top1[start + 1:end] = (pred.argmax(-1) == targets[1:]).cpu().numpy()
+            prev_last = logp[-1]
+            if progress:
+                progress(end, n)
+    return surprisal, top1
+
+
+def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]],
+                      config: ReplayConfig | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+    """Render, then replay a trajectory (its steps as dicts of the corpus `steps` columns)."""
+    import torch
+
+    from analysis.model.capture import capture_routing
+
+    config = config or ReplayConfig()
+    started = time.perf_counter()
+    rendered = render(loaded.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
+    limit = min(loaded.max_context, config.max_tokens or loaded.max_context)
+    notes = list(rendered.notes)
+    n = min(len(rendered), limit)
+    if n < len(rendered):
+        first_cut = int(rendered.steps[n])
+        notes.append(f"the trajectory renders to {len(rendered):,} tokens but the limit is {limit:,}: replayed the "
+                     f"first {n:,}; step {first_cut} onward is not replayed (truncated)")
+    ids = torch.as_tensor(rendered.token_ids[:n], dtype=torch.long)[None, :]
+    with capture_routing(loaded) as recorder:
+        surprisal, top1 = forward_chunks(loaded, ids, max(1, config.chunk_size), progress) if n else \
+            (np.zeros(0, np.float32), np.zeros(0, bool))
+        routing = recorder.take()
+    return ReplayResult(trajectory_id, loaded.checkpoint_id, rendered, n, surprisal, top1, routing, notes,
+                        time.perf_counter() - started)
+
+
+@dataclass
+class Continuation:
+    """What the model would have written at a step, beside what the agent recorded."""
+
+    step: int
+    generated: str
+    recorded: str
+    prompt_tokens: int
+    prefix_truncated: bool
+    settings: dict[str, Any]
+
+
+def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int, max_new_tokens: int = 96,
+                  do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
+                  config: ReplayConfig | None = None) -> Continuation:
+    """Continue from the prefix just before the agent's recorded action at `step`."""
+    import torch
+
+    config = config or ReplayConfig()
+    rendered = render(loaded.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
+    start = rendered.action_start(step)
+    if start is None:
+        raise ValueError(f"step {step} has no agent-written content to compare with")
+    span = rendered.step_range(step)
+    assert span is not None
+    recorded_ids = [int(t) for t, s in zip(rendered.token_ids[start:span[1]], rendered.scored[start:span[1]]) if s]
+    max_new_tokens = max(1, min(int(max_new_tokens), 1024))
+    budget = max(1, loaded.max_context - max_new_tokens)
+    prefix = rendered.token_ids[max(0, start - budget):start]
+    ids = torch.as_tensor(prefix, dtype=torch.long, device=loaded.device)[None, :]
+    eos = [loaded.tokenizer.convert_tokens_to_ids(t) for t in ("<|end|>", "</tool_call>")
+           if t in loaded.tokenizer.get_vocab()] or None
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
+                                  "pad_token_id": loaded.tokenizer.pad_token_id or 0}
+    if eos:
+        gen_kwargs["eos_token_id"] = eos
+    if do_sample:
+        gen_kwargs.update(temperature=max(1e-3, float(temperature)), top_p=float(top_p))
+        settings.update(temperature=temperature, top_p=top_p, seed=seed)
+    with loaded.lock, torch.inference_mode():
+        if do_sample:
+            torch.manual_seed(seed)
+        out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
+    new = out[0, ids.shape[1]:].tolist()
+    decode = loaded.tokenizer.decode
+    return Continuation(step, decode(new, skip_special_tokens=False), decode(recorded_ids, skip_special_tokens=False),
+                        int(ids.shape[1]), start > budget, settings)
