@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -152,6 +152,73 @@ def build_checkpoint_cmd(out: Path = typer.Argument(DEFAULT_CHECKPOINT, help="Wh
             report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
         (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report["heldout_loss"]))
+
+
+def _records(df: Any) -> list[dict[str, Any]]:
+    """DataFrame → JSON-safe records (NaN/inf → null)."""
+    import math
+
+    out = []
+    for row in df.to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
+                        v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+    return out
+
+
+@app.command()
+def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
+            by: Optional[str] = typer.Option(None, help="Facet: domain, agent, teacher or source."),
+            checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint whose cached replays to include."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+    """Corpus-level error-compounding figures (and model-side ones with --checkpoint)."""
+    from analysis.corpus.io import CorpusError
+    from analysis.corpus.store import open_store
+    from analysis.metrics import attribution, compounding
+
+    if by is not None and by not in compounding.FACETS:
+        _fail(f"--by must be one of {', '.join(compounding.FACETS)}")
+    try:
+        store = open_store(corpus)
+    except CorpusError as exc:
+        _fail(str(exc))
+    fits = compounding.success_vs_length(store, by)
+    ckpt_id = None
+    if checkpoint is not None:
+        from analysis.model.loader import checkpoint_id
+
+        ckpt_id = checkpoint_id(checkpoint)
+    tables = {
+        "step_error_rate": compounding.step_error_rate(store, by),
+        "survival": compounding.survival(store, by),
+        "self_conditioning": compounding.self_conditioning(store, by),
+        "previous_step": compounding.previous_step(store, by),
+        "recovery": compounding.recovery(store, by),
+        "success_vs_length": fits["fits"],
+        "pass_k": compounding.pass_k(store, by),
+        "attribution": attribution.accuracy(attribution.predictions(store, ckpt_id)),
+    }
+    if ckpt_id and ckpt_id in store.replay_checkpoints:
+        from analysis.metrics import model_side
+
+        tables["model_by_step"] = model_side.signals_by_step(store, ckpt_id, bucket=10)
+        tables["model_around_failures"] = model_side.around_failures(store, ckpt_id)
+    elif ckpt_id:
+        typer.secho(f"note: no cached replays for {ckpt_id} in this corpus (run `horizonlens replay`)", err=True)
+    if as_json:
+        typer.echo(json.dumps({name: _records(df) for name, df in tables.items()}, indent=1, default=str))
+        return
+    titles = {"step_error_rate": "Step error rate p̂ (95% Wilson) and independent-errors horizons",
+              "survival": "Kaplan–Meier survival to the first failed check (first 15 t)",
+              "self_conditioning": "Self-conditioning: P(fail | j earlier failures)",
+              "previous_step": "P(fail | previous check)", "recovery": "Recovery after a failed check",
+              "success_vs_length": "Success vs horizon length (logistic on log2 steps)",
+              "pass_k": "pass^k", "attribution": "Decisive-step attribution accuracy",
+              "model_by_step": "Model signals by step (buckets of 10)",
+              "model_around_failures": "Model signals around checks"}
+    for name, df in tables.items():
+        typer.secho(f"\n{titles[name]}", bold=True)
+        shown = df.groupby("group").head(15) if name == "survival" and not df.empty else df
+        typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "(no data)")
 
 
 @app.command()

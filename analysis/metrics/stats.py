@@ -1,0 +1,109 @@
+"""Statistics primitives used by the metrics: intervals, Kaplan–Meier, logistic fit, pass^k."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: np.ndarray | float, n: np.ndarray | float, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a binomial proportion (defined for 0 and n successes)."""
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(n > 0, k / n, np.nan)
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def kaplan_meier(durations: np.ndarray, events: np.ndarray, z: float = Z95) -> pd.DataFrame:
+    """Kaplan–Meier survival with Greenwood log(-log) 95% bands (as lifelines computes them).
+
+    durations: time of the event or of censoring (here: the index of the check, 1-based);
+    events: 1 if the event (a failed check) happened at that time, 0 if censored.
+    Returns one row per distinct time with at_risk, events, censored, survival, lower, upper, hazard.
+    """
+    d = np.asarray(durations, dtype=float)
+    e = np.asarray(events, dtype=int)
+    if d.size == 0:
+        return pd.DataFrame(columns=["t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard"])
+    times = np.unique(d)
+    rows = []
+    surv, green = 1.0, 0.0
+    for t in times:
+        at_risk = int((d >= t).sum())
+        ev = int(((d == t) & (e == 1)).sum())
+        cens = int(((d == t) & (e == 0)).sum())
+        hazard = ev / at_risk if at_risk else 0.0
+        surv *= 1 - hazard
+        if at_risk > ev:
+            green += ev / (at_risk * (at_risk - ev))
+        if 0 < surv < 1 and green > 0:
+            # log(-log S) transform keeps the band inside [0, 1]
+            se = math.sqrt(green) / abs(math.log(surv))
+            lower, upper = surv ** math.exp(z * se), surv ** math.exp(-z * se)
+        else:
+            lower = upper = surv
+        rows.append((t, at_risk, ev, cens, surv, lower, upper, hazard))
+    return pd.DataFrame(rows, columns=["t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard"])
+
+
+@dataclass
+class LogisticFit:
+    intercept: float
+    slope: float
+    converged: bool
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.intercept + self.slope * np.asarray(x, dtype=float))))
+
+    def x_at(self, q: float) -> float | None:
+        """The x where the fitted probability equals q (METR's get_x_for_quantile)."""
+        if self.slope == 0 or not self.converged:
+            return None
+        return (math.log(q / (1 - q)) - self.intercept) / self.slope
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-6) -> LogisticFit:
+    """Maximum-likelihood logistic regression y ~ a + b x by Newton–Raphson (IRLS)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.size < 2 or y.min() == y.max() or x.min() == x.max():
+        return LogisticFit(0.0, 0.0, False)  # all successes, all failures or one length: no slope to fit
+    X = np.column_stack([np.ones_like(x), x])
+    beta = np.zeros(2)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-X @ beta))
+        w = p * (1 - p)
+        hess = X.T @ (X * w[:, None]) + ridge * np.eye(2)
+        step = np.linalg.solve(hess, X.T @ (y - p))
+        beta += step
+        if np.abs(step).max() < 1e-8:
+            return LogisticFit(float(beta[0]), float(beta[1]), bool(np.isfinite(beta).all()))
+    return LogisticFit(float(beta[0]), float(beta[1]), bool(np.isfinite(beta).all() and abs(beta[1]) < 1e6))
+
+
+def pass_hat_k(trials: pd.DataFrame, k_max: int | None = None) -> pd.DataFrame:
+    """pass^k: mean over tasks of C(c, k) / C(n, k), the chance all k sampled trials succeed (τ-bench).
+
+    `trials` has one row per task with columns n (trials) and c (successes). Tasks with fewer than k
+    trials do not count toward pass^k.
+    """
+    if trials.empty:
+        return pd.DataFrame(columns=["k", "pass_hat_k", "tasks"])
+    k_max = k_max or int(trials["n"].max())
+    rows = []
+    for k in range(1, k_max + 1):
+        eligible = trials[trials["n"] >= k]
+        if eligible.empty:
+            continue
+        vals = [math.comb(int(c), k) / math.comb(int(n), k) for n, c in zip(eligible["n"], eligible["c"])]
+        rows.append((k, float(np.mean(vals)), len(eligible)))
+    return pd.DataFrame(rows, columns=["k", "pass_hat_k", "tasks"])

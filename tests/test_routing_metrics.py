@@ -1,0 +1,112 @@
+"""Expert-routing statistics on a hand-built replay cache with planted expert choices."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from analysis.corpus.io import write_table_atomic
+from analysis.corpus.schema import REPLAY_STEPS, ROUTING
+from analysis.corpus.store import open_store
+from analysis.metrics import routing
+from analysis.metrics.info import js_distance
+from analysis.model.cache import ReplayCache
+from tests.conftest import make_corpus, step_row, traj_row
+
+TOKEN_STEPS = [0, 0, 1, 1, 2, 2]
+SEGMENTS = ["user", "user", "reasoning", "reasoning", "tool_call", "tool_call"]
+A_L0 = [[0, 1], [0, 1], [0, 2], [2, 3], [2, 3], [3, 0]]
+A_L1 = [[1, 2]] * 6
+B_L0 = [[0, 1], [1, 3], [3, 1], [2, 3], [3, 2], [0, 1]]
+
+
+def _write(root: Path, ckpt: str, layers: dict[int, list[list[int]]]) -> None:
+    rows = []
+    for t in range(6):
+        for layer, experts in layers.items():
+            rows.append({"trajectory_id": "T-t0", "step": TOKEN_STEPS[t], "segment": SEGMENTS[t], "token_index": t,
+                         "token_id": 100 + t, "layer": layer, "experts": experts[t], "weights": [0.6, 0.4],
+                         "entropy": 1.0})
+    cache = ReplayCache(root, ckpt)
+    steps_path, routing_path = cache.paths("T-t0")
+    write_table_atomic(pa.Table.from_pylist(rows, schema=ROUTING), routing_path)
+    write_table_atomic(pa.Table.from_pylist([{"trajectory_id": "T-t0", "step": s, "n_tokens": 2, "n_scored": 2,
+                                              "surprisal": 1.0 + s, "max_surprisal": 2.0, "top1_agreement": 0.5,
+                                              "entropy": 1.0, "truncated": False} for s in range(3)],
+                                            schema=REPLAY_STEPS), steps_path)
+    (cache.root / "checkpoint.json").write_text('{"num_experts": 4}')
+
+
+@pytest.fixture()
+def store(tmp_path: Path):
+    root = make_corpus(tmp_path / "c", [traj_row("T-t0", 3)],
+                       [step_row("T-t0", 0, "user", None), step_row("T-t0", 1), step_row("T-t0", 2, check=False)])
+    _write(root, "ck-a", {0: A_L0, 1: A_L1})
+    _write(root, "ck-b", {0: B_L0})
+    return open_store(root)
+
+
+def test_expert_load_against_uniform(store) -> None:
+    load = routing.expert_load(store, "ck-a")
+    l0 = load[load["layer"] == 0].set_index("expert")
+    assert l0["assignments"].tolist() == [4, 2, 3, 3]
+    assert l0["share"].tolist() == pytest.approx([4 / 12, 2 / 12, 3 / 12, 3 / 12])
+    assert l0["specialization"].iloc[0] == pytest.approx((4 / 12) / 0.25)
+    l1 = load[load["layer"] == 1].set_index("expert")
+    assert l1["assignments"].tolist() == [0, 6, 6, 0]  # unused experts appear with zero load
+    seg = routing.expert_load(store, "ck-a", by="segment")
+    user = seg[(seg["layer"] == 0) & (seg["group"] == "user")].set_index("expert")["share"]
+    assert user.tolist() == pytest.approx([0.5, 0.5, 0, 0])
+    dom = routing.expert_load(store, "ck-a", by="domain")
+    assert set(dom["group"]) == {"search"}
+
+
+def test_layer_usage(store) -> None:
+    usage = routing.layer_usage(store, "ck-a").set_index("layer")
+    assert usage.loc[1, "usage_entropy"] == pytest.approx(math.log(2))
+    assert usage.loc[1, "unused_experts"] == 2 and usage.loc[1, "imbalance"] == pytest.approx(2.0)
+    counts = np.array([4, 2, 3, 3]) / 12
+    assert usage.loc[0, "usage_entropy"] == pytest.approx(float(-(counts * np.log(counts)).sum()))
+
+
+def test_coactivation(store) -> None:
+    co = routing.coactivation(store, "ck-a", layer=0)
+    e0 = co[co["i"] == 0].set_index("j")["rate"]
+    assert e0.to_dict() == pytest.approx({1: 0.5, 2: 0.25, 3: 0.25})
+    e1 = co[co["i"] == 1].set_index("j")["rate"]
+    assert e1.to_dict() == pytest.approx({0: 1.0})
+
+
+def test_consecutive_same_expert(store) -> None:
+    df = routing.consecutive_same_expert(store, "ck-a").set_index("layer")
+    assert df.loc[0, "pairs"] == 5
+    assert df.loc[0, "same_top1"] == pytest.approx(3 / 5)
+    assert df.loc[0, "any_overlap"] == pytest.approx(1.0)
+    assert df.loc[0, "random_baseline_top1"] == pytest.approx(14 / 36)
+    assert df.loc[1, "same_top1"] == pytest.approx(1.0)
+
+
+def test_step_load_and_drift(store) -> None:
+    load = routing.step_expert_load(store, "ck-a", "T-t0", layer=0)
+    step2 = load[load["step"] == 2].set_index("expert")["share"]
+    assert step2.to_dict() == pytest.approx({0: 0.25, 2: 0.25, 3: 0.5})
+    drift = routing.routing_drift(store, "ck-a", "T-t0", reference_steps=1).set_index("step")["drift"]
+    assert drift.loc[1] == pytest.approx(0.0)  # the reference step itself
+    l0 = js_distance(np.array([1, 0, 1, 2]), np.array([1, 0, 2, 1]))  # layer 0: step 2 vs step 1
+    assert drift.loc[2] == pytest.approx((l0 + 0.0) / 2)  # layer 1 routes identically everywhere
+
+
+def test_checkpoint_agreement(store) -> None:
+    agree = routing.checkpoint_agreement(store, "ck-a", "ck-b", "T-t0").set_index("layer")
+    assert list(agree.index) == [0]  # only layer 0 exists in both
+    assert agree.loc[0, "agreement"] == pytest.approx(4 / 6)
+    assert agree.loc[0, "top1_agreement"] == pytest.approx(2 / 6)
+
+
+def test_js_distance_bounds() -> None:
+    assert js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
+    assert js_distance(np.array([1, 1]), np.array([2, 2])) == pytest.approx(0.0)
