@@ -15,7 +15,12 @@ from app import sidebar  # noqa: E402
 st.set_page_config(page_title="Horizon Lens", page_icon="🔭", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/explore.py", title="Explore", icon="🗂️", default=True, url_path="explore"),
+    st.Page("app_pages/explore.py", title="Explore", icon="🗂️", default=True),
+    st.Page("app_pages/trajectory.py", title="Trajectory", icon="🧭", url_path="trajectory"),
+    st.Page("app_pages/routing.py", title="Routing", icon="🔀", url_path="routing"),
+    st.Page("app_pages/compounding.py", title="Compounding", icon="📉", url_path="compounding"),
+    st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page("app_pages/sql.py", title="SQL", icon="🧮", url_path="sql"),
 ]
 
 nav = st.navigation(PAGES)

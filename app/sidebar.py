@@ -1,4 +1,4 @@
-"""The sidebar: which corpus (and checkpoint) the pages look at, validated on change."""
+"""The sidebar: which corpus and checkpoint the pages look at, validated when changed."""
 
 from __future__ import annotations
 
@@ -13,14 +13,44 @@ from app import state
 def render() -> None:
     with st.sidebar:
         st.markdown("### 🔭 Horizon Lens")
-        current = state.corpus_path()
-        typed = st.text_input("Corpus directory", value=current, key="sidebar_corpus_input",
-                              help="A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md).")
-        if typed != current:
+        _corpus()
+        _checkpoint()
+
+
+def _corpus() -> None:
+    current = state.corpus_path()
+    typed = st.text_input("Corpus directory", value=current, key="sidebar_corpus_input",
+                          help="A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md).")
+    if typed != current:
+        try:
+            read_manifest(Path(typed))
+        except CorpusError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["corpus_path"] = typed
+            st.session_state.pop("trajectory", None)
+            st.rerun()
+
+
+def _checkpoint() -> None:
+    from analysis.model.loader import CheckpointError, check_files
+
+    current = state.checkpoint_path()
+    typed = st.text_input("Checkpoint directory (optional)", value=current, key="sidebar_ckpt_input",
+                          help="A local MoE checkpoint: config.json, *.safetensors, tokenizer files "
+                               "(docs/replay.md). Leave empty to browse without a model.")
+    if typed != current:
+        if typed:
             try:
-                read_manifest(Path(typed))
-            except CorpusError as exc:
+                check_files(Path(typed), allow_pickle=False)
+            except CheckpointError as exc:
                 st.error(str(exc))
-            else:
-                st.session_state["corpus_path"] = typed
-                st.rerun()
+                return
+        st.session_state["checkpoint_path"] = typed
+        st.rerun()
+    if current:
+        ckpt = state.checkpoint_id_of(current)
+        st.caption(f"checkpoint id `{ckpt}`" if ckpt else "checkpoint not usable")
+        st.checkbox("Replay without routing (non-MoE model)", key="allow_dense")
+    else:
+        st.caption("No checkpoint: browsing and compounding work; replay needs one (docs/replay.md).")

@@ -1,7 +1,8 @@
 """Shared resources and cached queries for the pages: the only place Streamlit caching lives.
 
-The DuckDB store and the model are `st.cache_resource` (one per path, shared by all sessions;
-the store hands each query its own cursor). Query results are `st.cache_data` with bounds.
+The DuckDB store and the model are `st.cache_resource` (one per path, shared by every session;
+the store gives each query its own cursor, the model is used under its lock). Query results
+are `st.cache_data` with bounds. Session state is initialised once with `setdefault`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def initial_corpus() -> str:
 
 def initial_checkpoint() -> str:
     env = os.environ.get("HORIZONLENS_CHECKPOINT")
-    if env:
+    if env is not None:
         return env
     return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / "config.json").exists() else ""
 
@@ -40,22 +41,101 @@ def corpus_path() -> str:
     return st.session_state.setdefault("corpus_path", initial_corpus())
 
 
+def checkpoint_path() -> str:
+    return st.session_state.setdefault("checkpoint_path", initial_checkpoint())
+
+
 def get_store() -> CorpusStore | None:
-    """The store for the corpus chosen in the sidebar, or None (with the error shown) if it won't open."""
-    path = corpus_path()
+    """The store for the corpus chosen in the sidebar, or None (with the error shown)."""
+    path = Path(corpus_path())
     try:
-        manifest = Path(path) / "manifest.json"
-        return _store(str(Path(path).resolve()), manifest.stat().st_mtime if manifest.exists() else 0.0)
+        manifest = path / "manifest.json"
+        return _store(str(path.resolve()), manifest.stat().st_mtime if manifest.exists() else 0.0)
     except CorpusError as exc:
         st.error(f"Cannot open the corpus: {exc}")
         return None
 
 
-def cache_key(store: CorpusStore) -> str:
-    return str(store.root)
+def require_store() -> CorpusStore:
+    store = get_store()
+    if store is None:
+        st.info("Point the sidebar at a corpus directory (for example `sample_data/corpus`).")
+        st.stop()
+    return store
 
 
-@st.cache_data(max_entries=64, ttl=600, show_spinner=False)
-def cached(_store: CorpusStore, key: str, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Memoise a read-only store method by (corpus, method, arguments)."""
-    return getattr(_store, method)(*args, **kwargs)
+@st.cache_data(max_entries=256, ttl=900, show_spinner=False)
+def _cached(_store: CorpusStore, key: tuple[str, tuple[str, ...]], fn: str, args: tuple, kwargs: tuple) -> Any:
+    module, name = fn.rsplit(".", 1)
+    import importlib
+
+    target = importlib.import_module(module) if module != "store" else None
+    func = getattr(_store, name) if target is None else getattr(target, name)
+    return func(*args, **dict(kwargs)) if target is None else func(_store, *args, **dict(kwargs))
+
+
+def cached(store: CorpusStore, fn: str, *args: Any, **kwargs: Any) -> Any:
+    """Memoise `store.<method>` (fn='store.summary') or `module.func(store, ...)` by corpus and replays."""
+    key = (str(store.root), tuple(store.replay_checkpoints))
+    return _cached(store, key, fn, args, tuple(sorted(kwargs.items())))
+
+
+def clear_query_cache() -> None:
+    _cached.clear()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading checkpoint…")
+def _model(path: str, device: str, allow_dense: bool) -> Any:
+    from analysis.model.loader import load_checkpoint
+
+    return load_checkpoint(path, device=device, allow_dense=allow_dense)
+
+
+def get_model() -> Any | None:
+    """The loaded checkpoint (shared by all sessions), or None with the reason shown."""
+    from analysis.model.loader import CheckpointError
+
+    path = checkpoint_path()
+    if not path:
+        return None
+    try:
+        return _model(str(Path(path).resolve()), "auto", bool(st.session_state.get("allow_dense", False)))
+    except CheckpointError as exc:
+        st.error(f"Cannot load the checkpoint: {exc}")
+        return None
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def checkpoint_id_of(path: str) -> str | None:
+    from analysis.model.loader import CheckpointError, check_files, checkpoint_id
+
+    try:
+        check_files(Path(path), allow_pickle=True)
+        return checkpoint_id(path)
+    except (CheckpointError, OSError, ValueError):
+        return None
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def selected_trajectory() -> str | None:
+    """The trajectory the user is looking at: from the URL (deep link) or the session."""
+    params = st.query_params
+    tid = params.get("trajectory")
+    if tid:
+        st.session_state["trajectory"] = tid
+    return st.session_state.get("trajectory")
+
+
+def open_trajectory(trajectory_id: str, step: int | None = None) -> None:
+    st.session_state["trajectory"] = trajectory_id
+    st.session_state["traj_step"] = step
+    params = {"trajectory": trajectory_id}
+    if step is not None:
+        params["step"] = str(step)
+    st.switch_page("app_pages/trajectory.py", query_params=params)

@@ -1,31 +1,170 @@
-"""Streamlit AppTest for every page: loads without exception on the sample-like corpus."""
+"""Streamlit AppTest for every page: loads without exception, and the key widgets drive the expected change."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import HOSTILE
+
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
-@pytest.fixture()
-def app(tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("HORIZONLENS_CORPUS", str(tiny_corpus))
-    monkeypatch.delenv("HORIZONLENS_CHECKPOINT", raising=False)
-    return AppTest.from_file(MAIN, default_timeout=60)
+def make_app(monkeypatch: pytest.MonkeyPatch, corpus: Path, checkpoint: Path | None = None,
+             page: str | None = None, **params: str) -> AppTest:
+    monkeypatch.setenv("HORIZONLENS_CORPUS", str(corpus))
+    monkeypatch.setenv("HORIZONLENS_CHECKPOINT", str(checkpoint) if checkpoint else "")
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    if page:
+        at.switch_page(f"app_pages/{page}.py")
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at
 
 
-def test_explore_loads(app: AppTest) -> None:
-    app.run()
-    assert not app.exception, app.exception
-    assert app.title[0].value == "Explore"
-    assert any(m.label == "Trajectories" for m in app.metric)
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
 
 
-def test_bad_corpus_path_shows_error(app: AppTest, tmp_path: Path) -> None:
-    app.run()
-    app.sidebar.text_input(key="sidebar_corpus_input").set_value(str(tmp_path / "nowhere")).run()
-    assert not app.exception
-    assert any("not a directory" in e.value for e in app.sidebar.error)
+def _first_failed(corpus: Path) -> str:
+    import pyarrow.parquet as pq
+
+    trajs = pq.read_table(corpus / "trajectories").to_pylist()
+    return next(t["trajectory_id"] for t in trajs if t["n_failed_checks"] > 0 and t["n_steps"] > 12)
+
+
+def test_explore_filters_and_paging(monkeypatch, tiny_corpus: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Explore"
+    assert "**48** trajectories" in _markdown(at)
+    at.multiselect(key="explore_domains").select("search").run()
+    assert "**8** trajectories" in _markdown(at)
+    at.text_input(key="explore_text").set_value("no such text anywhere").run()
+    assert any("No trajectory matches" in i.value for i in at.info)
+    at.text_input(key="explore_text").set_value("").run()
+    at.multiselect(key="explore_domains").unselect("search").run()
+    assert "page 1 of 1" in _markdown(at) and at.button(key="explore_next").disabled  # 48 rows fit one page
+
+
+def test_bad_corpus_path_shows_error(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus)
+    at.run()
+    at.sidebar.text_input(key="sidebar_corpus_input").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert any("not a directory" in e.value for e in at.sidebar.error)
+    at.sidebar.text_input(key="sidebar_ckpt_input").set_value(str(tmp_path)).run()
+    assert any("config.json" in e.value for e in at.sidebar.error)
+
+
+def test_trajectory_navigation(monkeypatch, tiny_corpus: Path) -> None:
+    tid = _first_failed(tiny_corpus)
+    at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory=tid, step="3")
+    at.run()
+    assert not at.exception, at.exception
+    assert "Step 3" in _markdown(at)
+    at.button(key="traj_next").click().run()
+    assert "Step 4" in _markdown(at) and at.query_params["step"] == "4"
+    at.button(key="traj_first_fail").click().run()
+    first = int(at.query_params["step"])
+    assert "check failed" in _markdown(at) and first > 0
+    at.button(key="traj_prev").click().run()
+    assert at.query_params["step"] == str(first - 1)
+    at.text_input(key="traj_find").set_value("reference execution").run()
+    assert not at.exception
+
+
+def test_trajectory_empty_and_unknown(monkeypatch, tiny_corpus: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus, page="trajectory")
+    at.run()
+    assert any("Explore" in i.value for i in at.info)
+    at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory="nope")
+    at.run()
+    assert any("No trajectory with id 'nope'" in e.value for e in at.error)
+
+
+def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> None:
+    at = make_app(monkeypatch, hostile_corpus, page="trajectory", trajectory="evil-t0", step="1")
+    at.run()
+    assert not at.exception
+    codes = [c.value for c in at.code]
+    assert any(HOSTILE in c for c in codes)  # literally, inside code blocks
+    assert "<script>" not in _markdown(at)  # never in markdown that could be interpreted
+
+
+def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus, page="compounding")
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="comp_facet").select("domain").run()
+    assert not at.exception
+    at.multiselect(key="comp_agents").select(at.multiselect(key="comp_agents").options[0]).run()
+    assert not at.exception
+
+
+def test_compare_page(monkeypatch, tiny_corpus: Path) -> None:
+    tid = _first_failed(tiny_corpus)
+    at = make_app(monkeypatch, tiny_corpus, page="compare", trajectory=tid)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="cmp_b").value.startswith(tid.rsplit("-t", 1)[0])  # another trial of the task
+    assert any("diverge" in w.value for w in at.warning) or any("same actions" in s.value for s in at.success)
+
+
+def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus, page="sql")
+    at.run()
+    at.button(key="sql_run").click().run()
+    assert not at.exception and at.dataframe
+    at.selectbox(key="sql_example").select("(write your own)").run()
+    area = next(t for t in at.text_area)
+    area.set_value("COPY steps TO 'x.csv'").run()
+    at.button(key="sql_run").click().run()
+    assert any("only SELECT" in e.value for e in at.error)
+
+
+def test_routing_page_without_replays(monkeypatch, tiny_corpus: Path) -> None:
+    at = make_app(monkeypatch, tiny_corpus, page="routing")
+    at.run()
+    assert not at.exception
+    assert any("Nothing has been replayed" in i.value for i in at.info)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    pytest.importorskip("torch")
+    import pyarrow.parquet as pq
+
+    from analysis.model.build import trajectory_text
+    from analysis.model.tokenizer import train_tokenizer
+    from tests.model_zoo import build
+
+    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
+    ids = sorted({s["trajectory_id"] for s in steps})
+    tok = train_tokenizer([trajectory_text([s for s in steps if s["trajectory_id"] == t]) for t in ids], 480)
+    return build("qwen3_5_moe", tmp_path_factory.mktemp("app_ckpt") / "model", tok)
+
+
+@pytest.mark.model
+def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: Path, tmp_path: Path,
+                                                      checkpoint: Path) -> None:
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    tid = _first_failed(corpus)
+    at = make_app(monkeypatch, corpus, checkpoint, page="trajectory", trajectory=tid, step="4")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("has not been replayed" in i.value for i in at.info)
+    at.button(key=f"replay_{tid}").click().run(timeout=300)
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "Surprisal (nats)" in labels and "Router entropy" in labels
+    at.button(key=f"wwd_{tid}_4_go").click().run(timeout=300)
+    assert not at.exception and any("Recorded agent" in m.value for m in at.markdown)
+    routing = make_app(monkeypatch, corpus, checkpoint, page="routing", trajectory=tid)
+    routing.run()
+    assert not routing.exception, routing.exception
+    assert routing.selectbox(key="routing_traj").value == tid

@@ -110,3 +110,16 @@ def test_checkpoint_agreement(store) -> None:
 def test_js_distance_bounds() -> None:
     assert js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
     assert js_distance(np.array([1, 1]), np.array([2, 2])) == pytest.approx(0.0)
+
+
+def test_model_side_signals(store) -> None:
+    from analysis.metrics import model_side
+
+    by_step = model_side.signals_by_step(store, "ck-a").set_index("step")
+    assert by_step["surprisal"].to_dict() == pytest.approx({1: 2.0, 2: 3.0})  # agent steps only
+    assert by_step.loc[2, "failed_share"] == 1.0
+    around = model_side.around_failures(store, "ck-a", window=1)
+    failed = around[around["anchor"] == "failed check"].set_index("step_offset")["surprisal"]
+    passed = around[around["anchor"] == "passed check"].set_index("step_offset")["surprisal"]
+    assert failed.to_dict() == pytest.approx({-1: 2.0, 0: 3.0})
+    assert passed.to_dict() == pytest.approx({0: 2.0, 1: 3.0})

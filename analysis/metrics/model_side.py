@@ -35,7 +35,7 @@ def around_failures(store: CorpusStore, checkpoint_id: str, window: int = 3) -> 
         WHERE r.checkpoint_id = ? AND s.source = 'agent' AND r.surprisal IS NOT NULL),
       anchors AS (SELECT trajectory_id, pos, CASE WHEN check_passed THEN 'passed check' ELSE 'failed check' END AS anchor
                   FROM a WHERE check_passed IS NOT NULL)
-      SELECT anchors.anchor, a.pos - anchors.pos AS offset, count(*) AS n, avg(a.surprisal) AS surprisal,
+      SELECT anchors.anchor, a.pos - anchors.pos AS step_offset, count(*) AS n, avg(a.surprisal) AS surprisal,
              avg(a.entropy) AS entropy
       FROM anchors JOIN a ON a.trajectory_id = anchors.trajectory_id AND abs(a.pos - anchors.pos) <= ?
-      GROUP BY ALL ORDER BY anchor, offset""", [checkpoint_id, window]).to_pandas()
+      GROUP BY ALL ORDER BY anchor, step_offset""", [checkpoint_id, window]).to_pandas()

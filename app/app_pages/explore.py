@@ -1,28 +1,88 @@
-"""Explore: corpus summary and the filterable, paged trajectory table."""
+"""Explore: corpus summary, horizon lengths, and the filterable, paged trajectory table."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from analysis.corpus.store import SORTABLE, TrajectoryFilter
+from analysis.figures import corpus as corpus_figs
+from app import state, ui
 
-store = state.get_store()
-if store is None:
-    st.stop()
-
+store = state.require_store()
 st.title("Explore")
-summary = state.cached(store, state.cache_key(store), "summary")
-cols = st.columns(5)
-cols[0].metric("Trajectories", f"{summary['trajectories']:,}")
-cols[1].metric("Steps", f"{summary['steps']:,}")
-cols[2].metric("Tokens", f"{summary['tokens']:,}")
-cols[3].metric("Success rate", f"{(summary['success_rate'] or 0):.0%}")
-cols[4].metric("With failed checks", f"{summary['share_with_failed_checks']:.0%}")
 
-st.subheader("By domain")
-st.dataframe(state.cached(store, state.cache_key(store), "by_group", "domain").to_pandas(), hide_index=True)
+summary = state.cached(store, "store.summary")
+cols = st.columns(6)
+cols[0].metric("Trajectories", f"{summary['trajectories']:,}")
+cols[1].metric("Tasks", f"{summary['tasks']:,}")
+cols[2].metric("Steps", f"{summary['steps'] or 0:,}")
+cols[3].metric("Tokens", f"{summary['tokens'] or 0:,}")
+cols[4].metric("Success rate", f"{summary['success_rate']:.0%}" if summary["success_rate"] is not None else "—")
+cols[5].metric("Runs with a failed check", f"{summary['share_with_failed_checks'] or 0:.0%}")
+
+with st.expander("Corpus overview", expanded=True):
+    group_by = st.radio("Group by", ["domain", "agent", "teacher", "source"], horizontal=True, key="explore_group")
+    left, right = st.columns(2)
+    groups = state.cached(store, "store.by_group", group_by).to_pandas()
+    with left:
+        ui.chart(corpus_figs.group_rates(groups, group_by), f"Share of successful runs and of failed checks per {group_by}.",
+                 key="explore_groups", data=groups)
+    with right:
+        lengths = state.cached(store, "store.horizon_lengths").to_pandas()
+        unit = st.radio("Length in", ["steps", "tokens"], horizontal=True, key="explore_len_unit")
+        ui.chart(corpus_figs.horizon_histogram(lengths, "n_steps" if unit == "steps" else "n_tokens"),
+                 "How long trajectories are (log-spaced bins), stacked by outcome.", key="explore_lengths")
 
 st.subheader("Trajectories")
-page = state.cached(store, state.cache_key(store), "list_trajectories", limit=50)
-st.caption(f"{page.total:,} trajectories")
-st.dataframe(page.rows.to_pandas(), hide_index=True)
+with st.container(border=True):
+    f1, f2, f3, f4 = st.columns(4)
+    domains = f1.multiselect("Domain", state.cached(store, "store.distinct", "domain"), key="explore_domains")
+    agents = f2.multiselect("Agent", state.cached(store, "store.distinct", "agent"), key="explore_agents")
+    teachers = f3.multiselect("Teacher", state.cached(store, "store.distinct", "teacher"), key="explore_teachers")
+    sources = f4.multiselect("Source", state.cached(store, "store.distinct", "source"), key="explore_sources")
+    g1, g2, g3, g4 = st.columns(4)
+    outcomes = g1.multiselect("Outcome", state.cached(store, "store.distinct", "outcome"), key="explore_outcomes")
+    failed = g2.selectbox("Failed checks", ["any", "has failed checks", "no failed checks"], key="explore_failed")
+    tool = g3.selectbox("Uses tool", ["any", *state.cached(store, "store.tools")], key="explore_tool")
+    max_steps = int(summary["max_steps"] or 1)
+    lo, hi = g4.slider("Steps", 1, max(2, max_steps), (1, max(2, max_steps)), key="explore_steps")
+    h1, h2, h3 = st.columns([3, 1, 1])
+    text = h1.text_input("Search step content (literal, case-insensitive)", key="explore_text",
+                         placeholder="e.g. FAILED test_, insufficient balance, Error:")
+    sort = h2.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
+    descending = h3.toggle("Descending", value=True, key="explore_desc")
+
+flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, sources=sources, outcomes=outcomes,
+                       min_steps=lo if lo > 1 else None, max_steps=hi if hi < max_steps else None,
+                       has_failed_checks={"any": None, "has failed checks": True, "no failed checks": False}[failed],
+                       tool=None if tool == "any" else tool, text=text or None)
+page_size = 50
+page_no = st.session_state.setdefault("explore_page", 0)
+page = state.cached(store, "store.list_trajectories", flt, sort=sort, descending=descending,
+                    offset=page_no * page_size, limit=page_size)
+if page_no * page_size >= max(page.total, 1):
+    st.session_state["explore_page"] = 0
+    st.rerun()
+n_pages = max(1, -(-page.total // page_size))
+nav = st.columns([2, 1, 1, 4])
+nav[0].markdown(f"**{page.total:,}** trajectories · page {page_no + 1} of {n_pages}")
+if nav[1].button("◀ Previous", disabled=page_no == 0, key="explore_prev"):
+    st.session_state["explore_page"] = page_no - 1
+    st.rerun()
+if nav[2].button("Next ▶", disabled=page_no + 1 >= n_pages, key="explore_next"):
+    st.session_state["explore_page"] = page_no + 1
+    st.rerun()
+
+df = page.rows.to_pandas()
+if df.empty:
+    st.info("No trajectory matches these filters.")
+    st.stop()
+selection = st.dataframe(
+    df, hide_index=True, on_select="rerun", selection_mode="single-row", key="explore_table",
+    column_config={"reward": st.column_config.NumberColumn(format="%.2f"),
+                   "cost_usd": st.column_config.NumberColumn(format="$%.4f"),
+                   "duration_s": st.column_config.NumberColumn(format="%.0f s")})
+st.caption("Select a row to open the trajectory step by step.")
+rows = selection.selection.rows if selection else []
+if rows:
+    state.open_trajectory(df.iloc[rows[0]]["trajectory_id"])

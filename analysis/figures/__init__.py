@@ -1,0 +1,1 @@
+"""Plotly figure builders: tidy tables in, go.Figure out (no Streamlit)."""

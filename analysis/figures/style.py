@@ -1,0 +1,26 @@
+"""Shared colours and layout so every chart reads the same way."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+STATUS_COLORS = {"passed": "#2e9d5b", "failed": "#d43d3d", "no check": "#c9ccd1"}
+OUTCOME_COLORS = {"success": "#2e9d5b", "failure": "#d43d3d", "unknown": "#8a8f98"}
+SEQUENCE = ["#3b6fd8", "#e08a1e", "#2e9d5b", "#a04cc2", "#d43d3d", "#1aa3a3", "#7b7f87", "#c7a21a"]
+
+
+def layout(fig: go.Figure, title: str | None = None, height: int = 360, **kw: object) -> go.Figure:
+    kw.setdefault("margin", dict(l=50, r=20, t=50 if title else 20, b=45))
+    fig.update_layout(title=title, height=height, legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      template="plotly_white", **kw)
+    return fig
+
+
+def empty(message: str, height: int = 240) -> go.Figure:
+    """A figure that says why there is nothing to plot (instead of a blank or NaN chart)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=14, color="#6b7078"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return layout(fig, height=height)

@@ -1,0 +1,54 @@
+"""Reading one trajectory's cached replay back for display: per-step rows and per-token routing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from analysis.corpus.store import CorpusStore
+
+
+def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> pd.DataFrame:
+    """The cached per-step replay rows of one trajectory (empty if not replayed)."""
+    if checkpoint_id not in store.replay_checkpoints:
+        return pd.DataFrame()
+    return store.query("SELECT * EXCLUDE (filename) FROM replay_steps WHERE checkpoint_id = ? AND trajectory_id = ? "
+                       "ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
+
+
+def step_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int) -> pd.DataFrame:
+    """Routing rows (token × layer) of one step."""
+    if checkpoint_id not in store.replay_checkpoints:
+        return pd.DataFrame()
+    return store.query("SELECT token_index, token_id, segment, layer, experts, weights, entropy FROM routing "
+                       "WHERE checkpoint_id = ? AND trajectory_id = ? AND step = ? ORDER BY token_index, layer",
+                       [checkpoint_id, trajectory_id, int(step)]).to_pandas()
+
+
+def step_tokens(routing: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
+    """The distinct tokens of a step's routing rows with readable text (byte-level pieces decoded)."""
+    if routing.empty:
+        return pd.DataFrame(columns=["token_index", "token_id", "segment", "text"])
+    tokens = routing.drop_duplicates("token_index")[["token_index", "token_id", "segment"]].reset_index(drop=True)
+    tokens["text"] = [tokenizer.decode([int(t)]) for t in tokens["token_id"]]
+    return tokens
+
+
+def replayed_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
+    if checkpoint_id not in store.replay_checkpoints:
+        return []
+    return store.query("SELECT DISTINCT trajectory_id FROM replay_steps WHERE checkpoint_id = ? ORDER BY 1",
+                       [checkpoint_id]).column(0).to_pylist()
+
+
+def moe_layers(store: CorpusStore, checkpoint_id: str) -> list[int]:
+    if checkpoint_id not in store.replay_checkpoints:
+        return []
+    return store.query("SELECT DISTINCT layer FROM routing WHERE checkpoint_id = ? ORDER BY 1",
+                       [checkpoint_id]).column(0).to_pylist()
+
+
+def shared_trajectories(store: CorpusStore, checkpoint_a: str, checkpoint_b: str) -> list[str]:
+    """Trajectories replayed by both checkpoints (for routing agreement)."""
+    return sorted(set(replayed_trajectories(store, checkpoint_a)) & set(replayed_trajectories(store, checkpoint_b)))

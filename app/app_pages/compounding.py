@@ -1,0 +1,77 @@
+"""Compounding: where checks fail along the horizon, and whether failures make further failures likelier."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.corpus.store import TrajectoryFilter
+from analysis.figures import compounding as cfig
+from analysis.metrics.attribution import accuracy
+from app import state, ui
+
+store = state.require_store()
+st.title("Error compounding")
+c = st.columns([1, 2, 2])
+facet = c[0].selectbox("Facet by", ["(none)", "domain", "agent", "teacher", "source"], key="comp_facet")
+domains = c[1].multiselect("Only domains", state.cached(store, "store.distinct", "domain"), key="comp_domains")
+agents = c[2].multiselect("Only agents", state.cached(store, "store.distinct", "agent"), key="comp_agents")
+by = None if facet == "(none)" else facet
+flt = TrajectoryFilter(domains=domains, agents=agents)
+M = "analysis.metrics.compounding"
+
+rate = state.cached(store, f"{M}.step_error_rate", by, flt)
+st.dataframe(rate, hide_index=True, column_config={
+    "rate": st.column_config.NumberColumn("p̂", format="%.4f"),
+    "horizon_50": st.column_config.NumberColumn("H₅₀ (checks)", format="%.1f"),
+    "horizon_80": st.column_config.NumberColumn("H₈₀ (checks)", format="%.1f")})
+st.caption("Step error rate p̂ = failed checks / checks (95% Wilson interval) and the horizons H_s = ln s / ln(1−p̂): "
+           "how many checked steps a run survives with probability s if errors were independent.")
+
+km = state.cached(store, f"{M}.survival", by, flt)
+left, right = st.columns(2)
+with left:
+    max_t = int(km["t"].max()) if not km.empty else 1
+    ui.chart(cfig.survival(km, max_t=min(max_t, 150)),
+             "Share of runs with no failed check yet after t checked steps (band: 95% CI). Solid below its dashed "
+             "baseline = failures arrive sooner than independent errors at rate p̂ predict.", key="comp_survival",
+             data=km)
+with right:
+    ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 runs "
+             "at risk). A rising hazard means later steps are harder.", key="comp_hazard", data=km)
+
+left, right = st.columns(2)
+with left:
+    sc = state.cached(store, f"{M}.self_conditioning", by, flt)
+    ui.chart(cfig.self_conditioning(sc), "P(check fails | j earlier failed checks in the run). Bars rising with j are "
+             "the compounding signature: the agent conditions on its own mistakes.", key="comp_selfcond", data=sc)
+with right:
+    prev = state.cached(store, f"{M}.previous_step", by, flt)
+    ui.chart(cfig.previous_step(prev), "Failure rate right after a failed check vs after a passed one.",
+             key="comp_prev", data=prev)
+
+left, right = st.columns(2)
+with left:
+    rec = state.cached(store, f"{M}.recovery", by, flt)
+    ui.chart(cfig.recovery(rec), "After a failed check: how often the next check passes, the same tool is retried "
+             "within two steps and passes, and the run still succeeds.", key="comp_recovery", data=rec)
+with right:
+    pk = state.cached(store, f"{M}.pass_k", by, flt)
+    ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator over "
+             "tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
+
+svl = state.cached(store, f"{M}.success_vs_length", by, flt)
+ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
+         "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the step "
+         "counts at which predicted success falls to 50% and 80%.", key="comp_length", data=svl["fits"])
+st.dataframe(svl["fits"], hide_index=True)
+
+st.subheader("Decisive-step attribution")
+ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
+preds = state.cached(store, "analysis.metrics.attribution.predictions", ckpt_id, flt)
+acc = accuracy(preds)
+if acc.empty:
+    st.info("No failed trajectory here carries an annotated decisive step.")
+else:
+    st.dataframe(acc, hide_index=True)
+    st.caption("How often simple rules name the annotated root-cause step of a failed run, exactly or within ±k "
+               "steps (Who&When). The highest-surprisal rule appears once trajectories are replayed.")

@@ -1,0 +1,92 @@
+"""Routing: which experts the router chose along one trajectory and across the replayed corpus."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.figures import routing as rfig
+from app import state, ui
+
+store = state.require_store()
+st.title("Expert routing")
+checkpoints = store.replay_checkpoints
+if not checkpoints:
+    st.info("Nothing has been replayed into this corpus yet. Open a trajectory and press **Replay this trajectory**, "
+            "or run `horizonlens replay CORPUS --checkpoint DIR --limit 50` for a batch.")
+    st.stop()
+mine = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
+ckpt = st.selectbox("Checkpoint", checkpoints, index=checkpoints.index(mine) if mine in checkpoints else 0,
+                    key="routing_ckpt")
+I, R, MS = "analysis.model.inspect", "analysis.metrics.routing", "analysis.metrics.model_side"
+replayed = state.cached(store, f"{I}.replayed_trajectories", ckpt)
+layers = state.cached(store, f"{I}.moe_layers", ckpt)
+E = state.cached(store, f"{R}.num_experts", ckpt)
+st.caption(f"{len(replayed):,} trajectories replayed · MoE layers {layers} · {E} experts")
+
+tab_traj, tab_corpus, tab_compare = st.tabs(["One trajectory", "Replayed corpus", "Two checkpoints"])
+with tab_traj:
+    current = state.selected_trajectory()
+    tid = st.selectbox("Trajectory", replayed, index=replayed.index(current) if current in replayed else 0,
+                       key="routing_traj")
+    layer = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer") if len(layers) > 1 else layers[0]
+    timeline = state.cached(store, "analysis.metrics.timeline.error_timeline", tid)
+    failed = timeline.loc[timeline["failed"] == 1, "step"].tolist()
+    load = state.cached(store, f"{R}.step_expert_load", ckpt, tid)
+    ui.chart(rfig.step_expert_heatmap(load, E, failed, layer),
+             "Share of each step's token→expert assignments (columns: steps, rows: experts). Vertical bands = "
+             "routing shifts; dotted lines = failed checks.", key="routing_step_heatmap", data=load)
+    signals = state.cached(store, f"{MS}.signals_by_step", ckpt, tid)
+    drift = state.cached(store, f"{R}.routing_drift", ckpt, tid)
+    ui.chart(rfig.step_signals(signals, failed, drift),
+             "Surprisal of the agent's action, router entropy, and drift of expert load from the trajectory's "
+             "first steps (Jensen–Shannon distance), per step.", key="routing_signals", data=signals)
+    if st.button("Open this trajectory step by step", key="routing_open"):
+        state.open_trajectory(tid)
+
+with tab_corpus:
+    layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus") if len(layers) > 1 \
+        else layers[0]
+    left, right = st.columns(2)
+    with left:
+        seg = state.cached(store, f"{R}.expert_load", ckpt, "segment")
+        ui.chart(rfig.specialization(seg, layer_c, "segment"),
+                 "Expert load per segment type ÷ uniform 1/E: red experts are preferred for that kind of token "
+                 "(reasoning, tool call, observation, ...), blue avoided.", key="routing_by_segment", data=seg)
+    with right:
+        dom = state.cached(store, f"{R}.expert_load", ckpt, "domain")
+        ui.chart(rfig.specialization(dom, layer_c, "domain"),
+                 "The same by task domain: domain-specialised experts stand out in red.", key="routing_by_domain",
+                 data=dom)
+    left, right = st.columns(2)
+    with left:
+        co = state.cached(store, f"{R}.coactivation", ckpt, layer_c)
+        ui.chart(rfig.coactivation_matrix(co, E, layer_c),
+                 "Row i, column j: how often expert j is also in a token's top-k when expert i is.",
+                 key="routing_coact", data=co)
+    with right:
+        usage = state.cached(store, f"{R}.layer_usage", ckpt)
+        ui.chart(rfig.layer_usage(usage), "Entropy of expert usage per layer (1 = perfectly balanced) and max/mean "
+                 "load; collapse shows as low entropy and high imbalance.", key="routing_usage", data=usage)
+    consec = state.cached(store, f"{R}.consecutive_same_expert", ckpt)
+    st.dataframe(consec, hide_index=True)
+    st.caption("Consecutive tokens routed to the same top-1 expert, against the random baseline Σ share² "
+               "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert.")
+    around = state.cached(store, f"{MS}.around_failures", ckpt)
+    if not around.empty:
+        st.dataframe(around, hide_index=True)
+        st.caption("Surprisal and router entropy k agent steps before/after failed and passed checks.")
+
+with tab_compare:
+    others = [c for c in checkpoints if c != ckpt]
+    if not others:
+        st.info("Replay the same trajectories with a second checkpoint to compare their routing token by token.")
+    else:
+        other = st.selectbox("Compare with", others, key="routing_other")
+        shared = state.cached(store, f"{I}.shared_trajectories", ckpt, other)
+        if not shared:
+            st.info("The two checkpoints have no replayed trajectory in common.")
+        else:
+            tid2 = st.selectbox("Trajectory", shared, key="routing_cmp_traj")
+            agree = state.cached(store, f"{R}.checkpoint_agreement", ckpt, other, tid2)
+            ui.chart(rfig.agreement(agree, ckpt, other), "|E_A ∩ E_B| / k per layer on the same tokens, and how often "
+                     "the top-1 expert is the same (needs the same tokenizer).", key="routing_agree", data=agree)

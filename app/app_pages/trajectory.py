@@ -1,0 +1,141 @@
+"""Trajectory: one run step by step, its error timeline, and what the checkpoint did at each step."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.figures import routing as rfig
+from analysis.metrics.timeline import timeline_summary
+from app import model_panel, state, ui
+
+store = state.require_store()
+tid = state.selected_trajectory()
+
+st.title("Trajectory")
+with st.container():
+    typed = st.text_input("Trajectory id", value=tid or "", key="traj_id_input",
+                          help="Or select a row on the Explore page. The URL carries trajectory and step, so a view "
+                               "can be shared and reloaded.")
+    if typed and typed != tid:
+        state.open_trajectory(typed.strip())
+
+if not tid:
+    st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
+    first = state.cached(store, "store.list_trajectories", sort="n_failed_checks", descending=True, limit=5)
+    for t in first.rows["trajectory_id"].to_pylist():
+        if st.button(f"Open {t}", key=f"traj_suggest_{t}"):
+            state.open_trajectory(t)
+    st.stop()
+
+info = state.cached(store, "store.trajectory", tid)
+if info is None:
+    st.error(f"No trajectory with id {tid!r} in this corpus.")
+    st.stop()
+
+timeline = state.cached(store, "analysis.metrics.timeline.error_timeline", tid)
+summary = timeline_summary(timeline)
+n_steps = len(timeline)
+
+# --- current step: URL first (deep link), then session ----------------------------------------
+param = st.query_params.get("step")
+step = st.session_state.get("traj_step")
+if param is not None and param.isdigit():
+    step = int(param)
+if step is None:
+    step = summary["first_failed_step"] if summary["first_failed_step"] is not None else 0
+step = max(0, min(int(step), n_steps - 1))
+
+
+def go_to(new_step: int) -> None:
+    st.session_state["traj_step"] = int(new_step)
+    st.query_params["trajectory"] = tid
+    st.query_params["step"] = str(int(new_step))
+
+
+st.session_state["traj_step"] = step
+st.query_params["trajectory"] = tid
+st.query_params["step"] = str(step)
+
+# --- header ------------------------------------------------------------------------------------
+badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {info['outcome']}")
+st.markdown(f"#### {badge} · `{info['domain']}` · agent `{info['agent']}` · teacher `{info['teacher'] or '—'}`")
+ui.untrusted("Task", info["task"], key="traj_task")
+m = st.columns(7)
+m[0].metric("Steps", f"{n_steps:,}")
+m[1].metric("Tokens", f"{info['n_tokens']:,}")
+m[2].metric("Checks", summary["checks"])
+m[3].metric("Failed checks", summary["failed"])
+m[4].metric("Recovered", summary["recovered"])
+m[5].metric("Reward", f"{info['reward']:.2f}" if info["reward"] is not None else "—")
+m[6].metric("Decisive step", summary["decisive_step"] if summary["decisive_step"] is not None else "—")
+
+event = ui.chart(rfig.timeline_strip(timeline, step),
+                 "Each bar is a step: green = check passed, red = failed, grey = no check; ◆ = annotated decisive "
+                 "error. Click a bar to jump to it.", key="traj_strip", data=timeline, on_select="rerun",
+                 selection_mode="points")
+points = event.selection.points if event and event.selection else []
+if points:
+    clicked = int(points[0]["x"])
+    if clicked != step and st.session_state.get("traj_last_click") != (tid, clicked):
+        st.session_state["traj_last_click"] = (tid, clicked)
+        go_to(clicked)
+        st.rerun()
+
+# --- navigation ----------------------------------------------------------------------------------
+failed_steps = timeline.loc[timeline["failed"] == 1, "step"].tolist()
+nav = st.columns([1, 1, 1.3, 1.3, 4])
+if nav[0].button("◀ Prev", disabled=step == 0, key="traj_prev"):
+    go_to(step - 1)
+    st.rerun()
+if nav[1].button("Next ▶", disabled=step >= n_steps - 1, key="traj_next"):
+    go_to(step + 1)
+    st.rerun()
+if nav[2].button("First failed check", disabled=not failed_steps, key="traj_first_fail"):
+    go_to(failed_steps[0])
+    st.rerun()
+later = [s for s in failed_steps if s > step]
+if nav[3].button("Next failed check", disabled=not later, key="traj_next_fail"):
+    go_to(later[0])
+    st.rerun()
+with nav[4]:
+    find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find", label_visibility="collapsed")
+if find:
+    hits = state.cached(store, "store.find_in_trajectory", tid, find)
+    if hits:
+        chosen = st.selectbox(f"{len(hits)} steps contain “{find}”", hits, key="traj_find_hits",
+                              index=hits.index(step) if step in hits else 0)
+        if st.button("Go to match", key="traj_find_go"):
+            go_to(int(chosen))
+            st.rerun()
+    else:
+        st.caption(f"No step contains “{find}”.")
+if n_steps > 1:
+    slid = st.slider("Step", 0, n_steps - 1, step, key=f"traj_slider_{tid}_{step}")
+    if slid != step:
+        go_to(slid)
+        st.rerun()
+
+# --- the step ------------------------------------------------------------------------------------
+row = state.cached(store, "store.steps", tid, step, step + 1).to_pylist()[0]
+left, right = st.columns([3, 2]) if state.checkpoint_path() else (st.container(), None)
+with left:
+    check = row["check_passed"]
+    status = "✅ check passed" if check is True else "❌ check failed" if check is False else "— no check"
+    decisive = " · ◆ decisive error" if row.get("is_decisive_error") else ""
+    st.markdown(f"### Step {step} · {row['source']} · {status}{decisive}")
+    if row.get("check_detail") or row.get("error_label"):
+        st.caption(f"{row.get('error_label') or ''} {('— ' + row['check_detail']) if row.get('check_detail') else ''}"
+                   f" (label: {row.get('label_source') or 'n/a'})")
+    ui.untrusted("Knowledge", row.get("knowledge"), key=f"k_{step}")
+    ui.untrusted("Reasoning", row.get("reasoning"), key=f"r_{step}")
+    ui.untrusted("Message", row.get("message"), key=f"m_{step}")
+    for i, call in enumerate(row.get("tool_calls") or []):
+        args, lang = ui.pretty_arguments(call.get("arguments"))
+        ui.untrusted(f"Tool call · {call.get('name')}", args or "(no arguments)", key=f"c_{step}_{i}", language=lang)
+    for i, obs in enumerate(row.get("observations") or []):
+        ui.untrusted("Observation", obs.get("content") or "(empty)", key=f"o_{step}_{i}")
+    st.caption(f"{row.get('n_tokens') or 0:,} tokens · {row.get('duration_s') or 0:.2f} s · "
+               f"${row.get('cost_usd') or 0:.5f}")
+if right is not None:
+    with right:
+        model_panel.render(store, tid, step, failed_steps)

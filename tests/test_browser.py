@@ -1,0 +1,185 @@
+"""Real-browser tests: the app started as a subprocess, driven in headless Chromium (Debian's package).
+
+Screenshots of each page go to test-artifacts/screenshots/ (printed at the end); page timings go to
+test-artifacts/browser-timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import HOSTILE, REPO
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = os.environ.get("HORIZONLENS_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+SHOTS = ARTIFACTS / "screenshots"
+READY = ("() => { const a = document.querySelector('[data-testid=stApp]'); return a && "
+         "a.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-testid=stSkeleton]'); }")
+TIMINGS: dict[str, float] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(corpus: Path, checkpoint: Path | None) -> Iterator[str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "analysis.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (make test installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"])
+        yield b
+        b.close()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(TIMINGS, indent=2))
+    print(f"\nscreenshots: {SHOTS}\ntimings: {TIMINGS}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    pytest.importorskip("torch")
+    import pyarrow.parquet as pq
+
+    from analysis.model.build import trajectory_text
+    from analysis.model.tokenizer import train_tokenizer
+    from tests.model_zoo import build
+
+    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
+    ids = sorted({s["trajectory_id"] for s in steps})
+    tok = train_tokenizer([trajectory_text([s for s in steps if s["trajectory_id"] == t]) for t in ids], 480)
+    return build("qwen3_5_moe", tmp_path_factory.mktemp("browser_ckpt") / "model", tok)
+
+
+def _wait(page, timeout_ms: int = 120_000) -> None:
+    page.wait_for_timeout(200)
+    page.wait_for_function(READY, timeout=timeout_ms)
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _timed(name: str, page, action) -> None:  # noqa: ANN001
+    start = time.perf_counter()
+    action()
+    _wait(page)
+    TIMINGS[name] = round(time.perf_counter() - start, 3)
+
+
+def test_walkthrough(browser, tiny_corpus: Path, checkpoint: Path, tmp_path: Path) -> None:
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    for url in _serve(corpus, checkpoint):
+        page = browser.new_page(viewport={"width": 1440, "height": 1600})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _timed("explore_first_render_s", page, lambda: page.goto(url))
+        assert page.get_by_text("Trajectories", exact=True).first.is_visible()
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        _shot(page, "01-explore")
+
+        # open a trajectory by selecting the first row of the table (the row marker of the data grid)
+        grid = page.locator("[data-testid=stDataFrame]").first
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + 14, box["y"] + 35 + 17)
+        page.wait_for_url("**/trajectory**", timeout=60_000)
+        _wait(page)
+        assert page.get_by_role("heading", name="Trajectory").is_visible()
+        step_text = page.get_by_role("heading", name="Step", exact=False).first.inner_text()
+        _shot(page, "02-trajectory")
+
+        _timed("next_step_without_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
+        assert page.get_by_role("heading", name="Step", exact=False).first.inner_text() != step_text
+
+        _timed("replay_one_trajectory_s", page,
+               lambda: page.get_by_role("button", name="▶ Replay this trajectory").click())
+        page.get_by_text("Experts chosen in step", exact=False).first.wait_for(timeout=120_000)
+        assert page.get_by_text("Surprisal (nats)", exact=True).first.is_visible()
+        _shot(page, "03-trajectory-replayed")
+
+        _timed("next_step_cached_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
+        page.get_by_text("Experts chosen in step", exact=False).first.wait_for(timeout=60_000)
+
+        _timed("routing_page_s", page, lambda: page.get_by_role("link", name="Routing").click())
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        _shot(page, "04-routing")
+
+        _timed("compounding_page_s", page, lambda: page.get_by_role("link", name="Compounding").click())
+        page.get_by_text("Survival to the first failed check", exact=False).first.wait_for(timeout=60_000)
+        _shot(page, "05-compounding")
+
+        for name in ("Compare", "SQL"):
+            _timed(f"{name.lower()}_page_s", page, lambda n=name: page.get_by_role("link", name=n).click())
+            _shot(page, f"06-{name.lower()}")
+        assert not errors, errors
+        page.close()
+
+
+def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
+    for url in _serve(hostile_corpus, None):
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{url}/trajectory?trajectory=evil-t0&step=1")
+        _wait(page)
+        page.get_by_text("Step 1", exact=False).first.wait_for(timeout=60_000)
+        body = page.locator("body").inner_text()
+        assert "<script>window.__pwned = 1</script>" in body  # shown literally
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.locator("img[src=x]").count() == 0
+        page.wait_for_timeout(500)
+        assert not dialogs
+        assert HOSTILE.split("'")[0] in body
+        _shot(page, "07-hostile")
+        page.goto(f"{url}/?")
+        _wait(page)
+        page.get_by_label("Search step content (literal, case-insensitive)").fill("<script>")
+        page.keyboard.press("Enter")
+        _wait(page)
+        assert page.evaluate("() => window.__pwned") is None
+        page.close()
