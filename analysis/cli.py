@@ -86,6 +86,7 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
            limit: Optional[int] = typer.Option(None, help="Replay at most N trajectories (shortest first)."),
            domain: list[str] = typer.Option([], help="Only trajectories of this domain (repeatable)."),
            max_tokens: Optional[int] = typer.Option(None, help="Skip trajectories with more estimated tokens."),
+           per_domain: Optional[int] = typer.Option(None, help="Only the first N trajectories (by id) per domain."),
            chunk_size: int = typer.Option(512, help="Tokens per forward call."),
            device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
            dtype: str = typer.Option("auto", help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16."),
@@ -117,6 +118,8 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
             offset += 1000
             if offset >= page.total:
                 break
+    if per_domain is not None:
+        ids = _first_per_domain(store, ids, per_domain)
     if limit is not None:
         ids = ids[:limit]
     missing = [t for t in ids if store.trajectory(t) is None]
@@ -130,6 +133,17 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
         done, skipped = replay_many(store, loaded, ids, ReplayConfig(chunk_size=chunk_size),
                                     on_done=lambda tid, ran: progress.advance(task, 1))
     typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
+
+
+def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
+    """The first n ids (sorted) of each domain among `ids`: a small, stable, balanced subset."""
+    rows = store.query("SELECT trajectory_id, domain FROM trajectories ORDER BY trajectory_id").to_pylist()
+    wanted, taken, out = set(ids), {}, []
+    for r in rows:
+        if r["trajectory_id"] in wanted and taken.get(r["domain"], 0) < n:
+            taken[r["domain"]] = taken.get(r["domain"], 0) + 1
+            out.append(r["trajectory_id"])
+    return out
 
 
 @app.command("build-checkpoint")

@@ -12,7 +12,7 @@ from analysis.model.cache import ReplayCache
 from analysis.model.inspect import step_tokens
 from app import state, ui
 
-MAX_TOKENS_SHOWN = 160
+MAX_TOKENS_SHOWN = 64
 
 
 def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> None:
@@ -47,15 +47,30 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
     ui.chart(rfig.layer_expert_heatmap(routing, n_experts, f"Experts chosen in step {step}"),
              "Share of this step's token→expert assignments per layer; uniform would be 1/E everywhere.",
              key="traj_layer_expert")
+    _would_do(store, tid, step)
+
+
+def render_tokens(store: CorpusStore, tid: str, step: int) -> None:
+    """Token × layer view of one step's routing, full width below the step (token text must be readable)."""
+    path = state.checkpoint_path()
+    ckpt_id = state.checkpoint_id_of(path) if path else None
+    if not ckpt_id or ckpt_id not in store.replay_checkpoints:
+        return
+    routing = state.cached(store, "analysis.model.inspect.step_routing", ckpt_id, tid, step)
+    if routing.empty:
+        return
+    n_experts = state.cached(store, "analysis.metrics.routing.num_experts", ckpt_id)
     tokens = step_tokens(routing, state.get_tokenizer(str(Path(path).resolve())))
+    st.markdown(f"#### Tokens of step {step} and their experts")
     if len(tokens) > MAX_TOKENS_SHOWN:
-        start = st.slider("Token window", 0, len(tokens) - MAX_TOKENS_SHOWN, 0, key=f"tok_win_{tid}_{step}")
+        start = st.slider(f"Token window ({len(tokens):,} tokens in this step)", 0, len(tokens) - MAX_TOKENS_SHOWN, 0,
+                          step=MAX_TOKENS_SHOWN // 2, key=f"tok_win_{tid}_{step}")
         tokens = tokens.iloc[start:start + MAX_TOKENS_SHOWN]
     shown = routing[routing["token_index"].isin(tokens["token_index"])]
     ui.chart(rfig.token_expert_view(tokens, shown, n_experts),
-             "Each column is a token of this step (text on the axis), each row a MoE layer; colour = top-1 expert.",
-             key="traj_token_expert")
-    _would_do(store, tid, step)
+             "Each column is a token of this step (its text on the axis), each row a MoE layer; colour = the top-1 "
+             "expert. Hover for the router's top-k experts, their weights and the router entropy.",
+             key="traj_token_expert", data=shown.merge(tokens[["token_index", "text"]], on="token_index"))
 
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:

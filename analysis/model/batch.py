@@ -24,7 +24,9 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
     if not steps:
         raise KeyError(f"no trajectory {trajectory_id!r} in {store.root}")
     result = replay_trajectory(loaded, trajectory_id, steps, config, progress)
-    meta = {**loaded.describe(), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    # the directory name only: a cache committed with a corpus should not carry a local path
+    meta = {**loaded.describe(), "path": loaded.path.name,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "chunk_size": (config or ReplayConfig()).chunk_size}
     cache.write(result, meta)
     store.refresh_replays()

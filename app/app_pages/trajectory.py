@@ -139,3 +139,4 @@ with left:
 if right is not None:
     with right:
         model_panel.render(store, tid, step, failed_steps)
+    model_panel.render_tokens(store, tid, step)
