@@ -79,6 +79,36 @@ def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
         typer.secho(f"(stopped at {result.row_cap} rows)", err=True)
 
 
+@app.command("import")
+def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directories to import."),
+               into: Path = typer.Option(..., "--into", help="Corpus directory (created if missing)."),
+               fmt: str = typer.Option("auto", "--format", help="auto, or one of: atif, who-and-when, openhands, "
+                                                                 "mini-swe-agent, inspect, swe-agent, openai-chat."),
+               replace: bool = typer.Option(False, help="Update trajectories that are already in the corpus."),
+               strict: bool = typer.Option(False, help="Import nothing if any record is malformed.")) -> None:
+    """Convert agent logs (tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands,
+    OpenAI chat) into a corpus."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from analysis.corpus.importers import ImportFailed, import_paths
+    from analysis.corpus.io import CorpusError
+
+    progress = Progress(SpinnerColumn(), TextColumn("importing: {task.completed:,} records"), TimeElapsedColumn(),
+                        disable=not sys.stderr.isatty(), transient=True)
+    task = progress.add_task("import", total=None)
+    try:
+        with progress:
+            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict,
+                                  progress=lambda n: progress.advance(task, n))
+    except (ImportFailed, CorpusError) as exc:
+        _fail(str(exc))
+    for problem in report.problems[:50]:
+        typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
+    if len(report.problems) > 50:
+        typer.secho(f"... and {len(report.problems) - 50} more problems", fg=typer.colors.YELLOW, err=True)
+    typer.echo(report.summary())
+
+
 @app.command()
 def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays are cached inside it)."),
            checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="MoE checkpoint directory."),

@@ -21,6 +21,7 @@ PAGES = [
     st.Page("app_pages/compounding.py", title="Compounding", icon="📉", url_path="compounding"),
     st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
     st.Page("app_pages/sql.py", title="SQL", icon="🧮", url_path="sql"),
+    st.Page("app_pages/import_data.py", title="Import", icon="📥", url_path="import"),
 ]
 
 nav = st.navigation(PAGES)

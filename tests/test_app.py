@@ -19,6 +19,8 @@ def make_app(monkeypatch: pytest.MonkeyPatch, corpus: Path, checkpoint: Path | N
     monkeypatch.setenv("HORIZONLENS_CHECKPOINT", str(checkpoint) if checkpoint else "")
     at = AppTest.from_file(MAIN, default_timeout=120)
     if page:
+        if page == "import_data":  # a page whose url_path differs from its file name needs one run first
+            at.run()
         at.switch_page(f"app_pages/{page}.py")
     for k, v in params.items():
         at.query_params[k] = v
@@ -168,3 +170,23 @@ def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: 
     routing.run()
     assert not routing.exception, routing.exception
     assert routing.selectbox(key="routing_traj").value == tid
+
+
+def test_import_page(monkeypatch, tmp_path: Path) -> None:
+    import json
+
+    from tests.test_import import TAU
+
+    at = make_app(monkeypatch, tmp_path / "new", page="import_data")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="import_go").disabled  # nothing uploaded yet
+    # AppTest cannot drive a file upload; the import itself is what the page calls:
+    from analysis.corpus.importers import import_paths
+
+    src = tmp_path / "tau.json"
+    src.write_text(json.dumps([TAU]))
+    assert import_paths([src], tmp_path / "new").added == 1
+    at = make_app(monkeypatch, tmp_path / "new")
+    at.run()
+    assert "**1** trajectories" in _markdown(at)

@@ -183,3 +183,24 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         _wait(page)
         assert page.evaluate("() => window.__pwned") is None
         page.close()
+
+
+def test_upload_import(browser, tiny_corpus: Path, tmp_path: Path) -> None:
+    from tests.test_import import TAU
+
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    src = tmp_path / "tau-run.json"
+    src.write_text(json.dumps([TAU]))
+    for url in _serve(corpus, None):
+        page = browser.new_page(viewport={"width": 1440, "height": 1200})
+        page.goto(f"{url}/import")
+        _wait(page)
+        page.locator("input[type=file]").set_input_files(str(src))
+        page.get_by_text("tau-run.json").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.get_by_text("1 trajectories added", exact=False).first.wait_for(timeout=60_000)
+        _shot(page, "08-import")
+        page.goto(url)
+        _wait(page)
+        page.get_by_text("49", exact=True).first.wait_for(timeout=30_000)  # 48 sample + 1 imported
+        page.close()
