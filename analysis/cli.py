@@ -110,6 +110,20 @@ def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directorie
 
 
 @app.command()
+def index(corpus: Path = typer.Argument(..., help="Corpus directory.")) -> None:
+    """Build the word index that makes full-text search fast (rebuild after adding files by hand)."""
+    from analysis.corpus.io import CorpusError, read_manifest
+    from analysis.corpus.search_index import build_index
+
+    try:
+        read_manifest(corpus)
+    except CorpusError as exc:
+        _fail(str(exc))
+    built = build_index(corpus)
+    typer.echo(f"indexed {built['rows']:,} (word, trajectory) pairs in {built['build_s']:.1f}s")
+
+
+@app.command()
 def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays are cached inside it)."),
            checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="MoE checkpoint directory."),
            trajectory: list[str] = typer.Option([], "--trajectory", "-t", help="Trajectory id (repeatable)."),
@@ -263,6 +277,24 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
         typer.secho(f"\n{titles[name]}", bold=True)
         shown = df.groupby("group").head(15) if name == "survival" and not df.empty else df
         typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "(no data)")
+
+
+@app.command()
+def bench(scale: str = typer.Option("small", help="tiny (2k), small (10k), medium (10k+100k), "
+                                                   "large (10k+100k+1M trajectories)."),
+          out: Path = typer.Option(REPO_ROOT / "bench", help="Where RESULTS.md and results JSON go."),
+          data: Optional[Path] = typer.Option(None, help="Where the generated corpora live (default OUT/data)."),
+          repeats: int = typer.Option(5, help="Repetitions per measurement."),
+          app_timings: bool = typer.Option(True, "--app/--no-app", help="Also time the app in headless Chromium.")
+          ) -> None:
+    """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
+    from analysis.bench.run import run
+
+    try:
+        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {out / 'RESULTS.md'}")
 
 
 @app.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.corpus.io import CorpusError, read_manifest
-from app import state
+from app import state, ui
 
 
 def render() -> None:
@@ -25,7 +25,7 @@ def _corpus() -> None:
         try:
             read_manifest(Path(typed))
         except CorpusError as exc:
-            st.error(str(exc))
+            st.error(ui.md(exc))
         else:
             st.session_state["corpus_path"] = typed
             st.session_state.pop("trajectory", None)
@@ -44,7 +44,7 @@ def _checkpoint() -> None:
             try:
                 check_files(Path(typed), allow_pickle=False)
             except CheckpointError as exc:
-                st.error(str(exc))
+                st.error(ui.md(exc))
                 return
         st.session_state["checkpoint_path"] = typed
         st.rerun()

@@ -15,6 +15,7 @@ import streamlit as st
 
 from analysis.corpus.io import CorpusError
 from analysis.corpus.store import CorpusStore, open_store
+from app.ui import md
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT / "sample_data" / "corpus"
@@ -52,7 +53,7 @@ def get_store() -> CorpusStore | None:
         manifest = path / "manifest.json"
         return _store(str(path.resolve()), manifest.stat().st_mtime if manifest.exists() else 0.0)
     except CorpusError as exc:
-        st.error(f"Cannot open the corpus: {exc}")
+        st.error(f"Cannot open the corpus: {md(exc)}")
         return None
 
 
@@ -65,7 +66,7 @@ def require_store() -> CorpusStore:
 
 
 @st.cache_data(max_entries=256, ttl=900, show_spinner=False)
-def _cached(_store: CorpusStore, key: tuple[str, tuple[str, ...]], fn: str, args: tuple, kwargs: tuple) -> Any:
+def _cached(_store: CorpusStore, key: tuple[Any, ...], fn: str, args: tuple, kwargs: tuple) -> Any:
     module, name = fn.rsplit(".", 1)
     import importlib
 
@@ -76,7 +77,7 @@ def _cached(_store: CorpusStore, key: tuple[str, tuple[str, ...]], fn: str, args
 
 def cached(store: CorpusStore, fn: str, *args: Any, **kwargs: Any) -> Any:
     """Memoise `store.<method>` (fn='store.summary') or `module.func(store, ...)` by corpus and replays."""
-    key = (str(store.root), tuple(store.replay_checkpoints))
+    key = (str(store.root), tuple(store.replay_checkpoints), store.has_word_index)
     return _cached(store, key, fn, args, tuple(sorted(kwargs.items())))
 
 
@@ -101,7 +102,7 @@ def get_model() -> Any | None:
     try:
         return _model(str(Path(path).resolve()), "auto", bool(st.session_state.get("allow_dense", False)))
     except CheckpointError as exc:
-        st.error(f"Cannot load the checkpoint: {exc}")
+        st.error(f"Cannot load the checkpoint: {md(exc)}")
         return None
 
 

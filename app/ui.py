@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pandas as pd
@@ -12,6 +13,14 @@ import streamlit as st
 
 TEXT_PREVIEW = 4_000  # characters shown before a field is collapsed
 TEXT_MAX = 200_000  # characters ever rendered in the page; beyond that, download only
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|<>~$])")
+
+
+def md(text: object) -> str:
+    """Escape untrusted text for st.markdown/caption/labels: markdown (links, images) stays literal."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = None, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ from analysis.sample.generate import generate_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+MARKDOWN_IMAGE = "![pwn](http://127.0.0.1:9/pwn.png) [click](javascript:alert(1))"
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
 
 
@@ -54,12 +55,13 @@ def make_corpus(root: Path, trajectories: list[dict], steps: list[dict]) -> Path
 @pytest.fixture()
 def hostile_corpus(tmp_path: Path) -> Path:
     """Two trajectories whose text is hostile: HTML/JS, SQL, LIKE wildcards, unicode."""
-    trajs = [traj_row("evil-t0", 3, task=HOSTILE, domain="weird'domain"), traj_row("plain-t0", 2, domain="search")]
+    trajs = [traj_row("evil-t0", 3, task=HOSTILE, domain="weird'domain", agent=MARKDOWN_IMAGE),
+             traj_row("plain-t0", 2, domain="search")]
     steps = [
         step_row("evil-t0", 0, "user", None, message=HOSTILE),
         step_row("evil-t0", 1, reasoning=HOSTILE, tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})}],
                  observations=[{"call_id": "c1", "content": HOSTILE}]),
-        step_row("evil-t0", 2, check=False, message="100% done_ok"),
+        step_row("evil-t0", 2, check=False, message="100% done_ok", check_detail=MARKDOWN_IMAGE, error_label="<b>x</b>"),
         step_row("plain-t0", 0, "user", None, message="hello"),
         step_row("plain-t0", 1, message="plain words"),
     ]

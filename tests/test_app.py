@@ -96,6 +96,11 @@ def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> 
     codes = [c.value for c in at.code]
     assert any(HOSTILE in c for c in codes)  # literally, inside code blocks
     assert "<script>" not in _markdown(at)  # never in markdown that could be interpreted
+    assert "![pwn]" not in _markdown(at) and r"\!\[pwn\]" in _markdown(at)  # agent name: escaped markdown
+    at.query_params["step"] = "2"
+    at.run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "![pwn]" not in captions and r"\!\[pwn\]" in captions  # check detail: escaped too
 
 
 def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:

@@ -172,13 +172,15 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         assert "<script>window.__pwned = 1</script>" in body  # shown literally
         assert page.evaluate("() => window.__pwned") is None
         assert page.locator("img[src=x]").count() == 0
+        assert page.locator("img[src*='pwn.png']").count() == 0  # markdown in an agent name is not rendered
+        assert page.locator("a[href^='javascript']").count() == 0
         page.wait_for_timeout(500)
         assert not dialogs
         assert HOSTILE.split("'")[0] in body
         _shot(page, "07-hostile")
         page.goto(f"{url}/?")
         _wait(page)
-        page.get_by_label("Search step content (literal, case-insensitive)").fill("<script>")
+        page.get_by_label("Search task and step content (case-insensitive)").fill("<script>")
         page.keyboard.press("Enter")
         _wait(page)
         assert page.evaluate("() => window.__pwned") is None

@@ -34,3 +34,19 @@ def test_sql_refusal_and_bad_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
 def test_serve_refuses_missing_corpus(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--corpus", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "not a directory" in result.output
+
+
+def test_every_command_and_option_is_documented() -> None:
+    """Each CLI command is in the README, and each of its options appears in README or docs/."""
+    import typer.main
+
+    repo = Path(__file__).resolve().parent.parent
+    docs = (repo / "README.md").read_text() + "".join(p.read_text() for p in (repo / "docs").glob("*.md")) \
+        + (repo / "bench" / "README.md").read_text()
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert f"horizonlens {name}" in docs, f"command {name} is not documented"
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt not in ("--help",):
+                    assert opt in docs, f"option {opt} of {name} is not documented"

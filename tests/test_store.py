@@ -60,7 +60,7 @@ def test_tool_and_text_filters(store, raw) -> None:
     needle = "FAILED test_"
     hits = {s["trajectory_id"] for s in steps if any(needle.lower() in (o["content"] or "").lower() for o in s["observations"])}
     assert hits
-    assert _ids(store.list_trajectories(TrajectoryFilter(text=needle), limit=1000)) == hits
+    assert _ids(store.list_trajectories(TrajectoryFilter(text=needle, text_mode="exact"), limit=1000)) == hits
 
 
 def test_combined_filters_and_pagination(store, raw) -> None:

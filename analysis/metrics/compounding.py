@@ -29,9 +29,9 @@ def _group_expr(by: str | None) -> str:
     return f"coalesce(CAST(t.{quote_ident(by)} AS VARCHAR), '(none)')"
 
 
-def _checks_cte(by: str | None, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
+def _checks_cte(store: CorpusStore, by: str | None, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
     """A CTE `c` with one row per checked step: group, t, failed, failed_before, prev_failed."""
-    where, params = (flt or TrajectoryFilter()).where()
+    where, params = store.where(flt)
     extra = (" AND " + where[len(" WHERE "):]) if where else ""
     sql = f"""
     c AS (
@@ -59,7 +59,7 @@ def _with_ci(df: pd.DataFrame, k: str = "failures", n: str = "checks", rate: str
 def step_error_rate(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                     levels: tuple[float, ...] = (0.5, 0.8)) -> pd.DataFrame:
     """p̂ = failed checks / checks, Wilson 95% interval, and horizons H_s = ln s / ln(1 − p̂)."""
-    cte, params = _checks_cte(by, flt)
+    cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, count(*) AS checks, CAST(sum(failed) AS BIGINT) AS failures, "
                      f"count(DISTINCT trajectory_id) AS trajectories FROM c GROUP BY grp ORDER BY grp", params).to_pandas()
     df = _with_ci(df)
@@ -80,7 +80,7 @@ def horizon(p: float, s: float) -> float | None:
 def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """Kaplan–Meier survival to the first failed check (runs ending earlier are censored),
     with hazard per t and the independent-errors baseline (1 − p̂)^t."""
-    cte, params = _checks_cte(by, flt)
+    cte, params = _checks_cte(store, by, flt)
     per_traj = store.query(
         f"WITH {cte} SELECT grp, trajectory_id, coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
         f"CAST(bool_or(failed = 1) AS INTEGER) AS event FROM c GROUP BY grp, trajectory_id", params).to_pandas()
@@ -99,7 +99,7 @@ def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
 def self_conditioning(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                       max_j: int = 4) -> pd.DataFrame:
     """P(check fails | j earlier failed checks in the run), j = 0..max_j (the last bin is j ≥ max_j)."""
-    cte, params = _checks_cte(by, flt)
+    cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, least(failed_before, ?) AS j, count(*) AS checks, "
                      f"CAST(sum(failed) AS BIGINT) AS failures FROM c GROUP BY ALL ORDER BY grp, j", [*params, max_j]).to_pandas()
     df = _with_ci(df)
@@ -110,7 +110,7 @@ def self_conditioning(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """P(fail | previous check failed) vs P(fail | previous check passed)."""
-    cte, params = _checks_cte(by, flt)
+    cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, CASE prev_failed WHEN 1 THEN 'previous failed' "
                      f"ELSE 'previous passed' END AS previous, count(*) AS checks, CAST(sum(failed) AS BIGINT) AS failures "
                      f"FROM c WHERE prev_failed IS NOT NULL GROUP BY ALL ORDER BY grp, previous", params).to_pandas()
@@ -120,7 +120,7 @@ def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilt
 def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """After a failed check: is the next check passed, is the same tool retried within two agent steps
     (and does that retry pass), and does the run still succeed?"""
-    where, params = (flt or TrajectoryFilter()).where()
+    where, params = store.where(flt)
     extra = (" AND " + where[len(" WHERE "):]) if where else ""
     df = store.query(f"""
     WITH a AS (
@@ -160,7 +160,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
     Returns {"fits": DataFrame per group (intercept, slope, n, steps_at_50, its CI, ...),
              "points": DataFrame of (group, n_steps, success) for plotting}.
     """
-    where, params = (flt or TrajectoryFilter()).where()
+    where, params = store.where(flt)
     extra = (" AND " + where[len(" WHERE "):]) if where else ""
     pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, CAST(t.outcome = 'success' AS INTEGER) AS success "
                       f"FROM trajectories t WHERE t.outcome IN ('success', 'failure') AND t.n_steps > 0{extra}",
@@ -195,7 +195,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def pass_k(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """pass^k over the trials of each task (unbiased estimator), k = 1..max trials."""
-    where, params = (flt or TrajectoryFilter()).where()
+    where, params = store.where(flt)
     extra = (" AND " + where[len(" WHERE "):]) if where else ""
     per_task = store.query(
         f"SELECT {_group_expr(by)} AS group, t.task_id, count(*) AS n, "

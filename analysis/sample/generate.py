@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from analysis.corpus.io import new_manifest, write_corpus
 from analysis.corpus.schema import STEPS, TRAJECTORIES
+from analysis.corpus.search_index import build_index
 from analysis.sample.domains import WORLDS
 from analysis.sample.text import approx_tokens, reasoning_for, repair_reasoning
 from analysis.sample.world import Call, Environment, Result
@@ -254,8 +255,9 @@ def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float, rng: random.Ra
 
 
 def generate_corpus(out: str, n_trajectories: int, seed: int = 0, trials: int = 4, overwrite: bool = False,
-                    progress: Callable[[int], None] | None = None, planted: Planted | None = None) -> dict[str, Any]:
-    """Generate a sample corpus directory and return its manifest."""
+                    progress: Callable[[int], None] | None = None, planted: Planted | None = None,
+                    index: bool = True) -> dict[str, Any]:
+    """Generate a sample corpus directory (with its word index) and return its manifest."""
     planted = planted or Planted()
     trajs: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
@@ -268,4 +270,6 @@ def generate_corpus(out: str, n_trajectories: int, seed: int = 0, trials: int = 
     manifest["created_at"] = EPOCH.isoformat()
     write_corpus(out, pa.Table.from_pylist(trajs, schema=TRAJECTORIES), pa.Table.from_pylist(steps, schema=STEPS),
                  manifest, overwrite=overwrite)
+    if index:
+        build_index(out)
     return manifest

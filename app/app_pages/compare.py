@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from app import state, ui
 
 store = state.require_store()
 st.title("Compare trajectories")
@@ -17,19 +17,19 @@ default_b = next((t for t in trials if t != a), "")
 b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
                     help="Defaults to another trial of the same task as A.")
 if trials:
-    st.caption(f"Trials of task `{info['task_id']}`: " + ", ".join(f"`{t}`" for t in trials))
+    st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
 if not a or not b:
     st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
     st.stop()
 ta, tb = state.cached(store, "store.trajectory", a), state.cached(store, "store.trajectory", b)
 for name, t, tid in (("A", ta, a), ("B", tb, b)):
     if t is None:
-        st.error(f"Trajectory {name} ({tid!r}) is not in this corpus.")
+        st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
         st.stop()
 m = st.columns(2)
 for col, t in zip(m, (ta, tb)):
-    col.markdown(f"**{t['trajectory_id']}** · {t['outcome']} · {t['n_steps']} steps · "
-                 f"{t['n_failed_checks']} failed checks · agent `{t['agent']}`")
+    col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
+                 f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
 table, first = state.cached(store, "analysis.metrics.compare.align", a, b)
 if first is None:
     st.success("The two runs take the same actions at every step.")

@@ -46,16 +46,33 @@ with st.container(border=True):
     tool = g3.selectbox("Uses tool", ["any", *state.cached(store, "store.tools")], key="explore_tool")
     max_steps = int(summary["max_steps"] or 1)
     lo, hi = g4.slider("Steps", 1, max(2, max_steps), (1, max(2, max_steps)), key="explore_steps")
-    h1, h2, h3 = st.columns([3, 1, 1])
-    text = h1.text_input("Search step content (literal, case-insensitive)", key="explore_text",
-                         placeholder="e.g. FAILED test_, insufficient balance, Error:")
-    sort = h2.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
-    descending = h3.toggle("Descending", value=True, key="explore_desc")
+    h1, h2, h3, h4 = st.columns([3, 1.3, 1, 1])
+    text = h1.text_input("Search task and step content (case-insensitive)", key="explore_text",
+                         placeholder="e.g. insufficient balance, FAILED test_, Error:")
+    modes = ["all words (index)", "exact text (scan)"] if store.has_word_index else ["exact text (scan)"]
+    mode = h2.radio("Match", modes, key="explore_text_mode",
+                    help="All words: every word occurs somewhere in the trajectory, found through the word index "
+                         "(fast). Exact text: a literal substring of one field (%, _ and \\ mean themselves); "
+                         "scans every step.")
+    sort = h3.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
+    descending = h4.toggle("Descending", value=True, key="explore_desc")
+    if not store.has_word_index:
+        idx = st.columns([5, 1])
+        idx[0].caption("No up-to-date word index: searches scan every step. Build it once for fast word search.")
+        if idx[1].button("Build search index", key="explore_build_index"):
+            from analysis.corpus.search_index import build_index
+
+            with st.spinner("Indexing…"):
+                build_index(store.root)
+            store.refresh_index()
+            state.clear_query_cache()
+            st.rerun()
 
 flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, sources=sources, outcomes=outcomes,
                        min_steps=lo if lo > 1 else None, max_steps=hi if hi < max_steps else None,
                        has_failed_checks={"any": None, "has failed checks": True, "no failed checks": False}[failed],
-                       tool=None if tool == "any" else tool, text=text or None)
+                       tool=None if tool == "any" else tool, text=text or None,
+                       text_mode="words" if mode.startswith("all words") else "exact")
 page_size = 50
 page_no = st.session_state.setdefault("explore_page", 0)
 page = state.cached(store, "store.list_trajectories", flt, sort=sort, descending=descending,

@@ -10,7 +10,7 @@ import streamlit as st
 from analysis.corpus.importers import ImportFailed, import_paths
 from analysis.corpus.importers.formats import FORMATS
 from analysis.corpus.io import CorpusError
-from app import state
+from app import state, ui
 
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
@@ -37,11 +37,11 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
             with st.spinner("Importing…"):
                 report = import_paths(paths, target, fmt=fmt, replace=replace, strict=strict)
         except (ImportFailed, CorpusError) as exc:
-            st.error(str(exc))
+            st.error(ui.md(str(exc)))
         else:
             st.success(report.summary())
             for problem in report.problems[:100]:
-                st.warning(str(problem).replace(tmp + "/", ""))
+                st.warning(ui.md(str(problem).replace(tmp + "/", "")))
             state.clear_query_cache()
             if Path(target).resolve() != Path(state.corpus_path()).resolve():
                 st.session_state["corpus_path"] = target

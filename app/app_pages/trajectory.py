@@ -29,7 +29,7 @@ if not tid:
 
 info = state.cached(store, "store.trajectory", tid)
 if info is None:
-    st.error(f"No trajectory with id {tid!r} in this corpus.")
+    st.error(f"No trajectory with id {ui.md(repr(tid))} in this corpus.")
     st.stop()
 
 timeline = state.cached(store, "analysis.metrics.timeline.error_timeline", tid)
@@ -58,7 +58,8 @@ st.query_params["step"] = str(step)
 
 # --- header ------------------------------------------------------------------------------------
 badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {info['outcome']}")
-st.markdown(f"#### {badge} · `{info['domain']}` · agent `{info['agent']}` · teacher `{info['teacher'] or '—'}`")
+st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
+            f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
 m = st.columns(7)
 m[0].metric("Steps", f"{n_steps:,}")
@@ -102,13 +103,13 @@ with nav[4]:
 if find:
     hits = state.cached(store, "store.find_in_trajectory", tid, find)
     if hits:
-        chosen = st.selectbox(f"{len(hits)} steps contain “{find}”", hits, key="traj_find_hits",
+        chosen = st.selectbox(f"{len(hits)} steps contain “{ui.md(find)}”", hits, key="traj_find_hits",
                               index=hits.index(step) if step in hits else 0)
         if st.button("Go to match", key="traj_find_go"):
             go_to(int(chosen))
             st.rerun()
     else:
-        st.caption(f"No step contains “{find}”.")
+        st.caption(f"No step contains “{ui.md(find)}”.")
 if n_steps > 1:
     slid = st.slider("Step", 0, n_steps - 1, step, key=f"traj_slider_{tid}_{step}")
     if slid != step:
@@ -124,8 +125,9 @@ with left:
     decisive = " · ◆ decisive error" if row.get("is_decisive_error") else ""
     st.markdown(f"### Step {step} · {row['source']} · {status}{decisive}")
     if row.get("check_detail") or row.get("error_label"):
-        st.caption(f"{row.get('error_label') or ''} {('— ' + row['check_detail']) if row.get('check_detail') else ''}"
-                   f" (label: {row.get('label_source') or 'n/a'})")
+        st.caption(f"{ui.md(row.get('error_label') or '')} "
+                   f"{('— ' + ui.md(row['check_detail'])) if row.get('check_detail') else ''}"
+                   f" (label: {ui.md(row.get('label_source') or 'n/a')})")
     ui.untrusted("Knowledge", row.get("knowledge"), key=f"k_{step}")
     ui.untrusted("Reasoning", row.get("reasoning"), key=f"r_{step}")
     ui.untrusted("Message", row.get("message"), key=f"m_{step}")

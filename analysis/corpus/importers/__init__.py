@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 from analysis.corpus.importers.formats import BY_NAME, FORMATS, Converted, detect
 from analysis.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
 from analysis.corpus.importers.writer import StagedImport
+from analysis.corpus.search_index import INDEX_DIR, build_index
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
 
@@ -140,7 +141,10 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
         if report.records == 0 and report.problems and not staged.corpus_exists:
             staged.abort()
             raise ImportFailed("nothing readable to import:\n" + "\n".join(map(str, report.problems[:20])))
+        had_index = (Path(into) / INDEX_DIR / "manifest.json").exists()
         staged.commit()
+    if had_index:  # keep word search fast: an index that existed is rebuilt to cover the new files
+        build_index(Path(into))
     report.seconds = time.perf_counter() - started
     return report
 

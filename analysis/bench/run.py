@@ -1,0 +1,147 @@
+"""`horizonlens bench`: build the scaled corpora once, measure everything, write RESULTS.md and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from analysis.bench.queries import bench_queries
+from analysis.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from analysis.corpus.search_index import INDEX_DIR, build_index, index_is_fresh
+
+REPO = Path(__file__).resolve().parents[2]
+JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
+
+
+def _child(code: str, timeout: int = 1800) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; it prints one JSON line last. Adds the child's peak RSS."""
+    # VmHWM (peak RSS) from /proc: unlike ru_maxrss it is not inherited from the parent across fork+exec
+    wrapped = code + "\nimport json as _j, re as _re\n_hwm = int(_re.search(r'VmHWM:\\s+(\\d+)', " \
+                     "open('/proc/self/status').read()).group(1))\nprint(_j.dumps({'peak_rss_mb': _hwm / 1024, **RESULT}))"
+    out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def query_memory(corpus: Path) -> dict[str, Any]:
+    """Peak RSS of a process that opens the store and runs the Explore, search and open queries."""
+    return _child(f"""
+from analysis.corpus.store import open_store
+from analysis.bench.queries import explore_store, fts_store, open_store_steps
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(limit=1).rows['trajectory_id'][0].as_py()
+RESULT = {{'explore_total': explore_store(s), 'fts_hits': fts_store(s, 'exact'),
+          'fts_word_hits': fts_store(s, 'words') if s.has_word_index else None, 'steps': open_store_steps(s, tid)}}
+""")
+
+
+def replay_memory(checkpoint: Path, corpus: Path, tokens: int) -> dict[str, Any]:
+    """Peak RSS of replaying the longest sample trajectory up to `tokens` tokens (chunked)."""
+    return _child(f"""
+from analysis.corpus.store import open_store
+from analysis.model.loader import load_checkpoint
+from analysis.model.replay import replay_trajectory, ReplayConfig
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
+m = load_checkpoint({str(checkpoint)!r})
+r = replay_trajectory(m, tid, s.steps(tid).to_pylist(), ReplayConfig(chunk_size=512, max_tokens={tokens}))
+RESULT = {{'tokens': r.n_replayed, 'wall_s': r.wall_s, 'trajectory': tid}}
+""")
+
+
+def replay_bench(checkpoint: Path, corpus: Path, repeats: int) -> dict[str, Any]:
+    return _child(f"""
+from analysis.corpus.store import open_store
+from analysis.model.loader import load_checkpoint
+from analysis.bench.replay import bench_replay
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
+m = load_checkpoint({str(checkpoint)!r})
+RESULT = bench_replay(m, tid, s.steps(tid).to_pylist(), tokens=2048, repeats={repeats})
+RESULT['trajectory'] = tid
+""")
+
+
+def app_timings(corpus: Path, checkpoint: Path) -> dict[str, Any]:
+    from analysis.bench.browser import measure_app
+
+    return measure_app(corpus, checkpoint)
+
+
+def machine() -> dict[str, Any]:
+    import duckdb
+    import pyarrow
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    from analysis.corpus.store import open_store
+
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}")
+    base = REPO / "sample_data" / "corpus"
+    checkpoint = REPO / "sample_data" / "checkpoint"
+    data = data or out / "data"
+    results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
+                               .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
+                               "corpora": {}}
+    for n in SCALES[scale]:
+        log(f"corpus of {n:,} trajectories")
+        started = time.perf_counter()
+        corpus = build_scaled_corpus(base, data / f"corpus-{n}", n, log)
+        built = time.perf_counter() - started
+        json_dir = write_json_files(base, data / f"json-{n}", n) if n <= JSON_BASELINE_MAX else None
+        index = json.loads((corpus / INDEX_DIR / "manifest.json").read_text()) if index_is_fresh(corpus) \
+            else build_index(corpus)
+        store = open_store(corpus)
+        size = sum(p.stat().st_size for p in corpus.rglob("*.parquet"))
+        log("  queries")
+        index_bytes = sum(p.stat().st_size for p in (corpus / INDEX_DIR).rglob("*.parquet"))
+        entry = {"trajectories": n, "steps": store.summary()["steps"], "parquet_bytes": size - index_bytes,
+                 "build_s": round(built, 1), "index": {"rows": index["rows"], "build_s": index["build_s"],
+                                                       "bytes": index_bytes}, **bench_queries(store, json_dir, repeats=repeats,
+                                                             python_fts=n <= 100_000)}
+        log("  memory")
+        entry["query_memory"] = query_memory(corpus)
+        results["corpora"][str(n)] = entry
+        store.close()
+    log("replay")
+    results["replay"] = replay_bench(checkpoint, base, repeats)
+    results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
+    if with_app:
+        log("app in headless Chromium")
+        try:
+            results["app"] = app_timings(base, checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+            results["app"] = {"error": str(exc)[:500]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    from analysis.bench.report import write_report
+
+    write_report(results, out)
+    return results
