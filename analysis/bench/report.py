@@ -78,6 +78,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{_ms(app['next_step_cached_replay_s']['median'])} (max {_ms(app['next_step_cached_replay_s']['max'])})."]
     elif app:
         lines += ["", f"App timings failed: {app['error']}"]
+    if len(results["corpora"]) > 1:
+        lines += ["", "![Query cost vs corpus size](cost-vs-size.png)"]
     path = out / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     _plot(results, out)
@@ -101,3 +103,22 @@ def _plot(results: dict[str, Any], out: Path) -> None:
     fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="trajectories", yaxis_title="median seconds",
                       title="Query cost vs corpus size", template="plotly_white", height=500, width=900)
     fig.write_html(out / "cost-vs-size.html", include_plotlyjs=True)
+    _png(out / "cost-vs-size.html", out / "cost-vs-size.png")
+
+
+def _png(html: Path, png: Path) -> None:
+    """Render the plot to PNG in headless Chromium when it is available (a small file to commit)."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        from analysis.bench.browser import CHROMIUM_ARGS
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 940, "height": 540})
+            page.goto(html.resolve().as_uri())
+            page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+            page.screenshot(path=str(png))
+            browser.close()
+    except Exception:  # noqa: BLE001 - the HTML plot is still there
+        pass
