@@ -27,7 +27,7 @@ def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = No
     """A Plotly chart with a one-line reading guide and HTML/CSV downloads (PNG is in the chart's toolbar)."""
     event = st.plotly_chart(fig, key=key, config={"displaylogo": False,
                                                   "toImageButtonOptions": {"format": "png", "filename": key}}, **kwargs)
-    cols = st.columns([8, 1.2, 1.2])
+    cols = st.columns([5, 1.4, 1.4])
     cols[0].caption(caption)
     cols[1].download_button("HTML", fig.to_html(include_plotlyjs="cdn", full_html=True), file_name=f"{key}.html",
                             mime="text/html", key=f"{key}_html", help="Download the interactive chart")

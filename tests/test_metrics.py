@@ -69,6 +69,7 @@ def test_survival_hand_computed(hand) -> None:
     assert km.loc[4.0, "survival"] == pytest.approx(0.0)
     assert km.loc[4.0, "hazard"] == pytest.approx(1.0)
     assert km.loc[2.0, "baseline"] == pytest.approx((1 - 4 / 13) ** 2)
+    assert km.loc[2.0, "baseline_clean"] == pytest.approx((1 - 3 / 9) ** 2)  # p0 = P(fail | j=0) = 3/9
 
 
 def test_pass_k_attribution_recovery_timeline(hand) -> None:

@@ -32,6 +32,9 @@ def survival(km: pd.DataFrame, max_t: int | None = None) -> go.Figure:
         fig.add_scatter(x=part["t"], y=part["survival"], mode="lines", line=dict(shape="hv", color=c), name=f"{grp}")
         fig.add_scatter(x=part["t"], y=part["baseline"], mode="lines", line=dict(dash="dash", color=c, width=1),
                         name=f"{grp}: (1−p̂)^t")
+        if "baseline_clean" in part:
+            fig.add_scatter(x=part["t"], y=part["baseline_clean"], mode="lines",
+                            line=dict(dash="dot", color=c, width=1), name=f"{grp}: (1−p₀)^t")
     return layout(fig, "Survival to the first failed check vs independent errors", xaxis_title="checked step t",
                   yaxis_title="share of runs without a failed check", yaxis_range=[0, 1.02])
 

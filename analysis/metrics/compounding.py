@@ -78,21 +78,29 @@ def horizon(p: float, s: float) -> float | None:
 
 
 def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
-    """Kaplan–Meier survival to the first failed check (runs ending earlier are censored),
-    with hazard per t and the independent-errors baseline (1 − p̂)^t."""
+    """Kaplan–Meier survival to the first failed check (runs ending earlier are censored), with hazard
+    per t, the independent-errors baseline (1 − p̂)^t and the same at the clean-run rate, (1 − p₀)^t
+    with p₀ = P(fail | no earlier failure)."""
     cte, params = _checks_cte(store, by, flt)
     per_traj = store.query(
         f"WITH {cte} SELECT grp, trajectory_id, coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
         f"CAST(bool_or(failed = 1) AS INTEGER) AS event FROM c GROUP BY grp, trajectory_id", params).to_pandas()
     rates = step_error_rate(store, by, flt).set_index("group")["rate"]
+    sc = self_conditioning(store, by, flt)
+    clean = sc[sc["j"] == 0].set_index("group")["rate"]  # P(fail | no earlier failure): the first-failure rate
     frames = []
     for grp, part in per_traj.groupby("grp", sort=True):
         km = kaplan_meier(part["duration"].to_numpy(), part["event"].to_numpy())
         p = float(rates.get(grp, np.nan))
+        p0 = float(clean.get(grp, np.nan))
         km["baseline"] = (1 - p) ** km["t"] if np.isfinite(p) else np.nan
+        # independent errors at the clean-run rate: the right yardstick for *first* failures, since p̂ also
+        # averages in the raised rates after a failure
+        km["baseline_clean"] = (1 - p0) ** km["t"] if np.isfinite(p0) else np.nan
         km.insert(0, "group", grp)
         frames.append(km)
-    cols = ["group", "t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard", "baseline"]
+    cols = ["group", "t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard", "baseline",
+            "baseline_clean"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 

@@ -32,8 +32,10 @@ left, right = st.columns(2)
 with left:
     max_t = int(km["t"].max()) if not km.empty else 1
     ui.chart(cfig.survival(km, max_t=min(max_t, 150)),
-             "Share of runs with no failed check yet after t checked steps (band: 95% CI). Solid below its dashed "
-             "baseline = failures arrive sooner than independent errors at rate p̂ predict.", key="comp_survival",
+             "Share of runs with no failed check yet after t checked steps (band: 95% CI). Dashed: independent "
+             "errors at the overall rate p̂; dotted: at the clean-run rate p₀ = P(fail | no earlier failure). Solid "
+             "below dotted = first failures come sooner along the horizon than a constant rate predicts.",
+             key="comp_survival",
              data=km)
 with right:
     ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 runs "
