@@ -66,3 +66,27 @@ def hostile_corpus(tmp_path: Path) -> Path:
         step_row("plain-t0", 1, message="plain words"),
     ]
     return make_corpus(tmp_path / "hostile", trajs, steps)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_corpus: Path):
+    """A 480-token byte-level BPE trained on the tiny corpus rendered with the Horizon Lens template."""
+    pytest.importorskip("torch")
+    import pyarrow.parquet as pq
+
+    from analysis.model.build import trajectory_text
+    from analysis.model.tokenizer import train_tokenizer
+
+    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
+    by_traj: dict[str, list] = {}
+    for s in steps:
+        by_traj.setdefault(s["trajectory_id"], []).append(s)
+    return train_tokenizer([trajectory_text(by_traj[t]) for t in sorted(by_traj)], vocab_size=480)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
+    """A random tiny Qwen3.5-MoE saved with the tiny tokenizer (the app and cache tests replay with it)."""
+    from tests.model_zoo import build
+
+    return build("qwen3_5_moe", tmp_path_factory.mktemp("tiny_ckpt") / "qwen3_5_moe", tiny_tokenizer)

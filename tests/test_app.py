@@ -141,27 +141,12 @@ def test_routing_page_without_replays(monkeypatch, tiny_corpus: Path) -> None:
     assert any("Nothing has been replayed" in i.value for i in at.info)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
-    pytest.importorskip("torch")
-    import pyarrow.parquet as pq
-
-    from analysis.model.build import trajectory_text
-    from analysis.model.tokenizer import train_tokenizer
-    from tests.model_zoo import build
-
-    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
-    ids = sorted({s["trajectory_id"] for s in steps})
-    tok = train_tokenizer([trajectory_text([s for s in steps if s["trajectory_id"] == t]) for t in ids], 480)
-    return build("qwen3_5_moe", tmp_path_factory.mktemp("app_ckpt") / "model", tok)
-
-
 @pytest.mark.model
 def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: Path, tmp_path: Path,
-                                                      checkpoint: Path) -> None:
+                                                      tiny_checkpoint: Path) -> None:
     corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
     tid = _first_failed(corpus)
-    at = make_app(monkeypatch, corpus, checkpoint, page="trajectory", trajectory=tid, step="4")
+    at = make_app(monkeypatch, corpus, tiny_checkpoint, page="trajectory", trajectory=tid, step="4")
     at.run()
     assert not at.exception, at.exception
     assert any("has not been replayed" in i.value for i in at.info)
@@ -171,7 +156,7 @@ def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: 
     assert "Surprisal (nats)" in labels and "Router entropy" in labels
     at.button(key=f"wwd_{tid}_4_go").click().run(timeout=300)
     assert not at.exception and any("Recorded agent" in m.value for m in at.markdown)
-    routing = make_app(monkeypatch, corpus, checkpoint, page="routing", trajectory=tid)
+    routing = make_app(monkeypatch, corpus, tiny_checkpoint, page="routing", trajectory=tid)
     routing.run()
     assert not routing.exception, routing.exception
     assert routing.selectbox(key="routing_traj").value == tid

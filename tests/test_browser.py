@@ -78,21 +78,6 @@ def browser():
     print(f"\nscreenshots: {SHOTS}\ntimings: {TIMINGS}")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
-    pytest.importorskip("torch")
-    import pyarrow.parquet as pq
-
-    from analysis.model.build import trajectory_text
-    from analysis.model.tokenizer import train_tokenizer
-    from tests.model_zoo import build
-
-    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
-    ids = sorted({s["trajectory_id"] for s in steps})
-    tok = train_tokenizer([trajectory_text([s for s in steps if s["trajectory_id"] == t]) for t in ids], 480)
-    return build("qwen3_5_moe", tmp_path_factory.mktemp("browser_ckpt") / "model", tok)
-
-
 def _wait(page, timeout_ms: int = 120_000) -> None:
     page.wait_for_timeout(200)
     page.wait_for_function(READY, timeout=timeout_ms)
@@ -110,9 +95,9 @@ def _timed(name: str, page, action) -> None:  # noqa: ANN001
     TIMINGS[name] = round(time.perf_counter() - start, 3)
 
 
-def test_walkthrough(browser, tiny_corpus: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
-    for url in _serve(corpus, checkpoint):
+    for url in _serve(corpus, tiny_checkpoint):
         page = browser.new_page(viewport={"width": 1440, "height": 1600})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

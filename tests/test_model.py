@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 from analysis.model.capture import capture_routing  # noqa: E402
 from analysis.model.loader import CheckpointError, NotMoEError, checkpoint_id, load_checkpoint  # noqa: E402
 from analysis.model.replay import ReplayConfig, continue_from, replay_trajectory  # noqa: E402
-from analysis.model.tokenizer import train_tokenizer  # noqa: E402
 from tests.model_zoo import MOE_LAYERS, build, configs  # noqa: E402
 
 pytestmark = pytest.mark.model
@@ -23,16 +22,8 @@ ARCHS = sorted(configs())
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_corpus: Path):
-    import pyarrow.parquet as pq
-
-    from analysis.model.build import trajectory_text
-
-    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
-    by_traj: dict[str, list] = {}
-    for s in steps:
-        by_traj.setdefault(s["trajectory_id"], []).append(s)
-    return train_tokenizer([trajectory_text(v) for v in by_traj.values()], vocab_size=480)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,8 @@ from analysis.model.batch import ensure_replayed  # noqa: E402
 from analysis.model.cache import ReplayCache, list_checkpoints  # noqa: E402
 from analysis.model.loader import load_checkpoint  # noqa: E402
 from analysis.model.replay import ReplayConfig  # noqa: E402
-from analysis.model.tokenizer import train_tokenizer  # noqa: E402
-from tests.model_zoo import build  # noqa: E402
 
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
-    import pyarrow.parquet as pq
-
-    from analysis.model.build import trajectory_text
-
-    steps = pq.read_table(tiny_corpus / "steps").to_pylist()
-    texts = [trajectory_text([s for s in steps if s["trajectory_id"] == t]) for t in {s["trajectory_id"] for s in steps}]
-    tok = train_tokenizer(sorted(texts), vocab_size=480)
-    return build("qwen3_5_moe", tmp_path_factory.mktemp("ckpt") / "qwen3_5_moe", tok)
 
 
 @pytest.fixture()
@@ -44,9 +30,9 @@ def _short_ids(store, n: int) -> list[str]:
     return store.list_trajectories(sort="n_tokens", limit=n).rows["trajectory_id"].to_pylist()
 
 
-def test_replay_is_cached_and_queryable(corpus: Path, checkpoint: Path) -> None:
+def test_replay_is_cached_and_queryable(corpus: Path, tiny_checkpoint: Path) -> None:
     store = open_store(corpus)
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_checkpoint(tiny_checkpoint)
     tids = _short_ids(store, 2)
     assert ensure_replayed(store, loaded, tids[0], ReplayConfig(chunk_size=128)) is True
     assert ensure_replayed(store, loaded, tids[0]) is False  # cached
@@ -65,9 +51,9 @@ def test_replay_is_cached_and_queryable(corpus: Path, checkpoint: Path) -> None:
     assert open_store(corpus).replay_checkpoints == [loaded.checkpoint_id]
 
 
-def test_corrupt_cache_file_is_recomputed(corpus: Path, checkpoint: Path) -> None:
+def test_corrupt_cache_file_is_recomputed(corpus: Path, tiny_checkpoint: Path) -> None:
     store = open_store(corpus)
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_checkpoint(tiny_checkpoint)
     tid = _short_ids(store, 1)[0]
     ensure_replayed(store, loaded, tid)
     cache = ReplayCache(corpus, loaded.checkpoint_id)
@@ -80,9 +66,9 @@ def test_corrupt_cache_file_is_recomputed(corpus: Path, checkpoint: Path) -> Non
     assert "n_replayed" in cache.read_notes(tid)
 
 
-def test_cli_replay_is_resumable(corpus: Path, checkpoint: Path) -> None:
+def test_cli_replay_is_resumable(corpus: Path, tiny_checkpoint: Path) -> None:
     runner = CliRunner()
-    args = ["replay", str(corpus), "--checkpoint", str(checkpoint), "--limit", "3", "--chunk-size", "256"]
+    args = ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "--limit", "3", "--chunk-size", "256"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "replayed 3, already cached 0" in first.output
@@ -90,5 +76,5 @@ def test_cli_replay_is_resumable(corpus: Path, checkpoint: Path) -> None:
     assert "replayed 0, already cached 3" in second.output
     bad = runner.invoke(app, ["replay", str(corpus), "--checkpoint", str(corpus)])
     assert bad.exit_code == 1 and "config.json" in bad.output
-    missing = runner.invoke(app, ["replay", str(corpus), "--checkpoint", str(checkpoint), "-t", "no-such-id"])
+    missing = runner.invoke(app, ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "-t", "no-such-id"])
     assert missing.exit_code == 1 and "no such trajectory" in missing.output
