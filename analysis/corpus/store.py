@@ -150,6 +150,9 @@ class CorpusStore:
             self.con.execute(f"SET threads = {int(threads)}")
         # keep Parquet footers in memory between queries: opening one trajectory then costs no footer reads
         self.con.execute("SET parquet_metadata_cache = true")
+        # large scans (distinct tool names, window functions over all checks) need not keep row order; this
+        # keeps them inside the memory limit on a 1M-trajectory corpus
+        self.con.execute("SET preserve_insertion_order = false")
         self.partitions: dict[str, list[str]] = {}
         for name in files.files:
             self._create_view(name, self.root / name)
@@ -323,9 +326,10 @@ class CorpusStore:
         return table.column("v").to_pylist()
 
     def tools(self) -> list[str]:
-        table = self.query("SELECT DISTINCT u.c.name AS name FROM steps, unnest(tool_calls) AS u(c) "
-                           "WHERE name IS NOT NULL ORDER BY name")
-        return table.column("name").to_pylist()
+        # only the names are unnested: unnesting whole tool-call structs (with arguments) runs out of memory at 1M
+        table = self.query("SELECT DISTINCT unnest(list_transform(tool_calls, lambda c: c.name)) AS name FROM steps "
+                           "ORDER BY name NULLS LAST")
+        return [n for n in table.column("name").to_pylist() if n is not None]
 
     def trials_of(self, task_id: str) -> list[str]:
         table = self.query("SELECT trajectory_id FROM trajectories WHERE task_id = ? ORDER BY trial, trajectory_id",
