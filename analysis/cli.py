@@ -134,6 +134,8 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
            chunk_size: int = typer.Option(512, help="Tokens per forward call."),
            device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
            dtype: str = typer.Option("auto", help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16."),
+           device_map: Optional[str] = typer.Option(None, help="Spread a large model over GPUs, e.g. 'auto' "
+                                                                "(needs accelerate)."),
            allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) weights; they can run code."),
            trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own Python code."),
            allow_dense: bool = typer.Option(False, help="Replay a non-MoE model (surprisal, no routing).")) -> None:
@@ -148,7 +150,7 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
     try:
         store = open_store(corpus)
         loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                                 trust_remote_code=trust_remote_code, allow_dense=allow_dense)
+                                 trust_remote_code=trust_remote_code, allow_dense=allow_dense, device_map=device_map)
     except (CorpusError, CheckpointError) as exc:
         _fail(str(exc))
     ids = list(trajectory)

@@ -180,3 +180,27 @@ def test_import_page(monkeypatch, tmp_path: Path) -> None:
     at = make_app(monkeypatch, tmp_path / "new")
     at.run()
     assert "**1** trajectories" in _markdown(at)
+
+
+def test_huge_content_renders_without_freezing(monkeypatch, tmp_path: Path) -> None:
+    """A 5 MB observation and a 2,000-step trajectory: the page stays responsive (cut fields, one step shown)."""
+    import time
+
+    from tests.conftest import make_corpus, step_row, traj_row
+
+    big = ("x" * 99 + "\n") * 50_000  # 5 MB
+    steps = [step_row("huge-t0", i, check=i % 7 != 0, message=f"step {i}",
+                      observations=[{"call_id": None, "content": big if i == 3 else f"out {i}"}])
+             for i in range(2000)]
+    corpus = make_corpus(tmp_path / "huge", [traj_row("huge-t0", 2000)], steps)
+    at = make_app(monkeypatch, corpus, page="trajectory", trajectory="huge-t0", step="3")
+    started = time.perf_counter()
+    at.run(timeout=120)
+    elapsed = time.perf_counter() - started
+    assert not at.exception, at.exception
+    assert elapsed < 30, elapsed
+    shown = max(len(c.value) for c in at.code)
+    assert shown <= 200_000  # the page never holds the whole 5 MB field
+    assert any("5.0 MB" in e.label or "4.8 MB" in e.label for e in at.expander)
+    at.button(key="traj_next").click().run(timeout=120)
+    assert "Step 4" in _markdown(at)
