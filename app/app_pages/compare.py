@@ -43,5 +43,5 @@ st.dataframe(shown, hide_index=True, height=520,
              column_config={"action_a": st.column_config.TextColumn(width="large"),
                             "action_b": st.column_config.TextColumn(width="large")})
 st.caption("Actions are tool calls with canonicalised JSON arguments (or the message when there is no call). "
-           "Checks: ✔ passed, ✘ failed, empty = no check. Routing of two checkpoints on one trajectory is on the "
-           "Routing page, tab “Two checkpoints”.")
+           "Checks: ticked = passed, empty box = failed, blank = no check. Routing of two checkpoints on one "
+           "trajectory is on the Routing page, tab “Two checkpoints”.")
