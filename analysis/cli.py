@@ -168,7 +168,7 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
         ids = _first_per_domain(store, ids, per_domain)
     if limit is not None:
         ids = ids[:limit]
-    missing = [t for t in ids if store.trajectory(t) is None]
+    missing = [t for t in trajectory if store.trajectory(t) is None]  # ids from the corpus itself exist
     if missing:
         _fail(f"no such trajectory: {missing[0]}")
     cache = ReplayCache(store.root, loaded.checkpoint_id)

@@ -67,12 +67,12 @@ def require_store() -> CorpusStore:
 
 @st.cache_data(max_entries=256, ttl=900, show_spinner=False)
 def _cached(_store: CorpusStore, key: tuple[Any, ...], fn: str, args: tuple, kwargs: tuple) -> Any:
-    module, name = fn.rsplit(".", 1)
     import importlib
 
-    target = importlib.import_module(module) if module != "store" else None
-    func = getattr(_store, name) if target is None else getattr(target, name)
-    return func(*args, **dict(kwargs)) if target is None else func(_store, *args, **dict(kwargs))
+    module, name = fn.rsplit(".", 1)
+    if module == "store":
+        return getattr(_store, name)(*args, **dict(kwargs))
+    return getattr(importlib.import_module(module), name)(_store, *args, **dict(kwargs))
 
 
 def cached(store: CorpusStore, fn: str, *args: Any, **kwargs: Any) -> Any:

@@ -52,6 +52,12 @@ STEP_TEXT_FIELDS = (
 )
 
 
+def tool_names(alias: str) -> str:
+    """SQL for the list of tool names a step calls; only the names are materialised, never the arguments
+    (unnesting whole tool-call structs runs out of memory on a 1M-trajectory corpus)."""
+    return f"list_transform({alias}.tool_calls, lambda c: c.name)"
+
+
 def like_pattern(text: str) -> str:
     """A case-insensitive literal substring as an ILIKE pattern: %, _ and \\ mean themselves."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -81,8 +87,8 @@ class TrajectoryFilter:
     text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
     task_id: str | None = None
 
-    def where(self, word_index: bool = False) -> tuple[str, list[Any]]:
-        """(WHERE clause, params) over the `trajectories` view aliased `t`.
+    def where(self, word_index: bool = False, keyword: str = "WHERE") -> tuple[str, list[Any]]:
+        """(" {keyword} conditions", params) over the `trajectories` view aliased `t`; ("", []) without any.
 
         `word_index`: the corpus has a fresh word index (view `search_words`) for word searches.
         """
@@ -105,8 +111,8 @@ class TrajectoryFilter:
             clauses.append("t.task_id = ?")
             params.append(self.task_id)
         if self.tool:
-            clauses.append("t.trajectory_id IN (SELECT s.trajectory_id FROM steps s, unnest(s.tool_calls) AS u(c) "
-                           "WHERE u.c.name = ?)")
+            clauses.append(f"t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
+                           f"WHERE list_contains({tool_names('s')}, ?))")
             params.append(self.tool)
         words = query_words(self.text) if self.text else []
         if self.text and words and self.text_mode != "exact" and (word_index or self.text_mode == "words"):
@@ -122,7 +128,7 @@ class TrajectoryFilter:
             clauses.append(f"(t.task ILIKE ? ESCAPE '\\' OR t.trajectory_id IN "
                            f"(SELECT s.trajectory_id FROM steps s WHERE {match}))")
             params.extend([pattern] * (n + 1))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return (f" {keyword} " + " AND ".join(clauses)) if clauses else "", params
 
 
 @dataclass
@@ -197,9 +203,10 @@ class CorpusStore:
                     f"filename = true, union_by_name = true)")
         return found
 
-    def where(self, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
-        """A filter's WHERE clause for this corpus (word searches use the index when it is fresh)."""
-        return (flt or TrajectoryFilter()).where(self.has_word_index)
+    def where(self, flt: TrajectoryFilter | None, keyword: str = "WHERE") -> tuple[str, list[Any]]:
+        """A filter's conditions for this corpus, after `keyword` (WHERE, or AND to extend a WHERE);
+        word searches use the index when it is fresh."""
+        return (flt or TrajectoryFilter()).where(self.has_word_index, keyword)
 
     def refresh_index(self) -> bool:
         """Use the word index if it is up to date with the corpus files (re-checked on each call)."""
@@ -281,9 +288,9 @@ class CorpusStore:
 
     def check_strip(self, trajectory_id: str) -> pa.Table:
         """Per step: source, check outcome, error label, decisive flag — the error timeline's data."""
-        return self.query("SELECT step, source, check_passed, error_label, is_decisive_error, "
-                          "list_transform(tool_calls, lambda c: c.name) AS tools FROM steps WHERE trajectory_id = ? "
-                          "ORDER BY step", [trajectory_id])
+        return self.query(f"SELECT s.step, s.source, s.check_passed, s.error_label, s.is_decisive_error, "
+                          f"{tool_names('s')} AS tools FROM steps s WHERE s.trajectory_id = ? ORDER BY s.step",
+                          [trajectory_id])
 
     def find_in_trajectory(self, trajectory_id: str, text: str) -> list[int]:
         """Steps of one trajectory whose content contains `text` (case-insensitive, literal)."""
@@ -326,9 +333,7 @@ class CorpusStore:
         return table.column("v").to_pylist()
 
     def tools(self) -> list[str]:
-        # only the names are unnested: unnesting whole tool-call structs (with arguments) runs out of memory at 1M
-        table = self.query("SELECT DISTINCT unnest(list_transform(tool_calls, lambda c: c.name)) AS name FROM steps "
-                           "ORDER BY name NULLS LAST")
+        table = self.query(f"SELECT DISTINCT unnest({tool_names('s')}) AS name FROM steps s ORDER BY name NULLS LAST")
         return [n for n in table.column("name").to_pylist() if n is not None]
 
     def trials_of(self, task_id: str) -> list[str]:

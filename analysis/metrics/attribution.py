@@ -14,8 +14,7 @@ PREDICTORS = ("first_failed_check", "last_failed_check", "highest_surprisal")
 def predictions(store: CorpusStore, checkpoint_id: str | None = None,
                 flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """Per failed trajectory with an annotated decisive step: the step each baseline predicts."""
-    where, params = store.where(flt)
-    extra = (" AND " + where[len(" WHERE "):]) if where else ""
+    extra, params = store.where(flt, "AND")
     surprisal_join, surprisal_col = "", "NULL AS highest_surprisal"
     if checkpoint_id and "replay_steps" in _views(store):
         surprisal_join = ("LEFT JOIN (SELECT trajectory_id, arg_max(step, surprisal) AS hs FROM replay_steps "

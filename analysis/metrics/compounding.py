@@ -31,8 +31,7 @@ def _group_expr(by: str | None) -> str:
 
 def _checks_cte(store: CorpusStore, by: str | None, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
     """A CTE `c` with one row per checked step: group, t, failed, failed_before, prev_failed."""
-    where, params = store.where(flt)
-    extra = (" AND " + where[len(" WHERE "):]) if where else ""
+    extra, params = store.where(flt, "AND")
     sql = f"""
     c AS (
       SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step,
@@ -128,8 +127,7 @@ def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilt
 def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """After a failed check: is the next check passed, is the same tool retried within two agent steps
     (and does that retry pass), and does the run still succeed?"""
-    where, params = store.where(flt)
-    extra = (" AND " + where[len(" WHERE "):]) if where else ""
+    extra, params = store.where(flt, "AND")
     df = store.query(f"""
     WITH a AS (
       SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step, s.check_passed, t.outcome,
@@ -168,8 +166,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
     Returns {"fits": DataFrame per group (intercept, slope, n, steps_at_50, its CI, ...),
              "points": DataFrame of (group, n_steps, success) for plotting}.
     """
-    where, params = store.where(flt)
-    extra = (" AND " + where[len(" WHERE "):]) if where else ""
+    extra, params = store.where(flt, "AND")
     pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, CAST(t.outcome = 'success' AS INTEGER) AS success "
                       f"FROM trajectories t WHERE t.outcome IN ('success', 'failure') AND t.n_steps > 0{extra}",
                       params).to_pandas()
@@ -203,8 +200,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def pass_k(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """pass^k over the trials of each task (unbiased estimator), k = 1..max trials."""
-    where, params = store.where(flt)
-    extra = (" AND " + where[len(" WHERE "):]) if where else ""
+    extra, params = store.where(flt, "AND")
     per_task = store.query(
         f"SELECT {_group_expr(by)} AS group, t.task_id, count(*) AS n, "
         f"CAST(sum(CAST(t.outcome = 'success' AS INTEGER)) AS BIGINT) AS c FROM trajectories t "

@@ -27,7 +27,6 @@ def _scope(checkpoint_id: str, trajectory_ids: list[str] | None) -> tuple[str, l
 
 def num_experts(store: CorpusStore, checkpoint_id: str) -> int:
     """E: from the checkpoint's metadata when present, else the largest expert id seen + 1."""
-    value = store.scalar("SELECT max(list_max(experts)) FROM routing WHERE checkpoint_id = ?", [checkpoint_id])
     meta = store.root / "replays" / checkpoint_id / "checkpoint.json"
     if meta.exists():
         import json
@@ -36,6 +35,7 @@ def num_experts(store: CorpusStore, checkpoint_id: str) -> int:
             return int(json.loads(meta.read_text())["num_experts"])
         except (KeyError, ValueError, TypeError):
             pass
+    value = store.scalar("SELECT max(list_max(experts)) FROM routing WHERE checkpoint_id = ?", [checkpoint_id])
     return int(value or 0) + 1
 
 

@@ -255,8 +255,7 @@ def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float, rng: random.Ra
 
 
 def generate_corpus(out: str, n_trajectories: int, seed: int = 0, trials: int = 4, overwrite: bool = False,
-                    progress: Callable[[int], None] | None = None, planted: Planted | None = None,
-                    index: bool = True) -> dict[str, Any]:
+                    progress: Callable[[int], None] | None = None, planted: Planted | None = None) -> dict[str, Any]:
     """Generate a sample corpus directory (with its word index) and return its manifest."""
     planted = planted or Planted()
     trajs: list[dict[str, Any]] = []
@@ -270,6 +269,5 @@ def generate_corpus(out: str, n_trajectories: int, seed: int = 0, trials: int = 
     manifest["created_at"] = EPOCH.isoformat()
     write_corpus(out, pa.Table.from_pylist(trajs, schema=TRAJECTORIES), pa.Table.from_pylist(steps, schema=STEPS),
                  manifest, overwrite=overwrite)
-    if index:
-        build_index(out)
+    build_index(out)
     return manifest
