@@ -18,25 +18,18 @@ from typing import Iterator
 
 import pytest
 
+from analysis.bench.browser import CHROMIUM_ARGS, READY, free_port
 from tests.conftest import HOSTILE, REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("HORIZONLENS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 SHOTS = ARTIFACTS / "screenshots"
-READY = ("() => { const a = document.querySelector('[data-testid=stApp]'); return a && "
-         "a.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-testid=stSkeleton]'); }")
 TIMINGS: dict[str, float] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(corpus: Path, checkpoint: Path | None) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "analysis.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
     if checkpoint:
         cmd += ["--checkpoint", str(checkpoint)]
@@ -68,9 +61,7 @@ def browser():
         pytest.skip(f"{CHROMIUM} not installed (make test installs Debian's chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
     SHOTS.mkdir(parents=True, exist_ok=True)

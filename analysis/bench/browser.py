@@ -17,7 +17,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
-def _port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server started by a benchmark or test."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -33,7 +34,7 @@ def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5, chromium: str 
     ckpt = list_checkpoints(corpus)[0]
     tid = store.query("SELECT r.trajectory_id FROM replay_steps r WHERE checkpoint_id = ? GROUP BY 1 "
                       "ORDER BY count(*) DESC LIMIT 1", [ckpt]).column(0)[0].as_py()
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "serve", "--corpus", str(corpus), "--checkpoint",
                              str(checkpoint), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint)))

@@ -9,16 +9,14 @@ from typing import Any, Callable
 
 def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Run `fn` warmup + repeats times; seconds as median, p95, min over the repeats."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-    return {"median_s": statistics.median(times), "p95_s": p95, "min_s": times[0], "runs": len(times)}
+    return interleaved({"only": fn}, repeats=repeats, warmup=warmup)["only"]
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    """Median, p95 (nearest rank) and min of repeated timings, in seconds."""
+    ts = sorted(times)
+    return {"median_s": statistics.median(ts), "p95_s": ts[min(len(ts) - 1, int(round(0.95 * (len(ts) - 1))))],
+            "min_s": ts[0], "runs": len(ts)}
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, dict[str, float]]:
@@ -32,9 +30,4 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        out[name] = {"median_s": statistics.median(ts), "p95_s": ts[min(len(ts) - 1, int(round(0.95 * (len(ts) - 1))))],
-                     "min_s": ts[0], "runs": len(ts)}
-    return out
+    return {name: summarize(ts) for name, ts in times.items()}
