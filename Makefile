@@ -1,5 +1,9 @@
 # One venv, created idempotently; torch is pinned first so pip takes the CPU wheel
 # (a bare `torch` would pull a multi-GB CUDA build). GPU users: see docs/install.md.
+#
+# The package is installed in strict editable mode: build/__editable__*/horizonlens is a tree of links
+# to analysis/, app/ and sample_data/, so every tool (python, mypy, import-linter) sees one ordinary
+# package named `horizonlens`. Adding or removing a file changes .venv/.files and re-links.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,16 +11,24 @@ TORCH ?= torch==2.13.0
 CORPUS ?= sample_data/corpus
 CHECKPOINT ?= sample_data/checkpoint
 PORT ?= 8501
+PKG_FILES := $(shell find analysis app sample_data -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null | sort | md5sum | cut -c1-32)
 
-.PHONY: run test setup setup-test browser clean
+.PHONY: run test check setup browser clean FORCE
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.deps: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,ray]" --config-settings editable_mode=strict
+	touch $@
+
+$(VENV)/.files: FORCE
+	@test "$$(cat $@ 2>/dev/null)" = "$(PKG_FILES)" || echo "$(PKG_FILES)" > $@
+
+$(VENV)/.installed: $(VENV)/.deps $(VENV)/.files
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=strict
 	touch $@
 
 setup: $(VENV)/.installed
@@ -28,8 +40,14 @@ browser:
 run: setup
 	$(BIN)/horizonlens serve --corpus $(CORPUS) --checkpoint $(CHECKPOINT) --port $(PORT)
 
+# Static checks: lint, types on the package, and the layer contract.
+check: setup
+	$(BIN)/ruff check analysis app tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
 test: setup browser
 	$(BIN)/python -m pytest tests -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) build .pytest_cache test-artifacts

@@ -1,27 +1,21 @@
-"""Horizon Lens entry point: `streamlit run app/main.py` (or `horizonlens serve`)."""
+"""Horizon Lens entry point: `horizonlens serve` (or `streamlit run app/main.py` inside the venv)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-# `streamlit run` puts this file's folder on sys.path, not the repo root; the app imports `app.*`.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from horizonlens.app import sidebar
 
-import streamlit as st  # noqa: E402
-
-from app import sidebar  # noqa: E402
-
-st.set_page_config(page_title="Horizon Lens", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="Horizon Lens", page_icon=":material/biotech:", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/explore.py", title="Explore", icon="🗂️", default=True),
-    st.Page("app_pages/trajectory.py", title="Trajectory", icon="🧭", url_path="trajectory"),
-    st.Page("app_pages/routing.py", title="Routing", icon="🔀", url_path="routing"),
-    st.Page("app_pages/compounding.py", title="Compounding", icon="📉", url_path="compounding"),
-    st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
-    st.Page("app_pages/sql.py", title="SQL", icon="🧮", url_path="sql"),
-    st.Page("app_pages/import_data.py", title="Import", icon="📥", url_path="import"),
+    st.Page("app_pages/explore.py", title="Explore", icon=":material/table_view:", default=True),
+    st.Page("app_pages/trajectory.py", title="Trajectory", icon=":material/route:", url_path="trajectory"),
+    st.Page("app_pages/routing.py", title="Routing", icon=":material/alt_route:", url_path="routing"),
+    st.Page("app_pages/compounding.py", title="Compounding", icon=":material/trending_down:", url_path="compounding"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("app_pages/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
+    st.Page("app_pages/import_data.py", title="Import", icon=":material/upload_file:", url_path="import"),
 ]
 
 nav = st.navigation(PAGES)

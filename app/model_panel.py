@@ -6,11 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.corpus.store import CorpusStore
-from analysis.figures import routing as rfig
-from analysis.model.cache import ReplayCache
-from analysis.model.inspect import step_tokens
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import CorpusStore
+from horizonlens.figures import routing as rfig
+from horizonlens.metrics import replays, routing
+from horizonlens.metrics.replays import step_tokens
+from horizonlens.model import ReplayCache
 
 MAX_TOKENS_SHOWN = 64
 
@@ -23,7 +24,7 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                    "tokenizer). Fix it in the sidebar.")
         return
     st.markdown(f"### Model · `{ckpt_id}`")
-    replay = state.cached(store, "analysis.model.inspect.replay_steps", ckpt_id, tid)
+    replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
     if replay.empty:
         _offer_replay(store, tid, ckpt_id)
         return
@@ -42,9 +43,9 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                 help="Share of the agent's tokens the model ranked first.")
     c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
-    routing = state.cached(store, "analysis.model.inspect.step_routing", ckpt_id, tid, step)
-    n_experts = state.cached(store, "analysis.metrics.routing.num_experts", ckpt_id)
-    ui.chart(rfig.layer_expert_heatmap(routing, n_experts, f"Experts chosen in step {step}"),
+    step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
+    n_experts = state.cached(routing.num_experts, store, ckpt_id)
+    ui.chart(rfig.layer_expert_heatmap(step_rows, n_experts, f"Experts chosen in step {step}"),
              "Share of this step's token→expert assignments per layer; uniform would be 1/E everywhere.",
              key="traj_layer_expert")
     _would_do(store, tid, step)
@@ -56,17 +57,17 @@ def render_tokens(store: CorpusStore, tid: str, step: int) -> None:
     ckpt_id = state.checkpoint_id_of(path) if path else None
     if not ckpt_id or ckpt_id not in store.replay_checkpoints:
         return
-    routing = state.cached(store, "analysis.model.inspect.step_routing", ckpt_id, tid, step)
-    if routing.empty:
+    step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
+    if step_rows.empty:
         return
-    n_experts = state.cached(store, "analysis.metrics.routing.num_experts", ckpt_id)
-    tokens = step_tokens(routing, state.get_tokenizer(str(Path(path).resolve())))
+    n_experts = state.cached(routing.num_experts, store, ckpt_id)
+    tokens = step_tokens(step_rows, state.get_tokenizer(str(Path(path).resolve())))
     st.markdown(f"#### Tokens of step {step} and their experts")
     if len(tokens) > MAX_TOKENS_SHOWN:
         start = st.slider(f"Token window ({len(tokens):,} tokens in this step)", 0, len(tokens) - MAX_TOKENS_SHOWN, 0,
                           step=MAX_TOKENS_SHOWN // 2, key=f"tok_win_{tid}_{step}")
         tokens = tokens.iloc[start:start + MAX_TOKENS_SHOWN]
-    shown = routing[routing["token_index"].isin(tokens["token_index"])]
+    shown = step_rows[step_rows["token_index"].isin(tokens["token_index"])]
     ui.chart(rfig.token_expert_view(tokens, shown, n_experts),
              "Each column is a token of this step (its text on the axis), each row a MoE layer; colour = the top-1 "
              "expert. Hover for the router's top-k experts, their weights and the router entropy.",
@@ -74,14 +75,14 @@ def render_tokens(store: CorpusStore, tid: str, step: int) -> None:
 
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
-    info = state.cached(store, "store.trajectory", tid)
+    info = state.cached(CorpusStore.trajectory, store, tid)
     st.info(f"This trajectory has not been replayed through `{ckpt_id}` yet (about {info['n_tokens']:,} tokens). "
             "Replay it to see routing and surprisal per step.")
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()
         if loaded is None:
             return
-        from analysis.model.batch import ensure_replayed
+        from horizonlens.model.batch import ensure_replayed
 
         bar = st.progress(0.0, text="Replaying…")
         ensure_replayed(store, loaded, tid, progress=lambda done, total: bar.progress(
@@ -91,7 +92,7 @@ def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
 
 
 def _would_do(store: CorpusStore, tid: str, step: int) -> None:
-    row = state.cached(store, "store.steps", tid, step, step + 1).to_pylist()[0]
+    row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
     if row["source"] != "agent":
         return
     with st.expander("What would the model do here?", expanded=False):
@@ -104,9 +105,9 @@ def _would_do(store: CorpusStore, tid: str, step: int) -> None:
             loaded = state.get_model()
             if loaded is None:
                 return
-            from analysis.model.replay import continue_from
+            from horizonlens.model.replay import continue_from
 
-            steps = state.cached(store, "store.steps", tid, 0, step + 1).to_pylist()
+            steps = state.cached(CorpusStore.steps, store, tid, 0, step + 1).to_pylist()
             with st.spinner("Generating…"):
                 st.session_state[key] = continue_from(loaded, steps, step, max_new_tokens=int(max_new),
                                                       do_sample=sample, temperature=float(temp))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.corpus.io import CorpusError, read_manifest
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import CorpusError, read_manifest
 
 
 def render() -> None:
@@ -33,7 +33,7 @@ def _corpus() -> None:
 
 
 def _checkpoint() -> None:
-    from analysis.model.loader import CheckpointError, check_files
+    from horizonlens.model.loader import CheckpointError, check_files
 
     current = state.checkpoint_path()
     typed = st.text_input("Checkpoint directory (optional)", value=current, key="sidebar_ckpt_input",

@@ -9,28 +9,35 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import streamlit as st
 
-from analysis.corpus.io import CorpusError
-from analysis.corpus.store import CorpusStore, open_store
-from app.ui import md
+from horizonlens.app.ui import md
+from horizonlens.corpus import CorpusStore, open_store
+from horizonlens.errors import HorizonLensError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO_ROOT / "sample_data" / "corpus"
-DEFAULT_CHECKPOINT = REPO_ROOT / "sample_data" / "checkpoint"
+T = TypeVar("T")
 
 
 def initial_corpus() -> str:
-    return os.environ.get("HORIZONLENS_CORPUS", str(DEFAULT_CORPUS))
+    """The corpus `horizonlens serve` was started with, else a copy of the bundled sample corpus."""
+    env = os.environ.get("HORIZONLENS_CORPUS")
+    if env:
+        return env
+    from horizonlens.sample import sample_corpus
+
+    return str(sample_corpus())
 
 
 def initial_checkpoint() -> str:
+    """The checkpoint `serve` was started with ('' for none), else the bundled sample checkpoint."""
     env = os.environ.get("HORIZONLENS_CHECKPOINT")
     if env is not None:
         return env
-    return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / "config.json").exists() else ""
+    from horizonlens.sample import sample_checkpoint
+
+    return str(sample_checkpoint())
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening corpus…")
@@ -52,7 +59,7 @@ def get_store() -> CorpusStore | None:
     try:
         manifest = path / "manifest.json"
         return _store(str(path.resolve()), manifest.stat().st_mtime if manifest.exists() else 0.0)
-    except CorpusError as exc:
+    except HorizonLensError as exc:
         st.error(f"Cannot open the corpus: {md(exc)}")
         return None
 
@@ -66,19 +73,18 @@ def require_store() -> CorpusStore:
 
 
 @st.cache_data(max_entries=256, ttl=900, show_spinner=False)
-def _cached(_store: CorpusStore, key: tuple[Any, ...], fn: str, args: tuple, kwargs: tuple) -> Any:
-    import importlib
-
-    module, name = fn.rsplit(".", 1)
-    if module == "store":
-        return getattr(_store, name)(*args, **dict(kwargs))
-    return getattr(importlib.import_module(module), name)(_store, *args, **dict(kwargs))
+def _cached(_store: CorpusStore, _fn: Callable[..., Any], key: tuple[Any, ...], args: tuple[Any, ...],
+            kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    return _fn(_store, *args, **dict(kwargs))
 
 
-def cached(store: CorpusStore, fn: str, *args: Any, **kwargs: Any) -> Any:
-    """Memoise `store.<method>` (fn='store.summary') or `module.func(store, ...)` by corpus and replays."""
-    key = (str(store.root), tuple(store.replay_checkpoints), store.has_word_index)
-    return _cached(store, key, fn, args, tuple(sorted(kwargs.items())))
+def cached(fn: Callable[..., T], store: CorpusStore, *args: Any, **kwargs: Any) -> T:
+    """Memoise `fn(store, *args, **kwargs)`: an analysis function, or a store method such as
+    `CorpusStore.summary`. Keyed on the function's qualified name and the corpus version, so a new
+    import, replay or label never serves a stale result.
+    """
+    key = (fn.__module__, fn.__qualname__, str(store.root), store.version)
+    return _cached(store, fn, key, args, tuple(sorted(kwargs.items())))
 
 
 def clear_query_cache() -> None:
@@ -87,14 +93,14 @@ def clear_query_cache() -> None:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading checkpoint…")
 def _model(path: str, device: str, allow_dense: bool) -> Any:
-    from analysis.model.loader import load_checkpoint
+    from horizonlens.model import load_checkpoint
 
     return load_checkpoint(path, device=device, allow_dense=allow_dense)
 
 
 def get_model() -> Any | None:
     """The loaded checkpoint (shared by all sessions), or None with the reason shown."""
-    from analysis.model.loader import CheckpointError
+    from horizonlens.model import CheckpointError
 
     path = checkpoint_path()
     if not path:
@@ -108,12 +114,12 @@ def get_model() -> Any | None:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def checkpoint_id_of(path: str) -> str | None:
-    from analysis.model.loader import CheckpointError, check_files, checkpoint_id
+    from horizonlens.model import check_files, checkpoint_id
 
     try:
         check_files(Path(path), allow_pickle=True)
         return checkpoint_id(path)
-    except (CheckpointError, OSError, ValueError):
+    except (HorizonLensError, OSError, ValueError):
         return None
 
 

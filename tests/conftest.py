@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from analysis.corpus.io import new_manifest, write_corpus
-from analysis.corpus.schema import STEPS, TRAJECTORIES
-from analysis.sample.generate import generate_corpus
+from horizonlens.corpus.io import new_manifest, write_corpus
+from horizonlens.corpus.schema import STEPS, TRAJECTORIES
+from horizonlens.sample.generate import generate_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -74,8 +74,8 @@ def tiny_tokenizer(tiny_corpus: Path):
     pytest.importorskip("torch")
     import pyarrow.parquet as pq
 
-    from analysis.model.build import trajectory_text
-    from analysis.model.tokenizer import train_tokenizer
+    from horizonlens.model.render import trajectory_text
+    from horizonlens.model.tokenizer import train_tokenizer
 
     steps = pq.read_table(tiny_corpus / "steps").to_pylist()
     by_traj: dict[str, list] = {}

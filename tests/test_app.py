@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import HOSTILE
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")  # the app in this checkout
 
 
 def make_app(monkeypatch: pytest.MonkeyPatch, corpus: Path, checkpoint: Path | None = None,
@@ -172,7 +172,7 @@ def test_import_page(monkeypatch, tmp_path: Path) -> None:
     assert not at.exception, at.exception
     assert at.button(key="import_go").disabled  # nothing uploaded yet
     # AppTest cannot drive a file upload; the import itself is what the page calls:
-    from analysis.corpus.importers import import_paths
+    from horizonlens.corpus.importers import import_paths
 
     src = tmp_path / "tau.json"
     src.write_text(json.dumps([TAU]))

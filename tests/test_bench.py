@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from analysis.bench.queries import explore_pandas, explore_store, fts_python, fts_store, open_pandas, open_store_steps
-from analysis.bench.scale import build_scaled_corpus
-from analysis.corpus.store import open_store
+from horizonlens.bench.queries import (
+    explore_pandas,
+    explore_store,
+    fts_python,
+    fts_store,
+    open_pandas,
+    open_store_steps,
+)
+from horizonlens.bench.scale import build_scaled_corpus
+from horizonlens.corpus.store import open_store
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -44,7 +51,7 @@ def test_baselines_agree_with_the_store(scaled: Path) -> None:
 def test_bench_cli_tiny(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from analysis.cli import app
+    from horizonlens.cli import app
 
     result = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--repeats", "1", "--no-app"])
     assert result.exit_code == 0, result.output

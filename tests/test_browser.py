@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from analysis.bench.browser import CHROMIUM_ARGS, READY, free_port
+from horizonlens.bench.browser import CHROMIUM_ARGS, READY, free_port
 from tests.conftest import HOSTILE, REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -30,7 +30,7 @@ TIMINGS: dict[str, float] = {}
 
 def _serve(corpus: Path, checkpoint: Path | None) -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "analysis.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
+    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
     if checkpoint:
         cmd += ["--checkpoint", str(checkpoint)]
     env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")

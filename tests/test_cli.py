@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from analysis.cli import app
+from horizonlens.cli import app
 
 runner = CliRunner()
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.corpus import io
-from analysis.corpus.io import CorpusError, open_corpus_files, write_corpus
-from analysis.corpus.schema import SCHEMA_VERSION, STEPS, TRAJECTORIES
-from analysis.corpus.store import open_store
+from horizonlens.corpus import io
+from horizonlens.corpus.io import CorpusError, open_corpus_files, write_corpus
+from horizonlens.corpus.schema import SCHEMA_VERSION, STEPS, TRAJECTORIES
+from horizonlens.corpus.store import open_store
 from tests.conftest import make_corpus, step_row, traj_row
 
 

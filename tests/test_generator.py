@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.sample.domains import WORLDS, check_section
-from analysis.sample.generate import Planted, generate_corpus, generate_rows
-from analysis.sample.world import safe_eval
+from horizonlens.sample.domains import WORLDS, check_section
+from horizonlens.sample.generate import Planted, generate_corpus, generate_rows
+from horizonlens.sample.world import safe_eval
 
 
 def _digest(root: Path) -> str:

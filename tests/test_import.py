@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from analysis.cli import app
-from analysis.corpus.importers import ImportFailed, import_paths
-from analysis.corpus.store import open_store
+from horizonlens.cli import app
+from horizonlens.corpus.importers import ImportFailed, import_paths
+from horizonlens.corpus.store import open_store
 from tests.conftest import HOSTILE, SHARED_DATASETS
 
 

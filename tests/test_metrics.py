@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.corpus.store import TrajectoryFilter, open_store
-from analysis.metrics import attribution, compounding, timeline
-from analysis.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
+from horizonlens.corpus import TrajectoryFilter, open_store
+from horizonlens.metrics import attribution, compounding, timeline
+from horizonlens.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
 from tests.conftest import REPO, make_corpus, step_row, traj_row
 
 P, F = True, False
@@ -190,7 +190,7 @@ def test_recovers_planted_base_rates(sample_store) -> None:
 def test_metrics_cli_json(sample_store) -> None:
     from typer.testing import CliRunner
 
-    from analysis.cli import app
+    from horizonlens.cli import app
 
     result = CliRunner().invoke(app, ["metrics", str(sample_store.root), "--by", "domain", "--json"])
     assert result.exit_code == 0, result.output

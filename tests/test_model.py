@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from analysis.model.capture import capture_routing  # noqa: E402
-from analysis.model.loader import CheckpointError, NotMoEError, checkpoint_id, load_checkpoint  # noqa: E402
-from analysis.model.replay import ReplayConfig, continue_from, replay_trajectory  # noqa: E402
+from horizonlens.model.capture import capture_routing  # noqa: E402
+from horizonlens.model.loader import CheckpointError, NotMoEError, checkpoint_id, load_checkpoint  # noqa: E402
+from horizonlens.model.replay import ReplayConfig, continue_from, replay_trajectory  # noqa: E402
 from tests.model_zoo import MOE_LAYERS, build, configs  # noqa: E402
 
 pytestmark = pytest.mark.model
@@ -131,7 +131,7 @@ def test_step_and_routing_tables(zoo, trajectory) -> None:
 
 
 def test_segments_map_back_to_text(tokenizer, trajectory) -> None:
-    from analysis.model.render import render
+    from horizonlens.model.render import render
 
     _, steps = trajectory
     rendered = render(tokenizer, steps)
@@ -153,7 +153,7 @@ CHAT_TEMPLATE = (
 
 
 def test_chat_template_rendering_maps_segments_and_reports_drops(tokenizer, trajectory) -> None:
-    from analysis.model.render import render
+    from horizonlens.model.render import render
 
     _, steps = trajectory
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -11,12 +11,12 @@ pytest.importorskip("torch")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from analysis.cli import app  # noqa: E402
-from analysis.corpus.store import open_store  # noqa: E402
-from analysis.model.batch import ensure_replayed  # noqa: E402
-from analysis.model.cache import ReplayCache, list_checkpoints  # noqa: E402
-from analysis.model.loader import load_checkpoint  # noqa: E402
-from analysis.model.replay import ReplayConfig  # noqa: E402
+from horizonlens.cli import app  # noqa: E402
+from horizonlens.corpus.store import open_store  # noqa: E402
+from horizonlens.model.batch import ensure_replayed  # noqa: E402
+from horizonlens.model.cache import ReplayCache, list_checkpoints  # noqa: E402
+from horizonlens.model.loader import load_checkpoint  # noqa: E402
+from horizonlens.model.replay import ReplayConfig  # noqa: E402
 
 pytestmark = pytest.mark.model
 

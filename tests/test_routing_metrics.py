@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analysis.corpus.io import write_table_atomic
-from analysis.corpus.schema import REPLAY_STEPS, ROUTING
-from analysis.corpus.store import open_store
-from analysis.metrics import routing
-from analysis.metrics.info import js_distance
-from analysis.model.cache import ReplayCache
+from horizonlens.corpus.io import write_table_atomic
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.corpus.store import open_store
+from horizonlens.metrics import routing
+from horizonlens.metrics.info import js_distance
+from horizonlens.model.cache import ReplayCache
 from tests.conftest import make_corpus, step_row, traj_row
 
 TOKEN_STEPS = [0, 0, 1, 1, 2, 2]
@@ -113,7 +113,7 @@ def test_js_distance_bounds() -> None:
 
 
 def test_model_side_signals(store) -> None:
-    from analysis.metrics import model_side
+    from horizonlens.metrics import model_side
 
     by_step = model_side.signals_by_step(store, "ck-a").set_index("step")
     assert by_step["surprisal"].to_dict() == pytest.approx({1: 2.0, 2: 3.0})  # agent steps only

@@ -19,7 +19,7 @@ CORPUS = REPO / "sample_data" / "corpus"
 def loaded():
     if not (CKPT / "config.json").exists():
         pytest.skip("sample checkpoint not present")
-    from analysis.model.loader import load_checkpoint
+    from horizonlens.model.loader import load_checkpoint
 
     return load_checkpoint(CKPT)
 
@@ -33,9 +33,9 @@ def test_architecture_is_agents_a1_in_miniature(loaded) -> None:
 
 
 def test_committed_cache_equals_a_fresh_replay(loaded) -> None:
-    from analysis.corpus.store import open_store
-    from analysis.model.cache import ReplayCache
-    from analysis.model.replay import replay_trajectory
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model.replay import replay_trajectory
 
     store = open_store(CORPUS)
     assert loaded.checkpoint_id in store.replay_checkpoints

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.corpus.importers import import_paths
-from analysis.corpus.search_index import build_index, index_is_fresh, query_words
-from analysis.corpus.store import StoreError, TrajectoryFilter, open_store
+from horizonlens.corpus import StoreError, TrajectoryFilter, open_store
+from horizonlens.corpus.importers import import_paths
+from horizonlens.corpus.search_index import build_index, index_is_fresh, query_words
 from tests.conftest import HOSTILE
 
 

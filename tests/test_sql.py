@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.corpus.sql import EXAMPLES, SqlError, run_sql
-from analysis.corpus.store import open_store
+from horizonlens.corpus.sql import EXAMPLES, SqlError, run_sql
+from horizonlens.corpus.store import open_store
 
 
 @pytest.fixture(scope="module")

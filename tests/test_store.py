@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.corpus.store import SORTABLE, StoreError, TrajectoryFilter, open_store
+from horizonlens.corpus import SORTABLE, StoreError, TrajectoryFilter, open_store
 from tests.conftest import HOSTILE
 
 

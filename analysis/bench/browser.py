@@ -27,15 +27,15 @@ def free_port() -> int:
 def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5, chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    from analysis.corpus.store import open_store
-    from analysis.model.cache import list_checkpoints
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.cache import list_checkpoints
 
     store = open_store(corpus)
     ckpt = list_checkpoints(corpus)[0]
     tid = store.query("SELECT r.trajectory_id FROM replay_steps r WHERE checkpoint_id = ? GROUP BY 1 "
                       "ORDER BY count(*) DESC LIMIT 1", [ckpt]).column(0)[0].as_py()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "serve", "--corpus", str(corpus), "--checkpoint",
+    proc = subprocess.Popen([sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--checkpoint",
                              str(checkpoint), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint)))
     try:

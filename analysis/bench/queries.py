@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from analysis.bench.timing import interleaved
-from analysis.corpus.store import CorpusStore, TrajectoryFilter
+from horizonlens.bench.timing import interleaved
+from horizonlens.corpus.store import CorpusStore, TrajectoryFilter
 
 EXPLORE = TrajectoryFilter(domains=["search", "engineering"], outcomes=["failure"], min_steps=10)
 NEEDLE = "insufficient balance"  # occurs in a small share of tool_calling observations
@@ -50,7 +50,7 @@ def explore_json(json_dir: Path) -> int:
 
 
 def fts_store(store: CorpusStore, mode: str = "exact") -> int:
-    """mode exact: literal substring, scanning step content; words: all words, through the word index."""
+    """Mode exact: literal substring, scanning step content; words: all words, through the word index."""
     return store.list_trajectories(TrajectoryFilter(text=NEEDLE, text_mode=mode), limit=50).total
 
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis.bench.timing import interleaved, measure
+from horizonlens.bench.timing import interleaved, measure
 
 if TYPE_CHECKING:
-    from analysis.model.loader import LoadedModel
+    from horizonlens.model.loader import LoadedModel
 
 
 def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]], tokens: int = 2048,
@@ -19,10 +19,10 @@ def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str
     """Capture overhead, chunked vs one forward vs re-forwarding prefixes, throughput, storage."""
     import torch
 
-    from analysis.model.cache import ReplayCache
-    from analysis.model.capture import capture_routing
-    from analysis.model.render import render
-    from analysis.model.replay import ReplayConfig, forward_chunks, replay_trajectory
+    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model.capture import capture_routing
+    from horizonlens.model.render import render
+    from horizonlens.model.replay import ReplayConfig, forward_chunks, replay_trajectory
 
     rendered = render(loaded.tokenizer, steps)
     n = min(tokens, len(rendered))

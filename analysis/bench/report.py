@@ -111,7 +111,7 @@ def _png(html: Path, png: Path) -> None:
     try:
         from playwright.sync_api import sync_playwright
 
-        from analysis.bench.browser import CHROMIUM_ARGS
+        from horizonlens.bench.browser import CHROMIUM_ARGS
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from analysis.bench.queries import bench_queries
-from analysis.bench.scale import SCALES, build_scaled_corpus, write_json_files
-from analysis.corpus.search_index import INDEX_DIR, build_index, index_is_fresh
+from horizonlens.bench.queries import bench_queries
+from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh
 
 REPO = Path(__file__).resolve().parents[2]
 JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
@@ -34,8 +34,8 @@ def _child(code: str, timeout: int = 1800) -> dict[str, Any]:
 def query_memory(corpus: Path) -> dict[str, Any]:
     """Peak RSS of a process that opens the store and runs the Explore, search and open queries."""
     return _child(f"""
-from analysis.corpus.store import open_store
-from analysis.bench.queries import explore_store, fts_store, open_store_steps
+from horizonlens.corpus.store import open_store
+from horizonlens.bench.queries import explore_store, fts_store, open_store_steps
 s = open_store({str(corpus)!r})
 tid = s.list_trajectories(limit=1).rows['trajectory_id'][0].as_py()
 RESULT = {{'explore_total': explore_store(s), 'fts_hits': fts_store(s, 'exact'),
@@ -46,9 +46,9 @@ RESULT = {{'explore_total': explore_store(s), 'fts_hits': fts_store(s, 'exact'),
 def replay_memory(checkpoint: Path, corpus: Path, tokens: int) -> dict[str, Any]:
     """Peak RSS of replaying the longest sample trajectory up to `tokens` tokens (chunked)."""
     return _child(f"""
-from analysis.corpus.store import open_store
-from analysis.model.loader import load_checkpoint
-from analysis.model.replay import replay_trajectory, ReplayConfig
+from horizonlens.corpus.store import open_store
+from horizonlens.model.loader import load_checkpoint
+from horizonlens.model.replay import replay_trajectory, ReplayConfig
 s = open_store({str(corpus)!r})
 tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
 m = load_checkpoint({str(checkpoint)!r})
@@ -59,9 +59,9 @@ RESULT = {{'tokens': r.n_replayed, 'wall_s': r.wall_s, 'trajectory': tid}}
 
 def replay_bench(checkpoint: Path, corpus: Path, repeats: int) -> dict[str, Any]:
     return _child(f"""
-from analysis.corpus.store import open_store
-from analysis.model.loader import load_checkpoint
-from analysis.bench.replay import bench_replay
+from horizonlens.corpus.store import open_store
+from horizonlens.model.loader import load_checkpoint
+from horizonlens.bench.replay import bench_replay
 s = open_store({str(corpus)!r})
 tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
 m = load_checkpoint({str(checkpoint)!r})
@@ -71,7 +71,7 @@ RESULT['trajectory'] = tid
 
 
 def app_timings(corpus: Path, checkpoint: Path) -> dict[str, Any]:
-    from analysis.bench.browser import measure_app
+    from horizonlens.bench.browser import measure_app
 
     return measure_app(corpus, checkpoint)
 
@@ -100,7 +100,7 @@ def machine() -> dict[str, Any]:
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    from analysis.corpus.store import open_store
+    from horizonlens.corpus.store import open_store
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}")
@@ -141,7 +141,7 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
             results["app"] = {"error": str(exc)[:500]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    from analysis.bench.report import write_report
+    from horizonlens.bench.report import write_report
 
     write_report(results, out)
     return results

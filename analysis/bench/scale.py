@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.corpus.io import MANIFEST, ROW_GROUP_SIZE, new_manifest, write_json_atomic
+from horizonlens.corpus.io import MANIFEST, ROW_GROUP_SIZE, new_manifest, write_json_atomic
 
 SCALES = {"tiny": [2_000], "small": [10_000], "medium": [10_000, 100_000], "large": [10_000, 100_000, 1_000_000]}
 REPLICAS_PER_FILE = 16

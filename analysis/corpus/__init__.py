@@ -1,1 +1,96 @@
-"""The corpus contract and its DuckDB store."""
+"""The corpus contract and everything that reads or writes it without a model.
+
+A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as DuckDB views by
+`CorpusStore`. This facade is the public face of the layer; the modules behind it are:
+schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
+text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
+sql (the read-only console), search_index (the word index) and importers (agent logs in).
+"""
+
+from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.io import (
+    MANIFEST,
+    ROW_GROUP_SIZE,
+    conform,
+    new_manifest,
+    open_corpus_files,
+    parquet_files,
+    read_manifest,
+    validate_file,
+    write_corpus,
+    write_json_atomic,
+    write_table_atomic,
+)
+from horizonlens.corpus.layout import (
+    CHECKPOINT_META,
+    file_stem,
+    read_checkpoint_meta,
+    replay_checkpoints,
+    replay_dir,
+    replays_dir,
+)
+from horizonlens.corpus.quoting import quote_ident, sql_string
+from horizonlens.corpus.schema import (
+    REPLAY_STEPS,
+    ROUTING,
+    SCHEMA_VERSION,
+    SEGMENTS,
+    STEPS,
+    TABLES,
+    TRAJECTORIES,
+)
+from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh, query_words
+from horizonlens.corpus.sql import EXAMPLES, SqlResult, run_sql
+from horizonlens.corpus.store import LIST_COLUMNS, SORTABLE, CorpusStore, Page, open_store
+from horizonlens.corpus.text import approx_tokens, step_text, step_tokens_estimate
+from horizonlens.errors import CorpusError, SchemaError, SqlError, StoreError
+
+__all__ = [
+    "CHECKPOINT_META",
+    "EXAMPLES",
+    "INDEX_DIR",
+    "LIST_COLUMNS",
+    "MANIFEST",
+    "REPLAY_STEPS",
+    "ROUTING",
+    "ROW_GROUP_SIZE",
+    "SCHEMA_VERSION",
+    "SEGMENTS",
+    "SORTABLE",
+    "STEPS",
+    "TABLES",
+    "TRAJECTORIES",
+    "CorpusError",
+    "CorpusStore",
+    "Page",
+    "SchemaError",
+    "SqlError",
+    "SqlResult",
+    "StoreError",
+    "TrajectoryFilter",
+    "approx_tokens",
+    "build_index",
+    "conform",
+    "file_stem",
+    "index_is_fresh",
+    "new_manifest",
+    "open_corpus_files",
+    "open_store",
+    "parquet_files",
+    "query_words",
+    "quote_ident",
+    "read_checkpoint_meta",
+    "read_manifest",
+    "replay_checkpoints",
+    "replay_dir",
+    "replays_dir",
+    "run_sql",
+    "sql_string",
+    "step_text",
+    "step_tokens_estimate",
+    "validate_file",
+    "where_sql",
+    "write_corpus",
+    "write_json_atomic",
+    "write_table_atomic",
+]

@@ -24,16 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.corpus.schema import SCHEMA_VERSION, TABLES, SchemaError, check_schema, validate_values
+from horizonlens.corpus.schema import SCHEMA_VERSION, TABLES, check_schema, validate_values
+from horizonlens.errors import CorpusError, SchemaError
 
 MANIFEST = "manifest.json"
 # Rows per Parquet row group: small enough that DuckDB can skip groups by min/max statistics on
 # trajectory_id, large enough that the footer stays small.
 ROW_GROUP_SIZE = 16_384
-
-
-class CorpusError(Exception):
-    """A corpus cannot be opened or written; the message says which file and why."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from horizonlens.errors import SchemaError
+
 SCHEMA_VERSION = 1
 
 # Values the enumerated string columns may take. Kept as plain strings in Parquet so any tool
@@ -114,10 +116,6 @@ REPLAY_TABLES: dict[str, pa.Schema] = {
     "replay_steps": REPLAY_STEPS,
     "routing": ROUTING,
 }
-
-
-class SchemaError(ValueError):
-    """A corpus file does not match the corpus contract; the message names file and column."""
 
 
 def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:

@@ -20,7 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from analysis.corpus.io import parquet_files, write_json_atomic
+from horizonlens.corpus.io import parquet_files, write_json_atomic
+from horizonlens.corpus.quoting import sql_string
+from horizonlens.corpus.text import step_text_sql
 
 INDEX_DIR = "index"
 WORD = re.compile(r"[a-z0-9_]+")
@@ -56,16 +58,14 @@ def build_index(root: Path | str, threads: int | None = None) -> dict[str, Any]:
     """Build (or rebuild) the word index of a corpus; returns its manifest."""
     import duckdb
 
-    from analysis.corpus.store import STEP_TEXT_FIELDS, _sql_string
-
     root = Path(root).resolve()
     started = time.perf_counter()
     stage = root / INDEX_DIR / f".tmp-{uuid.uuid4().hex[:8]}"
     (stage / "words").mkdir(parents=True)
-    text = " || ' ' || ".join(f"coalesce({f.format(a='s')}, '')" for f in STEP_TEXT_FIELDS)
-    glob = _sql_string(str(root / "steps" / "**" / "*.parquet"))
-    tglob = _sql_string(str(root / "trajectories" / "**" / "*.parquet"))
-    target = _sql_string(str(stage / "words" / "part-00000.parquet"))
+    text = step_text_sql("s")
+    glob = sql_string(str(root / "steps" / "**" / "*.parquet"))
+    tglob = sql_string(str(root / "trajectories" / "**" / "*.parquet"))
+    target = sql_string(str(stage / "words" / "part-00000.parquet"))
     con = duckdb.connect(":memory:")
     try:
         if threads:

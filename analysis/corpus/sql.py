@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from analysis.corpus.store import CorpusStore
+from horizonlens.corpus.store import CorpusStore
+from horizonlens.errors import SqlError
 
 DEFAULT_ROW_CAP = 10_000
 DEFAULT_TIMEOUT_S = 10.0
@@ -35,10 +36,6 @@ EXAMPLES: dict[str, str] = {
         "SELECT trajectory_id, domain, agent, n_steps, n_tokens, outcome\n"
         "FROM trajectories ORDER BY n_tokens DESC LIMIT 20"),
 }
-
-
-class SqlError(Exception):
-    """The SQL was refused or failed; the message is shown to the user as is."""
 
 
 @dataclass

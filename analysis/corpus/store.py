@@ -3,14 +3,14 @@
 Every query here is parameterized: user input only ever reaches DuckDB as a bound parameter,
 and identifiers (sort columns) come from fixed allow-lists. The connection is hardened once the
 views exist: file access is limited to the corpus directory and configuration is locked, so the
-power-user SQL entry point (`analysis.corpus.sql`) can run on the same connection.
+power-user SQL entry point (`horizonlens.corpus.sql`) can run on the same connection.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.corpus.io import CorpusError, open_corpus_files, parquet_files
-from analysis.corpus.schema import TRAJECTORIES
-from analysis.corpus.search_index import INDEX_DIR, index_is_fresh, query_words
+from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.io import open_corpus_files, parquet_files
+from horizonlens.corpus.layout import CHECKPOINT_FROM_PATH_SQL, replay_checkpoints, replays_dir
+from horizonlens.corpus.quoting import quote_ident, sql_string
+from horizonlens.corpus.schema import TRAJECTORIES
+from horizonlens.corpus.search_index import INDEX_DIR, index_is_fresh
+from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
+from horizonlens.errors import CorpusError, StoreError
 
 TRAJECTORY_COLUMNS = frozenset(TRAJECTORIES.names)
 # Sortable columns of the trajectory list (identifiers are never taken from user input).
@@ -28,107 +33,6 @@ SORTABLE = ("trajectory_id", "task_id", "domain", "agent", "teacher", "outcome",
             "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd")
 LIST_COLUMNS = ("trajectory_id", "task_id", "trial", "source", "domain", "agent", "teacher", "outcome", "reward",
                 "n_steps", "n_tokens", "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd")
-
-
-class StoreError(Exception):
-    """A query over the corpus failed; the message says why in the user's terms."""
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier (the one place identifiers are quoted)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-# Step content searched by full-text filters, one expression per field: matching each field on its
-# own is ~2x faster than one lowered concatenation, and list fields are never cast to VARCHAR.
-STEP_TEXT_FIELDS = (
-    "{a}.reasoning", "{a}.message", "{a}.knowledge",
-    "array_to_string(list_transform({a}.tool_calls, lambda c: c.name || ' ' || c.arguments), ' ')",
-    "array_to_string(list_transform({a}.observations, lambda o: o.content), ' ')",
-)
-
-
-def tool_names(alias: str) -> str:
-    """SQL for the list of tool names a step calls; only the names are materialised, never the arguments
-    (unnesting whole tool-call structs runs out of memory on a 1M-trajectory corpus)."""
-    return f"list_transform({alias}.tool_calls, lambda c: c.name)"
-
-
-def like_pattern(text: str) -> str:
-    """A case-insensitive literal substring as an ILIKE pattern: %, _ and \\ mean themselves."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def step_text_match(alias: str) -> tuple[str, int]:
-    """(SQL predicate, number of parameters): some field of step `alias` contains the pattern."""
-    parts = [f"{field.format(a=alias)} ILIKE ? ESCAPE '\\'" for field in STEP_TEXT_FIELDS]
-    return "(" + " OR ".join(parts) + ")", len(parts)
-
-
-@dataclass
-class TrajectoryFilter:
-    """What the Explore page filters on; every field optional."""
-
-    domains: list[str] = field(default_factory=list)
-    agents: list[str] = field(default_factory=list)
-    teachers: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    outcomes: list[str] = field(default_factory=list)
-    min_steps: int | None = None
-    max_steps: int | None = None
-    has_failed_checks: bool | None = None
-    tool: str | None = None  # trajectories where some step calls this tool
-    text: str | None = None  # full-text query over task and step content (see text_mode)
-    text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
-    task_id: str | None = None
-
-    def where(self, word_index: bool = False, keyword: str = "WHERE") -> tuple[str, list[Any]]:
-        """(" {keyword} conditions", params) over the `trajectories` view aliased `t`; ("", []) without any.
-
-        `word_index`: the corpus has a fresh word index (view `search_words`) for word searches.
-        """
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, values in (("domain", self.domains), ("agent", self.agents), ("teacher", self.teachers),
-                               ("source", self.sources), ("outcome", self.outcomes)):
-            if values:
-                clauses.append(f"t.{column} IN ({', '.join('?' for _ in values)})")
-                params.extend(values)
-        if self.min_steps is not None:
-            clauses.append("t.n_steps >= ?")
-            params.append(int(self.min_steps))
-        if self.max_steps is not None:
-            clauses.append("t.n_steps <= ?")
-            params.append(int(self.max_steps))
-        if self.has_failed_checks is not None:
-            clauses.append("t.n_failed_checks > 0" if self.has_failed_checks else "coalesce(t.n_failed_checks, 0) = 0")
-        if self.task_id:
-            clauses.append("t.task_id = ?")
-            params.append(self.task_id)
-        if self.tool:
-            clauses.append(f"t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
-                           f"WHERE list_contains({tool_names('s')}, ?))")
-            params.append(self.tool)
-        words = query_words(self.text) if self.text else []
-        if self.text and words and self.text_mode != "exact" and (word_index or self.text_mode == "words"):
-            if not word_index:
-                raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "
-                                 "or search for the exact text")
-            clauses.append(f"t.trajectory_id IN (SELECT trajectory_id FROM search_words WHERE word IN "
-                           f"({', '.join('?' for _ in words)}) GROUP BY trajectory_id HAVING count(*) = ?)")
-            params.extend([*words, len(words)])
-        elif self.text:
-            pattern = like_pattern(self.text)
-            match, n = step_text_match("s")
-            clauses.append(f"(t.task ILIKE ? ESCAPE '\\' OR t.trajectory_id IN "
-                           f"(SELECT s.trajectory_id FROM steps s WHERE {match}))")
-            params.extend([pattern] * (n + 1))
-        return (f" {keyword} " + " AND ".join(clauses)) if clauses else "", params
 
 
 @dataclass
@@ -148,10 +52,11 @@ class CorpusStore:
         self.root = Path(root).resolve()
         files = open_corpus_files(self.root)
         self.manifest = files.manifest
+        self._opened_manifest = (self.root / "manifest.json").stat().st_mtime_ns
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
         self.con = duckdb.connect(":memory:")
-        self.con.execute(f"SET memory_limit = {_sql_string(memory_limit)}")
+        self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         # keep Parquet footers in memory between queries: opening one trajectory then costs no footer reads
@@ -166,7 +71,7 @@ class CorpusStore:
         self.has_word_index = False
         self.refresh_index()
         # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
-        self.con.execute(f"SET allowed_directories = [{_sql_string(str(self.root) + '/')}]")
+        self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
@@ -181,15 +86,14 @@ class CorpusStore:
                                                     if p.is_dir() and "=" in p.name})
         schemas = {pq.read_schema(p).remove_metadata().to_string() for p in parquet_files(directory)}
         union = "true" if len(schemas) > 1 else "false"
-        source = (f"read_parquet({_sql_string(glob)}, hive_partitioning = {'true' if hive else 'false'}, "
+        source = (f"read_parquet({sql_string(glob)}, hive_partitioning = {'true' if hive else 'false'}, "
                   f"union_by_name = {union})")
         self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view or name)} AS SELECT * FROM {source}")
 
     def _create_replay_views(self) -> list[str]:
         """Views over every checkpoint's replay cache: replay_steps and routing, keyed by checkpoint_id."""
-        base = self.root / "replays"
-        checkpoints = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        found = [c for c in checkpoints if parquet_files(base / c / "steps")]
+        base = replays_dir(self.root)
+        found = [c for c in replay_checkpoints(self.root) if parquet_files(base / c / "steps")]
         if found:
             glob_steps = str(base / "*" / "steps" / "*.parquet")
             glob_routing = str(base / "*" / "routing" / "*.parquet")
@@ -199,14 +103,21 @@ class CorpusStore:
                     continue
                 self.con.execute(
                     f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT *, "
-                    f"regexp_extract(filename, 'replays/([^/]+)/', 1) AS checkpoint_id FROM read_parquet({_sql_string(glob)}, "
+                    f"regexp_extract(filename, {sql_string(CHECKPOINT_FROM_PATH_SQL)}, 1) AS checkpoint_id FROM read_parquet({sql_string(glob)}, "
                     f"filename = true, union_by_name = true)")
         return found
 
-    def where(self, flt: TrajectoryFilter | None, keyword: str = "WHERE") -> tuple[str, list[Any]]:
-        """A filter's conditions for this corpus, after `keyword` (WHERE, or AND to extend a WHERE);
-        word searches use the index when it is fresh."""
-        return (flt or TrajectoryFilter()).where(self.has_word_index, keyword)
+    def filter_clauses(self, flt: TrajectoryFilter | None) -> tuple[list[str], list[Any]]:
+        """A filter's SQL conditions over `trajectories t` for this corpus (word searches use the index
+        when it is fresh), and their parameters.
+        """
+        return (flt or TrajectoryFilter()).clauses(self.has_word_index)
+
+
+    @property
+    def version(self) -> tuple[Any, ...]:
+        """Changes whenever what the views show changes: the key for caching query results."""
+        return (self._opened_manifest, tuple(self.replay_checkpoints), self.has_word_index)
 
     def refresh_index(self) -> bool:
         """Use the word index if it is up to date with the corpus files (re-checked on each call)."""
@@ -247,7 +158,8 @@ class CorpusStore:
         """One page of trajectories matching the filter, sorted, plus the total count."""
         if sort not in SORTABLE:
             raise StoreError(f"cannot sort by {sort!r}; choose one of {', '.join(SORTABLE)}")
-        where, params = self.where(flt)
+        clauses, params = self.filter_clauses(flt)
+        where = where_sql(clauses)
         limit = max(1, min(int(limit), 1000))
         offset = max(0, int(offset))
         cols = ", ".join(f"t.{c}" for c in LIST_COLUMNS)
@@ -289,7 +201,7 @@ class CorpusStore:
     def check_strip(self, trajectory_id: str) -> pa.Table:
         """Per step: source, check outcome, error label, decisive flag — the error timeline's data."""
         return self.query(f"SELECT s.step, s.source, s.check_passed, s.error_label, s.is_decisive_error, "
-                          f"{tool_names('s')} AS tools FROM steps s WHERE s.trajectory_id = ? ORDER BY s.step",
+                          f"{tool_names_sql('s')} AS tools FROM steps s WHERE s.trajectory_id = ? ORDER BY s.step",
                           [trajectory_id])
 
     def find_in_trajectory(self, trajectory_id: str, text: str) -> list[int]:
@@ -333,7 +245,7 @@ class CorpusStore:
         return table.column("v").to_pylist()
 
     def tools(self) -> list[str]:
-        table = self.query(f"SELECT DISTINCT unnest({tool_names('s')}) AS name FROM steps s ORDER BY name NULLS LAST")
+        table = self.query(f"SELECT DISTINCT unnest({tool_names_sql('s')}) AS name FROM steps s ORDER BY name NULLS LAST")
         return [n for n in table.column("name").to_pylist() if n is not None]
 
     def trials_of(self, task_id: str) -> list[str]:

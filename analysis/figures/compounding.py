@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.figures.style import SEQUENCE, empty, layout
+from horizonlens.figures.style import SEQUENCE, empty, layout
 
 
 def _color(i: int) -> str:

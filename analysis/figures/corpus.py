@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.figures.style import OUTCOME_COLORS, empty, layout
+from horizonlens.figures.style import OUTCOME_COLORS, empty, layout
 
 
 def horizon_histogram(lengths: pd.DataFrame, column: str = "n_steps") -> go.Figure:

@@ -1,5 +1,6 @@
 """Trajectory and routing figures: error timeline strip, per-step and per-token expert heatmaps,
-signals along the horizon, expert load vs uniform, co-activation, usage per layer."""
+signals along the horizon, expert load vs uniform, co-activation, usage per layer.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.figures.style import SEQUENCE, STATUS_COLORS, empty, layout
+from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout
 
 
 def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Figure:
@@ -83,7 +84,8 @@ def _discrete_scale(n: int) -> list[list[object]]:
 
 def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: int) -> go.Figure:
     """Tokens of one step (columns, text readable) × layers (rows), coloured by the top-1 expert;
-    hover shows the router's top-k experts and the weights they received."""
+    hover shows the router's top-k experts and the weights they received.
+    """
     if tokens.empty or routing.empty:
         return empty("No routed tokens in this step")
     layers = sorted(routing["layer"].unique())

@@ -6,7 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore, TrajectoryFilter
+from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.store import CorpusStore
 
 PREDICTORS = ("first_failed_check", "last_failed_check", "highest_surprisal")
 
@@ -14,7 +15,8 @@ PREDICTORS = ("first_failed_check", "last_failed_check", "highest_surprisal")
 def predictions(store: CorpusStore, checkpoint_id: str | None = None,
                 flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """Per failed trajectory with an annotated decisive step: the step each baseline predicts."""
-    extra, params = store.where(flt, "AND")
+    clauses, params = store.filter_clauses(flt)
+    extra = where_sql(clauses, "AND")
     surprisal_join, surprisal_col = "", "NULL AS highest_surprisal"
     if checkpoint_id and "replay_steps" in _views(store):
         surprisal_join = ("LEFT JOIN (SELECT trajectory_id, arg_max(step, surprisal) AS hs FROM replay_steps "

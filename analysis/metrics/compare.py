@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore
+from horizonlens.corpus.store import CorpusStore
 
 
 def action_text(row: dict) -> str:

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore, TrajectoryFilter, quote_ident
-from analysis.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
+from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.quoting import quote_ident
+from horizonlens.corpus.store import CorpusStore
+from horizonlens.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
 
 FACETS = ("domain", "agent", "teacher", "source")
 
@@ -31,7 +33,8 @@ def _group_expr(by: str | None) -> str:
 
 def _checks_cte(store: CorpusStore, by: str | None, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
     """A CTE `c` with one row per checked step: group, t, failed, failed_before, prev_failed."""
-    extra, params = store.where(flt, "AND")
+    clauses, params = store.filter_clauses(flt)
+    extra = where_sql(clauses, "AND")
     sql = f"""
     c AS (
       SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step,
@@ -79,7 +82,8 @@ def horizon(p: float, s: float) -> float | None:
 def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """Kaplan–Meier survival to the first failed check (runs ending earlier are censored), with hazard
     per t, the independent-errors baseline (1 − p̂)^t and the same at the clean-run rate, (1 − p₀)^t
-    with p₀ = P(fail | no earlier failure)."""
+    with p₀ = P(fail | no earlier failure).
+    """
     cte, params = _checks_cte(store, by, flt)
     per_traj = store.query(
         f"WITH {cte} SELECT grp, trajectory_id, coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
@@ -126,8 +130,10 @@ def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilt
 
 def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """After a failed check: is the next check passed, is the same tool retried within two agent steps
-    (and does that retry pass), and does the run still succeed?"""
-    extra, params = store.where(flt, "AND")
+    (and does that retry pass), and does the run still succeed?
+    """
+    clauses, params = store.filter_clauses(flt)
+    extra = where_sql(clauses, "AND")
     df = store.query(f"""
     WITH a AS (
       SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step, s.check_passed, t.outcome,
@@ -166,7 +172,8 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
     Returns {"fits": DataFrame per group (intercept, slope, n, steps_at_50, its CI, ...),
              "points": DataFrame of (group, n_steps, success) for plotting}.
     """
-    extra, params = store.where(flt, "AND")
+    clauses, params = store.filter_clauses(flt)
+    extra = where_sql(clauses, "AND")
     pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, CAST(t.outcome = 'success' AS INTEGER) AS success "
                       f"FROM trajectories t WHERE t.outcome IN ('success', 'failure') AND t.n_steps > 0{extra}",
                       params).to_pandas()
@@ -200,7 +207,8 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def pass_k(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """pass^k over the trials of each task (unbiased estimator), k = 1..max trials."""
-    extra, params = store.where(flt, "AND")
+    clauses, params = store.filter_clauses(flt)
+    extra = where_sql(clauses, "AND")
     per_task = store.query(
         f"SELECT {_group_expr(by)} AS group, t.task_id, count(*) AS n, "
         f"CAST(sum(CAST(t.outcome = 'success' AS INTEGER)) AS BIGINT) AS c FROM trajectories t "

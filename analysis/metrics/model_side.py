@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore
+from horizonlens.corpus.store import CorpusStore
 
 
 def signals_by_step(store: CorpusStore, checkpoint_id: str, trajectory_id: str | None = None,
@@ -26,7 +26,8 @@ def signals_by_step(store: CorpusStore, checkpoint_id: str, trajectory_id: str |
 
 def around_failures(store: CorpusStore, checkpoint_id: str, window: int = 3) -> pd.DataFrame:
     """Event-aligned profile: mean surprisal/entropy at agent steps k = −window..window from each failed
-    check, beside the same at passed checks (a surprise spike at k = 0 means the model 'knew')."""
+    check, beside the same at passed checks (a surprise spike at k = 0 means the model 'knew').
+    """
     return store.query("""
       WITH a AS (
         SELECT r.trajectory_id, r.surprisal, r.entropy, s.check_passed,

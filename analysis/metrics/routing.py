@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore
-from analysis.metrics.info import entropy, js_distance
+from horizonlens.corpus.layout import read_checkpoint_meta
+from horizonlens.corpus.store import CorpusStore
+from horizonlens.metrics.info import entropy, js_distance
 
 
 def _scope(checkpoint_id: str, trajectory_ids: list[str] | None) -> tuple[str, list[Any]]:
@@ -27,14 +28,10 @@ def _scope(checkpoint_id: str, trajectory_ids: list[str] | None) -> tuple[str, l
 
 def num_experts(store: CorpusStore, checkpoint_id: str) -> int:
     """E: from the checkpoint's metadata when present, else the largest expert id seen + 1."""
-    meta = store.root / "replays" / checkpoint_id / "checkpoint.json"
-    if meta.exists():
-        import json
-
-        try:
-            return int(json.loads(meta.read_text())["num_experts"])
-        except (KeyError, ValueError, TypeError):
-            pass
+    try:
+        return int(read_checkpoint_meta(store.root, checkpoint_id)["num_experts"])
+    except (KeyError, ValueError, TypeError):
+        pass
     value = store.scalar("SELECT max(list_max(experts)) FROM routing WHERE checkpoint_id = ?", [checkpoint_id])
     return int(value or 0) + 1
 
@@ -122,7 +119,8 @@ def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
 def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
                             trajectory_ids: list[str] | None = None) -> pd.DataFrame:
     """Per layer: share of consecutive tokens with the same top-1 expert vs the random baseline Σ share²,
-    and the share whose top-k sets overlap (Mixtral §5)."""
+    and the share whose top-k sets overlap (Mixtral §5).
+    """
     scope, params = _scope(checkpoint_id, trajectory_ids)
     df = store.query(f"""
       WITH x AS (
@@ -146,7 +144,8 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
 
 def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str, reference_steps: int = 3) -> pd.DataFrame:
     """Per step: Jensen–Shannon distance of its expert load vs the trajectory's first agent steps,
-    averaged over layers (0 = routes like the start, 1 = disjoint experts)."""
+    averaged over layers (0 = routes like the start, 1 = disjoint experts).
+    """
     load = step_expert_load(store, checkpoint_id, trajectory_id)
     if load.empty:
         return pd.DataFrame(columns=["step", "drift"])

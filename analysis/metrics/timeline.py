@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore
+from horizonlens.corpus.store import CorpusStore
 
 
 def error_timeline(store: CorpusStore, trajectory_id: str) -> pd.DataFrame:

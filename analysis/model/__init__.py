@@ -1,1 +1,41 @@
-"""The model part: checkpoint loading, rendering, router capture, replay and its cache (torch imported lazily)."""
+"""Checkpoints: loading, rendering trajectories to tokens, router capture, teacher-forced replay, its cache.
+
+torch and transformers are imported inside functions only, so importing this facade stays cheap.
+"""
+
+from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
+from horizonlens.model.batch import ensure_replayed, replay_many
+from horizonlens.model.cache import ReplayCache, list_checkpoints
+from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers
+from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint
+from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
+from horizonlens.model.replay import Continuation, ReplayConfig, ReplayResult, continue_from, replay_trajectory
+from horizonlens.model.tokenizer import train_tokenizer
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "CheckpointError",
+    "Continuation",
+    "LayerRecord",
+    "LoadedModel",
+    "NotMoEError",
+    "Rendered",
+    "ReplayCache",
+    "ReplayConfig",
+    "ReplayError",
+    "ReplayResult",
+    "RouterSite",
+    "capture_routing",
+    "check_files",
+    "checkpoint_id",
+    "continue_from",
+    "ensure_replayed",
+    "find_routers",
+    "list_checkpoints",
+    "load_checkpoint",
+    "render",
+    "replay_many",
+    "replay_trajectory",
+    "trajectory_text",
+    "train_tokenizer",
+]

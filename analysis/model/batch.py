@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from analysis.model.cache import ReplayCache
-from analysis.model.replay import ReplayConfig, replay_trajectory
+from horizonlens.model.cache import ReplayCache
+from horizonlens.model.replay import ReplayConfig, replay_trajectory
 
 if TYPE_CHECKING:
-    from analysis.corpus.store import CorpusStore
-    from analysis.model.loader import LoadedModel
+    from horizonlens.corpus.store import CorpusStore
+    from horizonlens.model.loader import LoadedModel
 
 
 def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: str,

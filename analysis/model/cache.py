@@ -8,8 +8,6 @@ schema) is treated as missing and recomputed.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,20 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.corpus.io import CorpusError, validate_file, write_json_atomic, write_table_atomic
-from analysis.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.corpus.io import validate_file, write_json_atomic, write_table_atomic
+from horizonlens.corpus.layout import CHECKPOINT_META, file_stem, replay_checkpoints, replay_dir
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.errors import CorpusError
 
 if TYPE_CHECKING:
-    from analysis.model.replay import ReplayResult
-
-REPLAYS = "replays"
-
-
-def file_stem(trajectory_id: str) -> str:
-    """A file-system-safe, collision-free name for a trajectory id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", trajectory_id)[:80]
-    return f"{safe}-{hashlib.sha1(trajectory_id.encode()).hexdigest()[:8]}"
-
+    from horizonlens.model.replay import ReplayResult
 
 @dataclass
 class ReplayCache:
@@ -41,7 +32,7 @@ class ReplayCache:
 
     @property
     def root(self) -> Path:
-        return Path(self.corpus) / REPLAYS / self.checkpoint_id
+        return replay_dir(self.corpus, self.checkpoint_id)
 
     def paths(self, trajectory_id: str) -> tuple[Path, Path]:
         stem = file_stem(trajectory_id)
@@ -63,7 +54,7 @@ class ReplayCache:
 
     def write(self, result: "ReplayResult", meta: dict[str, Any] | None = None) -> None:
         steps, routing = self.paths(result.trajectory_id)
-        meta_path = self.root / "checkpoint.json"
+        meta_path = self.root / CHECKPOINT_META
         if meta is not None and not meta_path.exists():
             write_json_atomic(meta, meta_path)
         write_table_atomic(result.routing_table(), routing)
@@ -103,5 +94,5 @@ class ReplayCache:
 
 
 def list_checkpoints(corpus: Path | str) -> list[str]:
-    base = Path(corpus) / REPLAYS
-    return sorted(p.name for p in base.iterdir() if (p / "steps").is_dir()) if base.is_dir() else []
+    """Checkpoint ids with a replay cache in this corpus."""
+    return [c for c in replay_checkpoints(corpus) if (replay_dir(corpus, c) / "steps").is_dir()]

@@ -13,25 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from horizonlens.errors import CheckpointError, NotMoEError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from analysis.model.capture import RouterSite
+    from horizonlens.model.capture import RouterSite
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
 FULL_HASH_LIMIT = 256 * 2**20  # weight files up to this size are hashed whole; larger ones are sampled
 SAMPLE_BYTES = 4 * 2**20
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be used; the message says what is wrong and what to do."""
-
-
-class NotMoEError(CheckpointError):
-    """The model has no router modules: it can be replayed for surprisal, but without routing."""
 
 
 @dataclass
@@ -146,7 +140,7 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
     """Load a local checkpoint for replay; CheckpointError says what is wrong."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.model.capture import find_routers
+    from horizonlens.model.capture import find_routers
 
     path = Path(path).resolve()
     check_files(path, allow_pickle)

@@ -98,6 +98,11 @@ def pieces(steps: Iterable[dict[str, Any]]) -> list[Piece]:
     return [p for p in out if p.text]
 
 
+def trajectory_text(steps: Iterable[dict[str, Any]]) -> str:
+    """A trajectory as one string in the Horizon Lens template (what the sample checkpoint trains on)."""
+    return "".join(p.text for p in pieces(steps))
+
+
 def render(tokenizer: Any, steps: list[dict[str, Any]], use_chat_template: bool | None = None,
            max_field_tokens: int = DEFAULT_FIELD_TOKENS) -> Rendered:
     """Tokenize a trajectory's steps (dicts with the corpus `steps` columns)."""

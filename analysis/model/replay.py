@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from analysis.corpus.schema import REPLAY_STEPS, ROUTING
-from analysis.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
 
 if TYPE_CHECKING:
-    from analysis.model.capture import LayerRecord
-    from analysis.model.loader import LoadedModel
+    from horizonlens.model.capture import LayerRecord
+    from horizonlens.model.loader import LoadedModel
 
 
 @dataclass
@@ -140,7 +140,7 @@ def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dic
     """Render, then replay a trajectory (its steps as dicts of the corpus `steps` columns)."""
     import torch
 
-    from analysis.model.capture import capture_routing
+    from horizonlens.model.capture import capture_routing
 
     config = config or ReplayConfig()
     started = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from analysis.model.render import SPECIAL_TOKENS
+from horizonlens.model.render import SPECIAL_TOKENS
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, out_dir: Path | str | None = None) -> Any:

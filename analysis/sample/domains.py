@@ -14,7 +14,7 @@ import random
 import re
 from typing import Any
 
-from analysis.sample.world import Call, Environment, Result, Subgoal, ToolSpec, fmt_number, safe_eval
+from horizonlens.sample.world import Call, Environment, Result, Subgoal, ToolSpec, fmt_number, safe_eval
 
 _SYL = ["ka", "lo", "mi", "ren", "ta", "vor", "sel", "an", "dri", "qua", "bel", "tor", "nia", "ost", "ul", "fen",
         "gar", "is", "mon", "pe", "rha", "sul", "ved", "yan", "zor", "el", "ith", "cor", "dun", "hal"]

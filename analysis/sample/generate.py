@@ -1,6 +1,6 @@
 """The sample corpus generator: simulated agents acting in real (simulated) worlds.
 
-Every tool call executes in a domain world (`analysis.sample.domains`). A verifier re-executes the
+Every tool call executes in a domain world (`horizonlens.sample.domains`). A verifier re-executes the
 *intended* call on a copy of the same world state and compares observation and resulting state:
 that comparison is each action's check. Errors come from planted dynamics:
 
@@ -23,12 +23,13 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
-from analysis.corpus.io import new_manifest, write_corpus
-from analysis.corpus.schema import STEPS, TRAJECTORIES
-from analysis.corpus.search_index import build_index
-from analysis.sample.domains import WORLDS
-from analysis.sample.text import approx_tokens, reasoning_for, repair_reasoning
-from analysis.sample.world import Call, Environment, Result
+from horizonlens.corpus.io import new_manifest, write_corpus
+from horizonlens.corpus.schema import STEPS, TRAJECTORIES
+from horizonlens.corpus.search_index import build_index
+from horizonlens.corpus.text import step_tokens_estimate
+from horizonlens.sample.domains import WORLDS
+from horizonlens.sample.text import reasoning_for, repair_reasoning
+from horizonlens.sample.world import Call, Environment, Result
 
 SOURCE = "horizonlens-sample"
 
@@ -223,9 +224,10 @@ def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float, rng: random.Ra
     decisive = unrepaired[0] if outcome == "failure" and unrepaired else None
     price = PRICE_PER_1K[spec.agent] / 1000
     for i, s in enumerate(ep.steps):
-        text = "".join(x or "" for x in (s.reasoning, s.message, s.observation, s.knowledge,
-                                         s.call.arguments_json() if s.call else None))
-        n_tokens = approx_tokens(text)
+        calls = [{"id": s.call_id, "name": s.call.name, "arguments": s.call.arguments_json()}] if s.call else []
+        observations = [{"call_id": s.call_id, "content": s.observation}] if s.observation is not None else []
+        n_tokens = step_tokens_estimate({"reasoning": s.reasoning, "message": s.message, "knowledge": s.knowledge,
+                                         "tool_calls": calls, "observations": observations})
         if s.source == "agent":
             duration = 0.4 + n_tokens * 0.012 * rng.lognormvariate(0, 0.3) + (rng.expovariate(2.0) if s.call else 0)
             cost = n_tokens * price
@@ -233,8 +235,7 @@ def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float, rng: random.Ra
             duration, cost = 0.0, 0.0
         rows.append({
             "trajectory_id": tid, "step": i, "source": s.source, "reasoning": s.reasoning, "message": s.message,
-            "tool_calls": [{"id": s.call_id, "name": s.call.name, "arguments": s.call.arguments_json()}] if s.call else [],
-            "observations": [{"call_id": s.call_id, "content": s.observation}] if s.observation is not None else [],
+            "tool_calls": calls, "observations": observations,
             "knowledge": s.knowledge, "check_passed": s.check_passed, "check_detail": s.check_detail,
             "error_label": s.error_label,
             "is_decisive_error": (i == decisive) if outcome == "failure" and s.source == "agent" else None,

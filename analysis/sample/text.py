@@ -1,4 +1,4 @@
-"""The words sample agents write: reasoning per action, repair notes, and a token estimate."""
+"""The words sample agents write: reasoning per action and repair notes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from analysis.sample.generate import StepRecord
-    from analysis.sample.world import Call, Environment, Subgoal
+    from horizonlens.sample.generate import StepRecord
+    from horizonlens.sample.world import Call, Environment, Subgoal
 
 _OPENERS = ["Next, I need to {intent}.", "Moving on: I want to {intent}.", "The plan now is to {intent}.",
             "Item {n}: {intent}.", "Continuing with the task, I should {intent}."]
@@ -49,8 +49,3 @@ def repair_reasoning(failed: "StepRecord", call: "Call") -> str:
     if call.name in ("cancel_reservation", "delete_event") or undoing_edit:
         return f"Wait: the last result ('{seen}') is not what the task needs. I'll undo that action first."
     return f"That was wrong (I got: '{seen}'). Retrying the step with the correct arguments."
-
-
-def approx_tokens(text: str) -> int:
-    """Token count estimate for corpora without a tokenizer: ~3.8 UTF-8 bytes per BPE token."""
-    return max(1, round(len(text.encode("utf-8")) / 3.8)) if text else 0

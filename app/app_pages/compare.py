@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import CorpusStore
+from horizonlens.metrics import compare
 
 store = state.require_store()
 st.title("Compare trajectories")
 current = state.selected_trajectory()
-info = state.cached(store, "store.trajectory", current) if current else None
-trials = state.cached(store, "store.trials_of", info["task_id"]) if info and info["task_id"] else []
+info = state.cached(CorpusStore.trajectory, store, current) if current else None
+trials = state.cached(CorpusStore.trials_of, store, info["task_id"]) if info and info["task_id"] else []
 c = st.columns(2)
 a = c[0].text_input("Trajectory A", value=current or "", key="cmp_a")
 default_b = next((t for t in trials if t != a), "")
@@ -21,7 +23,7 @@ if trials:
 if not a or not b:
     st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
     st.stop()
-ta, tb = state.cached(store, "store.trajectory", a), state.cached(store, "store.trajectory", b)
+ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
 for name, t, tid in (("A", ta, a), ("B", tb, b)):
     if t is None:
         st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
@@ -30,7 +32,7 @@ m = st.columns(2)
 for col, t in zip(m, (ta, tb)):
     col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
                  f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
-table, first = state.cached(store, "analysis.metrics.compare.align", a, b)
+table, first = state.cached(compare.align, store, a, b)
 if first is None:
     st.success("The two runs take the same actions at every step.")
 else:

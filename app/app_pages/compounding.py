@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.corpus.store import TrajectoryFilter
-from analysis.figures import compounding as cfig
-from analysis.metrics.attribution import accuracy
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import CorpusStore, TrajectoryFilter
+from horizonlens.figures import compounding as cfig
+from horizonlens.metrics import attribution, compounding
+from horizonlens.metrics.attribution import accuracy
 
 store = state.require_store()
 st.title("Error compounding")
 c = st.columns([1, 2, 2])
 facet = c[0].selectbox("Facet by", ["(none)", "domain", "agent", "teacher", "source"], key="comp_facet")
-domains = c[1].multiselect("Only domains", state.cached(store, "store.distinct", "domain"), key="comp_domains")
-agents = c[2].multiselect("Only agents", state.cached(store, "store.distinct", "agent"), key="comp_agents")
+domains = c[1].multiselect("Only domains", state.cached(CorpusStore.distinct, store, "domain"), key="comp_domains")
+agents = c[2].multiselect("Only agents", state.cached(CorpusStore.distinct, store, "agent"), key="comp_agents")
 by = None if facet == "(none)" else facet
 flt = TrajectoryFilter(domains=domains, agents=agents)
-M = "analysis.metrics.compounding"
 
-rate = state.cached(store, f"{M}.step_error_rate", by, flt)
+rate = state.cached(compounding.step_error_rate, store, by, flt)
 st.dataframe(rate, hide_index=True, column_config={
     "rate": st.column_config.NumberColumn("p̂", format="%.4f"),
     "horizon_50": st.column_config.NumberColumn("H₅₀ (checks)", format="%.1f"),
@@ -27,7 +27,7 @@ st.dataframe(rate, hide_index=True, column_config={
 st.caption("Step error rate p̂ = failed checks / checks (95% Wilson interval) and the horizons H_s = ln s / ln(1−p̂): "
            "how many checked steps a run survives with probability s if errors were independent.")
 
-km = state.cached(store, f"{M}.survival", by, flt)
+km = state.cached(compounding.survival, store, by, flt)
 left, right = st.columns(2)
 with left:
     max_t = int(km["t"].max()) if not km.empty else 1
@@ -43,25 +43,25 @@ with right:
 
 left, right = st.columns(2)
 with left:
-    sc = state.cached(store, f"{M}.self_conditioning", by, flt)
+    sc = state.cached(compounding.self_conditioning, store, by, flt)
     ui.chart(cfig.self_conditioning(sc), "P(check fails | j earlier failed checks in the run). Bars rising with j are "
              "the compounding signature: the agent conditions on its own mistakes.", key="comp_selfcond", data=sc)
 with right:
-    prev = state.cached(store, f"{M}.previous_step", by, flt)
+    prev = state.cached(compounding.previous_step, store, by, flt)
     ui.chart(cfig.previous_step(prev), "Failure rate right after a failed check vs after a passed one.",
              key="comp_prev", data=prev)
 
 left, right = st.columns(2)
 with left:
-    rec = state.cached(store, f"{M}.recovery", by, flt)
+    rec = state.cached(compounding.recovery, store, by, flt)
     ui.chart(cfig.recovery(rec), "After a failed check: how often the next check passes, the same tool is retried "
              "within two steps and passes, and the run still succeeds.", key="comp_recovery", data=rec)
 with right:
-    pk = state.cached(store, f"{M}.pass_k", by, flt)
+    pk = state.cached(compounding.pass_k, store, by, flt)
     ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator over "
              "tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
 
-svl = state.cached(store, f"{M}.success_vs_length", by, flt)
+svl = state.cached(compounding.success_vs_length, store, by, flt)
 ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
          "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the step "
          "counts at which predicted success falls to 50% and 80%.", key="comp_length", data=svl["fits"])
@@ -69,7 +69,7 @@ st.dataframe(svl["fits"], hide_index=True)
 
 st.subheader("Decisive-step attribution")
 ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
-preds = state.cached(store, "analysis.metrics.attribution.predictions", ckpt_id, flt)
+preds = state.cached(attribution.predictions, store, ckpt_id, flt)
 acc = accuracy(preds)
 if acc.empty:
     st.info("No failed trajectory here carries an annotated decisive step.")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.corpus.store import SORTABLE, TrajectoryFilter
-from analysis.figures import corpus as corpus_figs
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter
+from horizonlens.figures import corpus as corpus_figs
 
 store = state.require_store()
 st.title("Explore")
 
-summary = state.cached(store, "store.summary")
+summary = state.cached(CorpusStore.summary, store)
 cols = st.columns(6)
 cols[0].metric("Trajectories", f"{summary['trajectories']:,}")
 cols[1].metric("Tasks", f"{summary['tasks']:,}")
@@ -23,12 +23,12 @@ cols[5].metric("Runs with a failed check", f"{summary['share_with_failed_checks'
 with st.expander("Corpus overview", expanded=True):
     group_by = st.radio("Group by", ["domain", "agent", "teacher", "source"], horizontal=True, key="explore_group")
     left, right = st.columns(2)
-    groups = state.cached(store, "store.by_group", group_by).to_pandas()
+    groups = state.cached(CorpusStore.by_group, store, group_by).to_pandas()
     with left:
         ui.chart(corpus_figs.group_rates(groups, group_by), f"Share of successful runs and of failed checks per {group_by}.",
                  key="explore_groups", data=groups)
     with right:
-        lengths = state.cached(store, "store.horizon_lengths").to_pandas()
+        lengths = state.cached(CorpusStore.horizon_lengths, store).to_pandas()
         unit = st.radio("Length in", ["steps", "tokens"], horizontal=True, key="explore_len_unit")
         ui.chart(corpus_figs.horizon_histogram(lengths, "n_steps" if unit == "steps" else "n_tokens"),
                  "How long trajectories are (log-spaced bins), stacked by outcome.", key="explore_lengths")
@@ -36,14 +36,14 @@ with st.expander("Corpus overview", expanded=True):
 st.subheader("Trajectories")
 with st.container(border=True):
     f1, f2, f3, f4 = st.columns(4)
-    domains = f1.multiselect("Domain", state.cached(store, "store.distinct", "domain"), key="explore_domains")
-    agents = f2.multiselect("Agent", state.cached(store, "store.distinct", "agent"), key="explore_agents")
-    teachers = f3.multiselect("Teacher", state.cached(store, "store.distinct", "teacher"), key="explore_teachers")
-    sources = f4.multiselect("Source", state.cached(store, "store.distinct", "source"), key="explore_sources")
+    domains = f1.multiselect("Domain", state.cached(CorpusStore.distinct, store, "domain"), key="explore_domains")
+    agents = f2.multiselect("Agent", state.cached(CorpusStore.distinct, store, "agent"), key="explore_agents")
+    teachers = f3.multiselect("Teacher", state.cached(CorpusStore.distinct, store, "teacher"), key="explore_teachers")
+    sources = f4.multiselect("Source", state.cached(CorpusStore.distinct, store, "source"), key="explore_sources")
     g1, g2, g3, g4 = st.columns(4)
-    outcomes = g1.multiselect("Outcome", state.cached(store, "store.distinct", "outcome"), key="explore_outcomes")
+    outcomes = g1.multiselect("Outcome", state.cached(CorpusStore.distinct, store, "outcome"), key="explore_outcomes")
     failed = g2.selectbox("Failed checks", ["any", "has failed checks", "no failed checks"], key="explore_failed")
-    tool = g3.selectbox("Uses tool", ["any", *state.cached(store, "store.tools")], key="explore_tool")
+    tool = g3.selectbox("Uses tool", ["any", *state.cached(CorpusStore.tools, store)], key="explore_tool")
     max_steps = int(summary["max_steps"] or 1)
     lo, hi = g4.slider("Steps", 1, max(2, max_steps), (1, max(2, max_steps)), key="explore_steps")
     h1, h2, h3, h4 = st.columns([3, 1.3, 1, 1])
@@ -60,7 +60,7 @@ with st.container(border=True):
         idx = st.columns([5, 1])
         idx[0].caption("No up-to-date word index: searches scan every step. Build it once for fast word search.")
         if idx[1].button("Build search index", key="explore_build_index"):
-            from analysis.corpus.search_index import build_index
+            from horizonlens.corpus.search_index import build_index
 
             with st.spinner("Indexing…"):
                 build_index(store.root)
@@ -75,7 +75,7 @@ flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, source
                        text_mode="words" if mode.startswith("all words") else "exact")
 page_size = 50
 page_no = st.session_state.setdefault("explore_page", 0)
-page = state.cached(store, "store.list_trajectories", flt, sort=sort, descending=descending,
+page = state.cached(CorpusStore.list_trajectories, store, flt, sort=sort, descending=descending,
                     offset=page_no * page_size, limit=page_size)
 if page_no * page_size >= max(page.total, 1):
     st.session_state["explore_page"] = 0

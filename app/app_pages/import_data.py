@@ -7,10 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.corpus.importers import ImportFailed, import_paths
-from analysis.corpus.importers.formats import FORMATS
-from analysis.corpus.io import CorpusError
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus.importers import FORMATS, import_paths
+from horizonlens.errors import HorizonLensError
 
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
@@ -36,7 +35,7 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
         try:
             with st.spinner("Importing…"):
                 report = import_paths(paths, target, fmt=fmt, replace=replace, strict=strict)
-        except (ImportFailed, CorpusError) as exc:
+        except HorizonLensError as exc:
             st.error(ui.md(str(exc)))
         else:
             st.success(report.summary())

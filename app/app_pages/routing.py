@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.figures import routing as rfig
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.figures import routing as rfig
+from horizonlens.metrics import model_side, replays, routing, timeline
 
 store = state.require_store()
 st.title("Expert routing")
@@ -17,10 +18,9 @@ if not checkpoints:
 mine = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
 ckpt = st.selectbox("Checkpoint", checkpoints, index=checkpoints.index(mine) if mine in checkpoints else 0,
                     key="routing_ckpt")
-I, R, MS = "analysis.model.inspect", "analysis.metrics.routing", "analysis.metrics.model_side"
-replayed = state.cached(store, f"{I}.replayed_trajectories", ckpt)
-layers = state.cached(store, f"{I}.moe_layers", ckpt)
-E = state.cached(store, f"{R}.num_experts", ckpt)
+replayed = state.cached(replays.replayed_trajectories, store, ckpt)
+layers = state.cached(replays.moe_layers, store, ckpt)
+E = state.cached(routing.num_experts, store, ckpt)
 st.caption(f"{len(replayed):,} trajectories replayed · MoE layers {layers} · {E} experts")
 
 tab_traj, tab_corpus, tab_compare = st.tabs(["One trajectory", "Replayed corpus", "Two checkpoints"])
@@ -29,14 +29,14 @@ with tab_traj:
     tid = st.selectbox("Trajectory", replayed, index=replayed.index(current) if current in replayed else 0,
                        key="routing_traj")
     layer = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer") if len(layers) > 1 else layers[0]
-    timeline = state.cached(store, "analysis.metrics.timeline.error_timeline", tid)
+    timeline = state.cached(timeline.error_timeline, store, tid)
     failed = timeline.loc[timeline["failed"] == 1, "step"].tolist()
-    load = state.cached(store, f"{R}.step_expert_load", ckpt, tid)
+    load = state.cached(routing.step_expert_load, store, ckpt, tid)
     ui.chart(rfig.step_expert_heatmap(load, E, failed, layer),
              "Share of each step's token→expert assignments (columns: steps, rows: experts). Vertical bands = "
              "routing shifts; dotted lines = failed checks.", key="routing_step_heatmap", data=load)
-    signals = state.cached(store, f"{MS}.signals_by_step", ckpt, tid)
-    drift = state.cached(store, f"{R}.routing_drift", ckpt, tid)
+    signals = state.cached(model_side.signals_by_step, store, ckpt, tid)
+    drift = state.cached(routing.routing_drift, store, ckpt, tid)
     ui.chart(rfig.step_signals(signals, failed, drift),
              "Surprisal of the agent's action, router entropy, and drift of expert load from the trajectory's "
              "first steps (Jensen–Shannon distance), per step.", key="routing_signals", data=signals)
@@ -48,30 +48,30 @@ with tab_corpus:
         else layers[0]
     left, right = st.columns(2)
     with left:
-        seg = state.cached(store, f"{R}.expert_load", ckpt, "segment")
+        seg = state.cached(routing.expert_load, store, ckpt, "segment")
         ui.chart(rfig.specialization(seg, layer_c, "segment"),
                  "Expert load per segment type ÷ uniform 1/E: red experts are preferred for that kind of token "
                  "(reasoning, tool call, observation, ...), blue avoided.", key="routing_by_segment", data=seg)
     with right:
-        dom = state.cached(store, f"{R}.expert_load", ckpt, "domain")
+        dom = state.cached(routing.expert_load, store, ckpt, "domain")
         ui.chart(rfig.specialization(dom, layer_c, "domain"),
                  "The same by task domain: domain-specialised experts stand out in red.", key="routing_by_domain",
                  data=dom)
     left, right = st.columns(2)
     with left:
-        co = state.cached(store, f"{R}.coactivation", ckpt, layer_c)
+        co = state.cached(routing.coactivation, store, ckpt, layer_c)
         ui.chart(rfig.coactivation_matrix(co, E, layer_c),
                  "Row i, column j: how often expert j is also in a token's top-k when expert i is.",
                  key="routing_coact", data=co)
     with right:
-        usage = state.cached(store, f"{R}.layer_usage", ckpt)
+        usage = state.cached(routing.layer_usage, store, ckpt)
         ui.chart(rfig.layer_usage(usage), "Entropy of expert usage per layer (1 = perfectly balanced) and max/mean "
                  "load; collapse shows as low entropy and high imbalance.", key="routing_usage", data=usage)
-    consec = state.cached(store, f"{R}.consecutive_same_expert", ckpt)
+    consec = state.cached(routing.consecutive_same_expert, store, ckpt)
     st.dataframe(consec, hide_index=True)
     st.caption("Consecutive tokens routed to the same top-1 expert, against the random baseline Σ share² "
                "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert.")
-    around = state.cached(store, f"{MS}.around_failures", ckpt)
+    around = state.cached(model_side.around_failures, store, ckpt)
     if not around.empty:
         st.dataframe(around, hide_index=True)
         st.caption("Surprisal and router entropy k agent steps before/after failed and passed checks.")
@@ -82,11 +82,11 @@ with tab_compare:
         st.info("Replay the same trajectories with a second checkpoint to compare their routing token by token.")
     else:
         other = st.selectbox("Compare with", others, key="routing_other")
-        shared = state.cached(store, f"{I}.shared_trajectories", ckpt, other)
+        shared = state.cached(replays.shared_trajectories, store, ckpt, other)
         if not shared:
             st.info("The two checkpoints have no replayed trajectory in common.")
         else:
             tid2 = st.selectbox("Trajectory", shared, key="routing_cmp_traj")
-            agree = state.cached(store, f"{R}.checkpoint_agreement", ckpt, other, tid2)
+            agree = state.cached(routing.checkpoint_agreement, store, ckpt, other, tid2)
             ui.chart(rfig.agreement(agree, ckpt, other), "|E_A ∩ E_B| / k per layer on the same tokens, and how often "
                      "the top-1 expert is the same (needs the same tokenizer).", key="routing_agree", data=agree)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.corpus.sql import EXAMPLES, SqlError, run_sql
-from app import state, ui
+from horizonlens.app import state, ui
+from horizonlens.corpus import EXAMPLES, SqlError, run_sql
 
 store = state.require_store()
 st.title("SQL")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.figures import routing as rfig
-from analysis.metrics.timeline import timeline_summary
-from app import model_panel, state, ui
+from horizonlens.app import model_panel, state, ui
+from horizonlens.corpus import CorpusStore
+from horizonlens.figures import routing as rfig
+from horizonlens.metrics import timeline
+from horizonlens.metrics.timeline import timeline_summary
 
 store = state.require_store()
 tid = state.selected_trajectory()
@@ -21,18 +23,18 @@ with st.container():
 
 if not tid:
     st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
-    first = state.cached(store, "store.list_trajectories", sort="n_failed_checks", descending=True, limit=5)
+    first = state.cached(CorpusStore.list_trajectories, store, sort="n_failed_checks", descending=True, limit=5)
     for t in first.rows["trajectory_id"].to_pylist():
         if st.button(f"Open {t}", key=f"traj_suggest_{t}"):
             state.open_trajectory(t)
     st.stop()
 
-info = state.cached(store, "store.trajectory", tid)
+info = state.cached(CorpusStore.trajectory, store, tid)
 if info is None:
     st.error(f"No trajectory with id {ui.md(repr(tid))} in this corpus.")
     st.stop()
 
-timeline = state.cached(store, "analysis.metrics.timeline.error_timeline", tid)
+timeline = state.cached(timeline.error_timeline, store, tid)
 summary = timeline_summary(timeline)
 n_steps = len(timeline)
 
@@ -101,7 +103,7 @@ if nav[3].button("Next failed check", disabled=not later, key="traj_next_fail"):
 with nav[4]:
     find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find", label_visibility="collapsed")
 if find:
-    hits = state.cached(store, "store.find_in_trajectory", tid, find)
+    hits = state.cached(CorpusStore.find_in_trajectory, store, tid, find)
     if hits:
         chosen = st.selectbox(f"{len(hits)} steps contain “{ui.md(find)}”", hits, key="traj_find_hits",
                               index=hits.index(step) if step in hits else 0)
@@ -117,7 +119,7 @@ if n_steps > 1:
         st.rerun()
 
 # --- the step ------------------------------------------------------------------------------------
-row = state.cached(store, "store.steps", tid, step, step + 1).to_pylist()[0]
+row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
 left, right = st.columns([3, 2]) if state.checkpoint_path() else (st.container(), None)
 with left:
     check = row["check_passed"]

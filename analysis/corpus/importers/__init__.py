@@ -15,16 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from analysis.corpus.importers.formats import BY_NAME, FORMATS, Converted, detect
-from analysis.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
-from analysis.corpus.importers.writer import StagedImport
-from analysis.corpus.search_index import INDEX_DIR, build_index
+from horizonlens.corpus.importers.formats import BY_NAME, FORMATS, Converted, detect
+from horizonlens.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
+from horizonlens.corpus.importers.writer import StagedImport
+from horizonlens.corpus.search_index import INDEX_DIR, build_index
+from horizonlens.errors import ImportFailed
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
-
-
-class ImportFailed(Exception):
-    """Nothing was imported (strict mode, or no readable input); the message lists why."""
 
 
 @dataclass

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from analysis.corpus.importers.chat import messages_to_steps, new_step, text_of
-from analysis.corpus.importers.readers import Raw
+from horizonlens.corpus.importers.chat import messages_to_steps, new_step, text_of
+from horizonlens.corpus.importers.readers import Raw
 
 Converted = tuple[dict[str, Any], list[dict[str, Any]]]
 

@@ -20,10 +20,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.corpus.io import (MANIFEST, CorpusError, conform, new_manifest, open_corpus_files, read_manifest,
-                                write_json_atomic, write_table_atomic)
-from analysis.corpus.schema import STEPS, TRAJECTORIES
-from analysis.sample.text import approx_tokens
+from horizonlens.corpus.io import (
+    MANIFEST,
+    CorpusError,
+    conform,
+    new_manifest,
+    open_corpus_files,
+    read_manifest,
+    write_json_atomic,
+    write_table_atomic,
+)
+from horizonlens.corpus.layout import file_stem, replay_checkpoints, replay_dir
+from horizonlens.corpus.schema import STEPS, TRAJECTORIES
+from horizonlens.corpus.text import step_tokens_estimate
 
 
 def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -33,10 +42,7 @@ def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[st
         s["trajectory_id"] = tid
         s["step"] = i
         if s.get("n_tokens") is None:
-            text = "".join(x or "" for x in (s.get("reasoning"), s.get("message"), s.get("knowledge")))
-            text += "".join((c.get("arguments") or "") + (c.get("name") or "") for c in s.get("tool_calls") or [])
-            text += "".join(o.get("content") or "" for o in s.get("observations") or [])
-            s["n_tokens"] = approx_tokens(text)
+            s["n_tokens"] = step_tokens_estimate(s)
     failed = [s["step"] for s in steps if s.get("check_passed") is False]
     traj.update(n_steps=len(steps), n_tokens=sum(int(s["n_tokens"] or 0) for s in steps), n_failed_checks=len(failed),
                 first_failed_step=failed[0] if failed else None)
@@ -184,10 +190,8 @@ class StagedImport:
     def _drop_stale_replays(self) -> None:
         if not self.to_replace:
             return
-        from analysis.model.cache import REPLAYS, file_stem
-
-        base = self.root / REPLAYS
-        for ckpt in base.iterdir() if base.is_dir() else []:
+        for ckpt_id in replay_checkpoints(self.root):
+            ckpt = replay_dir(self.root, ckpt_id)
             for tid in self.to_replace:
                 for sub in ("steps", "routing"):
                     (ckpt / sub / f"{file_stem(tid)}.parquet").unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.corpus.store import CorpusStore
+from horizonlens.corpus.store import CorpusStore
 
 
 def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> pd.DataFrame:

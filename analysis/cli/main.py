@@ -4,20 +4,44 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+from horizonlens.errors import HorizonLensError
+
+
+class _Commands(TyperGroup):
+    """Every command's user errors (the HorizonLensError family) end as one red line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HorizonLensError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Horizon Lens: browse long-horizon agent trajectories, replay them through a MoE "
                        "checkpoint, measure error compounding.")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO_ROOT / "sample_data" / "corpus"
-DEFAULT_CHECKPOINT = REPO_ROOT / "sample_data" / "checkpoint"
+
+
+def _sample_corpus() -> Path:
+    from horizonlens.sample.bundled import sample_corpus
+
+    return sample_corpus(log=lambda m: typer.secho(m, err=True))
+
+
+def _sample_checkpoint() -> Path:
+    from horizonlens.sample.bundled import sample_checkpoint
+
+    return sample_checkpoint()
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -40,8 +64,8 @@ def sample(out: Path = typer.Argument(..., help="Directory to write the corpus t
            trials: int = typer.Option(4, help="Trials per task (for pass^k)."),
            overwrite: bool = typer.Option(False, help="Replace an existing corpus at OUT.")) -> None:
     """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
-    from analysis.corpus.io import CorpusError
-    from analysis.sample.generate import generate_corpus
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.sample.generate import generate_corpus
 
     progress, task = _progress(trajectories, "simulating")
     try:
@@ -61,9 +85,9 @@ def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
         timeout: float = typer.Option(30.0, help="Stop the query after this many seconds."),
         as_json: bool = typer.Option(False, "--json", help="Print rows as JSON lines.")) -> None:
     """Run a read-only SQL query over a corpus."""
-    from analysis.corpus.io import CorpusError
-    from analysis.corpus.sql import SqlError, run_sql
-    from analysis.corpus.store import open_store
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.corpus.sql import SqlError, run_sql
+    from horizonlens.corpus.store import open_store
 
     try:
         store = open_store(corpus)
@@ -87,11 +111,12 @@ def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directorie
                replace: bool = typer.Option(False, help="Update trajectories that are already in the corpus."),
                strict: bool = typer.Option(False, help="Import nothing if any record is malformed.")) -> None:
     """Convert agent logs (tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands,
-    OpenAI chat) into a corpus."""
+    OpenAI chat) into a corpus.
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from analysis.corpus.importers import ImportFailed, import_paths
-    from analysis.corpus.io import CorpusError
+    from horizonlens.corpus.importers import ImportFailed, import_paths
+    from horizonlens.corpus.io import CorpusError
 
     progress = Progress(SpinnerColumn(), TextColumn("importing: {task.completed:,} records"), TimeElapsedColumn(),
                         disable=not sys.stderr.isatty(), transient=True)
@@ -112,8 +137,8 @@ def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directorie
 @app.command()
 def index(corpus: Path = typer.Argument(..., help="Corpus directory.")) -> None:
     """Build the word index that makes full-text search fast (rebuild after adding files by hand)."""
-    from analysis.corpus.io import CorpusError, read_manifest
-    from analysis.corpus.search_index import build_index
+    from horizonlens.corpus.io import CorpusError, read_manifest
+    from horizonlens.corpus.search_index import build_index
 
     try:
         read_manifest(corpus)
@@ -125,7 +150,8 @@ def index(corpus: Path = typer.Argument(..., help="Corpus directory.")) -> None:
 
 @app.command()
 def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays are cached inside it)."),
-           checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="MoE checkpoint directory."),
+           checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (default: the bundled "
+                                                                "sample checkpoint)."),
            trajectory: list[str] = typer.Option([], "--trajectory", "-t", help="Trajectory id (repeatable)."),
            limit: Optional[int] = typer.Option(None, help="Replay at most N trajectories (shortest first)."),
            domain: list[str] = typer.Option([], help="Only trajectories of this domain (repeatable)."),
@@ -140,13 +166,14 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
            trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own Python code."),
            allow_dense: bool = typer.Option(False, help="Replay a non-MoE model (surprisal, no routing).")) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
-    from analysis.corpus.io import CorpusError
-    from analysis.corpus.store import TrajectoryFilter, open_store
-    from analysis.model.batch import replay_many
-    from analysis.model.cache import ReplayCache
-    from analysis.model.loader import CheckpointError, load_checkpoint
-    from analysis.model.replay import ReplayConfig
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.corpus.store import TrajectoryFilter, open_store
+    from horizonlens.model.batch import replay_many
+    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model.loader import CheckpointError, load_checkpoint
+    from horizonlens.model.replay import ReplayConfig
 
+    checkpoint = checkpoint or _sample_checkpoint()
     try:
         store = open_store(corpus)
         loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -193,18 +220,20 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
 
 
 @app.command("build-checkpoint")
-def build_checkpoint_cmd(out: Path = typer.Argument(DEFAULT_CHECKPOINT, help="Where to write the checkpoint."),
-                         corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus to train on."),
+def build_checkpoint_cmd(out: Path = typer.Argument(..., help="Where to write the checkpoint (the bundled one is "
+                                                               "sample_data/checkpoint)."),
+                         corpus: Optional[Path] = typer.Option(None, help="Corpus to train on (default: the bundled "
+                                                                          "sample corpus)."),
                          steps: int = typer.Option(700, help="Optimizer steps (fixed, for determinism)."),
                          seed: int = typer.Option(0, help="Random seed."),
                          compare: bool = typer.Option(True, help="Also report routing structure vs random init.")) -> None:
     """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
     import tempfile
 
-    from analysis.corpus.store import open_store
-    from analysis.model.build import BuildConfig, build_checkpoint, compare_with_random_init
+    from horizonlens.corpus.store import open_store
+    from horizonlens.sample.checkpoint import BuildConfig, build_checkpoint, compare_with_random_init
 
-    store = open_store(corpus)
+    store = open_store(corpus or _sample_corpus())
     cfg = BuildConfig(steps=steps, seed=seed)
     report = build_checkpoint(store, out, cfg, log=typer.echo)
     if compare:
@@ -231,9 +260,9 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint whose cached replays to include."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """Corpus-level error-compounding figures (and model-side ones with --checkpoint)."""
-    from analysis.corpus.io import CorpusError
-    from analysis.corpus.store import open_store
-    from analysis.metrics import attribution, compounding
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.corpus.store import open_store
+    from horizonlens.metrics import attribution, compounding
 
     if by is not None and by not in compounding.FACETS:
         _fail(f"--by must be one of {', '.join(compounding.FACETS)}")
@@ -244,7 +273,7 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
     fits = compounding.success_vs_length(store, by)
     ckpt_id = None
     if checkpoint is not None:
-        from analysis.model.loader import checkpoint_id
+        from horizonlens.model.loader import checkpoint_id
 
         ckpt_id = checkpoint_id(checkpoint)
     tables = {
@@ -258,7 +287,7 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
         "attribution": attribution.accuracy(attribution.predictions(store, ckpt_id)),
     }
     if ckpt_id and ckpt_id in store.replay_checkpoints:
-        from analysis.metrics import model_side
+        from horizonlens.metrics import model_side
 
         tables["model_by_step"] = model_side.signals_by_step(store, ckpt_id, bucket=10)
         tables["model_around_failures"] = model_side.around_failures(store, ckpt_id)
@@ -284,13 +313,13 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
 @app.command()
 def bench(scale: str = typer.Option("small", help="tiny (2k), small (10k), medium (10k+100k), "
                                                    "large (10k+100k+1M trajectories)."),
-          out: Path = typer.Option(REPO_ROOT / "bench", help="Where RESULTS.md and results JSON go."),
+          out: Path = typer.Option(Path("bench"), help="Where RESULTS.md and results JSON go."),
           data: Optional[Path] = typer.Option(None, help="Where the generated corpora live (default OUT/data)."),
           repeats: int = typer.Option(5, help="Repetitions per measurement."),
           app_timings: bool = typer.Option(True, "--app/--no-app", help="Also time the app in headless Chromium.")
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
-    from analysis.bench.run import run
+    from horizonlens.bench.run import run
 
     try:
         run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo)
@@ -300,31 +329,45 @@ def bench(scale: str = typer.Option("small", help="tiny (2k), small (10k), mediu
 
 
 @app.command()
-def serve(corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus directory to open."),
-          checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (optional)."),
+def serve(corpus: Optional[Path] = typer.Option(None, help="Corpus directory to open (default: a copy of the "
+                                                           "bundled sample corpus, made on first use)."),
+          checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (optional; default with "
+                                                               "the sample corpus: the bundled sample checkpoint)."),
           host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps it local."),
           port: int = typer.Option(8501, help="Port."),
           headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
-    """Start the Streamlit app."""
-    from analysis.corpus.io import CorpusError, read_manifest
+    """Start the Streamlit app (this process becomes the server: stopping it stops the app)."""
+    from importlib.resources import files
 
+    from horizonlens.corpus.io import CorpusError, read_manifest
+
+    if corpus is None:
+        corpus = _sample_corpus()
+        checkpoint = checkpoint or _sample_checkpoint()
     try:
         read_manifest(corpus)
     except CorpusError as exc:
         _fail(f"{exc}\n(create one with `horizonlens sample DIR`)")
     env = dict(os.environ, HORIZONLENS_CORPUS=str(corpus.resolve()))
+    env["HORIZONLENS_CHECKPOINT"] = ""
     if checkpoint is not None and checkpoint.exists():
         env["HORIZONLENS_CHECKPOINT"] = str(checkpoint.resolve())
     elif checkpoint is not None:
         typer.secho(f"note: checkpoint {checkpoint} not found; starting without one", err=True)
-    main = REPO_ROOT / "app" / "main.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.address", host, "--server.port", str(port),
-           "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
-    typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {corpus})")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    # resolve(): in a source checkout the installed file is a link into app/; run the real file
+    main_script = Path(str(files("horizonlens.app") / "main.py")).resolve()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main_script), "--server.address", host,
+           "--server.port", str(port), "--server.headless", str(headless).lower(),
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {corpus})", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child process: a supervisor's SIGTERM reaches the server itself, so nothing is left running
+    os.execve(sys.executable, cmd, env)
 
 
 def main() -> None:  # pragma: no cover - console entry
+    """The console entry point."""
     app()
 
 

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from analysis.corpus.store import CorpusStore
-from analysis.metrics.info import entropy, mutual_information
-from analysis.model.render import pieces
+from horizonlens.corpus.store import CorpusStore
+from horizonlens.metrics.info import entropy, mutual_information
+from horizonlens.model.render import trajectory_text
 
 
 @dataclass
@@ -61,10 +61,6 @@ def model_config(cfg: BuildConfig) -> Any:
         num_experts=cfg.experts, num_experts_per_tok=cfg.top_k, moe_intermediate_size=cfg.moe_intermediate,
         shared_expert_intermediate_size=cfg.shared_intermediate, max_position_embeddings=cfg.max_context,
         router_aux_loss_coef=0.0, tie_word_embeddings=True, pad_token_id=0, bos_token_id=None, eos_token_id=None)
-
-
-def trajectory_text(steps: list[dict[str, Any]]) -> str:
-    return "".join(p.text for p in pieces(steps))
 
 
 def split_ids(store: CorpusStore, every: int) -> tuple[list[str], list[str]]:
@@ -119,8 +115,8 @@ def heldout_loss(model: Any, streams: list[np.ndarray], seq_len: int) -> float:
 
 def routing_structure(model_dir: Path, store: CorpusStore, ids: list[str]) -> dict[str, Any]:
     """Per-layer expert-usage entropy and I(segment; top-1 expert), I(domain; top-1) on held-out replays."""
-    from analysis.model.loader import load_checkpoint
-    from analysis.model.replay import ReplayConfig, replay_trajectory
+    from horizonlens.model.loader import load_checkpoint
+    from horizonlens.model.replay import ReplayConfig, replay_trajectory
 
     loaded = load_checkpoint(model_dir, device="cpu")
     per_layer: dict[int, dict[str, list[Any]]] = {}
@@ -149,7 +145,7 @@ def build_checkpoint(store: CorpusStore, out: Path | str, cfg: BuildConfig | Non
     import torch
     from transformers import AutoModelForCausalLM
 
-    from analysis.model.tokenizer import train_tokenizer
+    from horizonlens.model.tokenizer import train_tokenizer
 
     cfg = cfg or BuildConfig()
     out = Path(out)
@@ -180,7 +176,9 @@ def build_checkpoint(store: CorpusStore, out: Path | str, cfg: BuildConfig | Non
         for g in opt.param_groups:
             g["lr"] = lr
         batch = torch.as_tensor(_windows(train_streams, cfg.seq_len, cfg.batch_size, rng))
-        outputs = model(input_ids=batch[:, :-1], labels=batch[:, 1:].clone(), output_router_logits=True)
+        # One loss, computed here: passing `labels` would make transformers compute a second (shifted again,
+        # so misaligned) loss on every step and throw it away.
+        outputs = model(input_ids=batch[:, :-1], output_router_logits=True)
         logits = outputs.logits.float()
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         bal = balance_loss(outputs.router_logits, cfg.top_k)
