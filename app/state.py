@@ -41,7 +41,7 @@ def initial_checkpoint() -> str:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening corpus…")
-def _store(path: str, mtime: float) -> CorpusStore:
+def _store(path: str) -> CorpusStore:
     return open_store(path)
 
 
@@ -57,8 +57,9 @@ def get_store() -> CorpusStore | None:
     """The store for the corpus chosen in the sidebar, or None (with the error shown)."""
     path = Path(corpus_path())
     try:
-        manifest = path / "manifest.json"
-        return _store(str(path.resolve()), manifest.stat().st_mtime if manifest.exists() else 0.0)
+        store = _store(str(path.resolve()))
+        store.refresh()  # what other writers (imports, replays, labels) published since the last run
+        return store
     except HorizonLensError as exc:
         st.error(f"Cannot open the corpus: {md(exc)}")
         return None

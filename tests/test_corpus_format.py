@@ -17,6 +17,18 @@ from horizonlens.corpus.store import open_store
 from tests.conftest import make_corpus, step_row, traj_row
 
 
+def _part(root: Path, table: str) -> Path:
+    return next((root / table).rglob("*.parquet"))
+
+
+def _hand_made(root: Path) -> Path:
+    """The same corpus as if written by hand: a manifest without a file list (files found by listing)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("files")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
 def _tables():
     trajs = [traj_row("a-t0", 2), traj_row("b-t0", 1, outcome="failure")]
     steps = [step_row("a-t0", 1, tool_calls=[{"id": "1", "name": "x", "arguments": "{}"}]), step_row("a-t0", 0, "user", None),
@@ -37,16 +49,16 @@ def test_round_trip_keeps_rows_and_sorts_steps(tmp_path: Path) -> None:
 
 
 def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
-    root = make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)])
-    part = root / "steps" / "part-00000.parquet"
+    root = _hand_made(make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)]))
+    part = _part(root, "steps")
     pq.write_table(pq.read_table(part).drop_columns(["check_passed"]), part)
-    with pytest.raises(CorpusError, match=r"part-00000\.parquet.*missing column 'check_passed'"):
+    with pytest.raises(CorpusError, match=rf"{part.name}.*missing column 'check_passed'"):
         open_corpus_files(root)
 
 
 def test_wrong_type_names_file_and_column(tmp_path: Path) -> None:
-    root = make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)])
-    part = root / "trajectories" / "part-00000.parquet"
+    root = _hand_made(make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)]))
+    part = _part(root, "trajectories")
     table = pq.read_table(part)
     table = table.set_column(table.schema.get_field_index("n_steps"), "n_steps", pa.array(["many"]))
     pq.write_table(table, part)
@@ -57,11 +69,13 @@ def test_wrong_type_names_file_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_parquet_gives_clear_error(tmp_path: Path, damage: str) -> None:
     root = make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)])
-    part = root / "steps" / "part-00000.parquet"
+    part = _part(root, "steps")
     data = part.read_bytes()
     part.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(300), "empty": b""}[damage])
-    with pytest.raises(CorpusError, match=r"part-00000\.parquet: not a readable Parquet file"):
-        open_store(root)
+    with pytest.raises(CorpusError, match=rf"{part.name}: .*bytes on disk but .* when written"):
+        open_store(root)  # the manifest's recorded size catches it before any Parquet is parsed
+    with pytest.raises(CorpusError, match=rf"{part.name}: not a readable Parquet file"):
+        open_store(_hand_made(root))  # without a file list, the footer check catches it
 
 
 def test_manifest_problems(tmp_path: Path) -> None:
@@ -101,7 +115,9 @@ def test_failure_during_write_leaves_corpus_untouched(tmp_path: Path, monkeypatc
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "write_json_atomic", boom)
+    from horizonlens.corpus import dataset
+
+    monkeypatch.setattr(dataset, "write_json_atomic", boom)
     with pytest.raises(OSError, match="disk full"):
         write_corpus(root, trajs, steps, io.new_manifest(["t"]), overwrite=True)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -57,10 +57,14 @@ def test_corrupt_cache_file_is_recomputed(corpus: Path, tiny_checkpoint: Path) -
     tid = _short_ids(store, 1)[0]
     ensure_replayed(store, loaded, tid)
     cache = ReplayCache(corpus, loaded.checkpoint_id)
-    steps_path, routing_path = cache.paths(tid)
+    entries = cache.entries(tid)
+    steps_path, routing_path = (corpus / "replays" / loaded.checkpoint_id / entries[t][0].path
+                                for t in ("steps", "routing"))
     good = cache.read_steps(tid)
-    routing_path.write_bytes(routing_path.read_bytes()[:100])  # truncated
-    assert not cache.has(tid) and not steps_path.exists()
+    routing_path.write_bytes(routing_path.read_bytes()[:100])  # truncated, as by a full disk
+    assert not cache.has(tid) and steps_path.exists()  # asking deletes nothing
+    reopened = open_store(corpus)  # the damaged file never stops the corpus from opening
+    assert any("routing" in p for p in reopened.problems)
     assert ensure_replayed(store, loaded, tid) is True
     assert cache.read_steps(tid).equals(good)
     assert "n_replayed" in cache.read_notes(tid)

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from horizonlens.corpus.io import write_table_atomic
 from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
 from horizonlens.corpus.store import open_store
 from horizonlens.metrics import routing
@@ -31,13 +30,12 @@ def _write(root: Path, ckpt: str, layers: dict[int, list[list[int]]]) -> None:
             rows.append({"trajectory_id": "T-t0", "step": TOKEN_STEPS[t], "segment": SEGMENTS[t], "token_index": t,
                          "token_id": 100 + t, "layer": layer, "experts": experts[t], "weights": [0.6, 0.4],
                          "entropy": 1.0})
+    steps = pa.Table.from_pylist([{"trajectory_id": "T-t0", "step": s, "n_tokens": 2, "n_scored": 2,
+                                   "surprisal": 1.0 + s, "max_surprisal": 2.0, "top1_agreement": 0.5,
+                                   "entropy": 1.0, "truncated": False} for s in range(3)], schema=REPLAY_STEPS)
     cache = ReplayCache(root, ckpt)
-    steps_path, routing_path = cache.paths("T-t0")
-    write_table_atomic(pa.Table.from_pylist(rows, schema=ROUTING), routing_path)
-    write_table_atomic(pa.Table.from_pylist([{"trajectory_id": "T-t0", "step": s, "n_tokens": 2, "n_scored": 2,
-                                              "surprisal": 1.0 + s, "max_surprisal": 2.0, "top1_agreement": 0.5,
-                                              "entropy": 1.0, "truncated": False} for s in range(3)],
-                                            schema=REPLAY_STEPS), steps_path)
+    cache.write_tables("T-t0", {"steps": steps, "routing": pa.Table.from_pylist(rows, schema=ROUTING)},
+                                         notes={})
     (cache.root / "checkpoint.json").write_text('{"num_experts": 4}')
 
 

@@ -65,12 +65,11 @@ def test_exact_mode_still_scans_and_auto_prefers_the_index(corpus: Path) -> None
 def test_index_goes_stale_and_import_rebuilds_it(corpus: Path, tmp_path: Path) -> None:
     build_index(corpus)
     assert index_is_fresh(corpus)
-    (corpus / "steps" / "part-00000.parquet").touch()
-    import os
-    import time
+    from horizonlens.corpus.io import corpus_dataset
 
-    later = time.time() + 5
-    os.utime(corpus / "steps" / "part-00000.parquet", (later, later))
+    with corpus_dataset(corpus).transaction() as txn:  # any commit is a new corpus state
+        txn.update(note="touched")
+        txn.commit()
     assert not index_is_fresh(corpus)
     build_index(corpus)
     src = tmp_path / "chat.json"

@@ -58,7 +58,7 @@ def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str
     with tempfile.TemporaryDirectory() as tmp:
         cache = ReplayCache(Path(tmp), loaded.checkpoint_id)
         cache.write(full)
-        routing_bytes = cache.paths(trajectory_id)[1].stat().st_size
+        routing_bytes = sum(e.bytes for e in cache.entries(trajectory_id)["routing"])
     token_layers = full.n_replayed * len(full.routing)
     base = timings["plain_forward"]["median_s"]
     return {

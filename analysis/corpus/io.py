@@ -1,21 +1,22 @@
-"""Reading and writing corpus directories: manifest, Parquet parts, validation, atomic writes.
+"""Corpus directories: the manifest, validation against the contract, and whole-corpus writes.
 
 Layout (docs/corpus-format.md):
 
     corpus/
-      manifest.json
+      manifest.json                 schema version, sources, and the published file list (corpus/dataset.py)
       trajectories/*.parquet
       steps/*.parquet
-      replays/<checkpoint_id>/{steps,routing}/*.parquet
+      replays/<checkpoint_id>/...   one dataset per checkpoint (corpus/layout.py)
+
+The corpus itself is a `Dataset` with the tables `trajectories` and `steps`; every write goes through
+one of its transactions, so readers see a corpus either before or after a write.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,13 +25,32 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.dataset import (
+    MANIFEST,
+    ROW_GROUP_SIZE,
+    Dataset,
+    Snapshot,
+    write_json_atomic,
+    write_table_atomic,
+)
 from horizonlens.corpus.schema import SCHEMA_VERSION, TABLES, check_schema, validate_values
 from horizonlens.errors import CorpusError, SchemaError
 
-MANIFEST = "manifest.json"
-# Rows per Parquet row group: small enough that DuckDB can skip groups by min/max statistics on
-# trajectory_id, large enough that the footer stays small.
-ROW_GROUP_SIZE = 16_384
+__all__ = [
+    "MANIFEST",
+    "ROW_GROUP_SIZE",
+    "CorpusFiles",
+    "conform",
+    "corpus_dataset",
+    "new_manifest",
+    "open_corpus_files",
+    "parquet_files",
+    "read_manifest",
+    "validate_file",
+    "write_corpus",
+    "write_json_atomic",
+    "write_table_atomic",
+]
 
 
 @dataclass(frozen=True)
@@ -40,42 +60,50 @@ class CorpusFiles:
     root: Path
     manifest: dict[str, Any]
     files: dict[str, list[Path]]
+    snapshot: Snapshot
 
 
-def table_dir(root: Path, name: str) -> Path:
-    return root / name
+def corpus_dataset(root: Path | str) -> Dataset:
+    """The corpus itself as a dataset (tables `trajectories` and `steps`)."""
+    return Dataset(Path(root), TABLES)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    path = root / MANIFEST
+def read_manifest(root: Path | str) -> dict[str, Any]:
+    """The corpus manifest, checked: CorpusError says what is wrong with the directory."""
+    root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: not a directory (expected a corpus directory with {MANIFEST})")
-    if not path.exists():
+    if not (root / MANIFEST).exists():
         raise CorpusError(f"{root}: no {MANIFEST}; is this a Horizon Lens corpus? (see docs/corpus-format.md)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise CorpusError(f"{path}: expected a JSON object")
+    manifest = corpus_dataset(root).read_manifest()
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise CorpusError(f"{path}: schema_version {version!r}, this Horizon Lens reads version {SCHEMA_VERSION}")
+        raise CorpusError(f"{root / MANIFEST}: schema_version {version!r}, this Horizon Lens reads version "
+                          f"{SCHEMA_VERSION}")
     return manifest
 
 
 def parquet_files(directory: Path) -> list[Path]:
-    """Visible Parquet files under a table directory (hive partitions included), sorted."""
+    """Visible Parquet files under a folder (hive partitions included), sorted."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts[-3:]))
+    return sorted(p for p in directory.rglob("*.parquet") if not any(part.startswith(".") for part in
+                                                                        p.relative_to(directory).parts))
 
 
-def validate_file(path: Path, schema: pa.Schema) -> None:
-    """Open a Parquet footer and check its schema; corrupt or truncated files raise CorpusError."""
+def validate_file(path: Path, schema: pa.Schema, expected_bytes: int | None = None) -> None:
+    """Open a Parquet footer and check its schema; damaged files raise CorpusError naming the file."""
+    if expected_bytes is not None and expected_bytes >= 0:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise CorpusError(f"{path}: listed in the manifest but missing ({exc.strerror})") from exc
+        if size != expected_bytes:
+            raise CorpusError(f"{path}: {size:,} bytes on disk but {expected_bytes:,} when written (truncated or "
+                              "overwritten)")
     try:
         actual = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
     try:
         check_schema(actual, schema, str(path))
@@ -84,41 +112,19 @@ def validate_file(path: Path, schema: pa.Schema) -> None:
 
 
 def open_corpus_files(root: Path | str) -> CorpusFiles:
-    """Validate a corpus directory and list its files; raises CorpusError on the first problem."""
+    """Validate a corpus directory and list its published files; raises CorpusError on the first problem."""
     root = Path(root)
     manifest = read_manifest(root)
+    snapshot = corpus_dataset(root).snapshot(manifest)
     files: dict[str, list[Path]] = {}
     for name, schema in TABLES.items():
-        found = parquet_files(table_dir(root, name))
-        if not found:
+        entries = snapshot.table(name)
+        if not entries and not snapshot.listed:
             raise CorpusError(f"{root / name}: no Parquet files (every corpus has a '{name}' table)")
-        for path in found:
-            validate_file(path, schema)
-        files[name] = found
-    return CorpusFiles(root=root, manifest=manifest, files=files)
-
-
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write one Parquet file under a temporary name in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        for entry in entries:
+            validate_file(root / entry.path, schema, entry.bytes if snapshot.listed else None)
+        files[name] = [root / e.path for e in entries]
+    return CorpusFiles(root=root, manifest=manifest, files=files, snapshot=snapshot)
 
 
 def conform(table: pa.Table, name: str, where: str = "") -> pa.Table:
@@ -130,14 +136,12 @@ def conform(table: pa.Table, name: str, where: str = "") -> pa.Table:
         table = table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, SchemaError) as exc:
         raise CorpusError(f"{where}: {exc}") from exc
-    try:
-        validate_values(table, name, where)
-    except SchemaError as exc:
-        raise CorpusError(str(exc)) from exc
+    validate_values(table, name, where)
     return table
 
 
 def new_manifest(sources: list[str], **extra: Any) -> dict[str, Any]:
+    """Manifest keys of a new corpus."""
     return {
         "schema_version": SCHEMA_VERSION,
         "sources": sources,
@@ -146,26 +150,34 @@ def new_manifest(sources: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
+def is_empty_dir(root: Path) -> bool:
+    """A folder with nothing in it but, possibly, the lock file an aborted writer left."""
+    return root.is_dir() and all(p.name == ".lock" for p in root.iterdir())
+
+
 def write_corpus(root: Path | str, trajectories: pa.Table, steps: pa.Table, manifest: dict[str, Any],
-                 overwrite: bool = False) -> Path:
-    """Write a whole corpus atomically: build it in a sibling temp dir, then swap it in.
+                 overwrite: bool = False, tag: str | None = None) -> Path:
+    """Write a whole corpus: built in a sibling staging folder, then renamed into place.
 
     A failure at any point leaves whatever was at `root` untouched.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not overwrite:
+    if root.exists() and not is_empty_dir(root) and not overwrite:
         raise CorpusError(f"{root}: exists and is not empty (pass overwrite to replace it)")
-    trajectories = conform(trajectories, "trajectories")
+    trajectories = conform(trajectories, "trajectories").sort_by([("trajectory_id", "ascending")])
     steps = conform(steps, "steps").sort_by([("trajectory_id", "ascending"), ("step", "ascending")])
-    trajectories = trajectories.sort_by([("trajectory_id", "ascending")])
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".tmp-{root.name}-"))
     try:
-        write_table_atomic(trajectories, staging / "trajectories" / "part-00000.parquet")
-        write_table_atomic(steps, staging / "steps" / "part-00000.parquet")
-        write_json_atomic(manifest, staging / MANIFEST)
+        with corpus_dataset(staging).transaction(create=manifest, tag=tag) as txn:
+            txn.write("trajectories", trajectories)
+            txn.write("steps", steps)
+            if "created_at" in manifest:  # a deterministic writer fixes both timestamps
+                txn.update(updated_at=manifest["created_at"])
+            txn.commit()
+        (staging / ".lock").unlink(missing_ok=True)
         if root.exists():
-            old = root.parent / f".tmp-old-{root.name}-{uuid.uuid4().hex}"
+            old = root.parent / f".tmp-old-{root.name}-{os.getpid()}"
             os.replace(root, old)
             os.replace(staging, root)
             shutil.rmtree(old, ignore_errors=True)

@@ -3,6 +3,7 @@
 corpus/
 manifest.json, trajectories/, steps/          the corpus tables (docs/corpus-format.md)
 index/                                        derived search indexes
+replays/<checkpoint_id>/manifest.json         the replay cache of one checkpoint: a dataset
 replays/<checkpoint_id>/checkpoint.json       what the checkpoint was (architecture, experts, ...)
 replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint
 """
@@ -15,7 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from horizonlens.corpus.dataset import Dataset
+
 REPLAYS = "replays"
+# The views over replay caches, and the dataset table (= folder) each one reads.
+REPLAY_VIEWS = {"replay_steps": "steps", "routing": "routing"}
 CHECKPOINT_META = "checkpoint.json"
 # A checkpoint id as Horizon Lens makes it (architecture-hash); ids found on disk must match it.
 CHECKPOINT_ID = re.compile(r"^[a-z0-9_.-]{1,64}$")
@@ -39,6 +44,11 @@ def replay_dir(corpus: Path | str, checkpoint_id: str) -> Path:
     if not CHECKPOINT_ID.match(checkpoint_id):
         raise ValueError(f"not a checkpoint id: {checkpoint_id!r}")
     return replays_dir(corpus) / checkpoint_id
+
+
+def replay_dataset(corpus: Path | str, checkpoint_id: str) -> Dataset:
+    """The replay cache of one checkpoint as a dataset."""
+    return Dataset(replay_dir(corpus, checkpoint_id), tuple(REPLAY_VIEWS.values()))
 
 
 def replay_checkpoints(corpus: Path | str) -> list[str]:

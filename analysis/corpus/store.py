@@ -1,9 +1,17 @@
 """The DuckDB store: a corpus directory opened read-only as views, and the queries over it.
 
+Views are built from the published file lists of the corpus's datasets (corpus/dataset.py): the corpus
+tables, the word index, and every checkpoint's replay cache. `refresh()` re-reads the manifests (a stat
+per manifest when nothing changed) and rebuilds the views of what changed; `version` changes with them
+and is the key for caching query results.
+
 Every query here is parameterized: user input only ever reaches DuckDB as a bound parameter,
 and identifiers (sort columns) come from fixed allow-lists. The connection is hardened once the
 views exist: file access is limited to the corpus directory and configuration is locked, so the
 power-user SQL entry point (`horizonlens.corpus.sql`) can run on the same connection.
+
+A replay-cache file that is missing, truncated or unreadable never stops the corpus from opening: it
+is left out of the views and reported in `problems` (its trajectory is simply replayed again).
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.dataset import MANIFEST, Snapshot
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
-from horizonlens.corpus.io import open_corpus_files, parquet_files
-from horizonlens.corpus.layout import CHECKPOINT_FROM_PATH_SQL, replay_checkpoints, replays_dir
-from horizonlens.corpus.quoting import quote_ident, sql_string
-from horizonlens.corpus.schema import TRAJECTORIES
-from horizonlens.corpus.search_index import INDEX_DIR, index_is_fresh
+from horizonlens.corpus.io import open_corpus_files, validate_file
+from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
+from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
+from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
+from horizonlens.corpus.search_index import index_dataset, index_is_fresh
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
@@ -45,15 +54,24 @@ class Page:
     limit: int
 
 
+def _hive_keys(paths: list[str]) -> list[str]:
+    """Partition keys (`key=value` folders) in a table's file paths."""
+    return sorted({part.split("=", 1)[0] for p in paths for part in p.split("/")[:-1] if "=" in part})
+
+
+def _read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> str:
+    names = [str(p) for p in paths]
+    hive = bool(_hive_keys([p.as_posix() for p in paths]))
+    return (f"read_parquet({sql_string_list(names)}, hive_partitioning = {str(hive).lower()}, "
+            f"union_by_name = {str(union).lower()}{', filename = true' if filename else ''})")
+
+
 class CorpusStore:
     """A read-only DuckDB view of one corpus directory. Thread-safe: each call uses its own cursor."""
 
     def __init__(self, root: Path | str, memory_limit: str = "2GB", threads: int | None = None):
         self.root = Path(root).resolve()
-        files = open_corpus_files(self.root)
-        self.manifest = files.manifest
-        self._opened_manifest = (self.root / "manifest.json").stat().st_mtime_ns
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
         self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
@@ -65,47 +83,130 @@ class CorpusStore:
         # keeps them inside the memory limit on a 1M-trajectory corpus
         self.con.execute("SET preserve_insertion_order = false")
         self.partitions: dict[str, list[str]] = {}
-        for name in files.files:
-            self._create_view(name, self.root / name)
-        self.replay_checkpoints = self._create_replay_views()
+        self.problems: list[str] = []  # damaged replay files left out of the views, for the user to see
+        self.replay_checkpoints: list[str] = []
         self.has_word_index = False
-        self.refresh_index()
+        self._stamps: dict[str, Any] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._open_corpus()
+        self._open_index()
+        self._open_replays()
         # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
         self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
-    # ------------------------------------------------------------------------------------------
-    def _create_view(self, name: str, directory: Path, view: str | None = None) -> None:
-        glob = str(directory / "**" / "*.parquet")
-        hive = any(p.is_dir() and "=" in p.name for p in directory.iterdir()) if directory.is_dir() else False
-        # union_by_name makes DuckDB read every file's schema on every query (~3x slower on a 1M-trajectory
-        # corpus); it is only needed when files differ in columns or column order.
-        if hive:  # remember partition keys: lookups by trajectory can prune partitions
-            self.partitions[view or name] = sorted({p.name.split("=", 1)[0] for p in directory.iterdir()
-                                                    if p.is_dir() and "=" in p.name})
-        schemas = {pq.read_schema(p).remove_metadata().to_string() for p in parquet_files(directory)}
-        union = "true" if len(schemas) > 1 else "false"
-        source = (f"read_parquet({sql_string(glob)}, hive_partitioning = {'true' if hive else 'false'}, "
-                  f"union_by_name = {union})")
-        self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view or name)} AS SELECT * FROM {source}")
+    # --- views ---------------------------------------------------------------------------------
+    def _stamp(self, manifest: Path) -> Any:
+        try:
+            st = manifest.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _create_replay_views(self) -> list[str]:
-        """Views over every checkpoint's replay cache: replay_steps and routing, keyed by checkpoint_id."""
+    def _open_corpus(self) -> None:
+        files = open_corpus_files(self.root)  # validates every listed file of the corpus tables
+        self.manifest = files.manifest
+        self.snapshot = files.snapshot
+        for name, paths in files.files.items():
+            schemas = {pq.read_schema(p).remove_metadata().to_string() for p in paths}
+            # union_by_name makes DuckDB read every file's schema on every query (~3x slower on a
+            # 1M-trajectory corpus); it is only needed when files differ in columns or column order.
+            self._create_view(name, paths, union=len(schemas) > 1)
+        self._stamps["corpus"] = self._stamp(self.root / MANIFEST)
+        self._fingerprints["corpus"] = self.snapshot.fingerprint
+
+    def _create_view(self, name: str, paths: list[Path], union: bool) -> None:
+        keys = _hive_keys([p.as_posix() for p in paths])
+        if keys:  # remember partition keys: lookups by trajectory can prune partitions
+            self.partitions[name] = keys
+        self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM "
+                         f"{_read_parquet_sql(paths, union)}")
+
+    def _open_index(self) -> None:
+        """Use the word index if it was built from the corpus as it is now."""
+        index = index_dataset(self.root)
+        self._stamps["index"] = self._stamp(index.manifest_path)
+        fresh = index_is_fresh(self.root, self.snapshot)
+        if fresh:
+            words = index.snapshot().paths("words")
+            self._create_view("search_words", words, union=False)
+            self._fingerprints["index"] = index.snapshot().fingerprint
+        else:
+            self._fingerprints.pop("index", None)
+        self.has_word_index = fresh
+
+    def _open_replays(self) -> None:
+        """Views over every checkpoint's replay cache (`replay_steps`, `routing`), keyed by checkpoint_id.
+
+        Each checkpoint contributes its published files; a damaged file is left out and reported.
+        """
+        self._stamps["replays"] = self._replay_stamps()
+        parts: dict[str, list[str]] = {view: [] for view in REPLAY_VIEWS}
+        found, problems = [], []
+        for ckpt in replay_checkpoints(self.root):
+            dataset = replay_dataset(self.root, ckpt)
+            try:
+                snap = dataset.snapshot() if dataset.exists() else dataset.snapshot({})
+            except CorpusError as exc:
+                problems.append(str(exc))
+                continue
+            self._fingerprints[f"replay:{ckpt}"] = snap.fingerprint
+            usable = False
+            for view, table in REPLAY_VIEWS.items():
+                good = []
+                for entry in snap.table(table):
+                    try:
+                        validate_file(snap.root / entry.path, REPLAY_TABLES[view],
+                                      entry.bytes if snap.listed else None)
+                    except CorpusError as exc:
+                        problems.append(f"left out of the views: {exc}")
+                        continue
+                    good.append(snap.root / entry.path)
+                if good:
+                    usable = usable or view == "replay_steps"
+                    parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM "
+                                       f"{_read_parquet_sql(good, union=True)}")
+            if usable:
+                found.append(ckpt)
+        for view, selects in parts.items():
+            if selects:
+                self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
+                                 + " UNION ALL BY NAME ".join(selects))
+            else:
+                self.con.execute(f"DROP VIEW IF EXISTS {quote_ident(view)}")
+        self.replay_checkpoints = found
+        self.problems = problems
+
+    def _replay_stamps(self) -> Any:
         base = replays_dir(self.root)
-        found = [c for c in replay_checkpoints(self.root) if parquet_files(base / c / "steps")]
-        if found:
-            glob_steps = str(base / "*" / "steps" / "*.parquet")
-            glob_routing = str(base / "*" / "routing" / "*.parquet")
-            for view, glob in (("replay_steps", glob_steps), ("routing", glob_routing)):
-                has_files = any(parquet_files(base / c / ("steps" if view == "replay_steps" else "routing")) for c in found)
-                if not has_files:
-                    continue
-                self.con.execute(
-                    f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT *, "
-                    f"regexp_extract(filename, {sql_string(CHECKPOINT_FROM_PATH_SQL)}, 1) AS checkpoint_id FROM read_parquet({sql_string(glob)}, "
-                    f"filename = true, union_by_name = true)")
-        return found
+        return tuple((c, self._stamp(base / c / MANIFEST)) for c in replay_checkpoints(self.root))
+
+    def refresh(self) -> bool:
+        """Pick up what other writers published since the last look; True if any view changed."""
+        changed = False
+        with self._lock:
+            if self._stamp(self.root / MANIFEST) != self._stamps.get("corpus"):
+                self._open_corpus()
+                self._open_index()
+                changed = True
+            elif self._stamp(index_dataset(self.root).manifest_path) != self._stamps.get("index"):
+                self._open_index()
+                changed = True
+            if self._replay_stamps() != self._stamps.get("replays"):
+                self._open_replays()
+                changed = True
+        return changed
+
+    @property
+    def version(self) -> tuple[Any, ...]:
+        """Identifies what the views show: the key for caching query results (changes with every commit)."""
+        return tuple(sorted(self._fingerprints.items()))
+
+    @property
+    def corpus_snapshot(self) -> Snapshot:
+        """The published state of the corpus tables the views show."""
+        return self.snapshot
 
     def filter_clauses(self, flt: TrajectoryFilter | None) -> tuple[list[str], list[Any]]:
         """A filter's SQL conditions over `trajectories t` for this corpus (word searches use the index
@@ -113,40 +214,40 @@ class CorpusStore:
         """
         return (flt or TrajectoryFilter()).clauses(self.has_word_index)
 
-
-    @property
-    def version(self) -> tuple[Any, ...]:
-        """Changes whenever what the views show changes: the key for caching query results."""
-        return (self._opened_manifest, tuple(self.replay_checkpoints), self.has_word_index)
-
     def refresh_index(self) -> bool:
-        """Use the word index if it is up to date with the corpus files (re-checked on each call)."""
-        with self._lock:
-            fresh = index_is_fresh(self.root)
-            if fresh:
-                self._create_view("search_words", self.root / INDEX_DIR / "words")
-            self.has_word_index = fresh
-        return fresh
+        """Re-check whether the word index is up to date with the corpus (after building it)."""
+        self.refresh()
+        return self.has_word_index
 
     def refresh_replays(self) -> list[str]:
         """Pick up replay caches written since the store was opened."""
-        with self._lock:
-            self.replay_checkpoints = self._create_replay_views()
+        self.refresh()
         return self.replay_checkpoints
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for one query (DuckDB cursors are not shared between threads)."""
         with self._lock:
             return self.con.cursor()
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        """Run one of this module's parameterized queries; errors become StoreError."""
-        cur = self.cursor()
-        try:
-            return cur.sql(sql, params=params or None).to_arrow_table()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
-        finally:
-            cur.close()
+        """Run one of this module's parameterized queries; errors become StoreError.
+
+        A file deleted under the views by another writer's commit makes the query fail once: the store
+        then re-reads the manifests and runs it again on the new state.
+        """
+        for attempt in (0, 1):
+            cur = self.cursor()
+            try:
+                return cur.sql(sql, params=params or None).to_arrow_table()
+            except duckdb.IOException as exc:
+                if attempt == 0 and self.refresh():
+                    continue
+                raise StoreError(f"query failed: {exc}") from exc
+            except duckdb.Error as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+            finally:
+                cur.close()
+        raise AssertionError("unreachable")
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         table = self.query(sql, params)

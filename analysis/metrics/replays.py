@@ -13,7 +13,7 @@ def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> 
     """The cached per-step replay rows of one trajectory (empty if not replayed)."""
     if checkpoint_id not in store.replay_checkpoints:
         return pd.DataFrame()
-    return store.query("SELECT * EXCLUDE (filename) FROM replay_steps WHERE checkpoint_id = ? AND trajectory_id = ? "
+    return store.query("SELECT * EXCLUDE (checkpoint_id) FROM replay_steps WHERE checkpoint_id = ? AND trajectory_id = ? "
                        "ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
 
 

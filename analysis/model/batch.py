@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from horizonlens.errors import ReplayError
 from horizonlens.model.cache import ReplayCache
 from horizonlens.model.replay import ReplayConfig, replay_trajectory
 
@@ -22,7 +23,7 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
         return False
     steps = store.steps(trajectory_id).to_pylist()
     if not steps:
-        raise KeyError(f"no trajectory {trajectory_id!r} in {store.root}")
+        raise ReplayError(f"no trajectory {trajectory_id!r} in {store.root}")
     result = replay_trajectory(loaded, trajectory_id, steps, config, progress)
     # the directory name only: a cache committed with a corpus should not carry a local path
     meta = {**loaded.describe(), "path": loaded.path.name,

@@ -14,6 +14,7 @@ from the world's final state. The planted parameters are written to the manifest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -268,7 +269,10 @@ def generate_corpus(out: str, n_trajectories: int, seed: int = 0, trials: int = 
                             planted=asdict(planted))
     # created_at is fixed so the same seed gives byte-identical files
     manifest["created_at"] = EPOCH.isoformat()
+    # a fixed dataset id and file tag, from the seed: the same seed gives byte-identical files
+    seed_hex = hashlib.sha256(f"horizonlens-sample:{seed}:{n_trajectories}:{trials}".encode()).hexdigest()
+    manifest["dataset_id"] = seed_hex[:32]
     write_corpus(out, pa.Table.from_pylist(trajs, schema=TRAJECTORIES), pa.Table.from_pylist(steps, schema=STEPS),
-                 manifest, overwrite=overwrite)
+                 manifest, overwrite=overwrite, tag=seed_hex[32:44])
     build_index(out)
     return manifest

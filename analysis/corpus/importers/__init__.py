@@ -19,7 +19,7 @@ from horizonlens.corpus.importers.formats import BY_NAME, FORMATS, Converted, de
 from horizonlens.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
 from horizonlens.corpus.importers.writer import StagedImport
 from horizonlens.corpus.search_index import INDEX_DIR, build_index
-from horizonlens.errors import ImportFailed
+from horizonlens.errors import ImportFailed, RecordError
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
 
@@ -124,7 +124,7 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
                     converted = list(convert(raw, fmt))
                     for traj, steps in converted:
                         staged.validate(traj, steps)
-                except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                except (RecordError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                     report.problems.append(Problem(raw.file, raw.where, str(exc)[:300] or type(exc).__name__))
                     continue
                 for traj, steps in converted:

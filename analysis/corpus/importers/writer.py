@@ -1,18 +1,16 @@
-"""Staged, all-or-nothing appends to a corpus directory.
+"""All-or-nothing imports into a corpus: one dataset transaction from the first record to the commit.
 
-New rows are flushed in batches to Parquet parts under `<corpus>/.import-<id>/`; nothing in the
-corpus changes until `commit()`: then parts that hold replaced trajectories are rewritten without
-them, staged parts are renamed into `trajectories/` and `steps/`, stale replays of replaced
-trajectories are removed, and the manifest is written last. A new corpus is staged whole and
-renamed into place.
+The corpus lock is held for the whole import, so two imports into one corpus run one after the other
+and the second sees the first's trajectories (no duplicate ids, no doubled steps). Converted rows are
+flushed in batches to new Parquet files that stay invisible until `commit()` publishes them together
+with the manifest switch (corpus/dataset.py): a crash at any moment leaves the corpus as it was, and the
+next writer removes the half-written files. Replaced trajectories: files that hold them are rewritten
+without them in the same commit, and their cached replays are dropped first (a crash in between only
+costs a replay, never data).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from horizonlens.corpus.io import (
-    MANIFEST,
-    CorpusError,
-    conform,
-    new_manifest,
-    open_corpus_files,
-    read_manifest,
-    write_json_atomic,
-    write_table_atomic,
-)
-from horizonlens.corpus.layout import file_stem, replay_checkpoints, replay_dir
+from horizonlens.corpus.dataset import Transaction
+from horizonlens.corpus.io import MANIFEST, conform, corpus_dataset, is_empty_dir, new_manifest, read_manifest
+from horizonlens.corpus.layout import file_stem, replay_checkpoints, replay_dataset
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.corpus.text import step_tokens_estimate
+from horizonlens.errors import CorpusError, RecordError
 
 
 def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -53,43 +44,55 @@ def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[st
 
 
 class StagedImport:
-    """Collects converted trajectories and applies them to a corpus in one step at commit."""
+    """Collects converted trajectories and publishes them into a corpus in one commit.
 
-    def __init__(self, root: Path, replace: bool = False, batch_size: int = 500):
-        self.root = root
+    Use as a context manager: entering takes the corpus lock (creating the corpus if `root` is missing or
+    empty), leaving without `commit()` discards everything staged.
+    """
+
+    def __init__(self, root: Path, replace: bool = False, batch_size: int = 500, lock_timeout_s: float | None = None):
+        self.root = Path(root)
         self.replace = replace
         self.batch_size = batch_size
-        self.corpus_exists = (root / MANIFEST).exists()
+        self.lock_timeout_s = lock_timeout_s
+        self.corpus_exists = (self.root / MANIFEST).exists()
         if self.corpus_exists:
-            files = open_corpus_files(root)  # validate before staging anything
-            self.existing = set(pq.read_table(files.files["trajectories"][0].parent, columns=["trajectory_id"])
-                                .column(0).to_pylist())
-        elif root.exists() and any(root.iterdir()):
-            raise CorpusError(f"{root}: exists, is not empty and has no {MANIFEST}; refusing to import into it")
-        else:
-            self.existing = set()
-        self.run = uuid.uuid4().hex[:12]
-        parent = root if self.corpus_exists else root.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        self.stage = parent / f".import-{self.run}" if self.corpus_exists else parent / f".tmp-{root.name}-{self.run}"
-        self.stage.mkdir(parents=True)
+            read_manifest(self.root)  # a clear error for a corpus of another schema version, before any work
+        elif self.root.exists() and not is_empty_dir(self.root):
+            raise CorpusError(f"{self.root}: exists, is not empty and has no {MANIFEST}; refusing to import into it")
         self.seen: set[str] = set()
         self.to_replace: set[str] = set()
         self.sources: set[str] = set()
         self.trajs: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
-        self.parts = 0
+        self.written = 0
+        self.existing: set[str] = set()
+        self._cm: Any = None
+        self.txn: Transaction | None = None
         self.done = False
 
-    def __enter__(self) -> "StagedImport":
+    def __enter__(self) -> StagedImport:
+        self._cm = corpus_dataset(self.root).transaction(create=new_manifest([]), timeout_s=self.lock_timeout_s)
+        self.txn = self._cm.__enter__()
+        self.corpus_exists = not self.txn.created
+        # the ids already there, read under the lock: what this import adds to or replaces
+        self.existing = set()
+        for entry in self.txn.snapshot.table("trajectories"):
+            path = self.root / entry.path
+            try:
+                self.existing.update(pq.read_table(path, columns=["trajectory_id"]).column(0).to_pylist())
+            except (OSError, pa.ArrowException) as exc:
+                self._cm.__exit__(None, None, None)
+                raise CorpusError(f"{path}: not a readable Parquet file ({exc}); the corpus is damaged") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self.done:
-            self.abort()
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+        self.done = True
 
     def validate(self, traj: dict[str, Any], steps: list[dict[str, Any]]) -> None:
-        """Raise ValueError if the converted rows do not fit the corpus schema."""
+        """Raise RecordError if the converted rows do not fit the corpus schema."""
         finalize(traj, steps)
         row = {k: v for k, v in traj.items() if not k.startswith("_")}
         try:
@@ -97,7 +100,7 @@ class StagedImport:
             if steps:
                 pa.Table.from_pylist(steps, schema=STEPS)
         except (pa.ArrowInvalid, pa.ArrowTypeError, CorpusError, OverflowError) as exc:
-            raise ValueError(f"does not fit the corpus schema: {exc}") from exc
+            raise RecordError(f"does not fit the corpus schema: {exc}") from exc
 
     def add(self, traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
         """Stage one trajectory: 'added', 'replaced', 'exists' (skipped) or 'duplicate' (skipped)."""
@@ -119,80 +122,63 @@ class StagedImport:
         return status
 
     def flush(self) -> None:
+        """Write the staged batch as new (still unpublished) files."""
         if not self.trajs:
             return
-        name = f"import-{self.run}-{self.parts:05d}.parquet"
+        assert self.txn is not None, "use StagedImport as a context manager"
         trajs = conform(pa.Table.from_pylist(self.trajs, schema=TRAJECTORIES), "trajectories")
         steps = conform(pa.Table.from_pylist(self.steps, schema=STEPS), "steps").sort_by(
             [("trajectory_id", "ascending"), ("step", "ascending")])
-        write_table_atomic(trajs, self.stage / "trajectories" / name)
-        write_table_atomic(steps, self.stage / "steps" / name)
-        self.parts += 1
+        self.txn.write("trajectories", trajs)
+        self.txn.write("steps", steps)
+        self.written += 1
         self.trajs, self.steps = [], []
 
     def abort(self) -> None:
-        shutil.rmtree(self.stage, ignore_errors=True)
-        self.done = True
+        """Discard everything staged (the corpus stays as it was)."""
+        if self.txn is not None:
+            self.txn.abort()
 
     def commit(self) -> None:
+        """Publish the import: one manifest switch."""
+        assert self.txn is not None, "use StagedImport as a context manager"
         self.flush()
-        if self.corpus_exists:
-            self._commit_into_existing()
-        else:
-            self._commit_new()
+        if self.txn.created and self.written == 0:  # a new corpus with nothing in it is still a valid corpus
+            self.txn.write("trajectories", TRAJECTORIES.empty_table())
+            self.txn.write("steps", STEPS.empty_table())
+        if self.to_replace:
+            self._drop_stale_replays()
+            self._rewrite_without(self.to_replace)
+        manifest = self.txn.snapshot.manifest
+        self.txn.update(sources=sorted(set(manifest.get("sources") or []) | self.sources))
+        self.txn.commit()
         self.done = True
 
-    def _commit_new(self) -> None:
-        if self.parts == 0:  # nothing imported: still create an empty, valid corpus
-            write_table_atomic(TRAJECTORIES.empty_table(), self.stage / "trajectories" / "part-00000.parquet")
-            write_table_atomic(STEPS.empty_table(), self.stage / "steps" / "part-00000.parquet")
-        write_json_atomic(new_manifest(sorted(self.sources)), self.stage / MANIFEST)
-        os.replace(self.stage, self.root)
-
-    def _commit_into_existing(self) -> None:
-        rewrites = self._stage_rewrites() if self.to_replace else []
-        for table in ("trajectories", "steps"):
-            staged = self.stage / table
-            for part in sorted(staged.glob("*.parquet")) if staged.is_dir() else []:
-                os.replace(part, self.root / table / part.name)
-        for staged_part, target in rewrites:
-            if staged_part is None:
-                target.unlink()
-            else:
-                os.replace(staged_part, target)
-        self._drop_stale_replays()
-        manifest = read_manifest(self.root)
-        manifest["sources"] = sorted(set(manifest.get("sources") or []) | self.sources)
-        manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(manifest, self.root / MANIFEST)
-        shutil.rmtree(self.stage, ignore_errors=True)
-
-    def _stage_rewrites(self) -> list[tuple[Path | None, Path]]:
-        """Existing parts that hold replaced ids, rewritten without them into the stage."""
-        out: list[tuple[Path | None, Path]] = []
-        ids = pa.array(sorted(self.to_replace))
-        for table in ("trajectories", "steps"):
-            for part in sorted((self.root / table).rglob("*.parquet")):
-                if f"import-{self.run}-" in part.name:
-                    continue
-                data = pq.read_table(part)
-                keep = data.filter(pc.invert(pc.is_in(data["trajectory_id"], value_set=ids)))
-                if keep.num_rows == data.num_rows:
-                    continue
-                if keep.num_rows == 0:
-                    out.append((None, part))
-                    continue
-                staged = self.stage / "rewrite" / table / part.name
-                write_table_atomic(keep, staged)
-                out.append((staged, part))
-        return out
+    def _rewrite_without(self, ids: set[str]) -> None:
+        """Existing files that hold replaced ids: rewritten without them, in this transaction."""
+        assert self.txn is not None
+        value_set = pa.array(sorted(ids))
+        for entry in self.txn.snapshot.files:
+            data = pq.read_table(self.root / entry.path)
+            keep = data.filter(pc.invert(pc.is_in(data["trajectory_id"], value_set=value_set)))
+            if keep.num_rows == data.num_rows:
+                continue
+            self.txn.remove([entry])
+            if keep.num_rows:
+                self.txn.write(entry.table, keep)
 
     def _drop_stale_replays(self) -> None:
-        if not self.to_replace:
-            return
-        for ckpt_id in replay_checkpoints(self.root):
-            ckpt = replay_dir(self.root, ckpt_id)
-            for tid in self.to_replace:
-                for sub in ("steps", "routing"):
-                    (ckpt / sub / f"{file_stem(tid)}.parquet").unlink(missing_ok=True)
+        """Cached replays of replaced trajectories no longer match their steps: drop them first."""
+        for ckpt in replay_checkpoints(self.root):
+            dataset = replay_dataset(self.root, ckpt)
+            with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": ckpt}) as txn:
+                drop = [e for e in txn.snapshot.files if set(e.meta.get("trajectories") or []) & self.to_replace
+                        or _legacy_holds(e.path, self.to_replace)]
+                if drop:
+                    # files shared with other trajectories go too: those are replayed again on demand
+                    txn.remove(drop)
+                    txn.commit()
 
+
+def _legacy_holds(path: str, ids: set[str]) -> bool:
+    return Path(path).stem in {file_stem(t) for t in ids}
