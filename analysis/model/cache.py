@@ -93,15 +93,32 @@ class ReplayCache:
     def write_tables(self, trajectory_id: str, tables: dict[str, pa.Table], notes: dict[str, str],
                      meta: dict[str, Any] | None = None) -> None:
         """Publish the replay tables of one trajectory (the engine-independent part of `write`)."""
+        self.write_batch({trajectory_id: (tables, notes)}, meta)
+
+    def write_many(self, results: list[ReplayResult], meta: dict[str, Any] | None = None) -> None:
+        """Publish the replays of many trajectories in one commit, one file per table for all of them."""
+        self.write_batch({r.trajectory_id: ({"steps": r.step_table(), "routing": r.routing_table()},
+                                            {"notes": "\n".join(r.notes), "n_replayed": str(r.n_replayed),
+                                             "n_rendered": str(len(r.rendered)), "template": r.rendered.template})
+                          for r in results}, meta)
+
+    def write_batch(self, batch: dict[str, tuple[dict[str, pa.Table], dict[str, str]]],
+                    meta: dict[str, Any] | None = None) -> None:
+        """Publish {trajectory_id: (tables by name, notes)} in one commit: each table becomes one file that
+        holds every trajectory of the batch; older replays of these trajectories are replaced."""
+        if not batch:
+            return
         dataset = replay_dataset(self.corpus, self.checkpoint_id)
         create = {"kind": "replay cache", "checkpoint_id": self.checkpoint_id, **({"checkpoint": meta} if meta else {})}
         with dataset.transaction(create=create) as txn:
             if meta is not None and not (self.root / CHECKPOINT_META).exists():
                 write_json_atomic(meta, self.root / CHECKPOINT_META)
-            self._drop(txn, [trajectory_id])
-            file_meta = {"trajectories": [trajectory_id], "notes": {trajectory_id: notes}}
-            for table, data in tables.items():
-                txn.write(table, data, meta=file_meta)
+            self._drop(txn, list(batch))
+            file_meta = {"trajectories": list(batch), "notes": {tid: notes for tid, (_, notes) in batch.items()}}
+            for table in SCHEMAS:
+                parts = [tables[table] for tables, _ in batch.values() if table in tables]
+                if parts:
+                    txn.write(table, pa.concat_tables(parts), meta=file_meta)
             txn.commit()
 
     def drop(self, trajectory_ids: Iterable[str]) -> int:
