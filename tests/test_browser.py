@@ -90,6 +90,8 @@ def _timed(name: str, page, action) -> None:  # noqa: ANN001
 
 
 def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
     with _serve(corpus, tiny_checkpoint) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1600})
@@ -113,7 +115,8 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
         _shot(page, "02-trajectory")
 
         _timed("next_step_without_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
-        assert page.get_by_role("heading", name="Step", exact=False).first.inner_text() != step_text
+        # the rerun may start after _wait saw the old page settled: wait for the new step, not a fixed time
+        expect(page.get_by_role("heading", name="Step", exact=False).first).not_to_have_text(step_text, timeout=60_000)
 
         _timed("replay_one_trajectory_s", page,
                lambda: page.get_by_role("button", name="▶ Replay this trajectory").click())
