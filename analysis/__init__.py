@@ -1,5 +1,7 @@
-"""Horizon Lens: browse long-horizon agent trajectories, replay them through a local MoE checkpoint, and
-measure whether errors compound along the horizon.
+"""Horizon Lens: long-horizon agent trajectories, replayed through MoE checkpoints, measured for compounding.
+
+Browse trajectories, replay them through a local MoE checkpoint, and measure whether errors compound
+along the horizon.
 
 The package reads top-down as its architecture; each layer imports only the layers below it (checked by
 import-linter in CI):

@@ -120,5 +120,5 @@ def _would_do(store: CorpusStore, tid: str, step: int) -> None:
             with b:
                 st.markdown("**Recorded agent**")
                 st.code(result.recorded, language=None, wrap_lines=True)
-            st.caption(f"From {result.prompt_tokens:,} prompt tokens{' (prefix cut to the context)' if result.prefix_truncated else ''}; "
-                       f"{result.settings}.")
+            cut = " (prefix cut to the context)" if result.prefix_truncated else ""
+            st.caption(f"From {result.prompt_tokens:,} prompt tokens{cut}; {result.settings}.")

@@ -80,9 +80,10 @@ def _cached(_store: CorpusStore, _fn: Callable[..., Any], key: tuple[Any, ...], 
 
 
 def cached(fn: Callable[..., T], store: CorpusStore, *args: Any, **kwargs: Any) -> T:
-    """Memoise `fn(store, *args, **kwargs)`: an analysis function, or a store method such as
-    `CorpusStore.summary`. Keyed on the function's qualified name and the corpus version, so a new
-    import, replay or label never serves a stale result.
+    """Memoise `fn(store, *args, **kwargs)`: an analysis function, or a store method such as `CorpusStore.summary`.
+
+    Keyed on the function's qualified name and the corpus version, so a new import, replay or label
+    never serves a stale result.
     """
     key = (fn.__module__, fn.__qualname__, str(store.root), store.version)
     return _cached(store, fn, key, args, tuple(sorted(kwargs.items())))

@@ -59,9 +59,11 @@ def hostile_corpus(tmp_path: Path) -> Path:
              traj_row("plain-t0", 2, domain="search")]
     steps = [
         step_row("evil-t0", 0, "user", None, message=HOSTILE),
-        step_row("evil-t0", 1, reasoning=HOSTILE, tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})}],
+        step_row("evil-t0", 1, reasoning=HOSTILE,
+                 tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})}],
                  observations=[{"call_id": "c1", "content": HOSTILE}]),
-        step_row("evil-t0", 2, check=False, message="100% done_ok", check_detail=MARKDOWN_IMAGE, error_label="<b>x</b>"),
+        step_row("evil-t0", 2, check=False, message="100% done_ok", check_detail=MARKDOWN_IMAGE,
+                 error_label="<b>x</b>"),
         step_row("plain-t0", 0, "user", None, message="hello"),
         step_row("plain-t0", 1, message="plain words"),
     ]

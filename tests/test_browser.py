@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +29,9 @@ SHOTS = ARTIFACTS / "screenshots"
 TIMINGS: dict[str, float] = {}
 
 
+@contextmanager
 def _serve(corpus: Path, checkpoint: Path | None) -> Iterator[str]:
+    """The app served on a free port for the duration of the block; its URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
     if checkpoint:
@@ -43,7 +46,7 @@ def _serve(corpus: Path, checkpoint: Path | None) -> Iterator[str]:
                 break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}") from None
             time.sleep(0.5)
     try:
         yield url
@@ -87,8 +90,10 @@ def _timed(name: str, page, action) -> None:  # noqa: ANN001
 
 
 def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
-    for url in _serve(corpus, tiny_checkpoint):
+    with _serve(corpus, tiny_checkpoint) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1600})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -110,7 +115,8 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
         _shot(page, "02-trajectory")
 
         _timed("next_step_without_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
-        assert page.get_by_role("heading", name="Step", exact=False).first.inner_text() != step_text
+        # the rerun may start after _wait saw the old page settled: wait for the new step, not a fixed time
+        expect(page.get_by_role("heading", name="Step", exact=False).first).not_to_have_text(step_text, timeout=60_000)
 
         _timed("replay_one_trajectory_s", page,
                lambda: page.get_by_role("button", name="▶ Replay this trajectory").click())
@@ -137,7 +143,7 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
 
 
 def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
-    for url in _serve(hostile_corpus, None):
+    with _serve(hostile_corpus, None) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1400})
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -169,7 +175,7 @@ def test_upload_import(browser, tiny_corpus: Path, tmp_path: Path) -> None:
     corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
     src = tmp_path / "tau-run.json"
     src.write_text(json.dumps([TAU]))
-    for url in _serve(corpus, None):
+    with _serve(corpus, None) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1200})
         page.goto(f"{url}/import")
         _wait(page)

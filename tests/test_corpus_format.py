@@ -31,8 +31,8 @@ def _hand_made(root: Path) -> Path:
 
 def _tables():
     trajs = [traj_row("a-t0", 2), traj_row("b-t0", 1, outcome="failure")]
-    steps = [step_row("a-t0", 1, tool_calls=[{"id": "1", "name": "x", "arguments": "{}"}]), step_row("a-t0", 0, "user", None),
-             step_row("b-t0", 0, check=False, error_label="boom")]
+    steps = [step_row("a-t0", 1, tool_calls=[{"id": "1", "name": "x", "arguments": "{}"}]),
+             step_row("a-t0", 0, "user", None), step_row("b-t0", 0, check=False, error_label="boom")]
     return pa.Table.from_pylist(trajs, schema=TRAJECTORIES), pa.Table.from_pylist(steps, schema=STEPS)
 
 
@@ -43,7 +43,8 @@ def test_round_trip_keeps_rows_and_sorts_steps(tmp_path: Path) -> None:
     assert files.manifest["schema_version"] == SCHEMA_VERSION
     back = pq.read_table(files.files["steps"][0])
     assert back.num_rows == 3
-    assert list(zip(back["trajectory_id"].to_pylist(), back["step"].to_pylist())) == [("a-t0", 0), ("a-t0", 1), ("b-t0", 0)]
+    keys = list(zip(back["trajectory_id"].to_pylist(), back["step"].to_pylist(), strict=True))
+    assert keys == [("a-t0", 0), ("a-t0", 1), ("b-t0", 0)]
     assert back.schema.equals(STEPS, check_metadata=False)
     assert pq.read_table(files.files["trajectories"][0]).schema.equals(TRAJECTORIES, check_metadata=False)
 

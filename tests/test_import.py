@@ -66,7 +66,8 @@ def test_swe_agent_and_mini_swe_agent(tmp_path: Path) -> None:
                                                "model_stats": {"instance_cost": 0.5}},
            "history": [{"role": "system", "content": "sys"}, {"role": "user", "content": "fix bug"}],
            "trajectory": [{"thought": "look", "action": "ls -a\n", "observation": "a.py", "execution_time": 0.1},
-                          {"thought": "run", "action": "python a.py", "observation": "Traceback (most recent call last):\n x"}]}
+                          {"thought": "run", "action": "python a.py",
+                           "observation": "Traceback (most recent call last):\n x"}]}
     mini = {"trajectory_format": "mini-swe-agent-1", "info": {"exit_status": "Submitted"},
             "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "task"},
                          {"role": "assistant", "content": "THOUGHT: list\n```bash\nls\n```"},
@@ -130,7 +131,8 @@ def test_inspect_eval_zip_and_json(tmp_path: Path) -> None:
         zf.writestr("samples/s1_epoch_1.json", json.dumps(sample))
         zf.writestr("summaries.json", "[]")
     (tmp_path / "log.eval").write_bytes(buf.getvalue())
-    _write(tmp_path / "log.json", {"eval": {"run_id": "r2", "task": "t"}, "samples": [sample | {"scores": {"m": {"value": 0}}}]})
+    _write(tmp_path / "log.json",
+           {"eval": {"run_id": "r2", "task": "t"}, "samples": [sample | {"scores": {"m": {"value": 0}}}]})
     report = import_paths([tmp_path / "log.eval", tmp_path / "log.json"], tmp_path / "c")
     assert report.formats == {"inspect": 2}, report.problems
     trajs, steps = _rows(tmp_path / "c")
@@ -183,7 +185,8 @@ def test_bad_input_is_reported_and_the_rest_imports(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_bytes(bytes(range(256)) * 10)
     (tmp_path / "trunc.json").write_text(json.dumps([TAU | {"task_id": 20}, TAU | {"task_id": 21}])[:-40])
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    report = import_paths([src, tmp_path / "junk.json", tmp_path / "trunc.json", tmp_path / "deep.json"], tmp_path / "c")
+    report = import_paths([src, tmp_path / "junk.json", tmp_path / "trunc.json", tmp_path / "deep.json"],
+                          tmp_path / "c")
     where = {(Path(p.file).name, p.where) for p in report.problems}
     assert ("mixed.jsonl", "line 2") in where and ("mixed.jsonl", "line 3") in where
     assert ("mixed.jsonl", "line 4") in where and ("mixed.jsonl", "line 5") in where
@@ -257,7 +260,8 @@ def test_real_tau_bench(tmp_path: Path) -> None:
     assert len(steps) == n_steps and report.tool_calls == n_calls
     failed_calls = sum(1 for s in steps for o in s["observations"] if (o["content"] or "").startswith("Error"))
     assert failed_calls == errors
-    assert report.failed_checks <= errors and report.failed_checks == sum(1 for s in steps if s["check_passed"] is False)
+    assert report.failed_checks <= errors
+    assert report.failed_checks == sum(1 for s in steps if s["check_passed"] is False)
     assert sum(t["outcome"] == "success" for t in trajs) == sum(r["reward"] >= 1 for r in raw)
     assert {t["task_id"] for t in trajs} == {f"tau-bench:{r['task_id']}" for r in raw}
 

@@ -118,16 +118,17 @@ def test_step_and_routing_tables(zoo, trajectory) -> None:
     result = replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=10_000))
     table = result.step_table().to_pylist()
     assert [r["step"] for r in table] == [s["step"] for s in steps]
-    agent_rows = [r for r, s in zip(table, steps) if s["source"] == "agent" and not r["truncated"]]
+    agent_rows = [r for r, s in zip(table, steps, strict=True) if s["source"] == "agent" and not r["truncated"]]
     assert len(agent_rows) > 10
     assert all(r["n_scored"] > 0 and r["surprisal"] > 0 for r in agent_rows)
-    assert all(r["surprisal"] is None for r, s in zip(table, steps) if s["source"] in ("system", "user"))
+    assert all(r["surprisal"] is None for r, s in zip(table, steps, strict=True) if s["source"] in ("system", "user"))
     routing = result.routing_table()
     assert routing.num_rows == result.n_replayed * 2  # two MoE layers (layer 1 is dense)
     assert result.n_replayed == 4096 and result.truncated  # the tiny model's context (4096) is the limit
     assert set(routing["layer"].to_pylist()) == {0, 2}
     assert all(len(e) == 2 for e in routing["experts"].to_pylist()[:50])
-    assert set(routing["segment"].to_pylist()) >= {"system", "user", "reasoning", "tool_call", "observation", "template"}
+    segments = {"system", "user", "reasoning", "tool_call", "observation", "template"}
+    assert set(routing["segment"].to_pylist()) >= segments
 
 
 def test_segments_map_back_to_text(tokenizer, trajectory) -> None:

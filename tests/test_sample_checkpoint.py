@@ -45,7 +45,7 @@ def test_committed_cache_equals_a_fresh_replay(loaded) -> None:
     cached = cache.read_routing(tid).to_pandas()
     fresh_rt = fresh.routing_table().to_pandas()
     assert len(cached) == len(fresh_rt)
-    same = [sorted(a) == sorted(b) for a, b in zip(cached["experts"], fresh_rt["experts"])]
+    same = [sorted(a) == sorted(b) for a, b in zip(cached["experts"], fresh_rt["experts"], strict=True)]
     assert np.mean(same) > 0.99  # fp32 on CPU; a rare near-tie may differ across machines
     steps = cache.read_steps(tid).to_pandas()
     np.testing.assert_allclose(steps["surprisal"].dropna(), fresh.step_table().to_pandas()["surprisal"].dropna(),

@@ -58,7 +58,8 @@ def test_tool_and_text_filters(store, raw) -> None:
     with_tool = {s["trajectory_id"] for s in steps if any(c["name"] == "edit_file" for c in s["tool_calls"])}
     assert _ids(store.list_trajectories(TrajectoryFilter(tool="edit_file"), limit=1000)) == with_tool
     needle = "FAILED test_"
-    hits = {s["trajectory_id"] for s in steps if any(needle.lower() in (o["content"] or "").lower() for o in s["observations"])}
+    hits = {s["trajectory_id"] for s in steps
+            if any(needle.lower() in (o["content"] or "").lower() for o in s["observations"])}
     assert hits
     assert _ids(store.list_trajectories(TrajectoryFilter(text=needle, text_mode="exact"), limit=1000)) == hits
 
@@ -67,7 +68,8 @@ def test_combined_filters_and_pagination(store, raw) -> None:
     trajs, _ = raw
     flt = TrajectoryFilter(domains=["search", "engineering", "general"], outcomes=["success"], min_steps=8)
     expected = sorted((t for t in trajs if t["domain"] in ("search", "engineering", "general")
-                       and t["outcome"] == "success" and t["n_steps"] >= 8), key=lambda t: (-t["n_steps"], t["trajectory_id"]))
+                       and t["outcome"] == "success" and t["n_steps"] >= 8),
+                      key=lambda t: (-t["n_steps"], t["trajectory_id"]))
     pages = [store.list_trajectories(flt, sort="n_steps", descending=True, offset=o, limit=5) for o in range(0, 40, 5)]
     got = [tid for p in pages for tid in p.rows["trajectory_id"].to_pylist()]
     assert got == [t["trajectory_id"] for t in expected]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 READY = ("() => { const a = document.querySelector('[data-testid=stApp]'); return a && "
-         "a.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-testid=stSkeleton]'); }")
+         "a.getAttribute('data-test-script-state') === 'notRunning' && "
+         "!document.querySelector('[data-testid=stSkeleton]'); }")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
@@ -24,7 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5, chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5,
+                chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+    """Time the app in headless Chromium: first page ready, and the next step of a trajectory with a cached replay."""
     from playwright.sync_api import sync_playwright
 
     from horizonlens.corpus.store import open_store
@@ -35,8 +38,9 @@ def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5, chromium: str 
     tid = store.query("SELECT r.trajectory_id FROM replay_steps r WHERE checkpoint_id = ? GROUP BY 1 "
                       "ORDER BY count(*) DESC LIMIT 1", [ckpt]).column(0)[0].as_py()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--checkpoint",
-                             str(checkpoint), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus),
+                             "--checkpoint", str(checkpoint), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint)))
     try:
         for _ in range(120):

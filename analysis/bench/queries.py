@@ -24,10 +24,12 @@ NEEDLE = "insufficient balance"  # occurs in a small share of tool_calling obser
 
 
 def explore_store(store: CorpusStore) -> int:
+    """The Explore page's query through the store: filter, sort, first page; the match count."""
     return store.list_trajectories(EXPLORE, sort="n_steps", descending=True, offset=0, limit=50).total
 
 
 def explore_pandas(root: Path) -> int:
+    """Baseline: the same Explore query in pandas over the trajectories Parquet files."""
     df = pd.read_parquet(root / "trajectories", columns=[
         "trajectory_id", "task_id", "trial", "source", "domain", "agent", "teacher", "outcome", "reward", "n_steps",
         "n_tokens", "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd"],
@@ -62,7 +64,7 @@ def fts_python(root: Path) -> int:
     hits = set()
     needle = NEEDLE.lower()
     for tid, r, m, obs in zip(ids, table["reasoning"].to_pylist(), table["message"].to_pylist(),
-                              table["observations"].to_pylist()):
+                              table["observations"].to_pylist(), strict=True):
         text = " ".join([r or "", m or "", *((o.get("content") or "") for o in obs or [])]).lower()
         if needle in text:
             hits.add(tid)
@@ -70,18 +72,22 @@ def fts_python(root: Path) -> int:
 
 
 def open_store_steps(store: CorpusStore, tid: str) -> int:
+    """Open one trajectory through the store (what the Trajectory page reads); its step count."""
     return store.steps(tid).num_rows
 
 
 def open_pandas(root: Path, tid: str) -> int:
+    """Baseline: open one trajectory with a pandas Parquet filter."""
     return len(pd.read_parquet(root / "steps", filters=[("trajectory_id", "=", tid)], partitioning=None)
                .sort_values("step"))
 
 
 def bench_queries(store: CorpusStore, json_dir: Path | None, repeats: int = 5, seed: int = 0,
                   python_fts: bool = True) -> dict[str, Any]:
+    """Explore, full-text search and open-trajectory timings, each beside its baselines, interleaved."""
     root = store.root
-    ids = store.query("SELECT trajectory_id FROM trajectories USING SAMPLE 200 ROWS (reservoir, 1)").column(0).to_pylist()
+    ids = store.query("SELECT trajectory_id FROM trajectories USING SAMPLE 200 ROWS (reservoir, 1)"
+                      ).column(0).to_pylist()
     rng = random.Random(seed)
     picks = iter(rng.choice(ids) for _ in range(10_000))
     assert explore_store(store) == explore_pandas(root), "baseline and store disagree"

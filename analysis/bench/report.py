@@ -17,6 +17,7 @@ def _ratio(base: dict[str, Any] | None, ours: dict[str, Any] | None) -> str:
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Write RESULTS.md (and the cost-vs-size chart) from a results dict; the path of RESULTS.md."""
     m = results["machine"]
     lines = [f"# Benchmark results ({results['scale']})", "",
              f"Command: `{results['command']}` · started {results['started_at']}", "",
@@ -26,8 +27,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", "", "## Query layer", "",
              "| trajectories | steps | Parquet | Explore: DuckDB | pandas | ×pandas | raw JSON files | ×JSON | "
-             "search, exact (scan) | search, words (index) | Python scan | ×exact | ×words | open trajectory: DuckDB | "
-             "pandas filter | × | peak RSS |",
+             "search, exact (scan) | search, words (index) | Python scan | ×exact | ×words | "
+             "open trajectory: DuckDB | pandas filter | × | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, c in results["corpora"].items():
         e, f, o = c["explore"], c["fts"], c["open_trajectory"]
@@ -35,15 +36,18 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
             f"| {int(n):,} | {c['steps']:,} | {c['parquet_bytes'] / 2**20:,.0f} MB | "
             f"{_ms(e['duckdb']['median_s'])} ({_ms(e['duckdb']['p95_s'])}) | {_ms(e['pandas']['median_s'])} | "
             f"{_ratio(e['pandas'], e['duckdb'])} | {_ms(e.get('json_files', {}).get('median_s'))} | "
-            f"{_ratio(e.get('json_files'), e['duckdb'])} | {_ms(f['duckdb']['median_s'])} ({_ms(f['duckdb']['p95_s'])}) | "
+            f"{_ratio(e.get('json_files'), e['duckdb'])} | "
+            f"{_ms(f['duckdb']['median_s'])} ({_ms(f['duckdb']['p95_s'])}) | "
             f"{_ms(f.get('duckdb_word_index', {}).get('median_s'))} | "
             f"{_ms(f.get('python_scan', {}).get('median_s'))} | {_ratio(f.get('python_scan'), f['duckdb'])} | "
             f"{_ratio(f.get('python_scan'), f.get('duckdb_word_index'))} | "
-            f"{_ms(o['duckdb']['median_s'])} ({_ms(o['duckdb']['p95_s'])}) | {_ms(o['pandas_filter']['median_s'])} | "
+            f"{_ms(o['duckdb']['median_s'])} ({_ms(o['duckdb']['p95_s'])}) | "
+            f"{_ms(o['pandas_filter']['median_s'])} | "
             f"{_ratio(o['pandas_filter'], o['duckdb'])} | {c['query_memory']['peak_rss_mb']:,.0f} MB |")
     lines += ["", "Word index (built once per corpus, rebuilt after imports): " + "; ".join(
-        f"{int(n):,} trajectories: {c['index']['rows']:,} (word, trajectory) rows, {c['index']['bytes'] / 2**20:,.1f} MB, "
-        f"built in {c['index']['build_s']:.1f} s" for n, c in results["corpora"].items() if c.get("index")) + ".",
+        f"{int(n):,} trajectories: {c['index']['rows']:,} (word, trajectory) rows, "
+        f"{c['index']['bytes'] / 2**20:,.1f} MB, built in {c['index']['build_s']:.1f} s"
+        for n, c in results["corpora"].items() if c.get("index")) + ".",
               "Search results: " + "; ".join(
         f"{int(n):,}: {c['fts_hits']['exact']:,} exact / {c['fts_hits']['words'] or 0:,} word matches"
         for n, c in results["corpora"].items() if isinstance(c.get("fts_hits"), dict)) + "."]
@@ -51,7 +55,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     if r:
         t = r["timings"]
         lines += ["", "## Replay (bundled checkpoint, longest sample trajectory)", "",
-                  f"{r['tokens']:,} tokens, chunk {r['chunk_size']}, {r['moe_layers']} MoE layers × {r['experts']} experts.", "",
+                  f"{r['tokens']:,} tokens, chunk {r['chunk_size']}, {r['moe_layers']} MoE layers × "
+                  f"{r['experts']} experts.", "",
                   "| what | median | ratio to one plain forward |", "|---|---|---|",
                   f"| plain forward (baseline) | {_ms(t['plain_forward']['median_s'])} | 1.00× |",
                   f"| forward with router capture | {_ms(t['captured_forward']['median_s'])} | "
@@ -61,7 +66,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"| re-forwarding each growing prefix ({r['prefix_points']} step boundaries) | "
                   f"{_ms(r['prefix_reforward']['median_s'])} | {r['prefix_reforward_vs_one_forward_ratio']:.1f}× |", "",
                   f"Whole trajectory replay (render + chunked forward + capture): {r['full_trajectory']['tokens']:,} "
-                  f"tokens in {r['full_trajectory']['wall_s']:.2f} s = {r['full_trajectory']['tokens_per_s']:,.0f} tokens/s.", "",
+                  f"tokens in {r['full_trajectory']['wall_s']:.2f} s = "
+                  f"{r['full_trajectory']['tokens_per_s']:,.0f} tokens/s.", "",
                   f"Routing on disk: {r['routing_bytes_per_token_layer']:.2f} bytes per (token, layer) vs "
                   f"{r['raw_fp32_logits_bytes_per_token_layer']} bytes of raw fp32 router logits "
                   f"({r['raw_fp32_logits_bytes_per_token_layer'] / r['routing_bytes_per_token_layer']:.1f}× smaller)."]
@@ -75,7 +81,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines += ["", "## App in headless Chromium", "",
                   f"First page ready: median {_ms(app['first_page_ready_s']['median'])} (max "
                   f"{_ms(app['first_page_ready_s']['max'])}); next step with cached replay: median "
-                  f"{_ms(app['next_step_cached_replay_s']['median'])} (max {_ms(app['next_step_cached_replay_s']['max'])})."]
+                  f"{_ms(app['next_step_cached_replay_s']['median'])} "
+                  f"(max {_ms(app['next_step_cached_replay_s']['max'])})."]
     elif app:
         lines += ["", f"App timings failed: {app['error']}"]
     if len(results["corpora"]) > 1:

@@ -24,7 +24,8 @@ def _child(code: str, timeout: int = 1800) -> dict[str, Any]:
     """Run `code` in a fresh interpreter; it prints one JSON line last. Adds the child's peak RSS."""
     # VmHWM (peak RSS) from /proc: unlike ru_maxrss it is not inherited from the parent across fork+exec
     wrapped = code + "\nimport json as _j, re as _re\n_hwm = int(_re.search(r'VmHWM:\\s+(\\d+)', " \
-                     "open('/proc/self/status').read()).group(1))\nprint(_j.dumps({'peak_rss_mb': _hwm / 1024, **RESULT}))"
+                     "open('/proc/self/status').read()).group(1))\n" \
+                     "print(_j.dumps({'peak_rss_mb': _hwm / 1024, **RESULT}))"
     out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{out.stderr[-2000:]}")
@@ -58,6 +59,7 @@ RESULT = {{'tokens': r.n_replayed, 'wall_s': r.wall_s, 'trajectory': tid}}
 
 
 def replay_bench(checkpoint: Path, corpus: Path, repeats: int) -> dict[str, Any]:
+    """Replay timings of the longest sample trajectory, each beside one plain forward, in a fresh process."""
     return _child(f"""
 from horizonlens.corpus.store import open_store
 from horizonlens.model.loader import load_checkpoint
@@ -71,12 +73,14 @@ RESULT['trajectory'] = tid
 
 
 def app_timings(corpus: Path, checkpoint: Path) -> dict[str, Any]:
+    """Timings of the app in headless Chromium (see `bench.browser.measure_app`)."""
     from horizonlens.bench.browser import measure_app
 
     return measure_app(corpus, checkpoint)
 
 
 def machine() -> dict[str, Any]:
+    """The machine and library versions the figures were measured with."""
     import duckdb
     import pyarrow
 
@@ -100,6 +104,7 @@ def machine() -> dict[str, Any]:
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmarks of one scale, write RESULTS.md and the results JSON under `out`; the results."""
     from horizonlens.corpus.store import open_store
 
     if scale not in SCALES:
@@ -123,9 +128,9 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
         log("  queries")
         index_bytes = sum(p.stat().st_size for p in (corpus / INDEX_DIR).rglob("*.parquet"))
         entry = {"trajectories": n, "steps": store.summary()["steps"], "parquet_bytes": size - index_bytes,
-                 "build_s": round(built, 1), "index": {"rows": index["rows"], "build_s": index["build_s"],
-                                                       "bytes": index_bytes}, **bench_queries(store, json_dir, repeats=repeats,
-                                                             python_fts=n <= 100_000)}
+                 "build_s": round(built, 1),
+                 "index": {"rows": index["rows"], "build_s": index["build_s"], "bytes": index_bytes},
+                 **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
         log("  memory")
         entry["query_memory"] = query_memory(corpus)
         results["corpora"][str(n)] = entry

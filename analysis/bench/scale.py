@@ -57,7 +57,7 @@ def build_scaled_corpus(base: Path, out: Path, n_trajectories: int,
     for d in domains:
         (out / "trajectories" / f"domain={d}").mkdir(parents=True, exist_ok=True)
         (out / "steps" / f"domain={d}").mkdir(parents=True, exist_ok=True)
-    domain_of = dict(zip(trajs["trajectory_id"].to_pylist(), trajs["domain"].to_pylist()))
+    domain_of = dict(zip(trajs["trajectory_id"].to_pylist(), trajs["domain"].to_pylist(), strict=True))
     step_domain = pa.array([domain_of[t] for t in steps["trajectory_id"].to_pylist()])
     for start in range(0, replicas, REPLICAS_PER_FILE):
         stop = min(replicas, start + REPLICAS_PER_FILE)

@@ -6,19 +6,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from horizonlens.errors import HorizonLensError
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
 
 class _Commands(TyperGroup):
     """Every command's user errors (the HorizonLensError family) end as one red line and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # Any: ctx is the Context of the click that typer runs on, which recent typer vendors under a private name.
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except HorizonLensError as exc:
@@ -49,7 +52,7 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _progress(total: int, label: str):  # noqa: ANN202 - rich type kept out of the signature
+def _progress(total: int, label: str) -> tuple[Progress, TaskID]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -58,11 +61,11 @@ def _progress(total: int, label: str):  # noqa: ANN202 - rich type kept out of t
 
 
 @app.command()
-def sample(out: Path = typer.Argument(..., help="Directory to write the corpus to."),
-           trajectories: int = typer.Option(1200, help="Number of trajectories."),
-           seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
-           trials: int = typer.Option(4, help="Trials per task (for pass^k)."),
-           overwrite: bool = typer.Option(False, help="Replace an existing corpus at OUT.")) -> None:
+def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corpus to.")],
+           trajectories: Annotated[int, typer.Option(help="Number of trajectories.")] = 1200,
+           seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+           trials: Annotated[int, typer.Option(help="Trials per task (for pass^k).")] = 4,
+           overwrite: Annotated[bool, typer.Option(help="Replace an existing corpus at OUT.")] = False) -> None:
     """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.sample.generate import generate_corpus
@@ -78,12 +81,12 @@ def sample(out: Path = typer.Argument(..., help="Directory to write the corpus t
 
 
 @app.command()
-def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
-        query: str = typer.Argument(..., help="One read-only SELECT over the views trajectories, steps, "
-                                              "replay_steps, routing."),
-        row_cap: int = typer.Option(1000, help="At most this many rows."),
-        timeout: float = typer.Option(30.0, help="Stop the query after this many seconds."),
-        as_json: bool = typer.Option(False, "--json", help="Print rows as JSON lines.")) -> None:
+def sql(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+        query: Annotated[str, typer.Argument(help="One read-only SELECT over the views trajectories, steps, "
+                                                  "replay_steps, routing.")],
+        row_cap: Annotated[int, typer.Option(help="At most this many rows.")] = 1000,
+        timeout: Annotated[float, typer.Option(help="Stop the query after this many seconds.")] = 30.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False) -> None:
     """Run a read-only SQL query over a corpus."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.sql import SqlError, run_sql
@@ -104,14 +107,18 @@ def sql(corpus: Path = typer.Argument(..., help="Corpus directory."),
 
 
 @app.command("import")
-def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directories to import."),
-               into: Path = typer.Option(..., "--into", help="Corpus directory (created if missing)."),
-               fmt: str = typer.Option("auto", "--format", help="auto, or one of: atif, who-and-when, openhands, "
-                                                                 "mini-swe-agent, inspect, swe-agent, openai-chat."),
-               replace: bool = typer.Option(False, help="Update trajectories that are already in the corpus."),
-               strict: bool = typer.Option(False, help="Import nothing if any record is malformed.")) -> None:
-    """Convert agent logs (tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands,
-    OpenAI chat) into a corpus.
+def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or directories to import.")],
+               into: Annotated[Path, typer.Option("--into", help="Corpus directory (created if missing).")],
+               fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
+                                                                 "mini-swe-agent, inspect, swe-agent, openai-chat.")
+                              ] = "auto",
+               replace: Annotated[bool, typer.Option(help="Update trajectories that are already in the corpus.")
+                                  ] = False,
+               strict: Annotated[bool, typer.Option(help="Import nothing if any record is malformed.")] = False,
+               ) -> None:
+    """Convert agent logs into a corpus.
+
+    Formats: tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands, OpenAI chat.
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -135,7 +142,7 @@ def import_cmd(paths: list[Path] = typer.Argument(..., help="Files or directorie
 
 
 @app.command()
-def index(corpus: Path = typer.Argument(..., help="Corpus directory.")) -> None:
+def index(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
     """Build the word index that makes full-text search fast (rebuild after adding files by hand)."""
     from horizonlens.corpus.io import CorpusError, read_manifest
     from horizonlens.corpus.search_index import build_index
@@ -149,22 +156,30 @@ def index(corpus: Path = typer.Argument(..., help="Corpus directory.")) -> None:
 
 
 @app.command()
-def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays are cached inside it)."),
-           checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (default: the bundled "
-                                                                "sample checkpoint)."),
-           trajectory: list[str] = typer.Option([], "--trajectory", "-t", help="Trajectory id (repeatable)."),
-           limit: Optional[int] = typer.Option(None, help="Replay at most N trajectories (shortest first)."),
-           domain: list[str] = typer.Option([], help="Only trajectories of this domain (repeatable)."),
-           max_tokens: Optional[int] = typer.Option(None, help="Skip trajectories with more estimated tokens."),
-           per_domain: Optional[int] = typer.Option(None, help="Only the first N trajectories (by id) per domain."),
-           chunk_size: int = typer.Option(512, help="Tokens per forward call."),
-           device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-           dtype: str = typer.Option("auto", help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16."),
-           device_map: Optional[str] = typer.Option(None, help="Spread a large model over GPUs, e.g. 'auto' "
-                                                                "(needs accelerate)."),
-           allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) weights; they can run code."),
-           trust_remote_code: bool = typer.Option(False, help="Allow the checkpoint's own Python code."),
-           allow_dense: bool = typer.Option(False, help="Replay a non-MoE model (surprisal, no routing).")) -> None:
+def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replays are cached inside it).")],
+           checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (default: the bundled "
+                                                                   "sample checkpoint).")] = None,
+           trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",
+                                                                   help="Trajectory id (repeatable).")] = None,
+           limit: Annotated[Optional[int], typer.Option(help="Replay at most N trajectories (shortest first).")
+                            ] = None,
+           domain: Annotated[Optional[list[str]], typer.Option(help="Only trajectories of this domain (repeatable).")
+                             ] = None,
+           max_tokens: Annotated[Optional[int], typer.Option(help="Skip trajectories with more estimated tokens.")
+                                 ] = None,
+           per_domain: Annotated[Optional[int], typer.Option(help="Only the first N trajectories (by id) per "
+                                                                  "domain.")] = None,
+           chunk_size: Annotated[int, typer.Option(help="Tokens per forward call.")] = 512,
+           device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+           dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16.")
+                            ] = "auto",
+           device_map: Annotated[Optional[str], typer.Option(help="Spread a large model over GPUs, e.g. 'auto' "
+                                                                  "(needs accelerate).")] = None,
+           allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights; they can run code.")
+                                   ] = False,
+           trust_remote_code: Annotated[bool, typer.Option(help="Allow the checkpoint's own Python code.")] = False,
+           allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
+                                  ] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.store import TrajectoryFilter, open_store
@@ -180,6 +195,7 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
                                  trust_remote_code=trust_remote_code, allow_dense=allow_dense, device_map=device_map)
     except (CorpusError, CheckpointError) as exc:
         _fail(str(exc))
+    trajectory, domain = trajectory or [], domain or []  # a repeatable option given no times arrives as None
     ids = list(trajectory)
     if not ids:
         flt = TrajectoryFilter(domains=list(domain))
@@ -211,7 +227,8 @@ def replay(corpus: Path = typer.Argument(..., help="Corpus directory (replays ar
 def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
     """The first n ids (sorted) of each domain among `ids`: a small, stable, balanced subset."""
     rows = store.query("SELECT trajectory_id, domain FROM trajectories ORDER BY trajectory_id").to_pylist()
-    wanted, taken, out = set(ids), {}, []
+    wanted, out = set(ids), []
+    taken: dict[str, int] = {}
     for r in rows:
         if r["trajectory_id"] in wanted and taken.get(r["domain"], 0) < n:
             taken[r["domain"]] = taken.get(r["domain"], 0) + 1
@@ -220,13 +237,14 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
 
 
 @app.command("build-checkpoint")
-def build_checkpoint_cmd(out: Path = typer.Argument(..., help="Where to write the checkpoint (the bundled one is "
-                                                               "sample_data/checkpoint)."),
-                         corpus: Optional[Path] = typer.Option(None, help="Corpus to train on (default: the bundled "
-                                                                          "sample corpus)."),
-                         steps: int = typer.Option(700, help="Optimizer steps (fixed, for determinism)."),
-                         seed: int = typer.Option(0, help="Random seed."),
-                         compare: bool = typer.Option(True, help="Also report routing structure vs random init.")) -> None:
+def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
+                                                                  "is sample_data/checkpoint).")],
+                         corpus: Annotated[Optional[Path], typer.Option(help="Corpus to train on (default: the "
+                                                                             "bundled sample corpus).")] = None,
+                         steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
+                         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+                         compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")
+                                            ] = True) -> None:
     """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
     import tempfile
 
@@ -255,10 +273,11 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 
 @app.command()
-def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
-            by: Optional[str] = typer.Option(None, help="Facet: domain, agent, teacher or source."),
-            checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint whose cached replays to include."),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+            by: Annotated[Optional[str], typer.Option(help="Facet: domain, agent, teacher or source.")] = None,
+            checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint whose cached replays to include.")
+                                  ] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
     """Corpus-level error-compounding figures (and model-side ones with --checkpoint)."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.store import open_store
@@ -311,12 +330,14 @@ def metrics(corpus: Path = typer.Argument(..., help="Corpus directory."),
 
 
 @app.command()
-def bench(scale: str = typer.Option("small", help="tiny (2k), small (10k), medium (10k+100k), "
-                                                   "large (10k+100k+1M trajectories)."),
-          out: Path = typer.Option(Path("bench"), help="Where RESULTS.md and results JSON go."),
-          data: Optional[Path] = typer.Option(None, help="Where the generated corpora live (default OUT/data)."),
-          repeats: int = typer.Option(5, help="Repetitions per measurement."),
-          app_timings: bool = typer.Option(True, "--app/--no-app", help="Also time the app in headless Chromium.")
+def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), medium (10k+100k), "
+                                                 "large (10k+100k+1M trajectories).")] = "small",
+          out: Annotated[Path, typer.Option(help="Where RESULTS.md and results JSON go.")] = Path("bench"),
+          data: Annotated[Optional[Path], typer.Option(help="Where the generated corpora live (default OUT/data).")
+                          ] = None,
+          repeats: Annotated[int, typer.Option(help="Repetitions per measurement.")] = 5,
+          app_timings: Annotated[bool, typer.Option("--app/--no-app", help="Also time the app in headless Chromium.")
+                                 ] = True,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
     from horizonlens.bench.run import run
@@ -329,13 +350,14 @@ def bench(scale: str = typer.Option("small", help="tiny (2k), small (10k), mediu
 
 
 @app.command()
-def serve(corpus: Optional[Path] = typer.Option(None, help="Corpus directory to open (default: a copy of the "
-                                                           "bundled sample corpus, made on first use)."),
-          checkpoint: Optional[Path] = typer.Option(None, help="MoE checkpoint directory (optional; default with "
-                                                               "the sample corpus: the bundled sample checkpoint)."),
-          host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps it local."),
-          port: int = typer.Option(8501, help="Port."),
-          headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
+def serve(corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory to open (default: a copy of the "
+                                                              "bundled sample corpus, made on first use).")] = None,
+          checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (optional; default with "
+                                                                  "the sample corpus: the bundled sample "
+                                                                  "checkpoint).")] = None,
+          host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port.")] = 8501,
+          headless: Annotated[bool, typer.Option(help="Do not open a browser window.")] = True) -> None:
     """Start the Streamlit app (this process becomes the server: stopping it stops the app)."""
     from importlib.resources import files
 

@@ -1,6 +1,7 @@
-"""Quoting for the few places SQL text is built: identifiers from allow-lists, and literals that DuckDB
-cannot take as bound parameters (paths in `read_parquet`, settings). Values from users are always bound
-parameters, never quoted into SQL.
+"""Quoting for the few places SQL text is built: identifiers, and literals that cannot be parameters.
+
+Identifiers come from allow-lists; the literals are the ones DuckDB cannot take as bound parameters
+(paths in `read_parquet`, settings). Values from users are always bound parameters, never quoted into SQL.
 """
 
 from __future__ import annotations

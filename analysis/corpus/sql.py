@@ -40,6 +40,8 @@ EXAMPLES: dict[str, str] = {
 
 @dataclass
 class SqlResult:
+    """The rows of one user query, at most `row_cap` of them."""
+
     table: pa.Table
     truncated: bool  # more rows existed than the cap
     row_cap: int

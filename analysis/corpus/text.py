@@ -1,5 +1,4 @@
-"""What "the text of a step" is: the one definition that search, the word index, token estimates and
-benchmarks share.
+"""What "the text of a step" is: one definition for search, the word index, token estimates and benchmarks.
 
 A step's searchable text is its reasoning, message, knowledge, each tool call's name and arguments, and
 each observation's content. `STEP_TEXT_FIELDS` gives each field as a DuckDB expression over a step row
@@ -48,14 +47,15 @@ def step_tokens_estimate(step: Mapping[str, Any]) -> int:
 
 
 def tool_names_sql(alias: str) -> str:
-    """SQL for the list of tool names a step calls; only the names are materialised, never the arguments
-    (unnesting whole tool-call structs runs out of memory on a 1M-trajectory corpus).
+    """SQL for the list of tool names a step calls; only the names are materialised, never the arguments.
+
+    Unnesting whole tool-call structs runs out of memory on a 1M-trajectory corpus.
     """
     return f"list_transform({alias}.tool_calls, lambda c: c.name)"
 
 
 def like_pattern(text: str) -> str:
-    """A case-insensitive literal substring as an ILIKE pattern: %, _ and \\ mean themselves."""
+    r"""A case-insensitive literal substring as an ILIKE pattern: %, _ and \ mean themselves."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

@@ -68,16 +68,19 @@ def rate_bars(df: pd.DataFrame, x: str, title: str, x_title: str) -> go.Figure:
 
 
 def self_conditioning(df: pd.DataFrame) -> go.Figure:
+    """P(check fails | j earlier failed checks) as bars per group, the last bin open-ended (≥ j)."""
     fig = rate_bars(df.assign(j=df["j"].map(lambda j: f"{j}" if j < df["j"].max() else f"≥{j}")), "j",
                     "Self-conditioning: P(fail | j earlier failures)", "earlier failed checks j")
     return fig
 
 
 def previous_step(df: pd.DataFrame) -> go.Figure:
+    """P(check fails) after a failed vs a passed previous check, per group."""
     return rate_bars(df, "previous", "P(fail | previous check)", "")
 
 
 def recovery(df: pd.DataFrame) -> go.Figure:
+    """What follows a failed check, per group: next check passes, retry, retry passes, run succeeds."""
     if df.empty:
         return empty("No failed checks")
     fig = go.Figure()
@@ -102,7 +105,8 @@ def success_vs_length(points: pd.DataFrame, fits: pd.DataFrame) -> go.Figure:
         binned = pd.DataFrame({"b": idx, "x": x, "y": part["success"].to_numpy()}).groupby("b").agg(
             x=("x", "mean"), y=("y", "mean"), n=("y", "size"))
         fig.add_scatter(x=2 ** binned["x"], y=binned["y"], mode="markers", marker=dict(color=c, size=8),
-                        name=f"{grp} (binned)", customdata=binned["n"], hovertemplate="%{x:.0f} steps: %{y:.0%} (n=%{customdata})")
+                        name=f"{grp} (binned)", customdata=binned["n"],
+                        hovertemplate="%{x:.0f} steps: %{y:.0%} (n=%{customdata})")
         fit = fits[fits["group"] == grp]
         if not fit.empty and bool(fit["fitted"].iloc[0]):
             grid = np.linspace(x.min(), x.max(), 100)
@@ -119,6 +123,7 @@ def success_vs_length(points: pd.DataFrame, fits: pd.DataFrame) -> go.Figure:
 
 
 def pass_k(df: pd.DataFrame) -> go.Figure:
+    """pass^k against k per group: how reliability falls when all k trials must succeed."""
     if df.empty:
         return empty("No tasks with several trials")
     fig = go.Figure()

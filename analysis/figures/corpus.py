@@ -18,7 +18,7 @@ def horizon_histogram(lengths: pd.DataFrame, column: str = "n_steps") -> go.Figu
     fig = go.Figure()
     for outcome, part in lengths.groupby("outcome"):
         counts, _ = np.histogram(part[column].clip(lower=1), bins=edges)
-        fig.add_bar(x=[f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])], y=counts, name=str(outcome),
+        fig.add_bar(x=[f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:], strict=True)], y=counts, name=str(outcome),
                     marker_color=OUTCOME_COLORS.get(str(outcome), "#888"))
     label = "steps" if column == "n_steps" else "tokens"
     return layout(fig, f"Horizon length ({label}) by outcome", barmode="stack", xaxis_title=label,

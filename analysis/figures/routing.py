@@ -1,5 +1,7 @@
-"""Trajectory and routing figures: error timeline strip, per-step and per-token expert heatmaps,
-signals along the horizon, expert load vs uniform, co-activation, usage per layer.
+"""Trajectory and routing figures: what happened along one trajectory, and how the router spread it.
+
+The error timeline strip, per-step and per-token expert heatmaps, signals along the horizon, expert
+load vs uniform, co-activation and usage per layer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Fig
     colors = [STATUS_COLORS[s] for s in timeline["status"]]
     hover = [f"step {s} · {src}{' · ' + str(tool) if tool else ''}<br>{st}{' · ' + str(lab) if lab else ''}"
              for s, src, tool, st, lab in zip(timeline["step"], timeline["source"], timeline["tool"],
-                                             timeline["status"], timeline["error_label"])]
+                                             timeline["status"], timeline["error_label"], strict=True)]
     fig = go.Figure(go.Bar(x=timeline["step"], y=np.ones(len(timeline)), marker_color=colors, marker_line_width=0,
                            hovertext=hover, hoverinfo="text", name="steps", showlegend=False))
     decisive = timeline[timeline["decisive"]]
@@ -83,8 +85,9 @@ def _discrete_scale(n: int) -> list[list[object]]:
 
 
 def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: int) -> go.Figure:
-    """Tokens of one step (columns, text readable) × layers (rows), coloured by the top-1 expert;
-    hover shows the router's top-k experts and the weights they received.
+    """Tokens of one step (columns, text readable) × layers (rows), coloured by the top-1 expert.
+
+    Hover shows the router's top-k experts and the weights they received.
     """
     if tokens.empty or routing.empty:
         return empty("No routed tokens in this step")
@@ -93,15 +96,18 @@ def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: 
     pos = {t: i for i, t in enumerate(idx)}
     z = np.full((len(layers), len(idx)), np.nan)
     text = [["" for _ in idx] for _ in layers]
-    for r in routing.itertuples():
-        if r.token_index not in pos:
+    for token_index, layer, experts, weights, ent in zip(routing["token_index"], routing["layer"],
+                                                         routing["experts"], routing["weights"], routing["entropy"],
+                                                         strict=True):
+        if token_index not in pos:
             continue
-        li, ti = layers.index(r.layer), pos[r.token_index]
-        z[li, ti] = r.experts[0]
-        pairs = ", ".join(f"E{e}: {w:.2f}" for e, w in zip(r.experts, r.weights))
-        text[li][ti] = f"{tokens['text'].iloc[ti]!r}<br>layer {r.layer}<br>{pairs}<br>entropy {r.entropy:.2f}"
-    labels = [f"{i}:{t[:12]}" for i, t in zip(range(len(idx)), tokens["text"])]
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers], colorscale=_discrete_scale(num_experts),
+        li, ti = layers.index(layer), pos[token_index]
+        z[li, ti] = experts[0]
+        pairs = ", ".join(f"E{e}: {w:.2f}" for e, w in zip(experts, weights, strict=True))  # the router's top-k
+        text[li][ti] = f"{tokens['text'].iloc[ti]!r}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
+    labels = [f"{i}:{t[:12]}" for i, t in enumerate(tokens["text"])]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers],
+                               colorscale=_discrete_scale(num_experts),
                                zmin=-0.5, zmax=num_experts - 0.5, text=text, hoverinfo="text",
                                colorbar=dict(title="top-1 expert", tickvals=list(range(num_experts)))))
     return layout(fig, "Top-1 expert per token and layer (hover: top-k experts and weights)",
@@ -139,19 +145,20 @@ def specialization(load: pd.DataFrame, layer: int, by: str) -> go.Figure:
 
 
 def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int) -> go.Figure:
+    """Expert × expert heatmap of N(i, j) / N(i): how often j is also chosen when i is."""
     if co.empty:
         return empty("No co-activations (top-1 routing or no replays)")
     z = np.full((num_experts, num_experts), np.nan)
-    for r in co.itertuples():
-        z[int(r.i), int(r.j)] = r.rate
+    z[co["i"].to_numpy(dtype=int), co["j"].to_numpy(dtype=int)] = co["rate"].to_numpy(dtype=float)
+    hover = "with expert %{y}, expert %{x} is also chosen %{z:.1%} of the time<extra></extra>"
     fig = go.Figure(go.Heatmap(z=z, x=list(range(num_experts)), y=list(range(num_experts)), colorscale="Magma_r",
-                               zmin=0, colorbar=dict(title="N(i,j)/N(i)"),
-                               hovertemplate="with expert %{y}, expert %{x} is also chosen %{z:.1%} of the time<extra></extra>"))
+                               zmin=0, colorbar=dict(title="N(i,j)/N(i)"), hovertemplate=hover))
     return layout(fig, f"Co-activation, layer {layer}", height=420, xaxis_title="expert j", yaxis_title="expert i",
                   xaxis_dtick=1, yaxis_dtick=1, yaxis_autorange="reversed")
 
 
 def layer_usage(usage: pd.DataFrame) -> go.Figure:
+    """Per MoE layer: how evenly experts are used (normalised entropy) and the busiest expert's load."""
     if usage.empty:
         return empty("No replayed routing yet")
     fig = go.Figure()
@@ -164,6 +171,7 @@ def layer_usage(usage: pd.DataFrame) -> go.Figure:
 
 
 def agreement(df: pd.DataFrame, a: str, b: str) -> go.Figure:
+    """Per layer: how often two checkpoints route the same token to the same experts."""
     if df.empty:
         return empty("The two checkpoints share no replayed tokens for this trajectory")
     fig = go.Figure()

@@ -10,6 +10,7 @@ SEQUENCE = ["#3b6fd8", "#e08a1e", "#2e9d5b", "#a04cc2", "#d43d3d", "#1aa3a3", "#
 
 
 def layout(fig: go.Figure, title: str | None = None, height: int = 360, **kw: object) -> go.Figure:
+    """Apply the house layout (white template, legend above the plot) and any Plotly layout overrides."""
     kw.setdefault("margin", dict(l=50, r=20, t=50 if title else 20, b=45))
     fig.update_layout(title=title, height=height, legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
                       template="plotly_white", **kw)

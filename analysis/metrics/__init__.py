@@ -1,5 +1,7 @@
-"""Metrics over the corpus and its replays: error compounding along the horizon, decisive-step
-attribution, model-side signals and expert-routing statistics. Each module returns tidy tables.
+"""Metrics over the corpus and its replays; each module returns tidy tables.
+
+Error compounding along the horizon, decisive-step attribution, model-side signals and expert-routing
+statistics.
 """
 
 from horizonlens.metrics import (

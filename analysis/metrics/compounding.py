@@ -40,8 +40,8 @@ def _checks_cte(store: CorpusStore, by: str | None, flt: TrajectoryFilter | None
       SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step,
              row_number() OVER w AS t_idx,
              CAST(NOT s.check_passed AS INTEGER) AS failed,
-             coalesce(sum(CAST(NOT s.check_passed AS INTEGER)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-               AS failed_before,
+             coalesce(sum(CAST(NOT s.check_passed AS INTEGER))
+                        OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS failed_before,
              lag(CAST(NOT s.check_passed AS INTEGER)) OVER w AS prev_failed,
              t.outcome
       FROM steps s JOIN trajectories t ON s.trajectory_id = t.trajectory_id
@@ -63,7 +63,8 @@ def step_error_rate(store: CorpusStore, by: str | None = None, flt: TrajectoryFi
     """p̂ = failed checks / checks, Wilson 95% interval, and horizons H_s = ln s / ln(1 − p̂)."""
     cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, count(*) AS checks, CAST(sum(failed) AS BIGINT) AS failures, "
-                     f"count(DISTINCT trajectory_id) AS trajectories FROM c GROUP BY grp ORDER BY grp", params).to_pandas()
+                     f"count(DISTINCT trajectory_id) AS trajectories FROM c GROUP BY grp ORDER BY grp",
+                     params).to_pandas()
     df = _with_ci(df)
     for s in levels:
         df[f"horizon_{int(s * 100)}"] = [horizon(p, s) for p in df["rate"]]
@@ -80,13 +81,15 @@ def horizon(p: float, s: float) -> float | None:
 
 
 def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
-    """Kaplan–Meier survival to the first failed check (runs ending earlier are censored), with hazard
-    per t, the independent-errors baseline (1 − p̂)^t and the same at the clean-run rate, (1 − p₀)^t
-    with p₀ = P(fail | no earlier failure).
+    """Kaplan–Meier survival to the first failed check, runs ending earlier censored, beside two baselines.
+
+    Per t: survival with its interval and the hazard; the independent-errors baseline (1 − p̂)^t; and the
+    same at the clean-run rate, (1 − p₀)^t with p₀ = P(fail | no earlier failure).
     """
     cte, params = _checks_cte(store, by, flt)
     per_traj = store.query(
-        f"WITH {cte} SELECT grp, trajectory_id, coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
+        f"WITH {cte} SELECT grp, trajectory_id, "
+        f"coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
         f"CAST(bool_or(failed = 1) AS INTEGER) AS event FROM c GROUP BY grp, trajectory_id", params).to_pandas()
     rates = step_error_rate(store, by, flt).set_index("group")["rate"]
     sc = self_conditioning(store, by, flt)
@@ -112,10 +115,12 @@ def self_conditioning(store: CorpusStore, by: str | None = None, flt: Trajectory
     """P(check fails | j earlier failed checks in the run), j = 0..max_j (the last bin is j ≥ max_j)."""
     cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, least(failed_before, ?) AS j, count(*) AS checks, "
-                     f"CAST(sum(failed) AS BIGINT) AS failures FROM c GROUP BY ALL ORDER BY grp, j", [*params, max_j]).to_pandas()
+                     f"CAST(sum(failed) AS BIGINT) AS failures FROM c GROUP BY ALL ORDER BY grp, j",
+                     [*params, max_j]).to_pandas()
     df = _with_ci(df)
     base = df[df["j"] == 0].set_index("group")["rate"]
-    df["ratio_to_j0"] = [r / base.get(g) if base.get(g) else np.nan for g, r in zip(df["group"], df["rate"])]
+    df["ratio_to_j0"] = [r / base.get(g) if base.get(g) else np.nan
+                         for g, r in zip(df["group"], df["rate"], strict=True)]
     return df
 
 
@@ -123,14 +128,16 @@ def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilt
     """P(fail | previous check failed) vs P(fail | previous check passed)."""
     cte, params = _checks_cte(store, by, flt)
     df = store.query(f"WITH {cte} SELECT grp AS group, CASE prev_failed WHEN 1 THEN 'previous failed' "
-                     f"ELSE 'previous passed' END AS previous, count(*) AS checks, CAST(sum(failed) AS BIGINT) AS failures "
+                     f"ELSE 'previous passed' END AS previous, count(*) AS checks, "
+                     f"CAST(sum(failed) AS BIGINT) AS failures "
                      f"FROM c WHERE prev_failed IS NOT NULL GROUP BY ALL ORDER BY grp, previous", params).to_pandas()
     return _with_ci(df)
 
 
 def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
-    """After a failed check: is the next check passed, is the same tool retried within two agent steps
-    (and does that retry pass), and does the run still succeed?
+    """What follows a failed check: a passed next check, a retry, a recovery, a run that still succeeds.
+
+    A retry is the same tool called again within two agent steps; a recovery is a retry that passes.
     """
     clauses, params = store.filter_clauses(flt)
     extra = where_sql(clauses, "AND")
@@ -174,7 +181,8 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
     """
     clauses, params = store.filter_clauses(flt)
     extra = where_sql(clauses, "AND")
-    pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, CAST(t.outcome = 'success' AS INTEGER) AS success "
+    pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, "
+                      f"CAST(t.outcome = 'success' AS INTEGER) AS success "
                       f"FROM trajectories t WHERE t.outcome IN ('success', 'failure') AND t.n_steps > 0{extra}",
                       params).to_pandas()
     rng = np.random.default_rng(seed)
@@ -185,7 +193,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
         fit = fit_logistic(x, y)
         row: dict[str, Any] = {"group": grp, "n": len(part), "success_rate": float(y.mean()),
                                "intercept": fit.intercept, "slope": fit.slope, "fitted": fit.converged}
-        boots = {q: [] for q in quantiles}
+        boots: dict[float, list[float]] = {q: [] for q in quantiles}  # quantile -> bootstrap step counts
         if fit.converged:
             for _ in range(n_boot):
                 idx = rng.integers(0, len(x), len(x))
@@ -218,4 +226,6 @@ def pass_k(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | No
         df = pass_hat_k(part)
         df.insert(0, "group", grp)
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["group", "k", "pass_hat_k", "tasks"])
+    if not frames:
+        return pd.DataFrame(columns=["group", "k", "pass_hat_k", "tasks"])
+    return pd.concat(frames, ignore_index=True)

@@ -25,8 +25,9 @@ def signals_by_step(store: CorpusStore, checkpoint_id: str, trajectory_id: str |
 
 
 def around_failures(store: CorpusStore, checkpoint_id: str, window: int = 3) -> pd.DataFrame:
-    """Event-aligned profile: mean surprisal/entropy at agent steps k = −window..window from each failed
-    check, beside the same at passed checks (a surprise spike at k = 0 means the model 'knew').
+    """Event-aligned profile: mean surprisal and entropy at agent steps k = −window..window around each check.
+
+    Failed checks beside passed ones: a surprise spike at k = 0 of failed checks means the model 'knew'.
     """
     return store.query("""
       WITH a AS (
@@ -34,7 +35,8 @@ def around_failures(store: CorpusStore, checkpoint_id: str, window: int = 3) -> 
                row_number() OVER (PARTITION BY r.trajectory_id ORDER BY r.step) AS pos
         FROM replay_steps r JOIN steps s ON s.trajectory_id = r.trajectory_id AND s.step = r.step
         WHERE r.checkpoint_id = ? AND s.source = 'agent' AND r.surprisal IS NOT NULL),
-      anchors AS (SELECT trajectory_id, pos, CASE WHEN check_passed THEN 'passed check' ELSE 'failed check' END AS anchor
+      anchors AS (SELECT trajectory_id, pos,
+                         CASE WHEN check_passed THEN 'passed check' ELSE 'failed check' END AS anchor
                   FROM a WHERE check_passed IS NOT NULL)
       SELECT anchors.anchor, a.pos - anchors.pos AS step_offset, count(*) AS n, avg(a.surprisal) AS surprisal,
              avg(a.entropy) AS entropy

@@ -36,6 +36,7 @@ def step_tokens(routing: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
 
 
 def replayed_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
+    """Ids of the trajectories with cached replays through this checkpoint, sorted."""
     if checkpoint_id not in store.replay_checkpoints:
         return []
     return store.query("SELECT DISTINCT trajectory_id FROM replay_steps WHERE checkpoint_id = ? ORDER BY 1",
@@ -43,6 +44,7 @@ def replayed_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
 
 
 def moe_layers(store: CorpusStore, checkpoint_id: str) -> list[int]:
+    """The MoE layers whose routing the cached replays of this checkpoint recorded, in order."""
     if checkpoint_id not in store.replay_checkpoints:
         return []
     return store.query("SELECT DISTINCT layer FROM routing WHERE checkpoint_id = ? ORDER BY 1",

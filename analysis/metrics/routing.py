@@ -62,7 +62,7 @@ def _complete(df: pd.DataFrame, E: int) -> pd.DataFrame:
     if df.empty:
         return df
     keys = df[["layer", "group"]].drop_duplicates()
-    grid = keys.merge(pd.DataFrame({"expert": np.arange(E, dtype=df["expert"].dtype)}), how="cross")
+    grid = keys.merge(pd.DataFrame({"expert": pd.Series(np.arange(E), dtype=df["expert"].dtype)}), how="cross")
     out = grid.merge(df, on=["layer", "group", "expert"], how="left")
     out["assignments"] = out["assignments"].fillna(0).astype(int)
     return out
@@ -76,7 +76,7 @@ def layer_usage(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str
     for layer, part in load.groupby("layer"):
         counts = part["assignments"].to_numpy(dtype=float)
         mean = counts.mean() if counts.size else 0
-        rows.append({"layer": int(layer), "usage_entropy": entropy(counts), "max_entropy": float(np.log(E)),
+        rows.append({"layer": _int_key(layer), "usage_entropy": entropy(counts), "max_entropy": float(np.log(E)),
                      "normalized_entropy": entropy(counts) / np.log(E) if E > 1 else 1.0,
                      "imbalance": float(counts.max() / mean) if mean else None,
                      "cv": float(counts.std() / mean) if mean else None,
@@ -84,7 +84,8 @@ def layer_usage(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str
     return pd.DataFrame(rows)
 
 
-def step_expert_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str, layer: int | None = None) -> pd.DataFrame:
+def step_expert_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
+                     layer: int | None = None) -> pd.DataFrame:
     """For one trajectory: share of each step's assignments per expert, per layer (heatmap data)."""
     params: list[Any] = [checkpoint_id, trajectory_id]
     layer_sql = ""
@@ -118,8 +119,10 @@ def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
 
 def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
                             trajectory_ids: list[str] | None = None) -> pd.DataFrame:
-    """Per layer: share of consecutive tokens with the same top-1 expert vs the random baseline Σ share²,
-    and the share whose top-k sets overlap (Mixtral §5).
+    """Per layer: how often consecutive tokens keep their expert (Mixtral §5), beside the random baseline.
+
+    The share of consecutive token pairs with the same top-1 expert, the random baseline Σ share² for it,
+    and the share of pairs whose top-k sets overlap.
     """
     scope, params = _scope(checkpoint_id, trajectory_ids)
     df = store.query(f"""
@@ -142,9 +145,12 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
     return df
 
 
-def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str, reference_steps: int = 3) -> pd.DataFrame:
-    """Per step: Jensen–Shannon distance of its expert load vs the trajectory's first agent steps,
-    averaged over layers (0 = routes like the start, 1 = disjoint experts).
+def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
+                  reference_steps: int = 3) -> pd.DataFrame:
+    """Per step: how far its routing has drifted from the trajectory's first agent steps.
+
+    The Jensen–Shannon distance of the step's expert load vs that of the first `reference_steps` agent
+    steps, averaged over layers (0 = routes like the start, 1 = disjoint experts).
     """
     load = step_expert_load(store, checkpoint_id, trajectory_id)
     if load.empty:
@@ -164,11 +170,12 @@ def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str, re
         for layer, lp in part.groupby("layer"):
             vec = np.bincount(lp["expert"], weights=lp["assignments"], minlength=E)
             ds.append(js_distance(vec, ref[layer]))
-        out.append({"step": int(step), "drift": float(np.mean(ds))})
+        out.append({"step": _int_key(step), "drift": float(np.mean(ds))})
     return pd.DataFrame(out)
 
 
-def checkpoint_agreement(store: CorpusStore, checkpoint_a: str, checkpoint_b: str, trajectory_id: str) -> pd.DataFrame:
+def checkpoint_agreement(store: CorpusStore, checkpoint_a: str, checkpoint_b: str,
+                         trajectory_id: str) -> pd.DataFrame:
     """|E_A ∩ E_B| / k per layer on the same tokens (requires the same tokenization)."""
     return store.query("""
       SELECT a.layer, count(*) AS tokens,
@@ -179,3 +186,10 @@ def checkpoint_agreement(store: CorpusStore, checkpoint_a: str, checkpoint_b: st
        AND a.token_id = b.token_id
       WHERE a.checkpoint_id = ? AND b.checkpoint_id = ? AND a.trajectory_id = ?
       GROUP BY a.layer ORDER BY a.layer""", [checkpoint_a, checkpoint_b, trajectory_id]).to_pandas()
+
+
+def _int_key(key: object) -> int:
+    """A group key of an integer column (layer, step) as an int; pandas types group keys as any scalar."""
+    if not isinstance(key, (int, np.integer)):
+        raise TypeError(f"expected an integer group key, got {key!r}")
+    return int(key)

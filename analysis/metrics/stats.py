@@ -57,11 +57,14 @@ def kaplan_meier(durations: np.ndarray, events: np.ndarray, z: float = Z95) -> p
 
 @dataclass
 class LogisticFit:
+    """A fitted logistic curve P(y = 1 | x) = 1 / (1 + exp(−(intercept + slope·x)))."""
+
     intercept: float
     slope: float
-    converged: bool
+    converged: bool  # False when there is nothing to fit or Newton–Raphson diverged
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """The fitted probability at each x."""
         return 1 / (1 + np.exp(-(self.intercept + self.slope * np.asarray(x, dtype=float))))
 
     def x_at(self, q: float) -> float | None:
@@ -104,6 +107,7 @@ def pass_hat_k(trials: pd.DataFrame, k_max: int | None = None) -> pd.DataFrame:
         eligible = trials[trials["n"] >= k]
         if eligible.empty:
             continue
-        vals = [math.comb(int(c), k) / math.comb(int(n), k) for n, c in zip(eligible["n"], eligible["c"])]
+        vals = [math.comb(int(c), k) / math.comb(int(n), k)
+                for n, c in zip(eligible["n"], eligible["c"], strict=True)]
         rows.append((k, float(np.mean(vals)), len(eligible)))
     return pd.DataFrame(rows, columns=["k", "pass_hat_k", "tasks"])

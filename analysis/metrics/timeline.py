@@ -38,6 +38,7 @@ def error_timeline(store: CorpusStore, trajectory_id: str) -> pd.DataFrame:
 
 
 def timeline_summary(timeline: pd.DataFrame) -> dict[str, Any]:
+    """Headline counts of one trajectory's timeline: checks, failed, recovered, first failed and decisive step."""
     if timeline.empty:
         return {"checks": 0, "failed": 0, "recovered": 0, "first_failed_step": None, "decisive_step": None}
     failed = timeline[timeline["failed"] == 1]

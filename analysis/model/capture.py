@@ -13,7 +13,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +47,7 @@ def is_router(name: str, module: "nn.Module", parent: "nn.Module | None") -> boo
 
 
 def find_routers(model: "nn.Module") -> list[RouterSite]:
+    """Every MoE router of a model with its real layer number, experts, top-k and scoring, by layer."""
     modules = dict(model.named_modules())
     sites = []
     for name, module in modules.items():
@@ -82,6 +83,7 @@ class RoutingRecorder:
     logits: dict[int, list["torch.Tensor"]] = field(default_factory=dict)
 
     def clear(self) -> None:
+        """Drop everything recorded so far."""
         self.layers.clear()
         self.logits.clear()
 
@@ -97,6 +99,7 @@ class RoutingRecorder:
 
 
 def router_entropy(logits: "torch.Tensor", scoring: str) -> "torch.Tensor":
+    """Entropy (nats) of each token's full router distribution, softmax or normalised sigmoid scores."""
     import torch
 
     logits = logits.float()
@@ -108,7 +111,7 @@ def router_entropy(logits: "torch.Tensor", scoring: str) -> "torch.Tensor":
     return -(logp.exp() * logp).sum(-1)
 
 
-def _make_hook(site: RouterSite, recorder: RoutingRecorder, owner: int):  # noqa: ANN202
+def _make_hook(site: RouterSite, recorder: RoutingRecorder, owner: int) -> Callable[[Any, Any, Any], None]:
     import torch
 
     def hook(module: Any, args: Any, output: Any) -> None:

@@ -45,17 +45,21 @@ class LoadedModel:
 
     @property
     def is_moe(self) -> bool:
+        """Does the model have router modules (routing can be captured)?"""
         return bool(self.routers)
 
     @property
     def num_experts(self) -> int:
+        """Routed experts per MoE layer (the largest, if layers differ; 0 for a dense model)."""
         return max((r.num_experts for r in self.routers), default=0)
 
     @property
     def top_k(self) -> int:
+        """Experts each token is routed to (the largest, if layers differ; 0 for a dense model)."""
         return max((r.top_k for r in self.routers), default=0)
 
     def describe(self) -> dict[str, Any]:
+        """What the app and the CLI show about the loaded checkpoint, JSON-ready."""
         return {"path": str(self.path), "checkpoint_id": self.checkpoint_id, "architecture": self.architecture,
                 "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                 "moe_layers": [r.layer for r in self.routers], "num_experts": self.num_experts, "top_k": self.top_k,
@@ -92,6 +96,7 @@ def checkpoint_id(path: Path | str) -> str:
 
 
 def check_files(path: Path, allow_pickle: bool) -> None:
+    """Refuse a folder that is not a usable checkpoint (config, weights, tokenizer), before loading anything."""
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (expected a checkpoint with config.json, *.safetensors "
                               "and a tokenizer)")
@@ -118,10 +123,11 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple["torch.de
     if dtype == "auto":
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
-        dt = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-              "float16": torch.float16, "fp16": torch.float16}.get(dtype)
-        if dt is None:
+        named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}.get(dtype)
+        if named is None:
             raise CheckpointError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        dt = named
     return dev, dt
 
 
@@ -138,6 +144,7 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
                     trust_remote_code: bool = False, allow_dense: bool = False,
                     device_map: str | None = None) -> LoadedModel:
     """Load a local checkpoint for replay; CheckpointError says what is wrong."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from horizonlens.model.capture import find_routers
@@ -163,13 +170,17 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
     except (ValueError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: could not load the weights as a causal LM ({exc})") from exc
     if not device_map:
-        model.to(dev)
+        # transformers wraps PreTrainedModel.to with functools.wraps, whose stub does not bind self
+        model.to(dev)  # type: ignore[arg-type]
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: could not load the tokenizer ({exc})") from exc
-    rows = model.get_input_embeddings().weight.shape[0]
+    embedding = model.get_input_embeddings().weight
+    if not isinstance(embedding, torch.Tensor):
+        raise CheckpointError(f"{path}: the model's input embedding has no weight matrix")
+    rows = embedding.shape[0]
     if len(tokenizer) > rows:
         raise CheckpointError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
                               f"{rows} rows; tokenizer and weights do not belong together")

@@ -1,4 +1,4 @@
-"""Rendering a trajectory into model input, keeping the map from every token to (step, segment).
+r"""Rendering a trajectory into model input, keeping the map from every token to (step, segment).
 
 Two templates:
 - the checkpoint's own chat template when it has one (real agent checkpoints do); segments are
@@ -7,7 +7,8 @@ Two templates:
 - otherwise the Horizon Lens template (docs/replay.md), rendered piece by piece so the map is exact:
 
       <|system|>\n{system}\n<|user|>\n{user}\n<|knowledge|>\n{knowledge}\n
-      <|assistant|>\n<think>\n{reasoning}\n</think>\n{message}\n<tool_call>{"name": .., "arguments": ..}</tool_call>\n<|end|>\n
+      <|assistant|>\n<think>\n{reasoning}\n</think>\n{message}\n
+      <tool_call>{"name": .., "arguments": ..}</tool_call>\n<|end|>\n
       <|tool|>\n{observation}\n
 
 Agent-written segments (reasoning, message, tool_call of agent steps) are the ones scored for surprisal.
@@ -30,10 +31,12 @@ CHARS_PER_TOKEN_CAP = 8  # fields are first cut at 8 characters per allowed toke
 
 @dataclass
 class Piece:
+    """A run of trajectory text that maps to one (step, segment)."""
+
     text: str
     step: int
-    segment: str
-    scored: bool = False
+    segment: str  # system, user, knowledge, reasoning, message, tool_call, observation, ...
+    scored: bool = False  # agent-written: its tokens count for surprisal
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Rendered:
         return int(idx[0]) if idx.size else None
 
     def step_range(self, step: int) -> tuple[int, int] | None:
+        """[start, end) token indices of `step`, or None if it rendered to no tokens."""
         idx = np.flatnonzero(self.steps == step)
         return (int(idx[0]), int(idx[-1]) + 1) if idx.size else None
 
@@ -141,7 +145,7 @@ def _render_pieces(tokenizer: Any, parts: list[Piece], max_field_tokens: int) ->
     steps: list[int] = []
     segs: list[str] = []
     scored: list[bool] = []
-    for part, toks in zip(parts, encoded):
+    for part, toks in zip(parts, encoded, strict=True):
         if len(toks) > max_field_tokens:
             notes.append(f"step {part.step}: {part.segment} cut from {len(toks):,} to {max_field_tokens:,} tokens")
             toks = toks[:max_field_tokens]
@@ -179,7 +183,8 @@ def chat_messages(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
                     args: Any = json.loads(c.get("arguments") or "{}")
                 except (json.JSONDecodeError, TypeError):
                     args = c.get("arguments")
-                calls.append({"id": c.get("id"), "type": "function", "function": {"name": c.get("name"), "arguments": args}})
+                calls.append({"id": c.get("id"), "type": "function",
+                              "function": {"name": c.get("name"), "arguments": args}})
                 located.append(Piece(c.get("name") or "", n, "tool_call", True))
                 located.append(Piece(json.dumps(args, ensure_ascii=False) if not isinstance(args, str) else args,
                                      n, "tool_call", True))

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.errors import ReplayError
 from horizonlens.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class ReplayResult:
 
     @property
     def truncated(self) -> bool:
+        """Was the trajectory longer than the replay limit (its tail not replayed)?"""
         return self.n_replayed < len(self.rendered)
 
     def step_table(self) -> pa.Table:
@@ -80,9 +82,10 @@ class ReplayResult:
         layers = sorted(self.routing)
         n, n_layers = self.n_replayed, len(layers)
         k = self.routing[layers[0]].experts.shape[1]
-        experts = np.stack([self.routing[l].experts.numpy() for l in layers], axis=1).reshape(n * n_layers, k)
-        weights = np.stack([self.routing[l].weights.numpy() for l in layers], axis=1).reshape(n * n_layers, k)
-        entropy = np.stack([self.routing[l].entropy.numpy() for l in layers], axis=1).reshape(n * n_layers)
+        recs = [self.routing[layer] for layer in layers]
+        experts = np.stack([r.experts.numpy() for r in recs], axis=1).reshape(n * n_layers, k)  # (N·L, k)
+        weights = np.stack([r.weights.numpy() for r in recs], axis=1).reshape(n * n_layers, k)  # (N·L, k)
+        entropy = np.stack([r.entropy.numpy() for r in recs], axis=1).reshape(n * n_layers)  # (N·L,)
         token = np.repeat(np.arange(n, dtype=np.int32), n_layers)
         offsets = pa.array(np.arange(0, n * n_layers * k + 1, k, dtype=np.int32))
         return pa.table({
@@ -93,7 +96,8 @@ class ReplayResult:
             "token_id": pa.array(self.rendered.token_ids[token].astype(np.int32), pa.int32()),
             "layer": pa.array(np.tile(np.asarray(layers, dtype=np.int16), n), pa.int16()),
             "experts": pa.ListArray.from_arrays(offsets, pa.array(experts.reshape(-1).astype(np.int16), pa.int16())),
-            "weights": pa.ListArray.from_arrays(offsets, pa.array(weights.reshape(-1).astype(np.float16), pa.float16())),
+            "weights": pa.ListArray.from_arrays(offsets,
+                                                pa.array(weights.reshape(-1).astype(np.float16), pa.float16())),
             "entropy": pa.array(entropy.astype(np.float16), pa.float16()),
         }, schema=ROUTING)
 
@@ -178,6 +182,7 @@ def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int,
                   config: ReplayConfig | None = None) -> Continuation:
     """Continue from the prefix just before the agent's recorded action at `step`."""
     import torch
+    from transformers import GenerationMixin
 
     config = config or ReplayConfig()
     rendered = render(loaded.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
@@ -186,14 +191,15 @@ def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int,
         raise ValueError(f"step {step} has no agent-written content to compare with")
     span = rendered.step_range(step)
     assert span is not None
-    recorded_ids = [int(t) for t, s in zip(rendered.token_ids[start:span[1]], rendered.scored[start:span[1]]) if s]
+    recorded_ids = [int(t) for t, s in zip(rendered.token_ids[start:span[1]], rendered.scored[start:span[1]],
+                                           strict=True) if s]
     max_new_tokens = max(1, min(int(max_new_tokens), 1024))
     budget = max(1, loaded.max_context - max_new_tokens)
     prefix = rendered.token_ids[max(0, start - budget):start]
     ids = torch.as_tensor(prefix, dtype=torch.long, device=loaded.device)[None, :]
     eos = [loaded.tokenizer.convert_tokens_to_ids(t) for t in ("<|end|>", "</tool_call>")
            if t in loaded.tokenizer.get_vocab()] or None
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
                                   "pad_token_id": loaded.tokenizer.pad_token_id or 0}
     if eos:
@@ -201,11 +207,21 @@ def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int,
     if do_sample:
         gen_kwargs.update(temperature=max(1e-3, float(temperature)), top_p=float(top_p))
         settings.update(temperature=temperature, top_p=top_p, seed=seed)
+    model = loaded.model
+    if not isinstance(model, GenerationMixin):
+        raise ReplayError(f"{loaded.architecture} cannot generate text, so there is no continuation to show")
     with loaded.lock, torch.inference_mode():
         if do_sample:
             torch.manual_seed(seed)
-        out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
     new = out[0, ids.shape[1]:].tolist()
-    decode = loaded.tokenizer.decode
-    return Continuation(step, decode(new, skip_special_tokens=False), decode(recorded_ids, skip_special_tokens=False),
-                        int(ids.shape[1]), start > budget, settings)
+    generated = _one_text(loaded.tokenizer.decode(new, skip_special_tokens=False))
+    recorded = _one_text(loaded.tokenizer.decode(recorded_ids, skip_special_tokens=False))
+    return Continuation(step, generated, recorded, int(ids.shape[1]), start > budget, settings)
+
+
+def _one_text(decoded: str | list[str]) -> str:
+    """The text of one decoded sequence (`decode` is typed for batches too, which give lists)."""
+    if not isinstance(decoded, str):
+        raise TypeError(f"expected one decoded text, got {type(decoded).__name__}")
+    return decoded

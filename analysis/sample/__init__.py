@@ -1,5 +1,7 @@
-"""The bundled sample data: simulated agents in simulated worlds (the corpus), the tiny Qwen3.5-MoE
-trained on it (the checkpoint), and where both are found when Horizon Lens is installed as a wheel.
+"""The bundled sample data: a simulated corpus and the tiny Qwen3.5-MoE checkpoint trained on it.
+
+The corpus comes from simulated agents in simulated worlds; this package also knows where both are
+found when Horizon Lens is installed as a wheel.
 """
 
 from horizonlens.sample.bundled import sample_checkpoint, sample_corpus

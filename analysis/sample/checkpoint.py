@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from horizonlens.corpus.store import CorpusStore
+from horizonlens.errors import CorpusError
 from horizonlens.metrics.info import entropy, mutual_information
 from horizonlens.model.render import trajectory_text
 
@@ -49,12 +50,13 @@ class BuildConfig:
 
 
 def model_config(cfg: BuildConfig) -> Any:
+    """The Qwen3.5-MoE text config of the sample checkpoint: Agents-A1's architecture in miniature."""
     from transformers import Qwen3_5MoeTextConfig
 
     types = ["linear_attention"] * (cfg.layers - 1) + ["full_attention"]
     return Qwen3_5MoeTextConfig(
         # embedding rows padded past the tokenizer: transformers may add a token (e.g. <|endoftext|>) on load
-        vocab_size=cfg.vocab_size + 64, hidden_size=cfg.hidden_size, intermediate_size=cfg.shared_intermediate,
+        vocab_size=cfg.vocab_size + 64, hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=2,
         head_dim=cfg.hidden_size // cfg.heads, layer_types=types, linear_num_value_heads=cfg.heads,
         linear_num_key_heads=2, linear_key_head_dim=32, linear_value_head_dim=32,
@@ -64,6 +66,7 @@ def model_config(cfg: BuildConfig) -> Any:
 
 
 def split_ids(store: CorpusStore, every: int) -> tuple[list[str], list[str]]:
+    """(training, held-out) trajectory ids: every `every`-th task is held out with all its trials."""
     rows = store.query("SELECT trajectory_id, task_id FROM trajectories ORDER BY trajectory_id").to_pylist()
     tasks = sorted({r["task_id"] for r in rows})
     held = {t for i, t in enumerate(tasks) if i % every == 0}
@@ -121,7 +124,10 @@ def routing_structure(model_dir: Path, store: CorpusStore, ids: list[str]) -> di
     loaded = load_checkpoint(model_dir, device="cpu")
     per_layer: dict[int, dict[str, list[Any]]] = {}
     for tid in ids:
-        domain = store.trajectory(tid)["domain"]
+        meta = store.trajectory(tid)
+        if meta is None:
+            raise CorpusError(f"held-out trajectory {tid} is not in the corpus")
+        domain = meta["domain"]
         result = replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(chunk_size=1024))
         for layer, rec in result.routing.items():
             d = per_layer.setdefault(layer, {"top1": [], "segment": [], "domain": []})
@@ -154,12 +160,14 @@ def build_checkpoint(store: CorpusStore, out: Path | str, cfg: BuildConfig | Non
     torch.manual_seed(cfg.seed)
     train_ids, held_ids = split_ids(store, cfg.heldout_every)
     started = time.perf_counter()
-    texts = [trajectory_text(store.steps(t).to_pylist()) for t in sorted(rng.sample(train_ids, min(cfg.tokenizer_docs, len(train_ids))))]
+    tokenizer_ids = sorted(rng.sample(train_ids, min(cfg.tokenizer_docs, len(train_ids))))
+    texts = [trajectory_text(store.steps(t).to_pylist()) for t in tokenizer_ids]
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     log(f"tokenizer: {len(tokenizer)} tokens ({time.perf_counter() - started:.1f}s)")
 
     def stream(tid: str) -> np.ndarray:
-        return np.asarray(tokenizer(trajectory_text(store.steps(tid).to_pylist()), add_special_tokens=False)["input_ids"])
+        text = trajectory_text(store.steps(tid).to_pylist())
+        return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     train_streams = [stream(t) for t in train_ids]
     held_sample = sorted(random.Random(cfg.seed + 1).sample(held_ids, min(24, len(held_ids))))

@@ -61,6 +61,11 @@ class Planted:
     long_goals_min: int = 60
 
     def hazard(self, domain: str, agent: str, failed_before: int) -> float:
+        """P(the next action is wrong), given how many checks already failed in this trajectory.
+
+        The domain's base rate times the agent's multiplier, times `self_conditioning` per earlier failed
+        check (counting at most `conditioning_cap` of them), capped at `hazard_cap`.
+        """
         rate = self.base_error_rate[domain] * self.agent_multiplier[agent]
         return min(self.hazard_cap, rate * self.self_conditioning ** min(failed_before, self.conditioning_cap))
 
@@ -99,7 +104,8 @@ class Episode:
         self.failed = 0
         self.calls = 0
 
-    def _act(self, intended: Call, reasoning: str, knowledge: str | None, corruptible: bool = True) -> tuple[Result, StepRecord]:
+    def _act(self, intended: Call, reasoning: str, knowledge: str | None,
+             corruptible: bool = True) -> tuple[Result, StepRecord]:
         """Execute one (possibly wrong) action and check it against the intended one."""
         wrong = corruptible and self.rng.random() < self.planted.hazard(self.env.domain, self.agent, self.failed)
         call, label = self.env.corrupt(intended, self.rng) if wrong else (intended, None)
@@ -117,6 +123,10 @@ class Episode:
         return result, record
 
     def run(self) -> float:
+        """Play the episode: every subgoal's chain of calls, retries and repairs, then the final call.
+
+        Returns the reward of the final state (1.0 = success).
+        """
         beliefs: dict[str, Any] = {}
         for n, goal in enumerate(self.env.subgoals):
             values: list[Any] = []
@@ -174,6 +184,8 @@ def _final_message(call: Call, result: Result) -> str:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class TaskSpec:
+    """One task of the sample corpus: its world (domain, seed, number of goals) and the agent that attempts it."""
+
     task_id: str
     domain: str
     agent: str
@@ -182,6 +194,7 @@ class TaskSpec:
 
 
 def plan_tasks(n_trajectories: int, trials: int, seed: int, planted: Planted) -> list[TaskSpec]:
+    """The tasks of a corpus, domains in rotation, goal counts drawn from the planted horizon distribution."""
     rng = random.Random(seed)
     domains = list(WORLDS)
     agents = list(planted.agent_multiplier)
@@ -189,7 +202,8 @@ def plan_tasks(n_trajectories: int, trials: int, seed: int, planted: Planted) ->
     for t in range(math.ceil(n_trajectories / trials)):
         domain = domains[t % len(domains)]
         median = planted.goals_median[domain]
-        n_goals = int(min(planted.max_goals, max(1, round(math.exp(rng.gauss(math.log(median), planted.goals_sigma))))))
+        drawn = round(math.exp(rng.gauss(math.log(median), planted.goals_sigma)))
+        n_goals = int(min(planted.max_goals, max(1, drawn)))
         if rng.random() < planted.long_share:
             n_goals = rng.randint(planted.long_goals_min, planted.max_goals)
         tasks.append(TaskSpec(f"{domain}-{t:05d}", domain, rng.choice(agents), n_goals, rng.getrandbits(32)))
@@ -197,7 +211,8 @@ def plan_tasks(n_trajectories: int, trials: int, seed: int, planted: Planted) ->
 
 
 def generate_rows(n_trajectories: int, seed: int = 0, trials: int = 4, planted: Planted | None = None,
-                  progress: Callable[[int], None] | None = None) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+                  progress: Callable[[int], None] | None = None,
+                  ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Yield (trajectory row, step rows) for each simulated trajectory, deterministically."""
     planted = planted or Planted()
     made = 0
@@ -215,7 +230,8 @@ def generate_rows(n_trajectories: int, seed: int = 0, trials: int = 4, planted: 
                 progress(1)
 
 
-def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float, rng: random.Random) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _rows(spec: TaskSpec, trial: int, ep: Episode, reward: float,
+          rng: random.Random) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     tid = f"{spec.task_id}-t{trial}"
     start = EPOCH + timedelta(seconds=rng.uniform(0, 90 * 86400))
     t = start

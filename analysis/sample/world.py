@@ -26,6 +26,7 @@ class Call:
     args: dict[str, Any]
 
     def arguments_json(self) -> str:
+        """The call's arguments as the JSON text a trajectory step stores."""
         return json.dumps(self.args, ensure_ascii=False)
 
 
@@ -48,8 +49,15 @@ class Subgoal:
     truth: Any = None  # the value a correct chain ends with (for the final answer)
 
 
+def fixed(name: str, args: dict[str, Any]) -> Callable[[list[Any]], Call]:
+    """A chain link whose call does not depend on what the earlier calls returned."""
+    return lambda _values: Call(name, dict(args))
+
+
 @dataclass
 class ToolSpec:
+    """A tool as the system prompt lists it: name, what it does, and its parameters with their types."""
+
     name: str
     description: str
     params: dict[str, str]
@@ -69,6 +77,7 @@ class Environment:
 
     # --- tools ---------------------------------------------------------------------------------
     def execute(self, call: Call) -> Result:
+        """Run a tool call against the world; unknown tools and bad arguments become error results."""
         handler = getattr(self, f"tool_{call.name}", None)
         if handler is None:
             return Result(f"Error: unknown tool '{call.name}'", error=True)
@@ -82,6 +91,7 @@ class Environment:
         return json.dumps(self.state(), sort_keys=True, default=str)
 
     def state(self) -> Any:
+        """The mutable world state the verifier compares (None for worlds without one)."""
         return None
 
     def reference(self, call: Call) -> tuple[Result, str]:
@@ -102,6 +112,7 @@ class Environment:
         return []
 
     def final_call(self, beliefs: dict[str, Any]) -> Call:
+        """The call that ends the episode (an answer or a final check), given what the agent believes."""
         raise NotImplementedError
 
     def reward(self, final: Result) -> float:
@@ -109,6 +120,7 @@ class Environment:
         raise NotImplementedError
 
     def system_prompt(self) -> str:
+        """The system prompt of a trajectory in this world: the role and the tools with their parameters."""
         lines = [f"You are an autonomous agent working on a {self.domain} task.",
                  "Think step by step, call one tool at a time, and check every result before moving on.",
                  "Available tools:"]
@@ -156,4 +168,5 @@ def safe_eval(expression: str, names: dict[str, float] | None = None) -> float:
 
 
 def fmt_number(x: float) -> str:
+    """A number as the tools print it: 6 significant figures."""
     return f"{x:.6g}"

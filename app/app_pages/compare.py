@@ -29,7 +29,7 @@ for name, t, tid in (("A", ta, a), ("B", tb, b)):
         st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
         st.stop()
 m = st.columns(2)
-for col, t in zip(m, (ta, tb)):
+for col, t in zip(m, (ta, tb), strict=True):
     col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
                  f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
 table, first = state.cached(compare.align, store, a, b)

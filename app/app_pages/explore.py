@@ -25,8 +25,8 @@ with st.expander("Corpus overview", expanded=True):
     left, right = st.columns(2)
     groups = state.cached(CorpusStore.by_group, store, group_by).to_pandas()
     with left:
-        ui.chart(corpus_figs.group_rates(groups, group_by), f"Share of successful runs and of failed checks per {group_by}.",
-                 key="explore_groups", data=groups)
+        ui.chart(corpus_figs.group_rates(groups, group_by),
+                 f"Share of successful runs and of failed checks per {group_by}.", key="explore_groups", data=groups)
     with right:
         lengths = state.cached(CorpusStore.horizon_lengths, store).to_pandas()
         unit = st.radio("Length in", ["steps", "tokens"], horizontal=True, key="explore_len_unit")

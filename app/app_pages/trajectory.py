@@ -101,7 +101,8 @@ if nav[3].button("Next failed check", disabled=not later, key="traj_next_fail"):
     go_to(later[0])
     st.rerun()
 with nav[4]:
-    find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find", label_visibility="collapsed")
+    find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find",
+                         label_visibility="collapsed")
 if find:
     hits = state.cached(CorpusStore.find_in_trajectory, store, tid, find)
     if hits:

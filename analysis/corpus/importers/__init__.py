@@ -42,6 +42,7 @@ class ImportReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
+        """One line for the CLI and the app: what was added, counts, outcomes, formats, problems, time."""
         fmts = ", ".join(f"{k}: {v}" for k, v in sorted(self.formats.items())) or "none"
         outs = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())) or "none"
         return (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present), "
@@ -50,6 +51,7 @@ class ImportReport:
 
 
 def input_files(paths: Iterable[Path | str]) -> list[Path]:
+    """The files to import: given files as they are, directories searched for known suffixes."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -78,6 +80,7 @@ def _inspect_zip(path: Path) -> Iterator[Raw | Problem]:
 
 
 def records_of(path: Path) -> Iterator[Raw | Problem]:
+    """The records of one input file, whatever its container (zip, JSON array, JSON Lines, one object)."""
     if zipfile.is_zipfile(path):
         yield from _inspect_zip(path)
     elif sniff(path) == "array" and _is_message_list(path):
@@ -94,6 +97,7 @@ def _is_message_list(path: Path) -> bool:
 
 
 def convert(raw: Raw, fmt_name: str) -> Iterator[Converted]:
+    """Convert one record in the named format (or the detected one for "auto"), tagged with format and file."""
     fmt = BY_NAME[fmt_name] if fmt_name != "auto" else detect(raw.value)
     if fmt is None:
         raise ValueError("unrecognised record (not any supported format; pass --format to force one)")

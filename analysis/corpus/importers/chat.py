@@ -40,6 +40,7 @@ def text_of(content: Any) -> str | None:
 
 
 def reasoning_of(message: dict[str, Any]) -> str | None:
+    """The reasoning a chat message carries, under whichever key or content-part type its source uses."""
     for key in ("reasoning_content", "reasoning", "thinking", "thought"):
         value = message.get(key)
         if isinstance(value, str) and value.strip():
@@ -54,6 +55,7 @@ def reasoning_of(message: dict[str, Any]) -> str | None:
 
 
 def arguments_text(arguments: Any) -> str:
+    """A tool call's arguments as the JSON text a step stores (strings are kept as given)."""
     if arguments is None:
         return "{}"
     if isinstance(arguments, str):
@@ -62,6 +64,7 @@ def arguments_text(arguments: Any) -> str:
 
 
 def tool_calls_of(message: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The tool calls of a chat message as step tool-call rows, from OpenAI or Inspect AI shapes."""
     calls = []
     for i, call in enumerate(message.get("tool_calls") or []):
         if not isinstance(call, dict):
@@ -77,6 +80,7 @@ def tool_calls_of(message: dict[str, Any]) -> list[dict[str, str | None]]:
 
 
 def new_step(n: int, source: str, **fields: Any) -> dict[str, Any]:
+    """Step row `n` with every column of the corpus contract (unknown ones None), overridden by `fields`."""
     step = {"step": n, "source": source, "reasoning": None, "message": None, "tool_calls": [], "observations": [],
             "knowledge": None, "check_passed": None, "check_detail": None, "error_label": None,
             "is_decisive_error": None, "label_source": None, "n_tokens": None, "started_at": None,
@@ -86,6 +90,7 @@ def new_step(n: int, source: str, **fields: Any) -> dict[str, Any]:
 
 
 def is_error_result(content: str | None) -> bool:
+    """Does a tool result read as an error (the heuristic check of imported chat logs)?"""
     return bool(content) and bool(ERROR_RESULT.match(content or ""))
 
 

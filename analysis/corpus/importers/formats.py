@@ -23,17 +23,21 @@ Converted = tuple[dict[str, Any], list[dict[str, Any]]]
 
 @dataclass(frozen=True)
 class Format:
+    """A source format: its `--format` name, a description, a content test and a converter."""
+
     name: str
     description: str
-    detect: Callable[[Any], bool]
-    convert: Callable[[Raw], Iterator[Converted]]
+    detect: Callable[[Any], bool]  # does this parsed record look like this format?
+    convert: Callable[[Raw], Iterator[Converted]]  # record -> (trajectory row, step rows); ValueError if malformed
 
 
 def content_id(value: Any) -> str:
+    """A stable 12-hex-digit id from a record's content, for sources without ids of their own."""
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def trajectory(tid: str, source: str, steps: list[dict[str, Any]], **fields: Any) -> Converted:
+    """A trajectory row with every column of the corpus contract (unknown ones None), paired with its steps."""
     row = {"trajectory_id": tid, "task_id": None, "trial": None, "source": source, "domain": None, "agent": None,
            "teacher": None, "task": None, "outcome": "unknown", "reward": None, "started_at": None,
            "duration_s": None, "cost_usd": None, "metadata": "{}"}
@@ -52,6 +56,11 @@ def _require(value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ValueError(f"field '{key}' should be {name}, got {type(value[key]).__name__}")
     return value[key]
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: optional nested objects read the same either way."""
+    return value if isinstance(value, dict) else {}
 
 
 def _reward_outcome(reward: Any) -> tuple[float | None, str]:
@@ -83,8 +92,8 @@ def _convert_chat(raw: Raw) -> Iterator[Converted]:
     if "traj" in v:  # tau-bench run: {task_id, trial, reward, info, traj}
         steps = messages_to_steps(_require(v, "traj", list))
         reward, outcome = _reward_outcome(v.get("reward"))
-        info = v.get("info") if isinstance(v.get("info"), dict) else {}
-        task = info.get("task", {}) if isinstance(info.get("task"), dict) else {}
+        info = _obj(v.get("info"))
+        task = _obj(info.get("task"))
         trial = v.get("trial")
         yield trajectory(f"tau-bench:{v['task_id']}:{trial}", "tau-bench", steps, task_id=f"tau-bench:{v['task_id']}",
                          trial=int(trial) if isinstance(trial, int) else None, domain="tool_calling", reward=reward,
@@ -120,12 +129,12 @@ def _has_swe_history(history: list[Any]) -> bool:
 
 def _convert_swe_agent(raw: Raw) -> Iterator[Converted]:
     v = raw.value
-    info = v.get("info") if isinstance(v.get("info"), dict) else {}
+    info = _obj(v.get("info"))
     stem = Path(raw.file).name.removesuffix(".traj")
     items = v.get("trajectory")
     history = v.get("history") if isinstance(v.get("history"), list) else []
     if isinstance(items, list) and items:
-        steps = []
+        steps: list[dict[str, Any]] = []
         for m in history:  # the system prompt and the issue come from the history
             if isinstance(m, dict) and m.get("role") in ("system", "user"):
                 steps.append(new_step(len(steps), m["role"], message=text_of(m.get("content"))))
@@ -138,10 +147,11 @@ def _convert_swe_agent(raw: Raw) -> Iterator[Converted]:
             obs = item.get("observation")
             obs = obs if isinstance(obs, str) else (json.dumps(obs) if obs is not None else None)
             tool = action.split()[0] if action else "noop"
+            seconds = float(item["execution_time"]) if _is_number(item.get("execution_time")) else None
             step = new_step(len(steps), "agent", reasoning=item.get("thought") or None,
                             tool_calls=[{"id": f"swe-{i}", "name": tool, "arguments": json.dumps({"command": action})}],
                             observations=[{"call_id": f"swe-{i}", "content": obs}] if obs is not None else [],
-                            duration_s=float(item["execution_time"]) if _is_number(item.get("execution_time")) else None)
+                            duration_s=seconds)
             if obs is not None:
                 failed = bool(SWE_ERROR.search(obs))
                 step.update(check_passed=not failed, label_source="heuristic",
@@ -162,7 +172,7 @@ def _convert_swe_agent(raw: Raw) -> Iterator[Converted]:
         raise ValueError("neither 'trajectory' nor 'history' has any entries")
     status = info.get("exit_status")
     outcome = "unknown" if status in (None, "submitted") or str(status).startswith("submitted") else "failure"
-    stats = info.get("model_stats") if isinstance(info.get("model_stats"), dict) else {}
+    stats = _obj(info.get("model_stats"))
     yield trajectory(f"swe-agent:{stem}", "swe-agent", steps, task=_first_user(steps), domain="engineering",
                      task_id=f"swe-agent:{stem}", outcome=outcome, cost_usd=stats.get("instance_cost"),
                      metadata={"exit_status": status, "submission": info.get("submission"),
@@ -183,8 +193,8 @@ RETURNCODE = re.compile(r"<returncode>\s*(-?\d+)\s*</returncode>")
 
 
 def _is_mini_swe(v: Any) -> bool:
-    return isinstance(v, dict) and "messages" in v and ("trajectory_format" in v or
-                                                        (isinstance(v.get("info"), dict) and "exit_status" in v["info"]))
+    return isinstance(v, dict) and "messages" in v and (
+        "trajectory_format" in v or (isinstance(v.get("info"), dict) and "exit_status" in v["info"]))
 
 
 def _convert_mini_swe(raw: Raw) -> Iterator[Converted]:
@@ -200,8 +210,10 @@ def _convert_mini_swe(raw: Raw) -> Iterator[Converted]:
         if role == "assistant":
             block = BASH_BLOCK.search(text)
             thought = text[: block.start()].strip() if block else text.strip()
-            calls = [{"id": f"mini-{i}", "name": "bash", "arguments": json.dumps({"command": block.group(1).strip()})}] \
-                if block else []
+            calls = []
+            if block:
+                calls.append({"id": f"mini-{i}", "name": "bash",
+                              "arguments": json.dumps({"command": block.group(1).strip()})})
             pending = new_step(len(steps), "agent", reasoning=thought or None, tool_calls=calls,
                                message=None if block else text)
             steps.append(pending)
@@ -216,10 +228,10 @@ def _convert_mini_swe(raw: Raw) -> Iterator[Converted]:
             pending = None
         else:
             raise ValueError(f"messages[{i}] has unknown role {role!r}")
-    info = v.get("info") if isinstance(v.get("info"), dict) else {}
+    info = _obj(v.get("info"))
     status = info.get("exit_status")
     outcome = "unknown" if status in (None, "Submitted", "submitted") else "failure"
-    stats = info.get("model_stats") if isinstance(info.get("model_stats"), dict) else {}
+    stats = _obj(info.get("model_stats"))
     name = Path(raw.file).name.removesuffix(".json").removesuffix(".traj")
     yield trajectory(f"mini-swe-agent:{v.get('instance_id') or name}", "mini-swe-agent", steps, domain="engineering",
                      task=_first_user(steps), outcome=outcome, cost_usd=stats.get("instance_cost"),
@@ -261,11 +273,11 @@ def _atif_reward(path: Path) -> float | None:
 
 def _convert_atif(raw: Raw) -> Iterator[Converted]:
     v = raw.value
-    steps = []
+    steps: list[dict[str, Any]] = []
     for i, s in enumerate(_require(v, "steps", list)):
         if not isinstance(s, dict):
             raise ValueError(f"steps[{i}] is not an object")
-        source = {"system": "system", "user": "user", "agent": "agent"}.get(s.get("source"), "environment")
+        source = {"system": "system", "user": "user", "agent": "agent"}.get(str(s.get("source")), "environment")
         calls = [{"id": str(c.get("tool_call_id")), "name": c.get("function_name"),
                   "arguments": json.dumps(c.get("arguments"), ensure_ascii=False)
                   if not isinstance(c.get("arguments"), str) else c["arguments"]}
@@ -273,14 +285,15 @@ def _convert_atif(raw: Raw) -> Iterator[Converted]:
         results = (s.get("observation") or {}).get("results") if isinstance(s.get("observation"), dict) else None
         obs = [{"call_id": str(r.get("source_call_id")) if r.get("source_call_id") is not None else None,
                 "content": text_of(r.get("content"))} for r in (results or []) if isinstance(r, dict)]
-        metrics = s.get("metrics") if isinstance(s.get("metrics"), dict) else {}
+        metrics = _obj(s.get("metrics"))
         tokens = sum(int(metrics.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")) or None
-        steps.append(new_step(len(steps), source, message=text_of(s.get("message")), reasoning=s.get("reasoning_content"),
-                              tool_calls=calls, observations=obs, started_at=_parse_time(s.get("timestamp")),
-                              n_tokens=tokens, cost_usd=metrics.get("cost_usd")))
+        steps.append(new_step(len(steps), source, message=text_of(s.get("message")),
+                              reasoning=s.get("reasoning_content"), tool_calls=calls, observations=obs,
+                              started_at=_parse_time(s.get("timestamp")), n_tokens=tokens,
+                              cost_usd=metrics.get("cost_usd")))
     reward, outcome = _reward_outcome(_atif_reward(Path(raw.file)))
-    agent = v.get("agent") if isinstance(v.get("agent"), dict) else {}
-    final = v.get("final_metrics") if isinstance(v.get("final_metrics"), dict) else {}
+    agent = _obj(v.get("agent"))
+    final = _obj(v.get("final_metrics"))
     sid = v.get("session_id") or content_id(v)
     yield trajectory(f"atif:{sid}", "atif", steps, agent=agent.get("model_name") or agent.get("name"),
                      task=_first_user(steps), reward=reward, outcome=outcome, cost_usd=final.get("total_cost_usd"),
@@ -341,7 +354,8 @@ def _convert_who_and_when(raw: Raw) -> Iterator[Converted]:
             s["message"] = f"[{name}] {s['message']}"
     yield trajectory(f"who-and-when:{Path(raw.file).parent.name}:{Path(raw.file).stem}", "who-and-when", steps,
                      task=v.get("question"), task_id=f"who-and-when:{qid}", domain="general",
-                     agent="multi-agent", outcome="unknown" if correct is None else ("success" if correct else "failure"),
+                     agent="multi-agent",
+                     outcome="unknown" if correct is None else ("success" if correct else "failure"),
                      reward=None if correct is None else float(correct),
                      metadata={"mistake_agent": v.get("mistake_agent"), "mistake_step": mistake,
                                "mistake_reason": v.get("mistake_reason"), "ground_truth": v.get("ground_truth"),
@@ -383,7 +397,7 @@ def _score(scores: Any) -> tuple[float | None, str]:
 def _convert_inspect(raw: Raw) -> Iterator[Converted]:
     v = raw.value
     samples = v.get("samples") if "samples" in v else [v]
-    eval_info = v.get("eval") if isinstance(v.get("eval"), dict) else {}
+    eval_info = _obj(v.get("eval"))
     if not isinstance(samples, list):
         raise ValueError("'samples' is not a list")
     for sample in samples:
@@ -415,12 +429,12 @@ def _convert_openhands(raw: Raw) -> Iterator[Converted]:
                 _openhands_event(part, steps, by_id, i)
             continue
         _openhands_event(event, steps, by_id, i)
-    result = v.get("test_result") if isinstance(v.get("test_result"), dict) else {}
+    result = _obj(v.get("test_result"))
     resolved = result.get("resolved")
     if resolved is None and isinstance(result.get("report"), dict):
         resolved = result["report"].get("resolved")
     outcome = "unknown" if resolved is None else ("success" if resolved else "failure")
-    metrics = v.get("metrics") if isinstance(v.get("metrics"), dict) else {}
+    metrics = _obj(v.get("metrics"))
     yield trajectory(f"openhands:{v['instance_id']}", "openhands", steps, task_id=f"openhands:{v['instance_id']}",
                      task=v.get("instruction") if isinstance(v.get("instruction"), str) else _first_user(steps),
                      domain="engineering", outcome=outcome, reward=None if resolved is None else float(bool(resolved)),
@@ -430,12 +444,12 @@ def _convert_openhands(raw: Raw) -> Iterator[Converted]:
 def _openhands_event(e: Any, steps: list[dict[str, Any]], by_id: dict[Any, dict[str, Any]], i: int) -> None:
     if not isinstance(e, dict):
         raise ValueError(f"history[{i}] is not an object")
-    args = e.get("args") if isinstance(e.get("args"), dict) else {}
+    args = _obj(e.get("args"))
     if "observation" in e:
         owner = by_id.get(e.get("cause"))
         content = e.get("content") if isinstance(e.get("content"), str) else json.dumps(e.get("content"))
         obs = {"call_id": str(e.get("cause")) if e.get("cause") is not None else None, "content": content}
-        extras = e.get("extras") if isinstance(e.get("extras"), dict) else {}
+        extras = _obj(e.get("extras"))
         code = extras.get("exit_code", (extras.get("metadata") or {}).get("exit_code")
                           if isinstance(extras.get("metadata"), dict) else None)
         failed = e.get("observation") == "error" or (isinstance(code, int) and code != 0)
@@ -460,8 +474,8 @@ def _openhands_event(e: Any, steps: list[dict[str, Any]], by_id: dict[Any, dict[
         by_id[e.get("id")] = steps[-1]
         return
     call_args = {k: val for k, val in args.items() if k not in ("thought",)}
-    step = new_step(len(steps), "agent", reasoning=args.get("thought") or None,
-                    tool_calls=[{"id": str(e.get("id")), "name": action, "arguments": json.dumps(call_args, default=str)}])
+    call = {"id": str(e.get("id")), "name": action, "arguments": json.dumps(call_args, default=str)}
+    step = new_step(len(steps), "agent", reasoning=args.get("thought") or None, tool_calls=[call])
     steps.append(step)
     by_id[e.get("id")] = step
 

@@ -78,6 +78,7 @@ def _is_json(line: str) -> bool:
 
 
 def iter_jsonl(path: Path) -> Iterator[Raw | Problem]:
+    """One record per non-blank line of a JSON Lines file; a bad line is a problem, not the end."""
     with path.open("rb") as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
@@ -139,6 +140,7 @@ def iter_array(path: Path) -> Iterator[Raw | Problem]:
 
 
 def iter_object(path: Path) -> Iterator[Raw | Problem]:
+    """A whole JSON file as one record."""
     try:
         yield Raw(_loads(path.read_text(encoding="utf-8")), str(path), "file")
     except (UnicodeDecodeError, ValueError) as exc:
