@@ -46,7 +46,7 @@ check: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup browser
+test: setup browser check
 	$(BIN)/python -m pytest tests -q
 
 clean:

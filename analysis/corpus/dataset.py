@@ -84,7 +84,7 @@ class DataFile:
         path = value["path"]
         if path.startswith("/") or ".." in path.split("/") or "\\" in path:
             raise CorpusError(f"{where}: file path {path!r} leaves the dataset folder")
-        meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
+        meta: dict[str, Any] = value["meta"] if isinstance(value.get("meta"), dict) else {}
         return cls(value["table"], path, int(value.get("rows") or 0), int(value.get("bytes") or 0),
                    value.get("sha256") if isinstance(value.get("sha256"), str) else None, meta)
 

@@ -209,9 +209,7 @@ class CorpusStore:
         return self.snapshot
 
     def filter_clauses(self, flt: TrajectoryFilter | None) -> tuple[list[str], list[Any]]:
-        """A filter's SQL conditions over `trajectories t` for this corpus (word searches use the index
-        when it is fresh), and their parameters.
-        """
+        """A filter's SQL conditions over `trajectories t` and their parameters (word searches use the index)."""
         return (flt or TrajectoryFilter()).clauses(self.has_word_index)
 
     def refresh_index(self) -> bool:
@@ -250,6 +248,7 @@ class CorpusStore:
         raise AssertionError("unreachable")
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        """The first value of the first row of a query (None without rows)."""
         table = self.query(sql, params)
         return table.column(0)[0].as_py() if table.num_rows else None
 
@@ -280,6 +279,7 @@ class CorpusStore:
         return Page(rows=page.result(), total=int(total or 0), offset=offset, limit=limit)
 
     def trajectory(self, trajectory_id: str) -> dict[str, Any] | None:
+        """One trajectory's row as a dict, or None if the corpus has no such id."""
         table = self.query("SELECT * FROM trajectories WHERE trajectory_id = ?", [trajectory_id])
         return table.to_pylist()[0] if table.num_rows else None
 
@@ -337,24 +337,31 @@ class CorpusStore:
             f"GROUP BY t.{col} ORDER BY t.{col}")
 
     def horizon_lengths(self) -> pa.Table:
+        """Every trajectory's length in steps and tokens, with its domain and outcome."""
         return self.query("SELECT trajectory_id, domain, outcome, n_steps, n_tokens FROM trajectories")
 
     def distinct(self, column: str) -> list[str]:
+        """The values a facet column takes in this corpus, sorted (for filter choices)."""
         if column not in ("domain", "agent", "teacher", "source", "outcome"):
             raise StoreError(f"cannot list values of {column!r}")
-        table = self.query(f"SELECT DISTINCT {quote_ident(column)} AS v FROM trajectories WHERE v IS NOT NULL ORDER BY v")
+        table = self.query(f"SELECT DISTINCT {quote_ident(column)} AS v FROM trajectories "
+                           "WHERE v IS NOT NULL ORDER BY v")
         return table.column("v").to_pylist()
 
     def tools(self) -> list[str]:
-        table = self.query(f"SELECT DISTINCT unnest({tool_names_sql('s')}) AS name FROM steps s ORDER BY name NULLS LAST")
+        """Names of every tool some step calls, sorted."""
+        table = self.query(f"SELECT DISTINCT unnest({tool_names_sql('s')}) AS name FROM steps s "
+                           "ORDER BY name NULLS LAST")
         return [n for n in table.column("name").to_pylist() if n is not None]
 
     def trials_of(self, task_id: str) -> list[str]:
+        """The trajectories that are trials of one task, in trial order."""
         table = self.query("SELECT trajectory_id FROM trajectories WHERE task_id = ? ORDER BY trial, trajectory_id",
                            [task_id])
         return table.column("trajectory_id").to_pylist()
 
     def close(self) -> None:
+        """Stop the query threads and close the DuckDB connection."""
         self._pool.shutdown(wait=True)
         self.con.close()
 

@@ -13,8 +13,8 @@ def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> 
     """The cached per-step replay rows of one trajectory (empty if not replayed)."""
     if checkpoint_id not in store.replay_checkpoints:
         return pd.DataFrame()
-    return store.query("SELECT * EXCLUDE (checkpoint_id) FROM replay_steps WHERE checkpoint_id = ? AND trajectory_id = ? "
-                       "ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
+    return store.query("SELECT * EXCLUDE (checkpoint_id) FROM replay_steps WHERE checkpoint_id = ? "
+                       "AND trajectory_id = ? ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
 
 
 def step_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int) -> pd.DataFrame:

@@ -104,8 +104,11 @@ class ReplayCache:
 
     def write_batch(self, batch: dict[str, tuple[dict[str, pa.Table], dict[str, str]]],
                     meta: dict[str, Any] | None = None) -> None:
-        """Publish {trajectory_id: (tables by name, notes)} in one commit: each table becomes one file that
-        holds every trajectory of the batch; older replays of these trajectories are replaced."""
+        """Publish {trajectory_id: (tables by name, notes)} in one commit.
+
+        Each table becomes one file that holds every trajectory of the batch; older replays of these
+        trajectories are replaced.
+        """
         if not batch:
             return
         dataset = replay_dataset(self.corpus, self.checkpoint_id)
