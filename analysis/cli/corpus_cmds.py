@@ -1,0 +1,107 @@
+"""Corpus commands: generate the sample, import logs, build the word index, run read-only SQL."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from horizonlens.cli.base import app, fail, progress_bar
+
+
+@app.command()
+def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corpus to.")],
+           trajectories: Annotated[int, typer.Option(help="Number of trajectories.")] = 1200,
+           seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+           trials: Annotated[int, typer.Option(help="Trials per task (for pass^k).")] = 4,
+           overwrite: Annotated[bool, typer.Option(help="Replace an existing corpus at OUT.")] = False) -> None:
+    """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.sample.generate import generate_corpus
+
+    progress, task = progress_bar(trajectories, "simulating")
+    try:
+        with progress:
+            manifest = generate_corpus(str(out), trajectories, seed=seed, trials=trials, overwrite=overwrite,
+                                       progress=lambda n: progress.advance(task, n))
+    except CorpusError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {trajectories} trajectories to {out} (seed {manifest['generator']['seed']})")
+
+
+@app.command()
+def sql(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+        query: Annotated[str, typer.Argument(help="One read-only SELECT over the views trajectories, steps, "
+                                                  "replay_steps, routing.")],
+        row_cap: Annotated[int, typer.Option(help="At most this many rows.")] = 1000,
+        timeout: Annotated[float, typer.Option(help="Stop the query after this many seconds.")] = 30.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False) -> None:
+    """Run a read-only SQL query over a corpus."""
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.corpus.sql import SqlError, run_sql
+    from horizonlens.corpus.store import open_store
+
+    try:
+        store = open_store(corpus)
+        result = run_sql(store, query, row_cap=row_cap, timeout_s=timeout)
+    except (CorpusError, SqlError) as exc:
+        fail(str(exc))
+    if as_json:
+        for row in result.table.to_pylist():
+            typer.echo(json.dumps(row, default=str, ensure_ascii=False))
+    else:
+        typer.echo(result.table.to_pandas().to_string(index=False, max_colwidth=60))
+    if result.truncated:
+        typer.secho(f"(stopped at {result.row_cap} rows)", err=True)
+
+
+@app.command("import")
+def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or directories to import.")],
+               into: Annotated[Path, typer.Option("--into", help="Corpus directory (created if missing).")],
+               fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
+                                                                 "mini-swe-agent, inspect, swe-agent, openai-chat.")
+                              ] = "auto",
+               replace: Annotated[bool, typer.Option(help="Update trajectories that are already in the corpus.")
+                                  ] = False,
+               strict: Annotated[bool, typer.Option(help="Import nothing if any record is malformed.")] = False,
+               ) -> None:
+    """Convert agent logs into a corpus.
+
+    Formats: tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands, OpenAI chat.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from horizonlens.corpus.importers import ImportFailed, import_paths
+    from horizonlens.corpus.io import CorpusError
+
+    progress = Progress(SpinnerColumn(), TextColumn("importing: {task.completed:,} records"), TimeElapsedColumn(),
+                        disable=not sys.stderr.isatty(), transient=True)
+    task = progress.add_task("import", total=None)
+    try:
+        with progress:
+            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict,
+                                  progress=lambda n: progress.advance(task, n))
+    except (ImportFailed, CorpusError) as exc:
+        fail(str(exc))
+    for problem in report.problems[:50]:
+        typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
+    if len(report.problems) > 50:
+        typer.secho(f"... and {len(report.problems) - 50} more problems", fg=typer.colors.YELLOW, err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+def index(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
+    """Build the word index that makes full-text search fast (rebuild after adding files by hand)."""
+    from horizonlens.corpus.io import CorpusError, read_manifest
+    from horizonlens.corpus.search_index import build_index
+
+    try:
+        read_manifest(corpus)
+    except CorpusError as exc:
+        fail(str(exc))
+    built = build_index(corpus)
+    typer.echo(f"indexed {built['rows']:,} (word, trajectory) pairs in {built['build_s']:.1f}s")

@@ -1,0 +1,117 @@
+"""Model commands: replay trajectories through a checkpoint, build the sample checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from horizonlens.cli.base import app, fail, progress_bar, sample_checkpoint_path, sample_corpus_path
+
+
+@app.command()
+def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replays are cached inside it).")],
+           checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (default: the bundled "
+                                                                   "sample checkpoint).")] = None,
+           trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",
+                                                                   help="Trajectory id (repeatable).")] = None,
+           limit: Annotated[Optional[int], typer.Option(help="Replay at most N trajectories (shortest first).")
+                            ] = None,
+           domain: Annotated[Optional[list[str]], typer.Option(help="Only trajectories of this domain (repeatable).")
+                             ] = None,
+           max_tokens: Annotated[Optional[int], typer.Option(help="Skip trajectories with more estimated tokens.")
+                                 ] = None,
+           per_domain: Annotated[Optional[int], typer.Option(help="Only the first N trajectories (by id) per "
+                                                                  "domain.")] = None,
+           chunk_size: Annotated[int, typer.Option(help="Tokens per forward call.")] = 512,
+           device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+           dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16.")
+                            ] = "auto",
+           device_map: Annotated[Optional[str], typer.Option(help="Spread a large model over GPUs, e.g. 'auto' "
+                                                                  "(needs accelerate).")] = None,
+           allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights; they can run code.")
+                                   ] = False,
+           trust_remote_code: Annotated[bool, typer.Option(help="Allow the checkpoint's own Python code.")] = False,
+           allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
+                                  ] = False) -> None:
+    """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
+    from horizonlens.corpus.io import CorpusError
+    from horizonlens.corpus.store import TrajectoryFilter, open_store
+    from horizonlens.model.batch import replay_many
+    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model.loader import CheckpointError, load_checkpoint
+    from horizonlens.model.replay import ReplayConfig
+
+    checkpoint = checkpoint or sample_checkpoint_path()
+    try:
+        store = open_store(corpus)
+        loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code, allow_dense=allow_dense, device_map=device_map)
+    except (CorpusError, CheckpointError) as exc:
+        fail(str(exc))
+    trajectory, domain = trajectory or [], domain or []  # a repeatable option given no times arrives as None
+    ids = list(trajectory)
+    if not ids:
+        flt = TrajectoryFilter(domains=list(domain))
+        ids, offset = [], 0
+        while True:  # page through the whole (filtered) corpus, shortest first
+            page = store.list_trajectories(flt, sort="n_tokens", limit=1000, offset=offset)
+            rows = page.rows.to_pylist()
+            ids += [r["trajectory_id"] for r in rows if max_tokens is None or r["n_tokens"] <= max_tokens]
+            offset += 1000
+            if offset >= page.total:
+                break
+    if per_domain is not None:
+        ids = _first_per_domain(store, ids, per_domain)
+    if limit is not None:
+        ids = ids[:limit]
+    missing = [t for t in trajectory if store.trajectory(t) is None]  # ids from the corpus itself exist
+    if missing:
+        fail(f"no such trajectory: {missing[0]}")
+    cache = ReplayCache(store.root, loaded.checkpoint_id)
+    typer.echo(f"checkpoint {loaded.checkpoint_id} ({loaded.architecture}, {len(loaded.routers)} MoE layers, "
+               f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')}); {len(ids)} trajectories")
+    progress, task = progress_bar(len(ids), "replaying")
+    with progress:
+        done, skipped = replay_many(store, loaded, ids, ReplayConfig(chunk_size=chunk_size),
+                                    on_done=lambda tid, ran: progress.advance(task, 1))
+    typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
+
+
+def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
+    """The first n ids (sorted) of each domain among `ids`: a small, stable, balanced subset."""
+    rows = store.query("SELECT trajectory_id, domain FROM trajectories ORDER BY trajectory_id").to_pylist()
+    wanted, out = set(ids), []
+    taken: dict[str, int] = {}
+    for r in rows:
+        if r["trajectory_id"] in wanted and taken.get(r["domain"], 0) < n:
+            taken[r["domain"]] = taken.get(r["domain"], 0) + 1
+            out.append(r["trajectory_id"])
+    return out
+
+
+@app.command("build-checkpoint")
+def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
+                                                                  "is sample_data/checkpoint).")],
+                         corpus: Annotated[Optional[Path], typer.Option(help="Corpus to train on (default: the "
+                                                                             "bundled sample corpus).")] = None,
+                         steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
+                         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+                         compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")
+                                            ] = True) -> None:
+    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
+    import tempfile
+
+    from horizonlens.corpus.store import open_store
+    from horizonlens.sample.checkpoint import BuildConfig, build_checkpoint, compare_with_random_init
+
+    store = open_store(corpus or sample_corpus_path())
+    cfg = BuildConfig(steps=steps, seed=seed)
+    report = build_checkpoint(store, out, cfg, log=typer.echo)
+    if compare:
+        with tempfile.TemporaryDirectory() as work:
+            report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
+        (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(json.dumps(report["heldout_loss"]))
