@@ -94,14 +94,19 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
 
 
 @app.command()
-def index(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
-    """Build the word index that makes full-text search fast (rebuild after adding files by hand)."""
+def index(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+          full: Annotated[bool, typer.Option(help="Recompute the aggregates from scratch instead of updating them."
+                                             )] = False) -> None:
+    """Build the search index and the corpus aggregates (imports keep them up to date; run after hand edits)."""
+    from horizonlens.corpus.indexes import build_all
     from horizonlens.corpus.io import CorpusError, read_manifest
-    from horizonlens.corpus.search_index import build_index
 
     try:
         read_manifest(corpus)
+        built = build_all(corpus, full=full)
     except CorpusError as exc:
         fail(str(exc))
-    built = build_index(corpus)
-    typer.echo(f"indexed {built['rows']:,} (word, trajectory) pairs in {built['build_s']:.1f}s")
+    for name in ("index", "aggregates"):
+        rows = ", ".join(f"{n:,} {table}" for table, n in built[name]["rows"].items())
+        typer.echo(f"{name}: {rows} rows; {sum(built[name]['computed'].values())} source file(s) read in "
+                   f"{built[name]['seconds']:.1f}s")

@@ -50,8 +50,10 @@ LOCK = ".lock"
 # Rows per Parquet row group: small enough that DuckDB can skip groups by min/max statistics on
 # trajectory_id, large enough that the footer stays small.
 ROW_GROUP_SIZE = 16_384
-# Files this module writes: only these (and .tmp-*) are ever deleted as leftovers.
-OWN_FILE = re.compile(r"^(hl-[0-9a-f]{12}-\d{5}\.parquet|\.tmp-.*)$")
+# Files this module writes: only these (and .tmp-*) are ever deleted as leftovers. Tables are Parquet; a derived
+# dataset may also hold Arrow IPC files (.arrow), which can be memory-mapped and read row by row.
+OWN_FILE = re.compile(r"^(hl-[0-9a-f]{12}-\d{5}\.(parquet|arrow)|\.tmp-.*)$")
+SUFFIXES = (".parquet", ".arrow")
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 
@@ -357,9 +359,11 @@ class Transaction:
         self.committed = False
         self._count = 0
 
-    def new_path(self, table: str, partition: str | None = None) -> str:
+    def new_path(self, table: str, partition: str | None = None, suffix: str = ".parquet") -> str:
         """A fresh relative path for a file of `table` (optionally under a hive partition folder)."""
-        name = f"hl-{self.tag}-{self._count:05d}.parquet"
+        if suffix not in SUFFIXES:
+            raise ValueError(f"a dataset file is one of {', '.join(SUFFIXES)}")
+        name = f"hl-{self.tag}-{self._count:05d}{suffix}"
         self._count += 1
         return f"{table}/{partition}/{name}" if partition else f"{table}/{name}"
 
@@ -380,21 +384,18 @@ class Transaction:
         self.added.append(entry)
         return entry
 
-    def reserve(self, table: str, partition: str | None = None) -> Path:
+    def reserve(self, table: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
         """A fresh path for a file that another writer (e.g. DuckDB's COPY) will create; `register` it after."""
         if table not in self.dataset.tables:
             raise CorpusError(f"{self.dataset.root}: no table {table!r} in this dataset")
-        path = self.dataset.root / self.new_path(table, partition)
+        path = self.dataset.root / self.new_path(table, partition, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def register(self, table: str, path: Path, meta: dict[str, Any] | None = None) -> DataFile:
         """Add a file written at a `reserve`d path; it becomes visible at commit."""
         rel = path.relative_to(self.dataset.root).as_posix()
-        try:
-            rows = pq.read_metadata(path).num_rows
-        except (OSError, pa.ArrowException) as exc:
-            raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
+        rows = count_rows(path)
         entry = DataFile(table, rel, rows, path.stat().st_size, sha256_file(path), dict(meta or {}))
         self.added.append(entry)
         return entry
@@ -433,6 +434,19 @@ class Transaction:
         for f in self.added:
             (self.dataset.root / f.path).unlink(missing_ok=True)
         self.added.clear()
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a dataset file, from its footer (Parquet) or its record batches (Arrow IPC)."""
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path}: not a readable {'Arrow' if path.suffix == '.arrow' else 'Parquet'} file "
+                          f"({exc})") from exc
 
 
 def _fsync_path(path: Path) -> None:

@@ -7,14 +7,30 @@ the edge (`where_sql`), so extending a query with more conditions never pastes k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from horizonlens.corpus.search_index import query_words
+from horizonlens.corpus.quoting import quote_ident
+from horizonlens.corpus.search_index import ExactPlan, query_words
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import StoreError
 
 Clauses = tuple[list[str], list[Any]]
+# A single-word exact search names at most this many vocabulary words inline; more are matched by a subquery.
+INLINE_WORDS = 2_000
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What the store offers a filter beyond the corpus tables (derived views, a resolved exact search).
+
+    A filter that needs something else (say, a label view) adds a field here and checks it in `clauses`.
+    """
+
+    word_index: bool = False  # view `search_words` (and `search_vocab`) is up to date
+    aggregates: bool = False  # view `agg_trajectories` is queryable (per-trajectory tool lists)
+    exact: ExactPlan | None = None  # the filter's exact-text query, resolved through the search index
+    exact_table: str | None = None  # the table holding `exact.hits` in the store's database
 
 
 @dataclass
@@ -34,11 +50,23 @@ class TrajectoryFilter:
     text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
     task_id: str | None = None
 
-    def clauses(self, word_index: bool = False) -> Clauses:
+    def facet_only(self) -> bool:
+        """Whether only facet columns (domain, agent, teacher, source, outcome) are filtered on.
+
+        Such a filter can be answered from the aggregate cubes; a field added later (a label, ...) counts as
+        not a facet unless it is listed here.
+        """
+        facets = {"domains", "agents", "teachers", "sources", "outcomes"}
+        default = TrajectoryFilter()
+        return all(getattr(self, f.name) == getattr(default, f.name) for f in fields(self) if f.name not in facets)
+
+    def clauses(self, ctx: FilterContext | None = None) -> Clauses:
         """SQL conditions over `trajectories t` and their parameters; ([], []) when nothing is filtered.
 
-        `word_index`: the corpus has a fresh word index (view `search_words`) for word searches.
+        `ctx` says which derived views the store has (see FilterContext); without it, searches scan.
         """
+        ctx = ctx or FilterContext()
+        word_index = ctx.word_index
         clauses: list[str] = []
         params: list[Any] = []
         for column, values in (("domain", self.domains), ("agent", self.agents), ("teacher", self.teachers),
@@ -57,7 +85,11 @@ class TrajectoryFilter:
         if self.task_id:
             clauses.append("t.task_id = ?")
             params.append(self.task_id)
-        if self.tool:
+        if self.tool and ctx.aggregates:
+            clauses.append("t.trajectory_id IN (SELECT a.trajectory_id FROM agg_trajectories a "
+                           "WHERE list_contains(a.tools, ?))")
+            params.append(self.tool)
+        elif self.tool:
             clauses.append(f"t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
                            f"WHERE list_contains({tool_names_sql('s')}, ?))")
             params.append(self.tool)
@@ -67,8 +99,10 @@ class TrajectoryFilter:
                 raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "
                                  "or search for the exact text")
             clauses.append(f"t.trajectory_id IN (SELECT trajectory_id FROM search_words WHERE word IN "
-                           f"({', '.join('?' for _ in words)}) GROUP BY trajectory_id HAVING count(*) = ?)")
+                           f"({', '.join('?' for _ in words)}) GROUP BY trajectory_id HAVING count(DISTINCT word) = ?)")
             params.extend([*words, len(words)])
+        elif self.text and ctx.exact is not None:
+            clauses.append(_exact_clause(ctx, params))
         elif self.text:
             pattern = like_pattern(self.text)
             match, n = step_text_match("s")
@@ -76,6 +110,25 @@ class TrajectoryFilter:
                            f"(SELECT s.trajectory_id FROM steps s WHERE {match}))")
             params.extend([pattern] * (n + 1))
         return clauses, params
+
+
+def _exact_clause(ctx: FilterContext, params: list[Any]) -> str:
+    """The condition for an exact-text search the index resolved (see search_index.plan_exact)."""
+    plan = ctx.exact
+    assert plan is not None
+    if plan.words is not None:  # a single word run: the postings of every vocabulary word containing it
+        if not plan.words:
+            return "false"
+        if len(plan.words) <= INLINE_WORDS:
+            params.extend(plan.words)
+            return (f"t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
+                    f"({', '.join('?' for _ in plan.words)}))")
+        params.append(plan.needle)
+        return ("t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
+                "(SELECT v.word FROM search_vocab v WHERE contains(v.word, ?)))")
+    if ctx.exact_table is None:
+        raise StoreError("an exact search through the index needs its hits table")
+    return f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.exact_table)} h)"
 
 
 def where_sql(clauses: list[str], keyword: str = "WHERE") -> str:

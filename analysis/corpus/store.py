@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,22 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.aggregates import SPEC as AGGREGATES
+from horizonlens.corpus.aggregates import recompute_sql
 from horizonlens.corpus.dataset import MANIFEST, Snapshot
-from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.derived import DerivedSpec, is_fresh
+from horizonlens.corpus.filters import FilterContext, TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
 from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
 from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
 from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
-from horizonlens.corpus.search_index import index_dataset, index_is_fresh
+from horizonlens.corpus.search_index import SPEC as SEARCH_INDEX
+from horizonlens.corpus.search_index import TEXT_TABLES, ExactPlan, TextIndex, plan_exact, query_words
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
 TRAJECTORY_COLUMNS = frozenset(TRAJECTORIES.names)
+EXACT_PLANS_KEPT = 16  # exact-text searches whose results stay resolved (per corpus state)
 # Sortable columns of the trajectory list (identifiers are never taken from user input).
 SORTABLE = ("trajectory_id", "task_id", "domain", "agent", "teacher", "outcome", "reward", "n_steps", "n_tokens",
             "n_failed_checks", "first_failed_step", "started_at", "duration_s", "cost_usd")
@@ -86,10 +91,17 @@ class CorpusStore:
         self.problems: list[str] = []  # damaged replay files left out of the views, for the user to see
         self.replay_checkpoints: list[str] = []
         self.has_word_index = False
+        self.has_aggregates = False  # the aggregate views read up-to-date files (else computed on demand)
+        self._texts: TextIndex | None = None  # the search index's text copies (exact search), when up to date
+        self._exact_plans: dict[str, tuple[ExactPlan, str | None]] = {}  # query text -> plan, its hits table
+        self._hits_made = 0
+        self.index_problem: str | None = None
+        self._aggregates_in_memory = False
         self._stamps: dict[str, Any] = {}
         self._fingerprints: dict[str, str] = {}
         self._open_corpus()
         self._open_index()
+        self._open_aggregates()
         self._open_replays()
         # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
         self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
@@ -123,18 +135,71 @@ class CorpusStore:
         self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM "
                          f"{_read_parquet_sql(paths, union)}")
 
-    def _open_index(self) -> None:
-        """Use the word index if it was built from the corpus as it is now."""
-        index = index_dataset(self.root)
-        self._stamps["index"] = self._stamp(index.manifest_path)
-        fresh = index_is_fresh(self.root, self.snapshot)
-        if fresh:
-            words = index.snapshot().paths("words")
-            self._create_view("search_words", words, union=False)
-            self._fingerprints["index"] = index.snapshot().fingerprint
+    def _open_derived(self, spec: DerivedSpec, key: str) -> Snapshot | None:
+        """Views over a derived dataset's tables if it was built from the corpus as it is now; its snapshot then."""
+        dataset = spec.dataset(self.root)
+        self._stamps[key] = self._stamp(dataset.manifest_path)
+        snap = dataset.snapshot() if is_fresh(spec, self.snapshot) else None
+        views: dict[str, list[Path]] = {}
+        for table in spec.outputs:
+            if table.view:
+                views.setdefault(table.view, []).extend(snap.paths(table.name) if snap else [])
+        for view, paths in views.items():
+            self._drop(view)
+            if paths:
+                self._create_view(view, paths, union=False)
+        if snap is not None:
+            self._fingerprints[key] = snap.fingerprint
         else:
-            self._fingerprints.pop("index", None)
-        self.has_word_index = fresh
+            self._fingerprints.pop(key, None)
+        return snap
+
+    def _open_index(self) -> None:
+        """Use the search index if it was built from the corpus as it is now (else searches scan)."""
+        snap = self._open_derived(SEARCH_INDEX, "index")
+        self.has_word_index = snap is not None
+        for _, table in self._exact_plans.values():
+            if table:
+                self._drop(table)
+        self._exact_plans = {}
+        self._texts = None
+        self.index_problem = None
+        if snap is not None:
+            try:
+                self._texts = TextIndex([p for t in TEXT_TABLES for p in snap.paths(t)])
+            except (OSError, pa.ArrowException) as exc:
+                self.index_problem = f"the search index's text copy is unreadable, exact searches scan ({exc})"
+
+    def _open_aggregates(self) -> None:
+        """Views over the corpus aggregates if they summarise the corpus as it is now; else none (see aggregates())."""
+        self._aggregates_in_memory = False
+        for view, _ in recompute_sql():
+            self._drop(view)
+        self.has_aggregates = self._open_derived(AGGREGATES, "aggregates") is not None
+
+    def _drop(self, name: str) -> None:
+        """Drop a view or table of this connection by name, whichever it is."""
+        kinds = self.con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ?",
+                                 [name]).fetchall()
+        for (kind,) in kinds:
+            self.con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {quote_ident(name)}")
+
+    def aggregates(self) -> None:
+        """Make the aggregate views (`agg_trajectories`, `agg_checks_by_j`) queryable.
+
+        Up-to-date aggregate files are already open as views. Otherwise (never built, or the corpus changed
+        since) they are computed here once from the steps, by the same SQL, and kept in memory until the
+        corpus changes: one pass over the steps for every metric and filter, instead of one per query.
+        """
+        with self._lock:
+            if self.has_aggregates or self._aggregates_in_memory:
+                return
+            for view, sql in recompute_sql():
+                try:
+                    self.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(view)} AS {sql}")
+                except duckdb.Error as exc:
+                    raise StoreError(f"cannot summarise the corpus steps ({exc})") from exc
+            self._aggregates_in_memory = True
 
     def _open_replays(self) -> None:
         """Views over every checkpoint's replay cache (`replay_steps`, `routing`), keyed by checkpoint_id.
@@ -189,10 +254,16 @@ class CorpusStore:
             if self._stamp(self.root / MANIFEST) != self._stamps.get("corpus"):
                 self._open_corpus()
                 self._open_index()
+                self._open_aggregates()
                 changed = True
-            elif self._stamp(index_dataset(self.root).manifest_path) != self._stamps.get("index"):
-                self._open_index()
-                changed = True
+            else:
+                if self._stamp(SEARCH_INDEX.dataset(self.root).manifest_path) != self._stamps.get("index"):
+                    self._open_index()
+                    changed = True
+                if self._stamp(AGGREGATES.dataset(self.root).manifest_path) != self._stamps.get(
+                        "aggregates"):
+                    self._open_aggregates()
+                    changed = True
             if self._replay_stamps() != self._stamps.get("replays"):
                 self._open_replays()
                 changed = True
@@ -209,8 +280,51 @@ class CorpusStore:
         return self.snapshot
 
     def filter_clauses(self, flt: TrajectoryFilter | None) -> tuple[list[str], list[Any]]:
-        """A filter's SQL conditions over `trajectories t` and their parameters (word searches use the index)."""
-        return (flt or TrajectoryFilter()).clauses(self.has_word_index)
+        """A filter's SQL conditions over `trajectories t` and their parameters (searches use the index)."""
+        flt = flt or TrajectoryFilter()
+        ctx = FilterContext(word_index=self.has_word_index)
+        if flt.tool:
+            self.aggregates()
+            ctx = replace(ctx, aggregates=True)
+        if flt.text and self._uses_exact(flt):
+            resolved = self._exact(flt.text)
+            if resolved is not None:
+                ctx = replace(ctx, exact=resolved[0], exact_table=resolved[1])
+        return flt.clauses(ctx)
+
+    def _uses_exact(self, flt: TrajectoryFilter) -> bool:
+        """Whether the filter's text is an exact-text search (not an all-words one)."""
+        words_mode = flt.text_mode != "exact" and (self.has_word_index or flt.text_mode == "words")
+        return not (words_mode and query_words(flt.text or ""))
+
+    def _exact(self, text: str) -> tuple[ExactPlan, str | None] | None:
+        """An exact-text search resolved through the search index (cached per query while the corpus holds)."""
+        with self._lock:
+            texts = self._texts
+            if texts is None:
+                return None
+            if text in self._exact_plans:
+                return self._exact_plans[text]
+            total = self.scalar("SELECT count(*) FROM trajectories")
+            plan = plan_exact(self.query, texts, text, int(total or 0))
+            if plan is None:
+                return None
+            table = None
+            if plan.hits is not None:
+                # the hits go into a table of the in-memory database, so every cursor's query can join them
+                table = f"exact_hits_{self._hits_made:06d}"
+                self._hits_made += 1
+                self.con.register("_exact_hits_arrow", plan.hits)
+                try:
+                    self.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM _exact_hits_arrow")
+                finally:
+                    self.con.unregister("_exact_hits_arrow")
+            while len(self._exact_plans) >= EXACT_PLANS_KEPT:
+                _, old_table = self._exact_plans.pop(next(iter(self._exact_plans)))
+                if old_table:
+                    self._drop(old_table)
+            self._exact_plans[text] = (plan, table)
+            return plan, table
 
     def refresh_index(self) -> bool:
         """Re-check whether the word index is up to date with the corpus (after building it)."""
@@ -327,18 +441,43 @@ class CorpusStore:
         if column not in ("domain", "agent", "teacher", "source", "outcome"):
             raise StoreError(f"cannot group by {column!r}")
         col = quote_ident(column)
-        return self.query(
-            f"WITH s AS (SELECT trajectory_id, count(check_passed) AS checks, "
-            f"count(*) FILTER (WHERE check_passed = false) AS failed FROM steps GROUP BY trajectory_id) "
-            f"SELECT t.{col} AS {col}, count(*) AS trajectories, "
-            f"avg(CASE WHEN outcome = 'success' THEN 1.0 WHEN outcome = 'failure' THEN 0.0 END) AS success_rate, "
-            f"sum(s.failed) / nullif(sum(s.checks), 0) AS failed_check_rate, median(t.n_steps) AS median_steps, "
-            f"sum(t.n_tokens)::BIGINT AS tokens FROM trajectories t LEFT JOIN s USING (trajectory_id) "
-            f"GROUP BY t.{col} ORDER BY t.{col}")
+        self.aggregates()
+        # one pass over the cube (a row per facet cell and step count); the median step count comes from the
+        # step-count histogram of each group, interpolated as DuckDB's median (quantile_cont) does
+        return self.query(f"""
+            WITH h AS (SELECT t.{col} AS g, t.n_steps AS x, sum(t.trajectories) AS n FROM agg_cube_trajectories t
+                       WHERE t.n_steps IS NOT NULL GROUP BY ALL),
+            c AS (SELECT g, x, sum(n) OVER (PARTITION BY g ORDER BY x) AS cum, sum(n) OVER (PARTITION BY g) AS total
+                  FROM h),
+            m AS (SELECT g, min(x) FILTER (WHERE cum > floor((total - 1) / 2)) AS lo,
+                         min(x) FILTER (WHERE cum > ceil((total - 1) / 2)) AS hi, any_value(total) AS total
+                  FROM c GROUP BY g)
+            SELECT t.{col} AS {col}, CAST(sum(t.trajectories) AS BIGINT) AS trajectories,
+                   CAST(sum(t.trajectories) FILTER (WHERE t.outcome = 'success') AS DOUBLE)
+                     / sum(t.trajectories) FILTER (WHERE t.outcome IN ('success', 'failure')) AS success_rate,
+                   sum(t.failures) / nullif(sum(t.checks), 0) AS failed_check_rate,
+                   any_value(CAST(m.lo AS DOUBLE) + (m.hi - m.lo) * ((m.total - 1) / 2 - floor((m.total - 1) / 2)))
+                     AS median_steps,
+                   CAST(sum(t.tokens) AS BIGINT) AS tokens
+            FROM agg_cube_trajectories t LEFT JOIN m ON m.g IS NOT DISTINCT FROM t.{col}
+            GROUP BY t.{col} ORDER BY t.{col}""")
 
-    def horizon_lengths(self) -> pa.Table:
-        """Every trajectory's length in steps and tokens, with its domain and outcome."""
-        return self.query("SELECT trajectory_id, domain, outcome, n_steps, n_tokens FROM trajectories")
+    def length_histogram(self, column: str, edges: list[int]) -> pa.Table:
+        """Trajectories per (outcome, length bin), as numpy.histogram counts them; lengths below 1 count as 1.
+
+        Bin i holds edges[i] <= length < edges[i+1]; the last bin also holds its right edge.
+        """
+        if column not in ("n_steps", "n_tokens"):
+            raise StoreError(f"no length histogram of {column!r}")
+        if len(edges) < 2:
+            return pa.table({"outcome": pa.array([], pa.string()), "bin": pa.array([], pa.int64()),
+                             "trajectories": pa.array([], pa.int64())})
+        x = f"greatest(coalesce(t.{quote_ident(column)}, 0), 1)"
+        # the number of inner edges at or below x is the bin; the last edge closes the last bin
+        return self.query(
+            f"SELECT t.outcome, least(len(list_filter(?::BIGINT[], lambda e: e <= {x})), ?) - 1 AS bin, "
+            f"count(*) AS trajectories FROM trajectories t WHERE {x} BETWEEN ? AND ? GROUP BY ALL ORDER BY ALL",
+            [list(map(int, edges[:-1])), len(edges) - 1, int(edges[0]), int(edges[-1])])
 
     def distinct(self, column: str) -> list[str]:
         """The values a facet column takes in this corpus, sorted (for filter choices)."""
@@ -350,9 +489,8 @@ class CorpusStore:
 
     def tools(self) -> list[str]:
         """Names of every tool some step calls, sorted."""
-        table = self.query(f"SELECT DISTINCT unnest({tool_names_sql('s')}) AS name FROM steps s "
-                           "ORDER BY name NULLS LAST")
-        return [n for n in table.column("name").to_pylist() if n is not None]
+        self.aggregates()  # a rollup of the per-trajectory tool lists, instead of every step's tool calls
+        return self.query("SELECT name FROM agg_tools ORDER BY name").column("name").to_pylist()
 
     def trials_of(self, task_id: str) -> list[str]:
         """The trajectories that are trials of one task, in trial order."""

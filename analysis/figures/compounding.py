@@ -93,17 +93,22 @@ def recovery(df: pd.DataFrame) -> go.Figure:
 
 
 def success_vs_length(points: pd.DataFrame, fits: pd.DataFrame) -> go.Figure:
-    """Binned success rate by step count (dots), the logistic fit (line), and the 50%/80% horizons."""
+    """Binned success rate by step count (dots), the logistic fit (line), and the 50%/80% horizons.
+
+    `points` has one row per (group, n_steps, success) cell with its count in `runs`.
+    """
     if points.empty:
         return empty("No trajectories with a success/failure outcome")
     fig = go.Figure()
     for i, (grp, part) in enumerate(points.groupby("group", sort=True)):
         c = _color(i)
         x = np.log2(part["n_steps"].to_numpy(dtype=float))
+        runs = part["runs"].to_numpy(dtype=float) if "runs" in part else np.ones(len(part))
         edges = np.linspace(x.min(), x.max() + 1e-9, 12)
-        idx = np.digitize(x, edges) - 1
-        binned = pd.DataFrame({"b": idx, "x": x, "y": part["success"].to_numpy()}).groupby("b").agg(
-            x=("x", "mean"), y=("y", "mean"), n=("y", "size"))
+        cells = pd.DataFrame({"b": np.digitize(x, edges) - 1, "xw": x * runs,
+                              "yw": part["success"].to_numpy(dtype=float) * runs, "n": runs})
+        sums = cells.groupby("b").sum()
+        binned = pd.DataFrame({"x": sums["xw"] / sums["n"], "y": sums["yw"] / sums["n"], "n": sums["n"].astype(int)})
         fig.add_scatter(x=2 ** binned["x"], y=binned["y"], mode="markers", marker=dict(color=c, size=8),
                         name=f"{grp} (binned)", customdata=binned["n"],
                         hovertemplate="%{x:.0f} steps: %{y:.0%} (n=%{customdata})")

@@ -9,17 +9,25 @@ import plotly.graph_objects as go
 from horizonlens.figures.style import OUTCOME_COLORS, empty, layout
 
 
-def horizon_histogram(lengths: pd.DataFrame, column: str = "n_steps") -> go.Figure:
-    """Trajectories per length bin (log-spaced), stacked by outcome."""
-    if lengths.empty:
+def length_edges(max_length: int | None) -> list[int]:
+    """Log-spaced bin edges from 1 to just above the longest trajectory (about 30 bins)."""
+    top = max(int(max_length or 1), 1)
+    return [int(e) for e in np.unique(np.round(np.logspace(0, np.log10(top + 1), 30)).astype(int))]
+
+
+def horizon_histogram(counts: pd.DataFrame, edges: list[int], column: str = "n_steps") -> go.Figure:
+    """Trajectories per length bin (log-spaced), stacked by outcome.
+
+    `counts` has one row per (outcome, bin) with `trajectories` (CorpusStore.length_histogram over `edges`).
+    """
+    if counts.empty or len(edges) < 2:
         return empty("No trajectories")
-    values = lengths[column].clip(lower=1)
-    edges = np.unique(np.round(np.logspace(0, np.log10(values.max() + 1), 30)).astype(int))
+    labels = [f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     fig = go.Figure()
-    for outcome, part in lengths.groupby("outcome"):
-        counts, _ = np.histogram(part[column].clip(lower=1), bins=edges)
-        fig.add_bar(x=[f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:], strict=True)], y=counts, name=str(outcome),
-                    marker_color=OUTCOME_COLORS.get(str(outcome), "#888"))
+    for outcome, part in counts.groupby("outcome", sort=True):
+        y = np.zeros(len(labels), dtype=int)
+        y[part["bin"].to_numpy(dtype=int)] = part["trajectories"].to_numpy(dtype=int)
+        fig.add_bar(x=labels, y=y, name=str(outcome), marker_color=OUTCOME_COLORS.get(str(outcome), "#888"))
     label = "steps" if column == "n_steps" else "tokens"
     return layout(fig, f"Horizon length ({label}) by outcome", barmode="stack", xaxis_title=label,
                   yaxis_title="trajectories")

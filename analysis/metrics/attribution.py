@@ -24,12 +24,11 @@ def predictions(store: CorpusStore, checkpoint_id: str | None = None,
                           "ON r.trajectory_id = d.trajectory_id")
         surprisal_col = "r.hs AS highest_surprisal"
         params = [checkpoint_id, *params]
+    store.aggregates()  # the per-trajectory decisive and failed-check steps, instead of a pass over every step
     return store.query(f"""
     WITH d AS (
-      SELECT s.trajectory_id, min(s.step) FILTER (WHERE s.is_decisive_error) AS decisive,
-             min(s.step) FILTER (WHERE s.check_passed = false) AS first_failed_check,
-             max(s.step) FILTER (WHERE s.check_passed = false) AS last_failed_check
-      FROM steps s GROUP BY s.trajectory_id HAVING bool_or(s.is_decisive_error)
+      SELECT a.trajectory_id, a.decisive_step AS decisive, a.first_failed_check, a.last_failed_check
+      FROM agg_trajectories a WHERE a.has_decisive
     )
     SELECT d.trajectory_id, t.domain, t.agent, d.decisive, d.first_failed_check, d.last_failed_check, {surprisal_col}
     FROM d {surprisal_join} JOIN trajectories t ON t.trajectory_id = d.trajectory_id

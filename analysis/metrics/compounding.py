@@ -2,9 +2,14 @@
 
 Every function takes the corpus store, an optional facet (`by`: domain, agent, teacher, source)
 and an optional TrajectoryFilter, and returns a tidy pandas DataFrame with a `group` column
-("all" without a facet). Aggregations run in DuckDB; only per-group or per-trajectory rows come
-back. The horizon axis `t` counts checked steps (1 = the first step with a check). Formulas and
-sources: docs/metrics.md.
+("all" without a facet). The horizon axis `t` counts checked steps (1 = the first step with a check).
+Formulas and sources: docs/metrics.md.
+
+The per-step window pass (checked steps in order, earlier failures, the previous check, what follows a
+failed check) is done once per trajectory by the corpus aggregates (`corpus/aggregates.py`); every metric
+here is one GROUP BY over those per-trajectory rows joined with `trajectories t`, which is where the facet
+and the filter apply. `store.aggregates()` provides them from their files when they are up to date, and
+otherwise computes them once from the steps with the same SQL, so there is one code path either way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from horizonlens.corpus.aggregates import cells
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.quoting import quote_ident
 from horizonlens.corpus.store import CorpusStore
@@ -24,6 +30,7 @@ FACETS = ("domain", "agent", "teacher", "source")
 
 
 def _group_expr(by: str | None) -> str:
+    """The SQL for a trajectory's group under a facet (over `trajectories t`); facets are an allow-list."""
     if by is None:
         return "'all'"
     if by not in FACETS:
@@ -31,24 +38,17 @@ def _group_expr(by: str | None) -> str:
     return f"coalesce(CAST(t.{quote_ident(by)} AS VARCHAR), '(none)')"
 
 
-def _checks_cte(store: CorpusStore, by: str | None, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
-    """A CTE `c` with one row per checked step: group, t, failed, failed_before, prev_failed."""
+def _cells(store: CorpusStore, kind: str, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
+    """`FROM <cells> t WHERE ...` for one kind of aggregate cells (corpus/aggregates.py), and its parameters.
+
+    A filter on facet columns only is answered from the precomputed cube (a few thousand rows, whatever the corpus
+    size); any other filter from one row per trajectory. Both have the same columns, so the metric's SQL is the
+    same. The caller's SQL continues with `AND ...` conditions, then GROUP BY.
+    """
+    store.aggregates()
     clauses, params = store.filter_clauses(flt)
-    extra = where_sql(clauses, "AND")
-    sql = f"""
-    c AS (
-      SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step,
-             row_number() OVER w AS t_idx,
-             CAST(NOT s.check_passed AS INTEGER) AS failed,
-             coalesce(sum(CAST(NOT s.check_passed AS INTEGER))
-                        OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS failed_before,
-             lag(CAST(NOT s.check_passed AS INTEGER)) OVER w AS prev_failed,
-             t.outcome
-      FROM steps s JOIN trajectories t ON s.trajectory_id = t.trajectory_id
-      WHERE s.check_passed IS NOT NULL{extra}
-      WINDOW w AS (PARTITION BY s.trajectory_id ORDER BY s.step)
-    )"""
-    return sql, params
+    relation = cells(kind, cube=flt is None or flt.facet_only())
+    return f"FROM {relation} t WHERE true{where_sql(clauses, 'AND')}", params
 
 
 def _with_ci(df: pd.DataFrame, k: str = "failures", n: str = "checks", rate: str = "rate") -> pd.DataFrame:
@@ -61,10 +61,10 @@ def _with_ci(df: pd.DataFrame, k: str = "failures", n: str = "checks", rate: str
 def step_error_rate(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                     levels: tuple[float, ...] = (0.5, 0.8)) -> pd.DataFrame:
     """p̂ = failed checks / checks, Wilson 95% interval, and horizons H_s = ln s / ln(1 − p̂)."""
-    cte, params = _checks_cte(store, by, flt)
-    df = store.query(f"WITH {cte} SELECT grp AS group, count(*) AS checks, CAST(sum(failed) AS BIGINT) AS failures, "
-                     f"count(DISTINCT trajectory_id) AS trajectories FROM c GROUP BY grp ORDER BY grp",
-                     params).to_pandas()
+    src, params = _cells(store, "trajectories", flt)
+    df = store.query(f"SELECT {_group_expr(by)} AS group, CAST(sum(t.checks) AS BIGINT) AS checks, "
+                     f"CAST(sum(t.failures) AS BIGINT) AS failures, CAST(sum(t.with_checks) AS BIGINT) AS trajectories "
+                     f"{src} GROUP BY 1 HAVING sum(t.with_checks) > 0 ORDER BY 1", params).to_pandas()
     df = _with_ci(df)
     for s in levels:
         df[f"horizon_{int(s * 100)}"] = [horizon(p, s) for p in df["rate"]]
@@ -86,17 +86,22 @@ def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
     Per t: survival with its interval and the hazard; the independent-errors baseline (1 − p̂)^t; and the
     same at the clean-run rate, (1 − p₀)^t with p₀ = P(fail | no earlier failure).
     """
-    cte, params = _checks_cte(store, by, flt)
-    per_traj = store.query(
-        f"WITH {cte} SELECT grp, trajectory_id, "
-        f"coalesce(min(t_idx) FILTER (WHERE failed = 1), max(t_idx)) AS duration, "
-        f"CAST(bool_or(failed = 1) AS INTEGER) AS event FROM c GROUP BY grp, trajectory_id", params).to_pandas()
-    rates = step_error_rate(store, by, flt).set_index("group")["rate"]
-    sc = self_conditioning(store, by, flt)
-    clean = sc[sc["j"] == 0].set_index("group")["rate"]  # P(fail | no earlier failure): the first-failure rate
+    src, params = _cells(store, "first_failure", flt)
+    # runs with the same (group, first-failure time, event) are interchangeable: Kaplan–Meier takes their count
+    per_time = store.query(f"SELECT {_group_expr(by)} AS grp, t.duration, t.event, "
+                           f"CAST(sum(t.runs) AS BIGINT) AS runs, CAST(sum(t.checks) AS BIGINT) AS checks, "
+                           f"CAST(sum(t.failures) AS BIGINT) AS failures {src} GROUP BY ALL ORDER BY ALL",
+                           params).to_pandas()
+    # p̂ (all checks) and p₀ = P(fail | no earlier failure): the checks with no failure before them are a run's
+    # first `duration` checks, of which `event` failed, so p₀ = Σ event / Σ duration (= self_conditioning at j=0)
+    per_time["clean_checks"] = per_time["duration"] * per_time["runs"]
+    per_time["clean_failures"] = per_time["event"] * per_time["runs"]
+    totals = per_time.groupby("grp", sort=True)[["checks", "failures", "clean_checks", "clean_failures"]].sum()
+    rates = _with_ci(totals.reset_index())["rate"].set_axis(totals.index)
+    clean = _with_ci(totals.reset_index(), "clean_failures", "clean_checks")["rate"].set_axis(totals.index)
     frames = []
-    for grp, part in per_traj.groupby("grp", sort=True):
-        km = kaplan_meier(part["duration"].to_numpy(), part["event"].to_numpy())
+    for grp, part in per_time.groupby("grp", sort=True):
+        km = kaplan_meier(part["duration"].to_numpy(), part["event"].to_numpy(), part["runs"].to_numpy())
         p = float(rates.get(grp, np.nan))
         p0 = float(clean.get(grp, np.nan))
         km["baseline"] = (1 - p) ** km["t"] if np.isfinite(p) else np.nan
@@ -113,10 +118,10 @@ def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
 def self_conditioning(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                       max_j: int = 4) -> pd.DataFrame:
     """P(check fails | j earlier failed checks in the run), j = 0..max_j (the last bin is j ≥ max_j)."""
-    cte, params = _checks_cte(store, by, flt)
-    df = store.query(f"WITH {cte} SELECT grp AS group, least(failed_before, ?) AS j, count(*) AS checks, "
-                     f"CAST(sum(failed) AS BIGINT) AS failures FROM c GROUP BY ALL ORDER BY grp, j",
-                     [*params, max_j]).to_pandas()
+    src, params = _cells(store, "by_j", flt)
+    df = store.query(f"SELECT {_group_expr(by)} AS group, least(t.j, ?) AS j, CAST(sum(t.checks) AS BIGINT) AS checks, "
+                     f"CAST(sum(t.failures) AS BIGINT) AS failures {src} GROUP BY ALL ORDER BY 1, 2",
+                     [max_j, *params]).to_pandas()
     df = _with_ci(df)
     base = df[df["j"] == 0].set_index("group")["rate"]
     df["ratio_to_j0"] = [r / base.get(g) if base.get(g) else np.nan
@@ -126,11 +131,17 @@ def self_conditioning(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """P(fail | previous check failed) vs P(fail | previous check passed)."""
-    cte, params = _checks_cte(store, by, flt)
-    df = store.query(f"WITH {cte} SELECT grp AS group, CASE prev_failed WHEN 1 THEN 'previous failed' "
-                     f"ELSE 'previous passed' END AS previous, count(*) AS checks, "
-                     f"CAST(sum(failed) AS BIGINT) AS failures "
-                     f"FROM c WHERE prev_failed IS NOT NULL GROUP BY ALL ORDER BY grp, previous", params).to_pandas()
+    src, params = _cells(store, "trajectories", flt)
+    sums = store.query(f"SELECT {_group_expr(by)} AS group, "
+                       f"CAST(sum(t.after_fail_checks) AS BIGINT) AS failed_checks, "
+                       f"CAST(sum(t.after_fail_failures) AS BIGINT) AS failed_failures, "
+                       f"CAST(sum(t.after_pass_checks) AS BIGINT) AS passed_checks, "
+                       f"CAST(sum(t.after_pass_failures) AS BIGINT) AS passed_failures "
+                       f"{src} GROUP BY 1 ORDER BY 1", params).to_pandas()
+    rows = [(g, label, int(n), int(k)) for g, fc, ff, pc, pf in sums.itertuples(index=False, name=None)
+            for label, n, k in (("previous failed", fc, ff), ("previous passed", pc, pf)) if n > 0]
+    df = pd.DataFrame(rows, columns=["group", "previous", "checks", "failures"]).astype(
+        {"checks": "int64", "failures": "int64"})
     return _with_ci(df)
 
 
@@ -139,29 +150,14 @@ def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
 
     A retry is the same tool called again within two agent steps; a recovery is a retry that passes.
     """
-    clauses, params = store.filter_clauses(flt)
-    extra = where_sql(clauses, "AND")
-    df = store.query(f"""
-    WITH a AS (
-      SELECT s.trajectory_id, {_group_expr(by)} AS grp, s.step, s.check_passed, t.outcome,
-             s.tool_calls[1].name AS tool,
-             lead(s.check_passed) OVER w AS next_passed,
-             lead(s.tool_calls[1].name, 1) OVER w AS tool1, lead(s.check_passed, 1) OVER w AS pass1,
-             lead(s.tool_calls[1].name, 2) OVER w AS tool2, lead(s.check_passed, 2) OVER w AS pass2
-      FROM steps s JOIN trajectories t ON s.trajectory_id = t.trajectory_id
-      WHERE s.source = 'agent'{extra}
-      WINDOW w AS (PARTITION BY s.trajectory_id ORDER BY s.step)
-    ), f AS (
-      SELECT *, (tool1 = tool OR tool2 = tool) AS retried,
-             ((tool1 = tool AND pass1) OR (tool2 = tool AND pass2)) AS retry_passed
-      FROM a WHERE check_passed = false
-    )
-    SELECT grp AS group, count(*) AS failed_checks,
-           count(*) FILTER (WHERE next_passed) AS next_check_passed,
-           count(*) FILTER (WHERE retried) AS retried, count(*) FILTER (WHERE retry_passed) AS recovered,
-           count(DISTINCT trajectory_id) AS runs_with_failure,
-           count(DISTINCT trajectory_id) FILTER (WHERE outcome = 'success') AS runs_with_failure_succeeded
-    FROM f GROUP BY grp ORDER BY grp""", params).to_pandas()
+    src, params = _cells(store, "trajectories", flt)
+    df = store.query(f"SELECT {_group_expr(by)} AS group, CAST(sum(t.failed_agent_checks) AS BIGINT) AS failed_checks, "
+                     f"CAST(sum(t.next_check_passed) AS BIGINT) AS next_check_passed, "
+                     f"CAST(sum(t.retried) AS BIGINT) AS retried, CAST(sum(t.recovered) AS BIGINT) AS recovered, "
+                     f"CAST(sum(t.with_failed_agent_checks) AS BIGINT) AS runs_with_failure, "
+                     f"CAST(coalesce(sum(t.with_failed_agent_checks) FILTER (WHERE t.outcome = 'success'), 0) "
+                     f"AS BIGINT) AS runs_with_failure_succeeded "
+                     f"{src} GROUP BY 1 HAVING sum(t.with_failed_agent_checks) > 0 ORDER BY 1", params).to_pandas()
     n = df["failed_checks"].where(df["failed_checks"] > 0, 1)
     df["next_check_pass_rate"] = df["next_check_passed"] / n
     df["retry_rate"] = df["retried"] / n
@@ -176,28 +172,32 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
                       quantiles: tuple[float, ...] = (0.5, 0.8), n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
     """Logistic fit of success on log2(step count); step counts at 50%/80% success with bootstrap CIs.
 
+    Runs of one group with the same step count and outcome are one cell with a count: the fit weighs each
+    cell by its count (the same maximum-likelihood fit as one row per run), and a bootstrap resample draws
+    the cell counts from a multinomial (the same distribution as resampling runs with replacement).
+
     Returns {"fits": DataFrame per group (intercept, slope, n, steps_at_50, its CI, ...),
-             "points": DataFrame of (group, n_steps, success) for plotting}.
+             "points": DataFrame of (group, n_steps, success, runs) cells for plotting}.
     """
-    clauses, params = store.filter_clauses(flt)
-    extra = where_sql(clauses, "AND")
+    src, params = _cells(store, "trajectories", flt)
     pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, "
-                      f"CAST(t.outcome = 'success' AS INTEGER) AS success "
-                      f"FROM trajectories t WHERE t.outcome IN ('success', 'failure') AND t.n_steps > 0{extra}",
-                      params).to_pandas()
+                      f"CAST(t.outcome = 'success' AS INTEGER) AS success, CAST(sum(t.trajectories) AS BIGINT) AS runs "
+                      f"{src} AND t.outcome IN ('success', 'failure') AND t.n_steps > 0 "
+                      f"GROUP BY ALL ORDER BY ALL", params).to_pandas()
     rng = np.random.default_rng(seed)
     rows = []
     for grp, part in pts.groupby("group", sort=True):
         x = np.log2(part["n_steps"].to_numpy(dtype=float))
         y = part["success"].to_numpy(dtype=float)
-        fit = fit_logistic(x, y)
-        row: dict[str, Any] = {"group": grp, "n": len(part), "success_rate": float(y.mean()),
+        w = part["runs"].to_numpy(dtype=float)
+        n = int(w.sum())
+        fit = fit_logistic(x, y, w)
+        row: dict[str, Any] = {"group": grp, "n": n, "success_rate": float((y * w).sum() / n),
                                "intercept": fit.intercept, "slope": fit.slope, "fitted": fit.converged}
         boots: dict[float, list[float]] = {q: [] for q in quantiles}  # quantile -> bootstrap step counts
         if fit.converged:
             for _ in range(n_boot):
-                idx = rng.integers(0, len(x), len(x))
-                b = fit_logistic(x[idx], y[idx])
+                b = fit_logistic(x, y, rng.multinomial(n, w / n).astype(float))
                 for q in quantiles:
                     v = b.x_at(q)
                     if v is not None and np.isfinite(v) and b.slope < 0:
@@ -214,13 +214,17 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 
 def pass_k(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
-    """pass^k over the trials of each task (unbiased estimator), k = 1..max trials."""
+    """pass^k over the trials of each task (unbiased estimator), k = 1..max trials.
+
+    Tasks with the same (trials, successes) contribute alike, so DuckDB counts them and Python sees a few rows.
+    """
     clauses, params = store.filter_clauses(flt)
     extra = where_sql(clauses, "AND")
     per_task = store.query(
-        f"SELECT {_group_expr(by)} AS group, t.task_id, count(*) AS n, "
+        f"SELECT \"group\", n, c, count(*) AS tasks FROM (SELECT {_group_expr(by)} AS group, t.task_id, count(*) AS n, "
         f"CAST(sum(CAST(t.outcome = 'success' AS INTEGER)) AS BIGINT) AS c FROM trajectories t "
-        f"WHERE t.task_id IS NOT NULL AND t.outcome IN ('success', 'failure'){extra} GROUP BY ALL", params).to_pandas()
+        f"WHERE t.task_id IS NOT NULL AND t.outcome IN ('success', 'failure'){extra} GROUP BY ALL) "
+        f"GROUP BY ALL ORDER BY ALL", params).to_pandas()
     frames = []
     for grp, part in per_task.groupby("group", sort=True):
         df = pass_hat_k(part)

@@ -23,24 +23,28 @@ def wilson(successes: np.ndarray | float, n: np.ndarray | float, z: float = Z95)
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def kaplan_meier(durations: np.ndarray, events: np.ndarray, z: float = Z95) -> pd.DataFrame:
+def kaplan_meier(durations: np.ndarray, events: np.ndarray, counts: np.ndarray | None = None,
+                 z: float = Z95) -> pd.DataFrame:
     """Kaplan–Meier survival with Greenwood log(-log) 95% bands (as lifelines computes them).
 
     durations: time of the event or of censoring (here: the index of the check, 1-based);
-    events: 1 if the event (a failed check) happened at that time, 0 if censored.
+    events: 1 if the event (a failed check) happened at that time, 0 if censored;
+    counts: how many subjects each (duration, event) row stands for (default 1 each), so that a corpus can be
+    passed as a few hundred (time, event, count) rows instead of one row per trajectory.
     Returns one row per distinct time with at_risk, events, censored, survival, lower, upper, hazard.
     """
     d = np.asarray(durations, dtype=float)
     e = np.asarray(events, dtype=int)
+    w = np.ones(d.size, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     if d.size == 0:
         return pd.DataFrame(columns=["t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard"])
     times = np.unique(d)
     rows = []
     surv, green = 1.0, 0.0
     for t in times:
-        at_risk = int((d >= t).sum())
-        ev = int(((d == t) & (e == 1)).sum())
-        cens = int(((d == t) & (e == 0)).sum())
+        at_risk = int(w[d >= t].sum())
+        ev = int(w[(d == t) & (e == 1)].sum())
+        cens = int(w[(d == t) & (e == 0)].sum())
         hazard = ev / at_risk if at_risk else 0.0
         surv *= 1 - hazard
         if at_risk > ev:
@@ -74,19 +78,25 @@ class LogisticFit:
         return (math.log(q / (1 - q)) - self.intercept) / self.slope
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-6) -> LogisticFit:
-    """Maximum-likelihood logistic regression y ~ a + b x by Newton–Raphson (IRLS)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, iters: int = 50,
+                 ridge: float = 1e-6) -> LogisticFit:
+    """Maximum-likelihood logistic regression y ~ a + b x by Newton–Raphson (IRLS).
+
+    weights: how many observations each (x, y) row stands for (default 1 each); rows of weight 0 drop out.
+    """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    if x.size < 2 or y.min() == y.max() or x.min() == x.max():
+    n = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    x, y, n = x[n > 0], y[n > 0], n[n > 0]
+    if x.size == 0 or n.sum() < 2 or y.min() == y.max() or x.min() == x.max():
         return LogisticFit(0.0, 0.0, False)  # all successes, all failures or one length: no slope to fit
     X = np.column_stack([np.ones_like(x), x])
     beta = np.zeros(2)
     for _ in range(iters):
         p = 1 / (1 + np.exp(-X @ beta))
-        w = p * (1 - p)
+        w = n * p * (1 - p)
         hess = X.T @ (X * w[:, None]) + ridge * np.eye(2)
-        step = np.linalg.solve(hess, X.T @ (y - p))
+        step = np.linalg.solve(hess, X.T @ (n * (y - p)))
         beta += step
         if np.abs(step).max() < 1e-8:
             return LogisticFit(float(beta[0]), float(beta[1]), bool(np.isfinite(beta).all()))
@@ -96,18 +106,20 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1
 def pass_hat_k(trials: pd.DataFrame, k_max: int | None = None) -> pd.DataFrame:
     """pass^k: mean over tasks of C(c, k) / C(n, k), the chance all k sampled trials succeed (τ-bench).
 
-    `trials` has one row per task with columns n (trials) and c (successes). Tasks with fewer than k
-    trials do not count toward pass^k.
+    `trials` has one row per task with columns n (trials) and c (successes), or one row per distinct (n, c)
+    with the number of such tasks in `tasks`. Tasks with fewer than k trials do not count toward pass^k.
     """
     if trials.empty:
         return pd.DataFrame(columns=["k", "pass_hat_k", "tasks"])
+    weights = trials["tasks"] if "tasks" in trials else pd.Series(1, index=trials.index)
     k_max = k_max or int(trials["n"].max())
     rows = []
     for k in range(1, k_max + 1):
-        eligible = trials[trials["n"] >= k]
-        if eligible.empty:
+        eligible = trials["n"] >= k
+        if not eligible.any():
             continue
-        vals = [math.comb(int(c), k) / math.comb(int(n), k)
-                for n, c in zip(eligible["n"], eligible["c"], strict=True)]
-        rows.append((k, float(np.mean(vals)), len(eligible)))
+        vals = np.array([math.comb(int(c), k) / math.comb(int(n), k)
+                         for n, c in zip(trials["n"][eligible], trials["c"][eligible], strict=True)])
+        w = weights[eligible].to_numpy(dtype=float)
+        rows.append((k, float(np.sum(w * vals) / np.sum(w)), int(w.sum())))
     return pd.DataFrame(rows, columns=["k", "pass_hat_k", "tasks"])

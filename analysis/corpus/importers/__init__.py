@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Iterator
 from horizonlens.corpus.importers.formats import BY_NAME, FORMATS, Converted, detect
 from horizonlens.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
 from horizonlens.corpus.importers.writer import StagedImport
-from horizonlens.corpus.search_index import INDEX_DIR, build_index
+from horizonlens.corpus.indexes import after_import
+from horizonlens.corpus.search_index import INDEX_DIR
 from horizonlens.errors import ImportFailed, RecordError
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
@@ -144,8 +145,7 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
             raise ImportFailed("nothing readable to import:\n" + "\n".join(map(str, report.problems[:20])))
         had_index = (Path(into) / INDEX_DIR / "manifest.json").exists()
         staged.commit()
-    if had_index:  # keep word search fast: an index that existed is rebuilt to cover the new files
-        build_index(Path(into))
+    after_import(Path(into), search=had_index)  # aggregates, and the search index if there was one, cover the new files
     report.seconds = time.perf_counter() - started
     return report
 
