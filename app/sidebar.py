@@ -12,7 +12,7 @@ from horizonlens.corpus import CorpusError, read_manifest
 
 def render() -> None:
     with st.sidebar:
-        st.markdown("### 🔭 Horizon Lens")
+        st.markdown("### :material/biotech: Horizon Lens")
         _corpus()
         _checkpoint()
 

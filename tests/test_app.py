@@ -51,6 +51,17 @@ def test_explore_filters_and_paging(monkeypatch, tiny_corpus: Path) -> None:
     at.text_input(key="explore_text").set_value("").run()
     at.multiselect(key="explore_domains").unselect("search").run()
     assert "page 1 of 1" in _markdown(at) and at.button(key="explore_next").disabled  # 48 rows fit one page
+    from horizonlens.corpus import TrajectoryFilter, open_store
+
+    store = open_store(tiny_corpus)
+    tool = at.selectbox(key="explore_tool").options[1]
+    at.selectbox(key="explore_tool").select(tool).run()
+    expected = store.list_trajectories(TrajectoryFilter(tool=tool), limit=50)
+    assert f"**{expected.total}** trajectories" in _markdown(at)
+    shown = at.dataframe[0].value["trajectory_id"].tolist()
+    assert sorted(shown) == sorted(expected.rows["trajectory_id"].to_pylist())
+    groups = store.by_group("domain").to_pandas()
+    assert groups["trajectories"].sum() == 48 and set(groups["domain"]) == set(store.distinct("domain"))
 
 
 def test_bad_corpus_path_shows_error(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
@@ -104,13 +115,29 @@ def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> 
 
 
 def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:
+    from horizonlens.corpus import TrajectoryFilter, open_store
+    from horizonlens.metrics import compounding
+
+    store = open_store(tiny_corpus)
     at = make_app(monkeypatch, tiny_corpus, page="compounding")
     at.run()
     assert not at.exception, at.exception
+    cols = ["group", "checks", "failures", "rate"]
+
+    def shown_equals(by, flt) -> None:
+        shown = at.dataframe[0].value[cols].reset_index(drop=True)
+        expected = compounding.step_error_rate(store, by, flt)[cols].reset_index(drop=True)
+        assert shown.equals(expected), (shown, expected)
+
+    shown_equals(None, TrajectoryFilter())
     at.selectbox(key="comp_facet").select("domain").run()
     assert not at.exception
-    at.multiselect(key="comp_agents").select(at.multiselect(key="comp_agents").options[0]).run()
+    shown_equals("domain", TrajectoryFilter())
+    agent = at.multiselect(key="comp_agents").options[0]
+    at.multiselect(key="comp_agents").select(agent).run()
     assert not at.exception
+    shown_equals("domain", TrajectoryFilter(agents=[agent]))
+    assert len({c.proto.id for c in at.get("plotly_chart")}) >= 7  # every figure drew
 
 
 def test_compare_page(monkeypatch, tiny_corpus: Path) -> None:
@@ -123,10 +150,14 @@ def test_compare_page(monkeypatch, tiny_corpus: Path) -> None:
 
 
 def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
+    from horizonlens.corpus import EXAMPLES, open_store, run_sql
+
     at = make_app(monkeypatch, tiny_corpus, page="sql")
     at.run()
     at.button(key="sql_run").click().run()
     assert not at.exception and at.dataframe
+    expected = run_sql(open_store(tiny_corpus), EXAMPLES["Failure rate by domain"]).table.to_pandas()
+    assert at.dataframe[0].value.reset_index(drop=True).equals(expected)
     at.selectbox(key="sql_example").select("(write your own)").run()
     area = next(t for t in at.text_area)
     area.set_value("COPY steps TO 'x.csv'").run()

@@ -114,7 +114,7 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
         step_text = page.get_by_role("heading", name="Step", exact=False).first.inner_text()
         _shot(page, "02-trajectory")
 
-        _timed("next_step_without_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
+        _timed("next_step_without_replay_s", page, lambda: page.get_by_role("button", name="Next", exact=True).click())
         # the rerun may start after _wait saw the old page settled: wait for the new step, not a fixed time
         expect(page.get_by_role("heading", name="Step", exact=False).first).not_to_have_text(step_text, timeout=60_000)
 
@@ -124,7 +124,7 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
         assert page.get_by_text("Surprisal (nats)", exact=True).first.is_visible()
         _shot(page, "03-trajectory-replayed")
 
-        _timed("next_step_cached_replay_s", page, lambda: page.get_by_role("button", name="Next ▶").click())
+        _timed("next_step_cached_replay_s", page, lambda: page.get_by_role("button", name="Next", exact=True).click())
         page.get_by_text("Experts chosen in step", exact=False).first.wait_for(timeout=60_000)
 
         _timed("routing_page_s", page, lambda: page.get_by_role("link", name="Routing").click())
@@ -188,3 +188,28 @@ def test_upload_import(browser, tiny_corpus: Path, tmp_path: Path) -> None:
         _wait(page)
         page.get_by_text("49", exact=True).first.wait_for(timeout=30_000)  # 48 sample + 1 imported
         page.close()
+
+
+def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`horizonlens bench` times each page in Chromium: every page loads, settles and answers its interaction."""
+    from horizonlens.bench.browser import PAGES, measure_pages
+    from horizonlens.corpus.indexes import build_all
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.batch import ensure_replayed
+    from horizonlens.model.loader import load_checkpoint
+
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    build_all(corpus)
+    store = open_store(corpus)
+    ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_failed_checks > 0 ORDER BY n_tokens LIMIT 2"
+                      ).column(0).to_pylist()
+    loaded = load_checkpoint(tiny_checkpoint)
+    for tid in ids:
+        ensure_replayed(store, loaded, tid)
+    timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2)
+    assert set(timings) == {p.name for p in PAGES}
+    for name, t in timings.items():
+        assert t["first_load_s"] > 0 and t["cold_s"] > 0, name
+        assert t["interaction_s"] is not None and t["interaction_s"] > 0, name
+    assert len(timings["trajectory"]["interactions_s"]) == 2
+    TIMINGS.update({f"bench_{k}_first_load_s": round(v["first_load_s"], 3) for k, v in timings.items()})

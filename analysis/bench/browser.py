@@ -1,4 +1,13 @@
-"""App timings in headless Chromium: first page ready, and the next step with a cached replay."""
+"""App timings in headless Chromium: every page from navigation to a settled page, and one interaction each.
+
+A page is *settled* when Streamlit's script (or fragment) run is over, no element is a loading skeleton or
+marked stale, and the page's own content is on screen (its figures, its table, its step). An interaction is
+timed from the click to the end of the rerun it starts: a MutationObserver in the page records when the app
+starts and stops running, so a fast rerun is never missed and a slow one never cut short.
+
+Each page is loaded `repeats` times in a fresh browser tab (a new Streamlit session): the first load after
+the server starts fills the query cache (`cold_s`); `first_load_s` and `interaction_s` are medians.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +17,34 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 READY = ("() => { const a = document.querySelector('[data-testid=stApp]'); return a && "
          "a.getAttribute('data-test-script-state') === 'notRunning' && "
          "!document.querySelector('[data-testid=stSkeleton]'); }")
+SETTLED = ("() => { const a = document.querySelector('[data-testid=stApp]'); return !!a && "
+           "a.getAttribute('data-test-script-state') === 'notRunning' && "
+           "!document.querySelector('[data-testid=stSkeleton]') && !document.querySelector('[data-stale=true]'); }")
+# Records when the next run starts and ends (fragment reruns included).
+WATCH = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  window.__hlRun = {started: false, ended: false};
+  if (window.__hlObserver) window.__hlObserver.disconnect();
+  window.__hlObserver = new MutationObserver(() => {
+    const state = app.getAttribute('data-test-script-state');
+    if (state === 'running') window.__hlRun.started = true;
+    else if (window.__hlRun.started) window.__hlRun.ended = true;
+  });
+  window.__hlObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+RUN_OVER = f"() => window.__hlRun && window.__hlRun.ended && ({SETTLED})()"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+VIEWPORT: Any = {"width": 1440, "height": 1200}
 
 
 def free_port() -> int:
@@ -25,55 +54,175 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_app(corpus: Path, checkpoint: Path, repeats: int = 5,
-                chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
-    """Time the app in headless Chromium: first page ready, and the next step of a trajectory with a cached replay."""
-    from playwright.sync_api import sync_playwright
-
-    from horizonlens.corpus.store import open_store
-    from horizonlens.model.cache import list_checkpoints
-
-    store = open_store(corpus)
-    ckpt = list_checkpoints(corpus)[0]
-    tid = store.query("SELECT r.trajectory_id FROM replay_steps r WHERE checkpoint_id = ? GROUP BY 1 "
-                      "ORDER BY count(*) DESC LIMIT 1", [ckpt]).column(0)[0].as_py()
+@contextmanager
+def serve(corpus: Path, checkpoint: Path | None, timeout_s: float = 120) -> Iterator[str]:
+    """`horizonlens serve` on a free port for the duration of the block; its URL. The server is always stopped."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus),
-                             "--checkpoint", str(checkpoint), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint)))
+    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(120):
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}"
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            first, nexts = [], []
-            for _ in range(repeats):
-                page = browser.new_page(viewport={"width": 1440, "height": 1200})
-                t = time.perf_counter()
-                page.goto(url)
-                page.wait_for_timeout(100)
-                page.wait_for_function(READY, timeout=120_000)
-                page.wait_for_selector(".js-plotly-plot", timeout=60_000)
-                first.append(time.perf_counter() - t)
-                page.goto(f"{url}/trajectory?trajectory={tid}&step=3")
-                page.wait_for_function(READY, timeout=120_000)
-                page.get_by_text("Experts chosen in step", exact=False).first.wait_for(timeout=60_000)
-                for _ in range(3):
-                    t = time.perf_counter()
-                    page.get_by_role("button", name="Next ▶").click()
-                    page.wait_for_timeout(50)
-                    page.wait_for_function(READY, timeout=60_000)
-                    nexts.append(time.perf_counter() - t)
-                page.close()
-            browser.close()
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app server did not start (exit code {proc.poll()})") from None
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
-    return {"trajectory": tid, "first_page_ready_s": {"median": statistics.median(first), "max": max(first)},
-            "next_step_cached_replay_s": {"median": statistics.median(nexts), "max": max(nexts)}}
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def settle(page: Any, timeout_ms: int = 180_000) -> None:
+    """Wait until the app is not running and nothing on the page is a skeleton or stale."""
+    page.wait_for_function(SETTLED, timeout=timeout_ms)
+
+
+def timed_load(page: Any, url: str, ready: Callable[[Any], None]) -> float:
+    """Seconds from navigation until the page has settled with its own content on screen."""
+    started = time.perf_counter()
+    page.goto(url)
+    ready(page)
+    settle(page)
+    return time.perf_counter() - started
+
+
+def timed_interaction(page: Any, action: Callable[[], None], then: Callable[[Any], None] | None = None,
+                      timeout_ms: int = 180_000) -> float:
+    """Seconds from `action` (a click) to the end of the rerun it starts (and `then`, a content check)."""
+    page.evaluate(WATCH)
+    started = time.perf_counter()
+    action()
+    page.wait_for_function(RUN_OVER, timeout=timeout_ms, polling=10)
+    if then:
+        then(page)
+    return time.perf_counter() - started
+
+
+def _choose(page: Any, label: str, option: str) -> Callable[[], None]:
+    """Open a selectbox/multiselect by its label (untimed) and return the click on one option (timed)."""
+    page.get_by_label(label, exact=True).first.click()
+    target = page.get_by_role("option", name=option, exact=True).first
+    target.wait_for(timeout=30_000)
+    return target.click
+
+
+def _charts(n: int) -> Callable[[Any], None]:
+    def wait(page: Any) -> None:
+        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
+                               timeout=180_000)
+    return wait
+
+
+def _text(text: str) -> Callable[[Any], None]:
+    def wait(page: Any) -> None:
+        page.get_by_text(text, exact=False).first.wait_for(timeout=180_000)
+    return wait
+
+
+@dataclass(frozen=True)
+class PageBench:
+    """One page: where it is, what shows it is ready, and the interaction timed on it."""
+
+    name: str
+    path: str  # relative URL; {tid} is the trajectory to open
+    ready: Callable[[Any], None]
+    interaction: str  # what the interaction is, in words (for the report)
+    interact: Callable[[Any], float] | None  # runs the interaction on a ready page; its seconds
+
+
+def _explore_filter(page: Any) -> float:
+    return timed_interaction(page, _choose(page, "Domain", "search"))
+
+
+def _next_step(page: Any) -> float:
+    heading = page.get_by_role("heading", name="Step", exact=False).first
+    before = heading.inner_text()
+
+    def changed(p: Any) -> None:
+        p.wait_for_function("(b) => { const h = [...document.querySelectorAll('h3')].find(e => "
+                            "e.innerText.startsWith('Step ')); return h && h.innerText !== b; }", arg=before,
+                            timeout=180_000)
+
+    return timed_interaction(page, page.get_by_role("button", name="Next", exact=True).click, changed)
+
+
+def _facet(page: Any) -> float:
+    return timed_interaction(page, _choose(page, "Facet by", "domain"))
+
+
+def _compare_toggle(page: Any) -> float:
+    return timed_interaction(page, page.get_by_text("Only steps where the actions differ").first.click)
+
+
+def _sql_run(page: Any) -> float:
+    return timed_interaction(page, page.get_by_role("button", name="Run", exact=True).click,
+                             lambda p: p.get_by_text(" rows", exact=False).first.wait_for(timeout=180_000))
+
+
+def _routing_trajectory(page: Any) -> float:
+    """Switch the routing view to another replayed trajectory (NaN when fewer than two are replayed)."""
+    box = page.get_by_label("Trajectory", exact=True)
+    if not box.count():
+        return float("nan")
+    current = box.first.input_value() if box.first.evaluate("e => e.tagName") == "INPUT" else ""
+    box.first.click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=30_000)
+    others = [o for o in options.all() if o.inner_text().strip() != current]
+    if not others:
+        page.keyboard.press("Escape")
+        return float("nan")
+    return timed_interaction(page, others[0].click)
+
+
+PAGES = (
+    PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
+    PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
+    PageBench("routing", "/routing?trajectory={tid}", _text("Expert routing"), "another replayed trajectory",
+              _routing_trajectory),
+    PageBench("compounding", "/compounding", _charts(7), "facet by domain", _facet),
+    PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
+    PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),
+)
+
+
+def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, repeats: int = 3,
+                  interactions: int = 3, chromium: str = "/usr/bin/chromium",
+                  pages: tuple[PageBench, ...] = PAGES) -> dict[str, dict[str, Any]]:
+    """Per page: median first load and interaction (seconds), the cold first load, and every sample."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, dict[str, Any]] = {}
+    with serve(corpus, checkpoint) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            for bench in pages:
+                loads: list[float] = []
+                acts: list[float] = []
+                for _ in range(repeats):
+                    page = browser.new_page(viewport=VIEWPORT)
+                    try:
+                        loads.append(timed_load(page, url + bench.path.format(tid=trajectory_id), bench.ready))
+                        if bench.interact is not None:
+                            n = interactions if bench.name == "trajectory" else 1
+                            acts += [bench.interact(page) for _ in range(n)]
+                    finally:
+                        page.close()
+                acts = [a for a in acts if a == a]  # NaN: the page had nothing to interact with
+                out[bench.name] = {"first_load_s": statistics.median(loads), "cold_s": loads[0],
+                                   "interaction_s": statistics.median(acts) if acts else None,
+                                   "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts}
+        finally:
+            browser.close()
+    return out

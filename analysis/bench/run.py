@@ -12,9 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from horizonlens.bench.queries import bench_queries
+from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
-from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh
+from horizonlens.corpus.aggregates import AGGREGATES_DIR
+from horizonlens.corpus.indexes import build_all
+from horizonlens.corpus.search_index import INDEX_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
@@ -72,11 +74,32 @@ RESULT['trajectory'] = tid
 """)
 
 
-def app_timings(corpus: Path, checkpoint: Path) -> dict[str, Any]:
-    """Timings of the app in headless Chromium (see `bench.browser.measure_app`)."""
-    from horizonlens.bench.browser import measure_app
+def replay_some(checkpoint: Path, corpus: Path, count: int = 2) -> list[str]:
+    """Replay a few failed, mid-length trajectories of a corpus in a fresh process; their ids.
 
-    return measure_app(corpus, checkpoint)
+    The Trajectory and Routing pages then have cached replays to show; the page benchmark opens the first.
+    """
+    return _child(f"""
+from horizonlens.corpus.store import open_store
+from horizonlens.model.batch import ensure_replayed
+from horizonlens.model.loader import load_checkpoint
+s = open_store({str(corpus)!r})
+ids = s.query("SELECT trajectory_id FROM trajectories WHERE outcome = 'failure' AND n_failed_checks > 0 "
+              "AND n_steps BETWEEN 20 AND 40 AND n_tokens < 4000 ORDER BY trajectory_id LIMIT ?",
+              [{count}]).column(0).to_pylist()
+m = load_checkpoint({str(checkpoint)!r})
+for tid in ids:
+    ensure_replayed(s, m, tid)
+RESULT = {{'trajectories': ids}}
+""")["trajectories"]
+
+
+def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[str, Any]:
+    """Every page in headless Chromium on one corpus (see `bench.browser.measure_pages`)."""
+    from horizonlens.bench.browser import measure_pages
+
+    ids = replay_some(checkpoint, corpus)
+    return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
 
 
 def machine() -> dict[str, Any]:
@@ -115,35 +138,45 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
                                .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
                                "corpora": {}}
+    pages: dict[str, list[dict[str, Any]]] = {}
+    peers: dict[str, list[dict[str, Any]]] = {}
     for n in SCALES[scale]:
         log(f"corpus of {n:,} trajectories")
         started = time.perf_counter()
         corpus = build_scaled_corpus(base, data / f"corpus-{n}", n, log)
         built = time.perf_counter() - started
         json_dir = write_json_files(base, data / f"json-{n}", n) if n <= JSON_BASELINE_MAX else None
-        index = json.loads((corpus / INDEX_DIR / "manifest.json").read_text()) if index_is_fresh(corpus) \
-            else build_index(corpus)
+        log("  search index and aggregates")
+        derived = build_all(corpus, log=lambda m: log(f"  {m}"))
         store = open_store(corpus)
-        size = sum(p.stat().st_size for p in corpus.rglob("*.parquet"))
+        size = {folder: sum(p.stat().st_size for p in (corpus / folder).rglob("*") if p.is_file())
+                for folder in ("trajectories", "steps", INDEX_DIR, AGGREGATES_DIR)}
         log("  queries")
-        index_bytes = sum(p.stat().st_size for p in (corpus / INDEX_DIR).rglob("*.parquet"))
-        entry = {"trajectories": n, "steps": store.summary()["steps"], "parquet_bytes": size - index_bytes,
-                 "build_s": round(built, 1),
-                 "index": {"rows": index["rows"], "build_s": index["build_s"], "bytes": index_bytes},
+        entry = {"trajectories": n, "steps": store.summary()["steps"],
+                 "parquet_bytes": size["trajectories"] + size["steps"], "build_s": round(built, 1),
+                 "index": {"rows": derived["index"]["rows"], "build_s": derived["index"]["build_s"],
+                           "bytes": size[INDEX_DIR]},
+                 "aggregates": {"rows": derived["aggregates"]["rows"], "build_s": derived["aggregates"]["build_s"],
+                                "bytes": size[AGGREGATES_DIR]},
                  **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
+        for query in ("explore", "search_exact", "open_trajectory"):
+            peers.setdefault(query, []).append(peers_row(n, entry[query]))
         log("  memory")
         entry["query_memory"] = query_memory(corpus)
         results["corpora"][str(n)] = entry
         store.close()
+        if with_app:
+            log("  pages in headless Chromium")
+            try:
+                for name, t in page_timings(corpus, checkpoint, n, repeats=max(3, repeats // 2)).items():
+                    pages.setdefault(name, []).append({"trajectories": n, **t})
+            except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+                results.setdefault("page_errors", []).append(f"{n}: {str(exc)[:500]}")
+    results["pages"] = pages
+    results["peers"] = peers
     log("replay")
     results["replay"] = replay_bench(checkpoint, base, repeats)
     results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
-    if with_app:
-        log("app in headless Chromium")
-        try:
-            results["app"] = app_timings(base, checkpoint)
-        except Exception as exc:  # noqa: BLE001 - the rest of the results still count
-            results["app"] = {"error": str(exc)[:500]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from horizonlens.bench.report import write_report

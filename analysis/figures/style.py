@@ -9,11 +9,25 @@ OUTCOME_COLORS = {"success": "#2e9d5b", "failure": "#d43d3d", "unknown": "#8a8f9
 SEQUENCE = ["#3b6fd8", "#e08a1e", "#2e9d5b", "#a04cc2", "#d43d3d", "#1aa3a3", "#7b7f87", "#c7a21a"]
 
 
+TITLE_PX = 36  # the band at the top of a figure that holds its title
+
+
 def layout(fig: go.Figure, title: str | None = None, height: int = 360, **kw: object) -> go.Figure:
-    """Apply the house layout (white template, legend above the plot) and any Plotly layout overrides."""
-    kw.setdefault("margin", dict(l=50, r=20, t=50 if title else 20, b=45))
-    fig.update_layout(title=title, height=height, legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-                      template="plotly_white", **kw)
+    """Apply the house layout and any Plotly layout overrides.
+
+    The title sits in a band at the top of the figure and the legend (horizontal) right below it, both placed
+    in container coordinates, so that a legend that wraps onto several rows pushes the plot down (Plotly
+    enlarges the top margin to fit it) instead of running into the title.
+    """
+    band = TITLE_PX if title else 0
+    kw.setdefault("margin", dict(l=50, r=20, t=band + 10, b=45))
+    fig.update_layout(
+        title=dict(text=title, x=0, xref="container", xanchor="left", y=1, yref="container", yanchor="top",
+                   pad=dict(t=10, l=12)) if title else None,
+        height=height, template="plotly_white",
+        legend=dict(orientation="h", x=0, xref="container", xanchor="left", y=1 - (band + 2) / height,
+                    yref="container", yanchor="top"),
+        **kw)
     return fig
 
 

@@ -1,4 +1,7 @@
-"""Compare: two trajectories of the same task (or any two) side by side, aligned by step."""
+"""Compare: two trajectories of the same task (or any two) side by side, aligned by step.
+
+The comparison is a fragment: editing an id or the difference toggle reruns it only.
+"""
 
 from __future__ import annotations
 
@@ -11,39 +14,47 @@ from horizonlens.metrics import compare
 store = state.require_store()
 st.title("Compare trajectories")
 current = state.selected_trajectory()
-info = state.cached(CorpusStore.trajectory, store, current) if current else None
-trials = state.cached(CorpusStore.trials_of, store, info["task_id"]) if info and info["task_id"] else []
-c = st.columns(2)
-a = c[0].text_input("Trajectory A", value=current or "", key="cmp_a")
-default_b = next((t for t in trials if t != a), "")
-b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
-                    help="Defaults to another trial of the same task as A.")
-if trials:
-    st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
-if not a or not b:
-    st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
-    st.stop()
-ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
-for name, t, tid in (("A", ta, a), ("B", tb, b)):
-    if t is None:
-        st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
-        st.stop()
-m = st.columns(2)
-for col, t in zip(m, (ta, tb), strict=True):
-    col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
-                 f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
-table, first = state.cached(compare.align, store, a, b)
-if first is None:
-    st.success("The two runs take the same actions at every step.")
-else:
-    st.warning(f"The actions first diverge at step {first}.")
-    if st.button(f"Open A at step {first}", key="cmp_open"):
-        state.open_trajectory(a, first)
-only_diff = st.toggle("Only steps where the actions differ", value=False, key="cmp_only_diff")
-shown = table[~table["same_action"]] if only_diff else table
-st.dataframe(shown, hide_index=True, height=520,
-             column_config={"action_a": st.column_config.TextColumn(width="large"),
-                            "action_b": st.column_config.TextColumn(width="large")})
-st.caption("Actions are tool calls with canonicalised JSON arguments (or the message when there is no call). "
-           "Checks: ticked = passed, empty box = failed, blank = no check. Routing of two checkpoints on one "
-           "trajectory is on the Routing page, tab “Two checkpoints”.")
+
+
+@st.fragment
+def comparison() -> None:
+    """Two ids (B defaults to another trial of A's task), where their actions diverge, and the aligned steps."""
+    info = state.cached(CorpusStore.trajectory, store, current) if current else None
+    trials = state.cached(CorpusStore.trials_of, store, info["task_id"]) if info and info["task_id"] else []
+    c = st.columns(2)
+    a = c[0].text_input("Trajectory A", value=current or "", key="cmp_a")
+    default_b = next((t for t in trials if t != a), "")
+    b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
+                        help="Defaults to another trial of the same task as A.")
+    if trials:
+        st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
+    if not a or not b:
+        st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
+        return
+    ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
+    for name, t, tid in (("A", ta, a), ("B", tb, b)):
+        if t is None:
+            st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
+            return
+    m = st.columns(2)
+    for col, t in zip(m, (ta, tb), strict=True):
+        col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
+                     f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
+    table, first = state.cached(compare.align, store, a, b)
+    if first is None:
+        st.success("The two runs take the same actions at every step.")
+    else:
+        st.warning(f"The actions first diverge at step {first}.")
+        if st.button(f"Open A at step {first}", key="cmp_open", icon=":material/open_in_new:"):
+            state.open_trajectory(a, first)
+    only_diff = st.toggle("Only steps where the actions differ", value=False, key="cmp_only_diff")
+    shown = table[~table["same_action"]] if only_diff else table
+    st.dataframe(shown, hide_index=True, height=520, key="cmp_table",
+                 column_config={"action_a": st.column_config.TextColumn(width="large"),
+                                "action_b": st.column_config.TextColumn(width="large")})
+    st.caption("Actions are tool calls with canonicalised JSON arguments (or the message when there is no call). "
+               "Checks: ticked = passed, empty box = failed, blank = no check. Routing of two checkpoints on one "
+               "trajectory is on the Routing page, tab “Two checkpoints”.")
+
+
+comparison()

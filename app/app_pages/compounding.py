@@ -1,4 +1,9 @@
-"""Compounding: where checks fail along the horizon, and whether failures make further failures likelier."""
+"""Compounding: where checks fail along the horizon, and whether failures make further failures likelier.
+
+The controls and the figures are one fragment: changing the facet or a filter reruns this panel only. Every
+metric is read from the corpus aggregates (a facet or domain/agent filter from the precomputed cubes) and
+cached per corpus version.
+"""
 
 from __future__ import annotations
 
@@ -12,68 +17,80 @@ from horizonlens.metrics.attribution import accuracy
 
 store = state.require_store()
 st.title("Error compounding")
-c = st.columns([1, 2, 2])
-facet = c[0].selectbox("Facet by", ["(none)", "domain", "agent", "teacher", "source"], key="comp_facet")
-domains = c[1].multiselect("Only domains", state.cached(CorpusStore.distinct, store, "domain"), key="comp_domains")
-agents = c[2].multiselect("Only agents", state.cached(CorpusStore.distinct, store, "agent"), key="comp_agents")
-by = None if facet == "(none)" else facet
-flt = TrajectoryFilter(domains=domains, agents=agents)
 
-rate = state.cached(compounding.step_error_rate, store, by, flt)
-st.dataframe(rate, hide_index=True, column_config={
-    "rate": st.column_config.NumberColumn("p̂", format="%.4f"),
-    "horizon_50": st.column_config.NumberColumn("H₅₀ (checks)", format="%.1f"),
-    "horizon_80": st.column_config.NumberColumn("H₈₀ (checks)", format="%.1f")})
-st.caption("Step error rate p̂ = failed checks / checks (95% Wilson interval) and the horizons H_s = ln s / ln(1−p̂): "
-           "how many checked steps a run survives with probability s if errors were independent.")
 
-km = state.cached(compounding.survival, store, by, flt)
-left, right = st.columns(2)
-with left:
-    max_t = int(km["t"].max()) if not km.empty else 1
-    ui.chart(cfig.survival(km, max_t=min(max_t, 150)),
-             "Share of runs with no failed check yet after t checked steps (band: 95% CI). Dashed: independent "
-             "errors at the overall rate p̂; dotted: at the clean-run rate p₀ = P(fail | no earlier failure). Solid "
-             "below dotted = first failures come sooner along the horizon than a constant rate predicts.",
-             key="comp_survival",
-             data=km)
-with right:
-    ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 runs "
-             "at risk). A rising hazard means later steps are harder.", key="comp_hazard", data=km)
+@st.fragment
+def compounding_panel() -> None:
+    """Facet and filters, then every compounding figure for them."""
+    c = st.columns([1, 2, 2])
+    facet = c[0].selectbox("Facet by", ["(none)", "domain", "agent", "teacher", "source"], key="comp_facet")
+    domains = c[1].multiselect("Only domains", state.cached(CorpusStore.distinct, store, "domain"),
+                               key="comp_domains")
+    agents = c[2].multiselect("Only agents", state.cached(CorpusStore.distinct, store, "agent"), key="comp_agents")
+    by = None if facet == "(none)" else facet
+    flt = TrajectoryFilter(domains=domains, agents=agents)
 
-left, right = st.columns(2)
-with left:
-    sc = state.cached(compounding.self_conditioning, store, by, flt)
-    ui.chart(cfig.self_conditioning(sc), "P(check fails | j earlier failed checks in the run). Bars rising with j are "
-             "the compounding signature: the agent conditions on its own mistakes.", key="comp_selfcond", data=sc)
-with right:
-    prev = state.cached(compounding.previous_step, store, by, flt)
-    ui.chart(cfig.previous_step(prev), "Failure rate right after a failed check vs after a passed one.",
-             key="comp_prev", data=prev)
+    rate = state.cached(compounding.step_error_rate, store, by, flt)
+    st.dataframe(rate, hide_index=True, key="comp_rate", column_config={
+        "rate": st.column_config.NumberColumn("p̂", format="%.4f"),
+        "horizon_50": st.column_config.NumberColumn("H₅₀ (checks)", format="%.1f"),
+        "horizon_80": st.column_config.NumberColumn("H₈₀ (checks)", format="%.1f")})
+    st.caption("Step error rate p̂ = failed checks / checks (95% Wilson interval) and the horizons "
+               "H_s = ln s / ln(1−p̂): how many checked steps a run survives with probability s if errors were "
+               "independent.")
 
-left, right = st.columns(2)
-with left:
-    rec = state.cached(compounding.recovery, store, by, flt)
-    ui.chart(cfig.recovery(rec), "After a failed check: how often the next check passes, the same tool is retried "
-             "within two steps and passes, and the run still succeeds.", key="comp_recovery", data=rec)
-with right:
-    pk = state.cached(compounding.pass_k, store, by, flt)
-    ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator over "
-             "tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
+    km = state.cached(compounding.survival, store, by, flt)
+    left, right = st.columns(2)
+    with left:
+        max_t = int(km["t"].max()) if not km.empty else 1
+        ui.chart(cfig.survival(km, max_t=min(max_t, 150)),
+                 "Share of runs with no failed check yet after t checked steps (band: 95% CI). Dashed: "
+                 "independent errors at the overall rate p̂; dotted: at the clean-run rate p₀ = P(fail | no earlier "
+                 "failure). Solid below dotted = first failures come sooner along the horizon than a constant rate "
+                 "predicts.",
+                 key="comp_survival",
+                 data=km)
+    with right:
+        ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 "
+                 "runs at risk). A rising hazard means later steps are harder.", key="comp_hazard", data=km)
 
-svl = state.cached(compounding.success_vs_length, store, by, flt)
-ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
-         "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the step "
-         "counts at which predicted success falls to 50% and 80%.", key="comp_length", data=svl["fits"])
-st.dataframe(svl["fits"], hide_index=True)
+    left, right = st.columns(2)
+    with left:
+        sc = state.cached(compounding.self_conditioning, store, by, flt)
+        ui.chart(cfig.self_conditioning(sc), "P(check fails | j earlier failed checks in the run). Bars rising with "
+                 "j are the compounding signature: the agent conditions on its own mistakes.", key="comp_selfcond",
+                 data=sc)
+    with right:
+        prev = state.cached(compounding.previous_step, store, by, flt)
+        ui.chart(cfig.previous_step(prev), "Failure rate right after a failed check vs after a passed one.",
+                 key="comp_prev", data=prev)
 
-st.subheader("Decisive-step attribution")
-ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
-preds = state.cached(attribution.predictions, store, ckpt_id, flt)
-acc = accuracy(preds)
-if acc.empty:
-    st.info("No failed trajectory here carries an annotated decisive step.")
-else:
-    st.dataframe(acc, hide_index=True)
+    left, right = st.columns(2)
+    with left:
+        rec = state.cached(compounding.recovery, store, by, flt)
+        ui.chart(cfig.recovery(rec), "After a failed check: how often the next check passes, the same tool is "
+                 "retried within two steps and passes, and the run still succeeds.", key="comp_recovery", data=rec)
+    with right:
+        pk = state.cached(compounding.pass_k, store, by, flt)
+        ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator "
+                 "over tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
+
+    svl = state.cached(compounding.success_vs_length, store, by, flt)
+    ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
+             "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the "
+             "step counts at which predicted success falls to 50% and 80%.", key="comp_length", data=svl["fits"])
+    st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
+
+    st.subheader("Decisive-step attribution")
+    ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
+    preds = state.cached(attribution.predictions, store, ckpt_id, flt)
+    acc = accuracy(preds)
+    if acc.empty:
+        st.info("No failed trajectory here carries an annotated decisive step.")
+        return
+    st.dataframe(acc, hide_index=True, key="comp_attribution")
     st.caption("How often simple rules name the annotated root-cause step of a failed run, exactly or within ±k "
                "steps (Who&When). The highest-surprisal rule appears once trajectories are replayed.")
+
+
+compounding_panel()

@@ -1,4 +1,7 @@
-"""SQL: a read-only console over the corpus views, with a row cap and a time limit."""
+"""SQL: a read-only console over the corpus views, with a row cap and a time limit.
+
+The console is a fragment: choosing an example or running a query reruns the console only.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +13,37 @@ from horizonlens.corpus import EXAMPLES, SqlError, run_sql
 store = state.require_store()
 st.title("SQL")
 views = ["trajectories", "steps"] + (["replay_steps", "routing"] if store.replay_checkpoints else [])
+if store.has_aggregates:
+    views += ["agg_trajectories", "agg_checks_by_j"]
 st.caption("One read-only SELECT over the views " + ", ".join(f"`{v}`" for v in views) + ". Writes, COPY, "
            "ATTACH, settings and files outside the corpus are refused.")
-example = st.selectbox("Examples", ["(write your own)", *EXAMPLES], key="sql_example")
-default = EXAMPLES.get(example, st.session_state.get("sql_text", EXAMPLES["Failure rate by domain"]))
-sql_text = st.text_area("Query", value=default, height=180, key=f"sql_text_{example}")
-c = st.columns([1, 1, 4])
-cap = c[0].number_input("Row cap", 1, 100_000, 5_000, key="sql_cap")
-timeout = c[1].number_input("Time limit (s)", 1, 120, 15, key="sql_timeout")
-if st.button("Run", type="primary", key="sql_run"):
-    st.session_state["sql_text"] = sql_text
-    try:
-        st.session_state["sql_result"] = run_sql(store, sql_text, row_cap=int(cap), timeout_s=float(timeout))
-        st.session_state["sql_error"] = None
-    except SqlError as exc:
-        st.session_state["sql_result"] = None
-        st.session_state["sql_error"] = str(exc)
-if st.session_state.get("sql_error"):
-    st.error(st.session_state["sql_error"])
-result = st.session_state.get("sql_result")
-if result is not None:
-    df = result.table.to_pandas()
-    st.dataframe(df, hide_index=True)
-    st.caption(f"{len(df):,} rows" + (f" (stopped at the cap of {result.row_cap:,})" if result.truncated else ""))
-    ui.table_downloads(df, "query", key="sql_dl", arrow=result.table)
+
+
+@st.fragment
+def console() -> None:
+    """The query editor, its limits, and the last result."""
+    example = st.selectbox("Examples", ["(write your own)", *EXAMPLES], key="sql_example")
+    default = EXAMPLES.get(example, st.session_state.get("sql_text", EXAMPLES["Failure rate by domain"]))
+    sql_text = st.text_area("Query", value=default, height=180, key=f"sql_text_{example}")
+    c = st.columns([1, 1, 4])
+    cap = c[0].number_input("Row cap", 1, 100_000, 5_000, key="sql_cap")
+    timeout = c[1].number_input("Time limit (s)", 1, 120, 15, key="sql_timeout")
+    if st.button("Run", type="primary", key="sql_run", icon=":material/play_arrow:"):
+        st.session_state["sql_text"] = sql_text
+        try:
+            st.session_state["sql_result"] = run_sql(store, sql_text, row_cap=int(cap), timeout_s=float(timeout))
+            st.session_state["sql_error"] = None
+        except SqlError as exc:
+            st.session_state["sql_result"] = None
+            st.session_state["sql_error"] = str(exc)
+    if st.session_state.get("sql_error"):
+        st.error(st.session_state["sql_error"])
+    result = st.session_state.get("sql_result")
+    if result is not None:
+        df = result.table.to_pandas()
+        st.dataframe(df, hide_index=True, key="sql_table")
+        st.caption(f"{len(df):,} rows" + (f" (stopped at the cap of {result.row_cap:,})" if result.truncated else ""))
+        ui.table_downloads(df, "query", key="sql_dl", arrow=result.table)
+
+
+console()

@@ -59,7 +59,8 @@ st.query_params["trajectory"] = tid
 st.query_params["step"] = str(step)
 
 # --- header ------------------------------------------------------------------------------------
-badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {info['outcome']}")
+badge = {"success": ":green-badge[:material/check_circle: success]", "failure": ":red-badge[:material/cancel: failure]"
+         }.get(info["outcome"], f":gray-badge[{ui.md(info['outcome'])}]")
 st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
@@ -87,10 +88,10 @@ if points:
 # --- navigation ----------------------------------------------------------------------------------
 failed_steps = timeline.loc[timeline["failed"] == 1, "step"].tolist()
 nav = st.columns([1, 1, 1.3, 1.3, 4])
-if nav[0].button("◀ Prev", disabled=step == 0, key="traj_prev"):
+if nav[0].button("Prev", icon=":material/chevron_left:", disabled=step == 0, key="traj_prev"):
     go_to(step - 1)
     st.rerun()
-if nav[1].button("Next ▶", disabled=step >= n_steps - 1, key="traj_next"):
+if nav[1].button("Next", icon=":material/chevron_right:", disabled=step >= n_steps - 1, key="traj_next"):
     go_to(step + 1)
     st.rerun()
 if nav[2].button("First failed check", disabled=not failed_steps, key="traj_first_fail"):
@@ -124,7 +125,8 @@ row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
 left, right = st.columns([3, 2]) if state.checkpoint_path() else (st.container(), None)
 with left:
     check = row["check_passed"]
-    status = "✅ check passed" if check is True else "❌ check failed" if check is False else "— no check"
+    status = (":green[:material/check_circle: check passed]" if check is True
+              else ":red[:material/cancel: check failed]" if check is False else "— no check")
     decisive = " · ◆ decisive error" if row.get("is_decisive_error") else ""
     st.markdown(f"### Step {step} · {row['source']} · {status}{decisive}")
     if row.get("check_detail") or row.get("error_label"):
