@@ -206,7 +206,7 @@ def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkp
     loaded = load_checkpoint(tiny_checkpoint)
     for tid in ids:
         ensure_replayed(store, loaded, tid)
-    timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2)
+    timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2, browser=browser)
     assert set(timings) == {p.name for p in PAGES}
     for name, t in timings.items():
         assert t["first_load_s"] > 0 and t["cold_s"] > 0, name

@@ -198,31 +198,37 @@ PAGES = (
 
 
 def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, repeats: int = 3,
-                  interactions: int = 3, chromium: str = "/usr/bin/chromium",
-                  pages: tuple[PageBench, ...] = PAGES) -> dict[str, dict[str, Any]]:
-    """Per page: median first load and interaction (seconds), the cold first load, and every sample."""
-    from playwright.sync_api import sync_playwright
+                  interactions: int = 3, chromium: str = "/usr/bin/chromium", pages: tuple[PageBench, ...] = PAGES,
+                  browser: Any = None) -> dict[str, dict[str, Any]]:
+    """Per page: median first load and interaction (seconds), the cold first load, and every sample.
 
+    `browser`: a Playwright browser to use (the tests have one); by default Chromium is started here.
+    """
+    if browser is None:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            own = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, chromium, pages, own)
+            finally:
+                own.close()
     out: dict[str, dict[str, Any]] = {}
-    with serve(corpus, checkpoint) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            for bench in pages:
-                loads: list[float] = []
-                acts: list[float] = []
-                for _ in range(repeats):
-                    page = browser.new_page(viewport=VIEWPORT)
-                    try:
-                        loads.append(timed_load(page, url + bench.path.format(tid=trajectory_id), bench.ready))
-                        if bench.interact is not None:
-                            n = interactions if bench.name == "trajectory" else 1
-                            acts += [bench.interact(page) for _ in range(n)]
-                    finally:
-                        page.close()
-                acts = [a for a in acts if a == a]  # NaN: the page had nothing to interact with
-                out[bench.name] = {"first_load_s": statistics.median(loads), "cold_s": loads[0],
-                                   "interaction_s": statistics.median(acts) if acts else None,
-                                   "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts}
-        finally:
-            browser.close()
+    with serve(corpus, checkpoint) as url:
+        for bench in pages:
+            loads: list[float] = []
+            acts: list[float] = []
+            for _ in range(repeats):
+                page = browser.new_page(viewport=VIEWPORT)
+                try:
+                    loads.append(timed_load(page, url + bench.path.format(tid=trajectory_id), bench.ready))
+                    if bench.interact is not None:
+                        n = interactions if bench.name == "trajectory" else 1
+                        acts += [bench.interact(page) for _ in range(n)]
+                finally:
+                    page.close()
+            acts = [a for a in acts if a == a]  # NaN: the page had nothing to interact with
+            out[bench.name] = {"first_load_s": statistics.median(loads), "cold_s": loads[0],
+                               "interaction_s": statistics.median(acts) if acts else None,
+                               "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts}
     return out

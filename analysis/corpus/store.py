@@ -78,6 +78,8 @@ class CorpusStore:
     def __init__(self, root: Path | str, memory_limit: str = "2GB", threads: int | None = None):
         self.root = Path(root).resolve()
         self._lock = threading.RLock()
+        self._aggregates_lock = threading.Lock()  # held while the aggregates are computed in memory
+        self._list_lock = threading.Lock()  # held while the in-memory trajectory list is made
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
         self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
@@ -193,15 +195,25 @@ class CorpusStore:
         since) they are computed here once from the steps, by the same SQL, and kept in memory until the
         corpus changes: one pass over the steps for every metric and filter, instead of one per query.
         """
-        with self._lock:
+        if self.has_aggregates or self._aggregates_in_memory:
+            return
+        # a lock of its own: the other queries (the trajectory list, a step) go on while the steps are summarised
+        with self._aggregates_lock:
             if self.has_aggregates or self._aggregates_in_memory:
                 return
             for view, sql in recompute_sql():
-                try:
-                    self.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(view)} AS {sql}")
-                except duckdb.Error as exc:
-                    raise StoreError(f"cannot summarise the corpus steps ({exc})") from exc
+                self._materialize(view, sql, "cannot summarise the corpus steps")
             self._aggregates_in_memory = True
+
+    def _materialize(self, name: str, sql: str, problem: str) -> None:
+        """Create (or replace) a table of the in-memory database from a query, on a cursor of its own."""
+        cur = self.cursor()
+        try:
+            cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS {sql}")
+        except duckdb.Error as exc:
+            raise StoreError(f"{problem} ({exc})") from exc
+        finally:
+            cur.close()
 
     def _open_replays(self) -> None:
         """Views over every checkpoint's replay cache (`replay_steps`, `routing`), keyed by checkpoint_id.
@@ -301,16 +313,18 @@ class CorpusStore:
 
     def _exact(self, text: str) -> tuple[ExactPlan, str | None] | None:
         """An exact-text search resolved through the search index (cached per query while the corpus holds)."""
+        texts = self._texts
+        if texts is None:
+            return None
+        if text in self._exact_plans:
+            return self._exact_plans[text]
+        # searched without the store's lock: other queries go on while candidate texts are read
+        plan = plan_exact(self.query, texts, text, int(self.scalar("SELECT count(*) FROM trajectories") or 0))
+        if plan is None:
+            return None
         with self._lock:
-            texts = self._texts
-            if texts is None:
-                return None
             if text in self._exact_plans:
                 return self._exact_plans[text]
-            total = self.scalar("SELECT count(*) FROM trajectories")
-            plan = plan_exact(self.query, texts, text, int(total or 0))
-            if plan is None:
-                return None
             table = None
             if plan.hits is not None:
                 # the hits go into a table of the in-memory database, so every cursor's query can join them
@@ -404,14 +418,13 @@ class CorpusStore:
         DuckDB's memory (no task text, no metadata: ~150 bytes a trajectory) those queries read no Parquet.
         Filters that need the task text (an exact search without an index) read the `trajectories` view.
         """
-        with self._lock:
-            if self._list_state != self.snapshot.fingerprint:
-                try:
-                    self.con.execute(f"CREATE OR REPLACE TABLE {LIST_TABLE} AS SELECT {', '.join(LIST_COLUMNS)} "
-                                     f"FROM trajectories ORDER BY started_at")
-                except duckdb.Error as exc:
-                    raise StoreError(f"cannot read the trajectory list ({exc})") from exc
-                self._list_state = self.snapshot.fingerprint
+        state = self.snapshot.fingerprint
+        if self._list_state != state:
+            with self._list_lock:
+                if self._list_state != state:
+                    self._materialize(LIST_TABLE, f"SELECT {', '.join(LIST_COLUMNS)} FROM trajectories "
+                                                  f"ORDER BY started_at", "cannot read the trajectory list")
+                    self._list_state = state
         return LIST_TABLE
 
     def trajectory(self, trajectory_id: str) -> dict[str, Any] | None:
@@ -419,33 +432,45 @@ class CorpusStore:
         table = self.query("SELECT * FROM trajectories WHERE trajectory_id = ?", [trajectory_id])
         return table.to_pylist()[0] if table.num_rows else None
 
-    def steps(self, trajectory_id: str, start: int = 0, stop: int | None = None) -> pa.Table:
-        """The steps of one trajectory in order; [start, stop) windows a long one."""
-        sql = "SELECT * FROM steps WHERE trajectory_id = ? AND step >= ?"
-        params: list[Any] = [trajectory_id, int(start)]
+    def _one_trajectory(self, trajectory_id: str) -> tuple[str, list[Any]]:
+        """Conditions (over `steps s`) that select one trajectory's steps, and their parameters.
+
+        When the steps are hive-partitioned by a trajectory column (e.g. domain), the trajectory's value is looked
+        up first so that one partition is read.
+        """
+        sql = "s.trajectory_id = ?"
+        params: list[Any] = [trajectory_id]
         keys = [k for k in self.partitions.get("steps", []) if k in TRAJECTORY_COLUMNS]
-        if keys:  # steps partitioned by e.g. domain: look the trajectory's value up and read one partition
+        if keys:
             row = self.query(f"SELECT {', '.join(quote_ident(k) for k in keys)} FROM trajectories "
                              f"WHERE trajectory_id = ?", [trajectory_id]).to_pylist()
             for k in keys if row else []:
-                sql += f" AND CAST({quote_ident(k)} AS VARCHAR) = ?"
+                sql += f" AND CAST(s.{quote_ident(k)} AS VARCHAR) = ?"
                 params.append(str(row[0][k]))
+        return sql, params
+
+    def steps(self, trajectory_id: str, start: int = 0, stop: int | None = None) -> pa.Table:
+        """The steps of one trajectory in order; [start, stop) windows a long one."""
+        where, params = self._one_trajectory(trajectory_id)
+        sql = f"SELECT * FROM steps s WHERE {where} AND s.step >= ?"
+        params.append(int(start))
         if stop is not None:
-            sql += " AND step < ?"
+            sql += " AND s.step < ?"
             params.append(int(stop))
-        return self.query(sql + " ORDER BY step", params)
+        return self.query(sql + " ORDER BY s.step", params)
 
     def check_strip(self, trajectory_id: str) -> pa.Table:
         """Per step: source, check outcome, error label, decisive flag — the error timeline's data."""
+        where, params = self._one_trajectory(trajectory_id)
         return self.query(f"SELECT s.step, s.source, s.check_passed, s.error_label, s.is_decisive_error, "
-                          f"{tool_names_sql('s')} AS tools FROM steps s WHERE s.trajectory_id = ? ORDER BY s.step",
-                          [trajectory_id])
+                          f"{tool_names_sql('s')} AS tools FROM steps s WHERE {where} ORDER BY s.step", params)
 
     def find_in_trajectory(self, trajectory_id: str, text: str) -> list[int]:
         """Steps of one trajectory whose content contains `text` (case-insensitive, literal)."""
         match, n = step_text_match("s")
-        table = self.query(f"SELECT s.step FROM steps s WHERE s.trajectory_id = ? AND {match} ORDER BY s.step",
-                           [trajectory_id, *([like_pattern(text)] * n)])
+        where, params = self._one_trajectory(trajectory_id)
+        table = self.query(f"SELECT s.step FROM steps s WHERE {where} AND {match} ORDER BY s.step",
+                           [*params, *([like_pattern(text)] * n)])
         return table.column("step").to_pylist()
 
     def summary(self) -> dict[str, Any]:
@@ -505,7 +530,9 @@ class CorpusStore:
         """The values a facet column takes in this corpus, sorted (for filter choices)."""
         if column not in ("domain", "agent", "teacher", "source", "outcome"):
             raise StoreError(f"cannot list values of {column!r}")
-        table = self.query(f"SELECT DISTINCT {quote_ident(column)} AS v FROM trajectories "
+        # the cube has a row for every combination of facet values that occurs: a few thousand rows, not 1M
+        source = "agg_cube_trajectories" if self.has_aggregates else "trajectories"
+        table = self.query(f"SELECT DISTINCT {quote_ident(column)} AS v FROM {source} "
                            "WHERE v IS NOT NULL ORDER BY v")
         return table.column("v").to_pylist()
 
