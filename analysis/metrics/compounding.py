@@ -24,7 +24,7 @@ from horizonlens.corpus.aggregates import cells
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.quoting import quote_ident
 from horizonlens.corpus.store import CorpusStore
-from horizonlens.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
+from horizonlens.metrics.stats import fit_logistic, fit_logistic_many, kaplan_meier, pass_hat_k, wilson
 
 FACETS = ("domain", "agent", "teacher", "source")
 
@@ -195,9 +195,8 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
         row: dict[str, Any] = {"group": grp, "n": n, "success_rate": float((y * w).sum() / n),
                                "intercept": fit.intercept, "slope": fit.slope, "fitted": fit.converged}
         boots: dict[float, list[float]] = {q: [] for q in quantiles}  # quantile -> bootstrap step counts
-        if fit.converged:
-            for _ in range(n_boot):
-                b = fit_logistic(x, y, rng.multinomial(n, w / n).astype(float))
+        if fit.converged and n_boot:
+            for b in fit_logistic_many(x, y, rng.multinomial(n, w / n, size=n_boot).astype(float)):
                 for q in quantiles:
                     v = b.x_at(q)
                     if v is not None and np.isfinite(v) and b.slope < 0:
