@@ -16,6 +16,8 @@ from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sq
 from horizonlens.errors import StoreError
 
 Clauses = tuple[list[str], list[Any]]
+# The filter fields that are columns of the aggregate cubes (corpus/aggregates.py: the facets and the outcome).
+FACET_FIELDS = frozenset({"domains", "agents", "teachers", "sources", "outcomes"})
 # A single-word exact search names at most this many vocabulary words inline; more are matched by a subquery.
 INLINE_WORDS = 2_000
 
@@ -53,12 +55,14 @@ class TrajectoryFilter:
     def facet_only(self) -> bool:
         """Whether only facet columns (domain, agent, teacher, source, outcome) are filtered on.
 
-        Such a filter can be answered from the aggregate cubes; a field added later (a label, ...) counts as
-        not a facet unless it is listed here.
+        Such a filter can be answered from the aggregate cubes, whose cells are facet combinations.
         """
-        facets = {"domains", "agents", "teachers", "sources", "outcomes"}
+        return self.uses_only(FACET_FIELDS)
+
+    def uses_only(self, names: frozenset[str]) -> bool:
+        """Whether every field set (not at its default) is one of `names`; a field added later counts too."""
         default = TrajectoryFilter()
-        return all(getattr(self, f.name) == getattr(default, f.name) for f in fields(self) if f.name not in facets)
+        return all(getattr(self, f.name) == getattr(default, f.name) for f in fields(self) if f.name not in names)
 
     def clauses(self, ctx: FilterContext | None = None) -> Clauses:
         """SQL conditions over `trajectories t` and their parameters; ([], []) when nothing is filtered.

@@ -30,7 +30,7 @@ from horizonlens.corpus.aggregates import SPEC as AGGREGATES
 from horizonlens.corpus.aggregates import recompute_sql
 from horizonlens.corpus.dataset import MANIFEST, Snapshot
 from horizonlens.corpus.derived import DerivedSpec, is_fresh
-from horizonlens.corpus.filters import FilterContext, TrajectoryFilter, where_sql
+from horizonlens.corpus.filters import FACET_FIELDS, FilterContext, TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
 from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
 from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
@@ -41,6 +41,8 @@ from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sq
 from horizonlens.errors import CorpusError, StoreError
 
 TRAJECTORY_COLUMNS = frozenset(TRAJECTORIES.names)
+# Filter fields that are columns of the aggregate cube `agg_cube_trajectories` (a count needs no scan).
+CUBE_FIELDS = FACET_FIELDS | {"min_steps", "max_steps"}
 LIST_TABLE = "trajectory_list"  # the in-memory copy of the trajectory list (see CorpusStore.trajectory_list)
 EXACT_PLANS_KEPT = 16  # exact-text searches whose results stay resolved (per corpus state)
 # Sortable columns of the trajectory list (identifiers are never taken from user input).
@@ -405,11 +407,17 @@ class CorpusStore:
                 total = rows["_total"][0].as_py()
                 return Page(rows=rows.drop_columns(["_total"]), total=int(total), offset=offset, limit=limit)
         source = "trajectories" if scans_text else self.trajectory_list()
+        if self.has_aggregates and (flt is None or flt.uses_only(CUBE_FIELDS)):
+            # the count of a filter on facets and step counts is a sum over the cube's cells: no scan at all
+            page = self.query(f"SELECT {cols} FROM {source} t{where} ORDER BY {order} LIMIT ? OFFSET ?",
+                              [*params, limit, offset])
+            total = self.scalar(f"SELECT sum(t.trajectories) FROM agg_cube_trajectories t{where}", params)
+            return Page(rows=page, total=int(total or 0), offset=offset, limit=limit)
         # the page and the total are independent: run them side by side (each on its own cursor)
-        page = self._pool.submit(self.query, f"SELECT {cols} FROM {source} t{where} ORDER BY {order} "
-                                             f"LIMIT ? OFFSET ?", [*params, limit, offset])
+        pending = self._pool.submit(self.query, f"SELECT {cols} FROM {source} t{where} ORDER BY {order} "
+                                                f"LIMIT ? OFFSET ?", [*params, limit, offset])
         total = self.scalar(f"SELECT count(*) FROM {source} t{where}", params)
-        return Page(rows=page.result(), total=int(total or 0), offset=offset, limit=limit)
+        return Page(rows=pending.result(), total=int(total or 0), offset=offset, limit=limit)
 
     def trajectory_list(self) -> str:
         """The name of an in-memory table of every trajectory's list columns, made once per corpus state.
