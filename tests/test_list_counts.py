@@ -11,10 +11,13 @@ from horizonlens.corpus import TrajectoryFilter, open_store
 from horizonlens.corpus.aggregates import build_aggregates
 from horizonlens.corpus.filters import FilterContext
 
-FILTERS = [TrajectoryFilter(), TrajectoryFilter(domains=["search", "engineering"], outcomes=["failure"], min_steps=10),
-           TrajectoryFilter(agents=["a1-student-35b-a3b"], max_steps=12), TrajectoryFilter(teachers=["swe-teacher", "ifeval-teacher"]),
+FILTERS = [TrajectoryFilter(),
+           TrajectoryFilter(domains=["search", "engineering"], outcomes=["failure"], min_steps=10),
+           TrajectoryFilter(agents=["a1-student-35b-a3b"], max_steps=12),
+           TrajectoryFilter(teachers=["swe-teacher", "ifeval-teacher"]),
            TrajectoryFilter(sources=["horizonlens-sample"], min_steps=3, max_steps=40),
-           TrajectoryFilter(has_failed_checks=True), TrajectoryFilter(tool="book_reservation", domains=["tool_calling"])]
+           TrajectoryFilter(has_failed_checks=True),
+           TrajectoryFilter(tool="book_reservation", domains=["tool_calling"])]
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=range(len(FILTERS)))
