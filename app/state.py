@@ -42,7 +42,9 @@ def initial_checkpoint() -> str:
 
 @st.cache_resource(max_entries=4, show_spinner="Opening corpus…")
 def _store(path: str) -> CorpusStore:
-    return open_store(path)
+    store = open_store(path)
+    store.warm()  # the Explore list's in-memory table is made while the first page draws its overview
+    return store
 
 
 def corpus_path() -> str:

@@ -4,10 +4,16 @@ A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as Duck
 `CorpusStore`. This facade is the public face of the layer; the modules behind it are:
 schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
-sql (the read-only console), search_index (the word index) and importers (agent logs in).
+sql (the read-only console), derived (datasets computed from the corpus and kept up to date file by file),
+search_index and aggregates (the two derived datasets), indexes (both, built together) and importers.
 """
 
+from horizonlens.corpus.aggregates import aggregates_are_fresh, build_aggregates
+from horizonlens.corpus.derived import DerivedSpec, DerivedTable, Rollup
+from horizonlens.corpus.derived import is_fresh as derived_is_fresh
+from horizonlens.corpus.derived import update as update_derived
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
+from horizonlens.corpus.indexes import build_all
 from horizonlens.corpus.io import (
     MANIFEST,
     ROW_GROUP_SIZE,
@@ -47,6 +53,14 @@ from horizonlens.errors import CorpusError, SchemaError, SqlError, StoreError
 
 __all__ = [
     "CHECKPOINT_META",
+    "DerivedSpec",
+    "DerivedTable",
+    "Rollup",
+    "aggregates_are_fresh",
+    "build_aggregates",
+    "build_all",
+    "derived_is_fresh",
+    "update_derived",
     "EXAMPLES",
     "INDEX_DIR",
     "LIST_COLUMNS",

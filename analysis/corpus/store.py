@@ -419,6 +419,10 @@ class CorpusStore:
         total = self.scalar(f"SELECT count(*) FROM {source} t{where}", params)
         return Page(rows=pending.result(), total=int(total or 0), offset=offset, limit=limit)
 
+    def warm(self) -> None:
+        """Start making the in-memory trajectory list in the background (a server calls this on opening)."""
+        self._pool.submit(self.trajectory_list)
+
     def trajectory_list(self) -> str:
         """The name of an in-memory table of every trajectory's list columns, made once per corpus state.
 

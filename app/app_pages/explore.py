@@ -31,7 +31,7 @@ cols[5].metric("Runs with a failed check", f"{summary['share_with_failed_checks'
 
 def build_indexes() -> None:
     """Build (or bring up to date) the search index and the aggregates, then rerun the whole page."""
-    from horizonlens.corpus.indexes import build_all
+    from horizonlens.corpus import build_all
 
     with st.spinner("Indexing and summarising the corpus…"):
         build_all(store.root)
