@@ -242,14 +242,14 @@ def build_checkpoint_cmd(out: Path = typer.Argument(..., help="Where to write th
 
     With --shape and --random-init, write an untrained checkpoint with a real model's routing topology instead.
     """
+    if shape is not None or random_init or layers is not None or experts is not None:
+        _build_shape(out, shape, random_init, layers, experts, seed)
+        return
     import tempfile
 
     from horizonlens.corpus.store import open_store
     from horizonlens.sample.checkpoint import BuildConfig, build_checkpoint, compare_with_random_init
 
-    if shape is not None or random_init or layers is not None or experts is not None:
-        _build_shape(out, shape, random_init, layers, experts, seed)
-        return
     store = open_store(corpus or _sample_corpus())
     cfg = BuildConfig(steps=steps, seed=seed)
     report = build_checkpoint(store, out, cfg, log=typer.echo)
