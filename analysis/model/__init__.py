@@ -10,9 +10,12 @@ from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, 
 from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
 from horizonlens.model.replay import Continuation, ReplayConfig, ReplayResult, continue_from, replay_trajectory
+from horizonlens.model.rollout import RolloutRecord, record_rollout
+from horizonlens.model.shapes import SHAPES, Shape, build_shape
 from horizonlens.model.tokenizer import train_tokenizer
 
 __all__ = [
+    "SHAPES",
     "SPECIAL_TOKENS",
     "CheckpointError",
     "Continuation",
@@ -24,14 +27,18 @@ __all__ = [
     "ReplayConfig",
     "ReplayError",
     "ReplayResult",
+    "RolloutRecord",
     "RouterSite",
+    "Shape",
     "capture_routing",
+    "build_shape",
     "check_files",
     "checkpoint_id",
     "continue_from",
     "ensure_replayed",
     "find_routers",
     "list_checkpoints",
+    "record_rollout",
     "load_checkpoint",
     "render",
     "replay_many",
