@@ -73,6 +73,8 @@ _ESCAPE = re.compile(rb"\\.", re.S)
 _DELTA = np.zeros(256, dtype=np.int8)  # how each byte changes bracket depth (outside strings)
 _DELTA[[ord("["), ord("{")]] = 1
 _DELTA[[ord("]"), ord("}")]] = -1
+_MATTERS = np.zeros(256, dtype=bool)  # the bytes whose positions the scan needs: quote, brackets, comma
+_MATTERS[[ord('"'), ord("["), ord("{"), ord("]"), ord("}"), ord(",")]] = True
 _VALUE_START = frozenset(b'{["-0123456789tfn')
 _WHITESPACE = b" \t\r\n"
 
@@ -229,19 +231,24 @@ class Splitter:
     def _structure(self, data: bytes, pos: int, end: int) -> int:
         """Outside strings: track depth and record boundaries up to the end of the piece.
 
-        Strings that open and close within the piece are shorter than a chunk, so never cut; only a
-        string still open at the end is handed to `_string` in the next call.
+        Only the bytes that matter (quotes, brackets, commas) are looked at, as numpy arrays of their
+        positions. Strings that open and close within the piece are shorter than a chunk, so never cut;
+        a string still open at the end is continued by `_string` in the next call.
         """
         seg = data[pos:end]
-        arr = np.frombuffer(_ESCAPE.sub(b"__", seg), dtype=np.uint8)  # escapes can no longer look like quotes
-        inside = np.cumsum(arr == 34, dtype=np.int64) & 1  # 1 from an opening quote up to its closing quote
-        delta = np.where(inside == 0, _DELTA[arr], 0)
-        depth = self.depth + np.cumsum(delta, dtype=np.int64)  # depth after each byte
-        base = 1 if self.mode == "array" else 0
-        stops = self._boundaries(arr, inside, delta, depth) if self.mode == "array" else []
+        neutral = _ESCAPE.sub(b"__", seg) if b"\\" in seg else seg  # escapes can no longer look like quotes
+        arr = np.frombuffer(neutral, dtype=np.uint8)
+        at = np.flatnonzero(_MATTERS[arr])  # positions of quotes, brackets and commas
+        codes = arr[at]
+        quote = codes == 34
+        inside = np.cumsum(quote, dtype=np.int32) & 1  # 1 from an opening quote up to its closing quote
+        delta = np.where(inside == 0, _DELTA[codes], 0)
+        depth = self.depth + np.cumsum(delta, dtype=np.int64)  # depth after each of those bytes
+        stops = self._boundaries(codes, inside, delta, depth) if self.mode == "array" else []
         last = 0
-        for i, kind in stops:
-            self._consume(seg, last, i, depth, base)
+        for k, kind in stops:
+            i = int(at[k])
+            self._consume(seg, last, i, at, depth)
             if kind == "open" and self.array_state == "before":
                 self.array_state = "inside"
             elif kind != "open" and self.array_state == "inside":
@@ -249,26 +256,25 @@ class Splitter:
                 if kind == "close":
                     self.array_state = "after"
             last = i + 1
-        self._consume(seg, last, len(seg), depth, base)
-        self.depth = int(depth[-1]) if len(depth) else self.depth
-        if len(arr) and inside[-1]:  # a string is still open: continue it as a string
-            q = int(np.flatnonzero(arr == 34)[-1])
+        self._consume(seg, last, len(seg), at, depth)
+        if len(depth):
+            self.depth = int(depth[-1])
+        if len(inside) and inside[-1]:  # a string is still open: continue it as a string
+            q = int(at[np.flatnonzero(quote)[-1]])
             self.in_str, self.str_len = True, len(seg) - q - 1
         return end
 
-    def _boundaries(self, arr: np.ndarray, inside: np.ndarray, delta: np.ndarray,
+    @staticmethod
+    def _boundaries(codes: np.ndarray, inside: np.ndarray, delta: np.ndarray,
                     depth: np.ndarray) -> list[tuple[int, str]]:
-        """Array mode: positions of the opening bracket, element separators and the closing bracket."""
-        outside = inside == 0
+        """Array mode: indexes (into `codes`) of the opening bracket, element separators, closing bracket."""
         before = depth - delta
-        opens = np.flatnonzero((delta == 1) & (before == 0))
-        seps = np.flatnonzero((arr == 44) & outside & (depth == 1))
-        closes = np.flatnonzero((delta == -1) & (depth == 0))
-        marks = [(int(i), "open") for i in opens] + [(int(i), "sep") for i in seps] + \
-                [(int(i), "close") for i in closes]
+        marks = [(int(k), "open") for k in np.flatnonzero((delta == 1) & (before == 0))]
+        marks += [(int(k), "sep") for k in np.flatnonzero((codes == 44) & (inside == 0) & (depth == 1))]
+        marks += [(int(k), "close") for k in np.flatnonzero((delta == -1) & (depth == 0))]
         return sorted(marks)
 
-    def _consume(self, seg: bytes, a: int, b: int, depth: np.ndarray, base: int) -> None:
+    def _consume(self, seg: bytes, a: int, b: int, at: np.ndarray, depth: np.ndarray) -> None:
         """Bytes seg[a:b] belong to the current record (or lie outside any, in array mode)."""
         if a >= b:
             return
@@ -278,7 +284,9 @@ class Splitter:
                 self.out.append(Problem(self.file, "file", f"data after the end of the array ({junk[:20]!r})"))
                 self.array_state = "junk"
             return
-        if self.rec.bad is None and int(depth[a:b].max()) - base > MAX_DEPTH:
+        ka, kb = np.searchsorted(at, [a, b])
+        base = 1 if self.mode == "array" else 0
+        if self.rec.bad is None and kb > ka and int(depth[ka:kb].max()) - base > MAX_DEPTH:
             self._fail(f"nested deeper than {MAX_DEPTH} levels")
         self._emit(seg[a:b])
 
