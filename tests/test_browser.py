@@ -188,3 +188,37 @@ def test_upload_import(browser, tiny_corpus: Path, tmp_path: Path) -> None:
         _wait(page)
         page.get_by_text("49", exact=True).first.wait_for(timeout=30_000)  # 48 sample + 1 imported
         page.close()
+
+
+def test_upload_hostile_files(browser, tiny_corpus: Path, tmp_path: Path) -> None:
+    """Hostile uploads end as listed problems (never a traceback); a target outside the allowed places is refused."""
+    from tests.hostile.cases import HEADER, sample, tau
+    from tests.hostile.zipkit import Member, write_zip
+
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    files = [write_zip(tmp_path / "packed.eval", [Member("header.json", HEADER, 9), Member("samples/a.json",
+                                                                                           sample(1), 93),
+                                                  Member("samples/b.json", sample(2), flags=1)]),
+             tmp_path / "garbage-first.jsonl", tmp_path / "huge-number.json"]
+    files[1].write_text("%%% <script>alert(1)</script>\n" + json.dumps(tau(1)) + "\n")
+    files[2].write_text("[" + json.dumps(tau(2)) + ', {"task_id": 3, "reward": ' + "9" * 5000 + "}]")
+    with _serve(corpus, None) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        page.goto(f"{url}/import")
+        _wait(page)
+        page.locator("input[type=file]").set_input_files([str(f) for f in files])
+        page.get_by_text("huge-number.json").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.get_by_text("3 trajectories added", exact=False).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "encrypted" in body and "line 1: not JSON" in body and "4,300 digits" in body
+        assert "Traceback" not in body and not page.evaluate("window.__pwned === 1")
+        _shot(page, "09-import-hostile")
+        page.locator("input[aria-label='Into corpus']").fill("/etc/horizonlens-pwned")
+        page.locator("input[aria-label='Into corpus']").press("Enter")
+        _wait(page)
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.get_by_text("imports only into", exact=False).first.wait_for(timeout=30_000)
+        assert not Path("/etc/horizonlens-pwned").exists()
+        _shot(page, "10-import-refused-target")
+        page.close()

@@ -86,6 +86,8 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                                   progress=lambda n: progress.advance(task, n))
     except (ImportFailed, CorpusError) as exc:
         fail(str(exc))
+    for notice in report.notices[:50]:
+        typer.secho(f"cut: {notice}", fg=typer.colors.CYAN, err=True)
     for problem in report.problems[:50]:
         typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
     if len(report.problems) > 50:
