@@ -34,4 +34,5 @@ def auroc_by_signal(df: pd.DataFrame) -> go.Figure:
     k = int(df["k"].iloc[0])
     return layout(fig, f"Does the signal at step t predict a failed check in t+1…t+{k}?", yaxis_title="AUROC",
                   yaxis_range=[0, 1], xaxis_title="signal at step t (grey: baselines without a model)",
+                  margin=dict(l=50, r=20, t=80, b=45),
                   xaxis_categoryorder="array", xaxis_categoryarray=list(df["signal"]))
