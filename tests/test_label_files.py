@@ -1,4 +1,4 @@
-"""Label files onto corpus steps: Who&When and AgentRx step numbering checked by hand, unmatched ids, one transaction."""
+"""Label files onto corpus steps: Who&When and AgentRx numbering checked by hand, unmatched ids, one transaction."""
 
 from __future__ import annotations
 
@@ -170,17 +170,18 @@ def test_unmatched_ids_are_reported_and_strict_stores_nothing(tmp_path: Path) ->
           "not a record"]
     path = _agentrx(tmp_path, gt)
     runner = CliRunner()
-    res = runner.invoke(app, ["annotate", "import", str(path), "--into", str(corpus), "--format", "agentrx", "--strict"])
+    args = ["annotate", "import", str(path), "--into", str(corpus), "--format", "agentrx"]
+    res = runner.invoke(app, [*args, "--strict"])
     assert res.exit_code == 1 and "nothing imported" in res.output
     assert not ann.annotations_dataset(corpus).exists()
-    res = runner.invoke(app, ["annotate", "import", str(path), "--into", str(corpus), "--format", "agentrx"])
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "unmatched: 404 (no trajectory with task_id tau-bench:404)" in res.output
     assert "step_number 99 is beyond the 7 messages" in res.output
     assert "failure_id 'zz', which is not among the failures" in res.output
     assert "1 labels added on 1 trajectories" in res.output
     assert [(r["step"], r["label"]) for r in _labels(corpus)] == [(2, "failure")]
-    again = runner.invoke(app, ["annotate", "import", str(path), "--into", str(corpus), "--format", "agentrx"])
+    again = runner.invoke(app, args)
     assert "0 labels added" in again.output and "1 already present" in again.output
 
 
