@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +15,21 @@ from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.sample.generate import generate_corpus
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def _shared_datasets() -> Path:
+    """The real datasets: $HORIZONLENS_DATASETS, else ../shared/datasets beside the checkout or one level up.
+
+    A git worktree sits one folder deeper than the main checkout, so both places are tried; tests that
+    need a dataset skip cleanly when none has it.
+    """
+    env = os.environ.get("HORIZONLENS_DATASETS")
+    candidates = [Path(env)] if env else []
+    candidates += [REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATASETS = _shared_datasets()
 MARKDOWN_IMAGE = "![pwn](http://127.0.0.1:9/pwn.png) [click](javascript:alert(1))"
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
 

@@ -13,11 +13,14 @@ from horizonlens.cli.base import app, fail, json_records
 
 @app.command()
 def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
-            by: Annotated[Optional[str], typer.Option(help="Facet: domain, agent, teacher or source.")] = None,
+            by: Annotated[Optional[str], typer.Option(help="Facet: domain, agent, teacher, source or "
+                                                           "label_category.")] = None,
+            k: Annotated[int, typer.Option(min=1, max=1000, help="Early warning: predict a failed check within the "
+                                                                 "next k steps.")] = 3,
             checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint whose cached replays to include.")
                                   ] = None,
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
-    """Corpus-level error-compounding figures (and model-side ones with --checkpoint)."""
+    """Corpus-level error-compounding figures (and model-side ones, early warning included, with --checkpoint)."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.store import open_store
     from horizonlens.metrics import attribution, compounding
@@ -45,10 +48,11 @@ def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
         "attribution": attribution.accuracy(attribution.predictions(store, ckpt_id)),
     }
     if ckpt_id and ckpt_id in store.replay_checkpoints:
-        from horizonlens.metrics import model_side
+        from horizonlens.metrics import early_warning, model_side
 
         tables["model_by_step"] = model_side.signals_by_step(store, ckpt_id, bucket=10)
         tables["model_around_failures"] = model_side.around_failures(store, ckpt_id)
+        tables["early_warning"] = early_warning.early_warning(store, ckpt_id, k=k)
     elif ckpt_id:
         typer.secho(f"note: no cached replays for {ckpt_id} in this corpus (run `horizonlens replay`)", err=True)
     if as_json:
@@ -61,7 +65,9 @@ def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
               "success_vs_length": "Success vs horizon length (logistic on log2 steps)",
               "pass_k": "pass^k", "attribution": "Decisive-step attribution accuracy",
               "model_by_step": "Model signals by step (buckets of 10)",
-              "model_around_failures": "Model signals around checks"}
+              "model_around_failures": "Model signals around checks",
+              "early_warning": f"Early warning: AUROC for a failed check within the next {k} steps (95% CI over "
+                               "trajectories)"}
     for name, df in tables.items():
         typer.secho(f"\n{titles[name]}", bold=True)
         shown = df.groupby("group").head(15) if name == "survival" and not df.empty else df

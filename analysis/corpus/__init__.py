@@ -4,9 +4,12 @@ A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as Duck
 `CorpusStore`. This facade is the public face of the layer; the modules behind it are:
 schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
-sql (the read-only console), search_index (the word index) and importers (agent logs in).
+sql (the read-only console), search_index (the word index), importers (agent logs in), annotations
+(labels on runs and steps) and label_files (label files in).
 """
 
+from horizonlens.corpus import annotations, label_files
+from horizonlens.corpus.annotations import Label, add_labels, delete_label, edit_label, export_labels
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import (
     MANIFEST,
@@ -62,17 +65,24 @@ __all__ = [
     "TRAJECTORIES",
     "CorpusError",
     "CorpusStore",
+    "Label",
     "Page",
     "SchemaError",
     "SqlError",
     "SqlResult",
     "StoreError",
     "TrajectoryFilter",
+    "add_labels",
+    "annotations",
     "approx_tokens",
     "build_index",
     "conform",
+    "delete_label",
+    "edit_label",
+    "export_labels",
     "file_stem",
     "index_is_fresh",
+    "label_files",
     "new_manifest",
     "open_corpus_files",
     "open_store",

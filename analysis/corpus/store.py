@@ -26,6 +26,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.annotations import (
+    ANNOTATIONS,
+    CURRENT_VIEW,
+    HISTORY_VIEW,
+    LABELS_TABLE,
+    annotations_dataset,
+    current_view_sql,
+    empty_history_sql,
+)
 from horizonlens.corpus.dataset import MANIFEST, Snapshot
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
@@ -91,6 +100,7 @@ class CorpusStore:
         self._open_corpus()
         self._open_index()
         self._open_replays()
+        self._open_annotations()
         # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
         self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
         self.con.execute("SET enable_external_access = false")
@@ -182,6 +192,35 @@ class CorpusStore:
         base = replays_dir(self.root)
         return tuple((c, self._stamp(base / c / MANIFEST)) for c in replay_checkpoints(self.root))
 
+    def _open_annotations(self) -> None:
+        """Views `annotation_history` (every version) and `annotations` (current labels); empty without labels.
+
+        The views always exist, so filters and facets by label work on any corpus. A damaged labels file is
+        left out and reported in `label_problems`.
+        """
+        dataset = annotations_dataset(self.root)
+        self._stamps["annotations"] = self._stamp(dataset.manifest_path)
+        self.label_problems: list[str] = []
+        self._fingerprints.pop("annotations", None)
+        good: list[Path] = []
+        if dataset.exists():
+            try:
+                snap = dataset.snapshot()
+            except CorpusError as exc:
+                self.label_problems.append(str(exc))
+            else:
+                self._fingerprints["annotations"] = snap.fingerprint
+                for entry in snap.table(LABELS_TABLE):
+                    try:
+                        validate_file(snap.root / entry.path, ANNOTATIONS, entry.bytes)
+                    except CorpusError as exc:
+                        self.label_problems.append(f"left out of the labels: {exc}")
+                        continue
+                    good.append(snap.root / entry.path)
+        history = f"SELECT * FROM {_read_parquet_sql(good, union=True)}" if good else empty_history_sql()
+        self.con.execute(f"CREATE OR REPLACE VIEW {HISTORY_VIEW} AS {history}")
+        self.con.execute(f"CREATE OR REPLACE VIEW {CURRENT_VIEW} AS {current_view_sql()}")
+
     def refresh(self) -> bool:
         """Pick up what other writers published since the last look; True if any view changed."""
         changed = False
@@ -195,6 +234,9 @@ class CorpusStore:
                 changed = True
             if self._replay_stamps() != self._stamps.get("replays"):
                 self._open_replays()
+                changed = True
+            if self._stamp(annotations_dataset(self.root).manifest_path) != self._stamps.get("annotations"):
+                self._open_annotations()
                 changed = True
         return changed
 

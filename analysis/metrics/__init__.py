@@ -1,13 +1,14 @@
 """Metrics over the corpus and its replays; each module returns tidy tables.
 
-Error compounding along the horizon, decisive-step attribution, model-side signals and expert-routing
-statistics.
+Error compounding along the horizon, decisive-step attribution, model-side signals, early warning of
+failed checks from those signals, and expert-routing statistics.
 """
 
 from horizonlens.metrics import (
     attribution,
     compare,
     compounding,
+    early_warning,
     info,
     model_side,
     replays,
@@ -16,4 +17,5 @@ from horizonlens.metrics import (
     timeline,
 )
 
-__all__ = ["attribution", "compare", "compounding", "info", "model_side", "replays", "routing", "stats", "timeline"]
+__all__ = ["attribution", "compare", "compounding", "early_warning", "info", "model_side", "replays", "routing",
+           "stats", "timeline"]

@@ -146,11 +146,12 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
 
 
 def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
-                  reference_steps: int = 3) -> pd.DataFrame:
+                  reference_steps: int = 3, per_layer: bool = False) -> pd.DataFrame:
     """Per step: how far its routing has drifted from the trajectory's first agent steps.
 
     The Jensen–Shannon distance of the step's expert load vs that of the first `reference_steps` agent
-    steps, averaged over layers (0 = routes like the start, 1 = disjoint experts).
+    steps, averaged over layers (0 = routes like the start, 1 = disjoint experts). `per_layer` adds one
+    column `drift_L<layer>` per MoE layer (the real layer number) with that layer's distance.
     """
     load = step_expert_load(store, checkpoint_id, trajectory_id)
     if load.empty:
@@ -167,10 +168,13 @@ def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
         ref[layer] = np.bincount(part["expert"], weights=part["assignments"], minlength=E)
     for step, part in load.groupby("step"):
         ds = []
+        row: dict[str, Any] = {"step": _int_key(step)}
         for layer, lp in part.groupby("layer"):
             vec = np.bincount(lp["expert"], weights=lp["assignments"], minlength=E)
             ds.append(js_distance(vec, ref[layer]))
-        out.append({"step": _int_key(step), "drift": float(np.mean(ds))})
+            if per_layer:
+                row[f"drift_L{_int_key(layer)}"] = ds[-1]
+        out.append({**row, "drift": float(np.mean(ds))})
     return pd.DataFrame(out)
 
 

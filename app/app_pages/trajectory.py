@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import model_panel, state, ui
+from horizonlens.app import annotations_panel, model_panel, state, ui
 from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline
@@ -145,3 +145,4 @@ if right is not None:
     with right:
         model_panel.render(store, tid, step, failed_steps)
     model_panel.render_tokens(store, tid, step)
+annotations_panel.render(store, tid, step)
