@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from horizonlens.corpus.io import new_manifest, write_corpus
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.sample.generate import generate_corpus
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -22,6 +24,27 @@ TOOL_IMAGE = f"![tool](http://{PLANTED_HOST}/tool.png)"  # a tool's name: render
 BARE_URLS = f"see https://{PLANTED_HOST}/bare, www.{PLANTED_HOST}/www and leak@{PLANTED_HOST}"  # GFM autolinks
 HTML_LINK = f"<a href='http://{PLANTED_HOST}/html'>x</a><b>bold</b>"
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # every process the session starts inherits this mark, so the check below finds it even once orphaned
+    os.environ.setdefault(processes.SESSION_MARK, str(os.getpid()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> object:
+    """Fail the session if any process it started (server, browser, Ray, S3, subprocess) is still running.
+
+    Autouse and session-scoped, so it is set up first and torn down last, after every other fixture
+    has stopped what it started. Leftovers are listed, then killed so they do not outlive the report.
+    """
+    before = {p.pid for p in processes.session_processes()}
+    yield
+    leaked = [p for p in processes.wait_until_gone() if p.pid not in before]
+    if leaked:
+        processes.kill(leaked)
+        pytest.fail("the test session left processes running (now killed):\n" +
+                    "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in leaked), pytrace=False)
 
 
 @pytest.fixture(scope="session")
