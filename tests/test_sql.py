@@ -34,6 +34,8 @@ def store(tiny_corpus: Path):
     "DROP VIEW steps",
     "EXPORT DATABASE '{root}/dump'",
     "SELECT 1; DROP VIEW steps",
+    "SELECT * FROM query('COPY (SELECT 1) TO ''{root}/leak.csv''')",
+    "SELECT * FROM query('ATTACH ''/tmp/x.duckdb'' AS x')",
 ])
 def test_refuses_non_select(store, sql: str) -> None:
     with pytest.raises(SqlError):
