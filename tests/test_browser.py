@@ -186,6 +186,12 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         _shot(page, "07-hostile-sql")
         page.goto(f"{app.url}/?")
         _settled(page, page.locator(".js-plotly-plot").first)
+        for label in ("Agent", "Teacher", "Uses tool"):  # option lists hold names from the corpus
+            page.get_by_label(label, exact=True).first.click()
+            page.get_by_role("option").first.wait_for()
+            _assert_no_planted_markup(page)
+            page.keyboard.press("Escape")
+        _shot(page, "07-hostile-explore")
         page.get_by_label("Search task and step content (case-insensitive)").fill("<script>")
         page.keyboard.press("Enter")
         _settled(page, page.get_by_text("1 trajectories", exact=False).first)  # only the hostile one matches
