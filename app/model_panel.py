@@ -20,17 +20,17 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
     path = state.checkpoint_path()
     ckpt_id = state.checkpoint_id_of(path)
     if ckpt_id is None:
-        st.warning(f"The checkpoint path `{path}` is not a usable checkpoint (config.json, *.safetensors and a "
-                   "tokenizer). Fix it in the sidebar.")
+        st.warning(f"The checkpoint path {ui.md(path)} is not a usable checkpoint (config.json, \\*.safetensors and "
+                   "a tokenizer). Fix it in the sidebar.")
         return
-    st.markdown(f"### Model · `{ckpt_id}`")
+    st.markdown(f"### Model · {ui.md(ckpt_id)}")
     replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
     if replay.empty:
         _offer_replay(store, tid, ckpt_id)
         return
     notes = ReplayCache(store.root, ckpt_id).read_notes(tid)
     if notes.get("notes"):
-        st.warning(notes["notes"])
+        st.warning(ui.md(notes["notes"]))
     row = replay[replay["step"] == step]
     if row.empty or row["n_tokens"].iloc[0] == 0:
         st.caption("This step has no tokens in the replay.")
@@ -76,7 +76,7 @@ def render_tokens(store: CorpusStore, tid: str, step: int) -> None:
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
     info = state.cached(CorpusStore.trajectory, store, tid)
-    st.info(f"This trajectory has not been replayed through `{ckpt_id}` yet (about {info['n_tokens']:,} tokens). "
+    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about {info['n_tokens']:,} tokens). "
             "Replay it to see routing and surprisal per step.")
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()

@@ -83,6 +83,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{_ms(app['first_page_ready_s']['max'])}); next step with cached replay: median "
                   f"{_ms(app['next_step_cached_replay_s']['median'])} "
                   f"(max {_ms(app['next_step_cached_replay_s']['max'])})."]
+        if app.get("stop_after_sigterm_s") is not None:
+            lines += ["", f"The server stopped {_ms(app['stop_after_sigterm_s'])} after SIGTERM, with the browser "
+                          "connected."]
     elif app:
         lines += ["", f"App timings failed: {app['error']}"]
     if len(results["corpora"]) > 1:

@@ -54,8 +54,8 @@ def sql(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
             typer.echo(json.dumps(row, default=str, ensure_ascii=False))
     else:
         typer.echo(result.table.to_pandas().to_string(index=False, max_colwidth=60))
-    if result.truncated:
-        typer.secho(f"(stopped at {result.row_cap} rows)", err=True)
+    for note in result.notes:  # rows stopped by a cap, cells cut to fit
+        typer.secho(f"({note})", err=True)
 
 
 @app.command("import")

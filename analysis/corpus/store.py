@@ -16,7 +16,10 @@ is left out of the views and reported in `problems` (its trajectory is simply re
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +85,11 @@ class CorpusStore:
         self.root = Path(root).resolve()
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
-        self.con = duckdb.connect(":memory:")
+        # DuckDB may always read its temp directory, by default `<cwd>/.tmp/`, where anyone could plant a
+        # file: spill to a private folder of this store instead (mode 0700, removed on close)
+        self.spill_dir = Path(tempfile.mkdtemp(prefix="horizonlens-duckdb-"))
+        self._remove_spill = weakref.finalize(self, shutil.rmtree, self.spill_dir, ignore_errors=True)
+        self.con = duckdb.connect(":memory:", config={"temp_directory": str(self.spill_dir)})
         self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
@@ -101,7 +108,8 @@ class CorpusStore:
         self._open_index()
         self._open_replays()
         self._open_annotations()
-        # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
+        # Harden: only the corpus directory (and the private spill folder) is readable from SQL from now on;
+        # nothing can change that.
         self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
@@ -403,9 +411,10 @@ class CorpusStore:
         return table.column("trajectory_id").to_pylist()
 
     def close(self) -> None:
-        """Stop the query threads and close the DuckDB connection."""
+        """Stop the query threads, close the DuckDB connection and remove its spill folder."""
         self._pool.shutdown(wait=True)
         self.con.close()
+        self._remove_spill()
 
 
 def open_store(root: Path | str) -> CorpusStore:

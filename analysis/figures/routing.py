@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout
+from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain
 
 
 def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Figure:
@@ -18,7 +18,7 @@ def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Fig
     if timeline.empty:
         return empty("No steps", height=120)
     colors = [STATUS_COLORS[s] for s in timeline["status"]]
-    hover = [f"step {s} · {src}{' · ' + str(tool) if tool else ''}<br>{st}{' · ' + str(lab) if lab else ''}"
+    hover = [f"step {s} · {plain(src)}{' · ' + plain(tool) if tool else ''}<br>{st}{' · ' + plain(lab) if lab else ''}"
              for s, src, tool, st, lab in zip(timeline["step"], timeline["source"], timeline["tool"],
                                              timeline["status"], timeline["error_label"], strict=True)]
     fig = go.Figure(go.Bar(x=timeline["step"], y=np.ones(len(timeline)), marker_color=colors, marker_line_width=0,
@@ -104,8 +104,8 @@ def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: 
         li, ti = layers.index(layer), pos[token_index]
         z[li, ti] = experts[0]
         pairs = ", ".join(f"E{e}: {w:.2f}" for e, w in zip(experts, weights, strict=True))  # the router's top-k
-        text[li][ti] = f"{tokens['text'].iloc[ti]!r}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
-    labels = [f"{i}:{t[:12]}" for i, t in enumerate(tokens["text"])]
+        text[li][ti] = f"{plain(repr(tokens['text'].iloc[ti]))}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
+    labels = [f"{i}:{plain(t, limit=12)}" for i, t in enumerate(tokens["text"])]
     fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers],
                                colorscale=_discrete_scale(num_experts),
                                zmin=-0.5, zmax=num_experts - 0.5, text=text, hoverinfo="text",
@@ -137,7 +137,7 @@ def specialization(load: pd.DataFrame, layer: int, by: str) -> go.Figure:
     if part.empty:
         return empty("No replayed routing yet")
     pivot = part.pivot_table(index="group", columns="expert", values="specialization", fill_value=0)
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=pivot.columns.tolist(), y=pivot.index.tolist(),
+    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=pivot.columns.tolist(), y=[plain(g) for g in pivot.index],
                                colorscale="RdBu_r", zmid=1, colorbar=dict(title="× uniform"),
                                hovertemplate=f"{by} %{{y}} · expert %{{x}}: %{{z:.2f}}× uniform<extra></extra>"))
     return layout(fig, f"Expert load by {by} vs uniform, layer {layer}", height=140 + 26 * len(pivot),
@@ -179,5 +179,5 @@ def agreement(df: pd.DataFrame, a: str, b: str) -> go.Figure:
                 marker_color=SEQUENCE[0])
     fig.add_bar(x=[f"L{layer}" for layer in df["layer"]], y=df["top1_agreement"], name="same top-1",
                 marker_color=SEQUENCE[1])
-    return layout(fig, f"Routing agreement: {a[:28]} vs {b[:28]}", barmode="group", yaxis_range=[0, 1],
+    return layout(fig, f"Routing agreement: {plain(a, 28)} vs {plain(b, 28)}", barmode="group", yaxis_range=[0, 1],
                   yaxis_tickformat=".0%")

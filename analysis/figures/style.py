@@ -9,6 +9,18 @@ OUTCOME_COLORS = {"success": "#2e9d5b", "failure": "#d43d3d", "unknown": "#8a8f9
 SEQUENCE = ["#3b6fd8", "#e08a1e", "#2e9d5b", "#a04cc2", "#d43d3d", "#1aa3a3", "#7b7f87", "#c7a21a"]
 
 
+def plain(text: object, limit: int = 60) -> str:
+    """Untrusted text (a domain, agent, tool or token from a corpus) for a Plotly title, label, legend or hover.
+
+    Plotly reads a subset of HTML in all of these (`<a href>`, `<b>`, `<br>`, entities): `&`, `<` and `>`
+    become entities, which Plotly shows as the characters typed. Longer text is cut with "…".
+    """
+    s = str(text)
+    if len(s) > limit:
+        s = s[:limit] + "…"
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def layout(fig: go.Figure, title: str | None = None, height: int = 360, **kw: object) -> go.Figure:
     """Apply the house layout (white template, legend above the plot) and any Plotly layout overrides."""
     kw.setdefault("margin", dict(l=50, r=20, t=50 if title else 20, b=45))

@@ -7,7 +7,7 @@ from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.batch import ensure_replayed, replay_many
 from horizonlens.model.cache import ReplayCache, list_checkpoints
 from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers
-from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint
+from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint, load_tokenizer
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
 from horizonlens.model.replay import Continuation, ReplayConfig, ReplayResult, continue_from, replay_trajectory
 from horizonlens.model.rollout import RolloutRecord, record_rollout
@@ -40,6 +40,7 @@ __all__ = [
     "list_checkpoints",
     "record_rollout",
     "load_checkpoint",
+    "load_tokenizer",
     "render",
     "replay_many",
     "replay_trajectory",

@@ -25,7 +25,7 @@ if not tid:
     st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
     first = state.cached(CorpusStore.list_trajectories, store, sort="n_failed_checks", descending=True, limit=5)
     for t in first.rows["trajectory_id"].to_pylist():
-        if st.button(f"Open {t}", key=f"traj_suggest_{t}"):
+        if st.button(f"Open {ui.md(t)}", key=f"traj_suggest_{t}"):
             state.open_trajectory(t)
     st.stop()
 
@@ -59,7 +59,7 @@ st.query_params["trajectory"] = tid
 st.query_params["step"] = str(step)
 
 # --- header ------------------------------------------------------------------------------------
-badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {info['outcome']}")
+badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {ui.md(info['outcome'])}")
 st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
@@ -126,7 +126,7 @@ with left:
     check = row["check_passed"]
     status = "✅ check passed" if check is True else "❌ check failed" if check is False else "— no check"
     decisive = " · ◆ decisive error" if row.get("is_decisive_error") else ""
-    st.markdown(f"### Step {step} · {row['source']} · {status}{decisive}")
+    st.markdown(f"### Step {step} · {ui.md(row['source'])} · {status}{decisive}")
     if row.get("check_detail") or row.get("error_label"):
         st.caption(f"{ui.md(row.get('error_label') or '')} "
                    f"{('— ' + ui.md(row['check_detail'])) if row.get('check_detail') else ''}"
