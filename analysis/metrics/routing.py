@@ -152,7 +152,8 @@ def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[st
       GROUP BY 1""", [checkpoint_id, *params]).to_pylist()
     ordered = sorted(rows, key=lambda r: hashlib.sha1(r["trajectory_id"].encode()).hexdigest())
     total = sum(int(r["tokens"] or 0) for r in rows)
-    chosen, used = [], 0
+    chosen: list[str] = []
+    used = 0
     for r in ordered:
         n = int(r["tokens"] or 0)
         if max_tokens is not None and chosen and used + n > max_tokens:
