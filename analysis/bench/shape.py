@@ -189,7 +189,7 @@ def measure_replay(checkpoint: Path, corpus: Path, trajectory_id: str) -> dict[s
 
 
 def bench_shapes(names: list[str], data: Path, child: Callable[[str], dict[str, Any]],
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, target: int = TARGET_TOKENS) -> dict[str, Any]:
     """Measure each shape and, in the same run, the bundled checkpoint on the same trajectory (the baseline).
 
     `child(code)` runs Python code in a fresh interpreter and returns its RESULT dict plus `peak_rss_mb`
@@ -202,7 +202,7 @@ def bench_shapes(names: list[str], data: Path, child: Callable[[str], dict[str, 
     if unknown:
         raise ValueError(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
     corpus = copy_corpus(BASE_CORPUS, data / "shapes" / "corpus")
-    tid, tokens = pick_trajectory(corpus, load_checkpoint(SAMPLE_CHECKPOINT, device="cpu").tokenizer)
+    tid, tokens = pick_trajectory(corpus, load_checkpoint(SAMPLE_CHECKPOINT, device="cpu").tokenizer, target)
 
     def measure(checkpoint: Path) -> dict[str, Any]:
         return child(f"from horizonlens.bench.shape import measure_replay\n"
