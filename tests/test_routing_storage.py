@@ -258,3 +258,34 @@ def test_compact_failure_leaves_the_cache_as_it_was(corpus: Path, tiny_checkpoin
     assert (corpus / "replays" / ckpt / "manifest.json").read_text() == manifest
     assert len(list((corpus / "replays" / ckpt).glob("*/*.parquet"))) == 8  # nothing written, nothing deleted
     assert runner.invoke(app, ["compact", str(corpus), "--checkpoint-id", "nope"]).exit_code == 1
+
+
+def test_a_rollout_source_lands_beside_the_replay(corpus: Path, tiny_checkpoint: Path) -> None:
+    """A second source of routing for the same checkpoint: importing it keeps the replay, replaying keeps it."""
+    loaded = load_checkpoint(tiny_checkpoint)
+    store = open_store(corpus)
+    tid = store.list_trajectories(sort="n_tokens", limit=1).rows["trajectory_id"][0].as_py()
+    steps = store.steps(tid).to_pylist()
+    result = replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200))
+    cache = ReplayCache(corpus, loaded.checkpoint_id)
+    cache.write(result)
+    layers = sorted(result.routing)
+    engine = np.stack([result.routing[layer].experts.numpy() for layer in layers], axis=1)[:, :, ::-1]
+    rollout = rf.token_table(tid, layers, engine, None, None, None, loaded.num_experts, source="rollout",
+                             steps=result.rendered.steps[:200], segments=result.rendered.segments[:200],
+                             token_ids=result.rendered.token_ids[:200])
+    cache.write_tables(tid, {"rollout_tokens": rollout}, notes={})
+    store.refresh_replays()
+    assert cache.has(tid, tokens=True)  # the replay is still whole
+    counts = store.query("SELECT source, count(*) AS n FROM (SELECT source FROM routing UNION ALL "
+                         "SELECT source FROM routing_rollout) GROUP BY 1 ORDER BY 1").to_pylist()
+    assert counts == [{"source": "replay", "n": 200 * len(layers)}, {"source": "rollout", "n": 200 * len(layers)}]
+    agree = store.query("SELECT avg(CAST(a.expert_set = b.expert_set AS DOUBLE)) AS same_set, "
+                        "avg(CAST(a.top1_expert = b.top1_expert AS DOUBLE)) AS same_top1 FROM routing a "
+                        "JOIN routing_rollout b USING (trajectory_id, token_index, layer)").to_pylist()[0]
+    assert agree["same_set"] == 1.0 and agree["same_top1"] < 1.0  # same sets; the engine listed them reversed
+    # replaying again with the step tier only removes the replay's token rows, not the rollout's
+    cache.write(replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200, routing="steps")))
+    store.refresh_replays()
+    assert "routing" not in store.replay_views and "routing_rollout" in store.replay_views
+    assert store.scalar("SELECT count(*) FROM routing_rollout") == 200 * len(layers)
