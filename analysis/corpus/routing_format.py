@@ -2,7 +2,7 @@
 
 Routing is what a MoE router decided for every (token, MoE layer): the top-k experts and the weights
 they received. At the Agents-A1 shape (40 layers x 256 experts, top-8, ~45k tokens) that is 14M
-decisions per trajectory, so it is stored in two tiers (docs/corpus-format.md, "Replay cache"):
+decisions per trajectory, so it is stored in two tiers (docs/corpus-format.md, "The replay cache"):
 
 - the **step tier**, written on every replay: per (trajectory, step, layer, expert) the number of the
   step's tokens routed to the expert and their mean gate weight (`routing_steps`), and the same per
@@ -27,8 +27,9 @@ How the token tier gets small (bytes measured at the Agents-A1 shape are in docs
   tie); the decoded value is within a factor 2**(1 / (2 * MARGIN_STEPS)) of the true one.
 - *entropy* (nats, of the full router distribution) is an ENTROPY_BITS-bit code of entropy / ln E: the
   error is at most ln E / (2 * ENTROPY_LEVELS).
-- columns whose values are small integers use Parquet's BYTE_STREAM_SPLIT encoding (the zero high bytes
-  compress away) and the files are zstd level ZSTD_LEVEL.
+- Parquet encodings chosen by measurement: dictionary codes for the expert gaps and weight codes,
+  BYTE_STREAM_SPLIT for the other one-byte columns (their zero high bytes compress away), deltas for
+  token_index; zstd level ZSTD_LEVEL.
 
 The step tier keeps the mean gate weight as a 6-bit code on the same scale (error at most
 weight_scale / 126): the step tier is computed from the full-precision weights, before the token
