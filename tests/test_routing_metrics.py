@@ -122,6 +122,9 @@ def test_step_load_and_drift(store) -> None:
     assert drift.loc[1] == pytest.approx(0.0)  # the reference step itself
     l0 = js_distance(np.array([1, 0, 1, 2]), np.array([1, 0, 2, 1]))  # layer 0: step 2 vs step 1
     assert drift.loc[2] == pytest.approx((l0 + 0.0) / 2)  # layer 1 routes identically everywhere
+    layered = routing.routing_drift(store, "ck-a", "T-t0", reference_steps=1, per_layer=True).set_index("step")
+    assert list(layered.columns) == ["drift_L0", "drift_L1", "drift"]
+    assert layered.loc[2, "drift_L0"] == pytest.approx(l0) and layered.loc[2, "drift_L1"] == pytest.approx(0.0)
 
 
 def test_checkpoint_agreement(store, layout: str) -> None:

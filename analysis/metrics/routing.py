@@ -256,11 +256,13 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
 
 
 def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
-                  reference_steps: int = 3) -> pd.DataFrame:
+                  reference_steps: int = 3, per_layer: bool = False) -> pd.DataFrame:
     """Per step: how far its routing has drifted from the trajectory's first agent steps.
 
     The Jensen–Shannon distance of the step's expert load vs that of the first `reference_steps` agent
-    steps, averaged over layers (0 = routes like the start, 1 = disjoint experts). Reads the step tier.
+    steps, averaged over layers (0 = routes like the start, 1 = disjoint experts). `per_layer` adds one
+    column `drift_L<layer>` per MoE layer (the real layer number) with that layer's distance. Reads the
+    step tier.
     """
     load = step_expert_load(store, checkpoint_id, trajectory_id)
     if load.empty:
@@ -277,7 +279,12 @@ def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
     present = counts.sum(-1) > 0  # (S, L): layers a step has routing for
     distance = js_distances(counts, ref[None])  # (S, L)
     drift = np.where(present, distance, 0).sum(1) / np.maximum(present.sum(1), 1)
-    return pd.DataFrame({"step": steps.astype(int), "drift": drift.astype(float)})
+    out: dict[str, Any] = {"step": steps.astype(int)}
+    if per_layer:  # NaN where a step has no routing at that layer
+        out.update({f"drift_L{int(layer)}": np.where(present[:, li], distance[:, li], np.nan)
+                    for li, layer in enumerate(layers)})
+    out["drift"] = drift.astype(float)
+    return pd.DataFrame(out)
 
 
 def js_distances(p: np.ndarray, q: np.ndarray) -> np.ndarray:
