@@ -233,10 +233,10 @@ def test_upload_hostile_files(browser, tiny_corpus: Path, tmp_path: Path) -> Non
              tmp_path / "garbage-first.jsonl", tmp_path / "huge-number.json"]
     files[1].write_text("%%% <script>alert(1)</script>\n" + json.dumps(tau(1)) + "\n")
     files[2].write_text("[" + json.dumps(tau(2)) + ', {"task_id": 3, "reward": ' + "9" * 5000 + "}]")
-    with _serve(corpus, None) as url:
+    with serving(corpus) as app:
         page = browser.new_page(viewport={"width": 1440, "height": 1400})
-        page.goto(f"{url}/import")
-        _wait(page)
+        page.goto(f"{app.url}/import")
+        _settled(page, page.locator("[data-testid=stFileUploaderDropzone]").first)
         page.locator("input[type=file]").set_input_files([str(f) for f in files])
         page.get_by_text("huge-number.json").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Import", exact=True).click()
@@ -247,7 +247,7 @@ def test_upload_hostile_files(browser, tiny_corpus: Path, tmp_path: Path) -> Non
         _shot(page, "09-import-hostile")
         page.locator("input[aria-label='Into corpus']").fill("/etc/horizonlens-pwned")
         page.locator("input[aria-label='Into corpus']").press("Enter")
-        _wait(page)
+        wait_ready(page, 60_000)
         page.get_by_role("button", name="Import", exact=True).click()
         page.get_by_text("imports only into", exact=False).first.wait_for(timeout=30_000)
         assert not Path("/etc/horizonlens-pwned").exists()
