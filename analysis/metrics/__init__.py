@@ -8,6 +8,7 @@ from horizonlens.metrics import (
     attribution,
     compare,
     compounding,
+    expert_rank,
     info,
     model_side,
     replays,
@@ -16,4 +17,5 @@ from horizonlens.metrics import (
     timeline,
 )
 
-__all__ = ["attribution", "compare", "compounding", "info", "model_side", "replays", "routing", "stats", "timeline"]
+__all__ = ["attribution", "compare", "compounding", "expert_rank", "info", "model_side", "replays", "routing", "stats",
+           "timeline"]

@@ -1,0 +1,145 @@
+"""Browser timings at a routing shape: Next on the Trajectory page and the Routing page, in headless Chromium.
+
+What a user feels at the Agents-A1 shape (40 layers x 256 experts) is the page in the browser, so each
+figure here runs from a click (or a navigation) until the page has settled *and* the routing chart
+of the new step is drawn. `horizonlens bench --shape` calls `measure_shape_app` once for the shape
+and once for the bundled 4 x 16 sample in the same run (the baseline).
+
+Each repeat starts a fresh server, so "first visit" timings are cold (nothing in Streamlit's caches)
+while the replay is cached on disk, as it is for a user who opens a replayed trajectory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from horizonlens.bench.browser import CHROMIUM_ARGS, READY, free_port
+
+SETTLE_TIMEOUT_MS = 180_000  # a page that takes longer than this is a failure, not a slow figure
+STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing chart title (figures.routing)
+
+
+@contextmanager
+def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> Iterator[str]:
+    """`horizonlens serve` on a free port for the duration of the block; yields its URL, stops it after."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
+    if checkpoint is not None:
+        cmd += ["--checkpoint", str(checkpoint)]
+    env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start on port {port}") from None
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _settled(page: Any) -> None:
+    """Wait until Streamlit has no script (or fragment) run in flight and no placeholder skeleton."""
+    page.wait_for_function(READY, timeout=SETTLE_TIMEOUT_MS)
+
+
+def _step_drawn(page: Any, step: int) -> None:
+    """Wait for the step's heading and its routing chart (drawn by Plotly, so the title is in the SVG)."""
+    page.get_by_role("heading", name=f"Step {step} ·").first.wait_for(timeout=SETTLE_TIMEOUT_MS)
+    page.locator(".gtitle", has_text=STEP_CHART_TITLE.format(step=step)).first.wait_for(timeout=SETTLE_TIMEOUT_MS)
+    _settled(page)
+
+
+def _routing_drawn(page: Any) -> None:
+    """Wait for the Routing page's first tab: its charts drawn and the script idle."""
+    page.locator(".gtitle", has_text="Expert load per step").first.wait_for(timeout=SETTLE_TIMEOUT_MS)
+    _settled(page)
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(times), "max": max(times), "runs": len(times),
+            "samples": [round(t, 3) for t in times]}
+
+
+def pick_trajectory(corpus: Path, checkpoint_id: str) -> tuple[str, int]:
+    """The replayed trajectory with the most tokens, and an agent step to start paging from."""
+    from horizonlens.corpus.store import open_store
+
+    store = open_store(corpus)
+    row = store.query("SELECT trajectory_id, count(*) AS n FROM replay_steps WHERE checkpoint_id = ? GROUP BY 1 "
+                      "ORDER BY sum(n_tokens) DESC, 1 LIMIT 1", [checkpoint_id]).to_pylist()
+    if not row:
+        raise RuntimeError(f"no replay of {checkpoint_id} in {corpus}")
+    return str(row[0]["trajectory_id"]), min(3, int(row[0]["n"]) - 1)
+
+
+def measure_shape_app(corpus: Path, checkpoint: Path, trajectory_id: str | None = None, start_step: int | None = None,
+                      nexts: int = 5, repeats: int = 3, width: int = 1500,
+                      chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+    """Time the app on one replayed trajectory in Chromium: open it, press Next `nexts` times, open Routing.
+
+    Every repeat starts a fresh server. Returns medians (seconds) over all repeats:
+    - `open_trajectory_s`: navigation to the Trajectory page until the step and its routing chart are drawn;
+    - `next_step_s`: a click on "Next" until the next step and its routing chart are drawn (the replay is
+      cached on disk; the step's data is not yet in the app's caches);
+    - `routing_page_s`: the first visit of the Routing page from the Trajectory page (cold caches),
+      until its step x expert heatmap is drawn; `routing_page_revisit_s`: the same once its caches are warm.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from horizonlens.model.loader import checkpoint_id as ckpt_id_of
+
+    ckpt = ckpt_id_of(checkpoint)
+    tid, step0 = (trajectory_id, start_step) if trajectory_id else pick_trajectory(corpus, ckpt)
+    step0 = 0 if step0 is None else step0
+    opened: list[float] = []
+    nexted: list[float] = []
+    routing: list[float] = []
+    revisit: list[float] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            for _ in range(repeats):
+                with served(corpus, checkpoint) as url:
+                    page = browser.new_page(viewport={"width": width, "height": 1400})
+                    t = time.perf_counter()
+                    page.goto(f"{url}/trajectory?trajectory={tid}&step={step0}")
+                    _step_drawn(page, step0)
+                    opened.append(time.perf_counter() - t)
+                    for i in range(1, nexts + 1):
+                        t = time.perf_counter()
+                        page.get_by_role("button", name="Next").first.click()
+                        _step_drawn(page, step0 + i)
+                        nexted.append(time.perf_counter() - t)
+                    for sink in (routing, revisit):
+                        t = time.perf_counter()
+                        page.get_by_role("link", name="Routing").first.click()
+                        _routing_drawn(page)
+                        sink.append(time.perf_counter() - t)
+                        page.get_by_role("link", name="Trajectory").first.click()
+                        _step_drawn(page, step0 + nexts)
+                    page.close()
+        finally:
+            browser.close()
+    return {"trajectory": tid, "checkpoint_id": ckpt, "start_step": step0, "viewport_width": width,
+            "open_trajectory_s": _stats(opened), "next_step_s": _stats(nexted), "routing_page_s": _stats(routing),
+            "routing_page_revisit_s": _stats(revisit)}
