@@ -90,12 +90,22 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
     ckpt_id = state.checkpoint_id_of(path) if path else None
     if not ckpt_id or ckpt_id not in store.replay_checkpoints:
         return
+    replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
+    row = replay[replay["step"] == step] if not replay.empty else replay
+    if row.empty or int(row["n_tokens"].iloc[0]) == 0:
+        return
+    st.markdown(f"#### Tokens of step {step} and their experts")
+    # Off until asked for (then it stays on while paging): token-level routing is the heaviest read and chart.
+    if not st.toggle(f"Show this step's {int(row['n_tokens'].iloc[0]):,} tokens layer by layer",
+                     key="traj_show_tokens", help="Reads the step's token-level routing and draws one window of "
+                                                  "tokens at a time."):
+        return
     step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
     if step_rows.empty:
+        st.caption("This replay kept no token-level routing (it was replayed with `--routing steps`).")
         return
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
     token_index = step_rows["token_index"].drop_duplicates().to_numpy()
-    st.markdown(f"#### Tokens of step {step} and their experts")
     size = rfig.token_window(n_experts)
     start = 0
     if len(token_index) > size:

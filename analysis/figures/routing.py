@@ -139,7 +139,7 @@ def step_experts(step_load: pd.DataFrame, step: int, num_experts: int, ranks: in
     hover = np.full(z.shape, "", dtype=object)
     weighted = "mean_weight" in table
     for r in table.to_dict("records"):
-        i, j = row[r["layer"]], int(r["rank"]) - 1
+        i, j = row[r["layer"]], min(int(r["rank"]) - 1, ranks)  # "other" is the last column
         layer, expert, share, n = int(r["layer"]), int(r["expert"]), float(r["share"]), int(r["assignments"])
         if expert == OTHER:
             z[i, j] = share / max(1, int(r["n_experts"]))
