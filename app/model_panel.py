@@ -45,7 +45,7 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                 help="Share of the agent's tokens the model ranked first.")
     c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
-    load = step_load(store, ckpt_id, tid, step)
+    load = state.cached(routing.step_layer_load, store, ckpt_id, tid, step)  # the step tier: never token rows
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
     picked = _pick_expert(load, n_experts, tid)
     ui.chart(rfig.step_experts(load, step, n_experts, highlight=picked),
@@ -58,12 +58,6 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                                                                         strict=True)))
     _would_do(store, tid, step)
     return picked
-
-
-def step_load(store: CorpusStore, ckpt_id: str, tid: str, step: int) -> pd.DataFrame:
-    """The step table rows (layer x expert: assignments) of one step, from the trajectory's cached step table."""
-    load = state.cached(routing.step_expert_load, store, ckpt_id, tid)
-    return load[load["step"] == step].reset_index(drop=True) if not load.empty else load
 
 
 def _pick_expert(load: pd.DataFrame, n_experts: int, tid: str) -> int | None:
@@ -100,19 +94,19 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
                      key="traj_show_tokens", help="Reads the step's token-level routing and draws one window of "
                                                   "tokens at a time."):
         return
-    step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
-    if step_rows.empty:
+    if not state.cached(replays.has_token_routing, store, ckpt_id, tid):
         st.caption("This replay kept no token-level routing (it was replayed with `--routing steps`).")
         return
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
-    token_index = step_rows["token_index"].drop_duplicates().to_numpy()
+    n_tokens = int(row["n_tokens"].iloc[0])
     size = rfig.token_window(n_experts)
     start = 0
-    if len(token_index) > size:
-        start = st.slider(f"Token window ({len(token_index):,} tokens in this step)", 0, len(token_index) - size, 0,
+    if n_tokens > size:
+        start = st.slider(f"Token window ({n_tokens:,} tokens in this step)", 0, n_tokens - size, 0,
                           step=size // 2, key=f"tok_win_{tid}_{step}")
-    window = set(token_index[start:start + size].tolist())
-    shown = step_rows[step_rows["token_index"].isin(window)]
+    shown = state.cached(replays.step_token_window, store, ckpt_id, tid, step, start, size)
+    if shown.empty:
+        return
     tokens = step_tokens(shown, state.get_tokenizer(str(Path(path).resolve())))
     ui.chart(rfig.token_expert_view(tokens, shown, n_experts, highlight),
              "Each column is a token of this step (its text on the axis), each row a MoE layer. Without a followed "
