@@ -57,22 +57,22 @@ def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> I
             proc.wait()
 
 
-def _settled(page: Any) -> None:
+def wait_settled(page: Any) -> None:
     """Wait until Streamlit has no script (or fragment) run in flight and no placeholder skeleton."""
     page.wait_for_function(READY, timeout=SETTLE_TIMEOUT_MS)
 
 
-def _step_drawn(page: Any, step: int) -> None:
+def wait_step_drawn(page: Any, step: int) -> None:
     """Wait for the step's heading and its routing chart (drawn by Plotly, so the title is in the SVG)."""
     page.get_by_role("heading", name=f"Step {step} ·").first.wait_for(timeout=SETTLE_TIMEOUT_MS)
     page.locator(".gtitle", has_text=STEP_CHART_TITLE.format(step=step)).first.wait_for(timeout=SETTLE_TIMEOUT_MS)
-    _settled(page)
+    wait_settled(page)
 
 
-def _routing_drawn(page: Any) -> None:
+def wait_routing_drawn(page: Any) -> None:
     """Wait for the Routing page's first tab: its charts drawn and the script idle."""
     page.locator(".gtitle", has_text="Expert load per step").first.wait_for(timeout=SETTLE_TIMEOUT_MS)
-    _settled(page)
+    wait_settled(page)
 
 
 def _stats(times: list[float]) -> dict[str, Any]:
@@ -123,20 +123,20 @@ def measure_shape_app(corpus: Path, checkpoint: Path, trajectory_id: str | None 
                     page = browser.new_page(viewport={"width": width, "height": 1400})
                     t = time.perf_counter()
                     page.goto(f"{url}/trajectory?trajectory={tid}&step={step0}")
-                    _step_drawn(page, step0)
+                    wait_step_drawn(page, step0)
                     opened.append(time.perf_counter() - t)
                     for i in range(1, nexts + 1):
                         t = time.perf_counter()
                         page.get_by_role("button", name="Next").first.click()
-                        _step_drawn(page, step0 + i)
+                        wait_step_drawn(page, step0 + i)
                         nexted.append(time.perf_counter() - t)
                     for sink in (routing, revisit):
                         t = time.perf_counter()
                         page.get_by_role("link", name="Routing").first.click()
-                        _routing_drawn(page)
+                        wait_routing_drawn(page)
                         sink.append(time.perf_counter() - t)
                         page.get_by_role("link", name="Trajectory").first.click()
-                        _step_drawn(page, step0 + nexts)
+                        wait_step_drawn(page, step0 + nexts)
                     page.close()
         finally:
             browser.close()
