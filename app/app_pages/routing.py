@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import model_side, replays, routing, timeline
+
+
+def _sample_note(df: pd.DataFrame) -> str:
+    """What a token-tier statistic read, when it read a sample of the replayed corpus."""
+    note = df.attrs.get("sample") or {}
+    if not note.get("sampled"):
+        return ""
+    return (f" Read from {note['trajectories']:,} of {note['of_trajectories']:,} replayed trajectories "
+            f"({note['tokens']:,} of {note['of_tokens']:,} tokens), a fixed sample.")
+
 
 store = state.require_store()
 st.title("Expert routing")
@@ -72,7 +83,8 @@ if tab_corpus.open:
             co = state.cached(routing.coactivation, store, ckpt, layer_c)
             ui.chart(rfig.coactivation_matrix(co, E, layer_c, top_n),
                      "Row i, column j: how often expert j is also in a token's top-k when expert i is. Experts "
-                     "are ordered so that frequent partners sit together.", key="routing_coact", data=co)
+                     "are ordered so that frequent partners sit together." + _sample_note(co), key="routing_coact",
+                     data=co)
         with right:
             usage = state.cached(routing.layer_usage, store, ckpt)
             ui.chart(rfig.layer_usage(usage), "Entropy of expert usage per layer (1 = perfectly balanced) and "
@@ -81,7 +93,7 @@ if tab_corpus.open:
         consec = state.cached(routing.consecutive_same_expert, store, ckpt)
         st.dataframe(consec, hide_index=True)
         st.caption("Consecutive tokens routed to the same top-1 expert, against the random baseline Σ share² "
-                   "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert.")
+                   "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert." + _sample_note(consec))
         around = state.cached(model_side.around_failures, store, ckpt)
         if not around.empty:
             st.dataframe(around, hide_index=True)
