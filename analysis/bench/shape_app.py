@@ -31,6 +31,13 @@ STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing c
 @contextmanager
 def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> Iterator[str]:
     """`horizonlens serve` on a free port for the duration of the block; yields its URL, stops it after."""
+    with _server(corpus, checkpoint, startup_s) as (url, _):
+        yield url
+
+
+@contextmanager
+def _server(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> Iterator[tuple[str, int]]:
+    """The server of `served`, also yielding its process id (for CPU accounting)."""
     port = free_port()
     cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
     if checkpoint is not None:
@@ -47,7 +54,7 @@ def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> I
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the app did not start on port {port}") from None
                 time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         try:
@@ -55,6 +62,53 @@ def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _cpu_s(server_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the app server and by this process's Chromium processes (Linux /proc).
+
+    The machine is shared, so wall times vary with load; CPU seconds per action say what the work costs.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = set(), [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, p in parent.items() if p == pid and c not in mine]
+        mine.update(kids)
+        frontier += kids
+    browser = sum(used[p] for p in mine if "chrom" in names.get(p, ""))
+    return used.get(server_pid, 0.0), browser
+
+
+class _Action:
+    """Wall time and CPU seconds (server, browser) of one user action."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def __enter__(self) -> _Action:
+        self.cpu0 = _cpu_s(self.server_pid)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        cpu = _cpu_s(self.server_pid)
+        self.server_cpu, self.browser_cpu = cpu[0] - self.cpu0[0], cpu[1] - self.cpu0[1]
 
 
 def wait_settled(page: Any) -> None:
@@ -75,9 +129,13 @@ def wait_routing_drawn(page: Any) -> None:
     wait_settled(page)
 
 
-def _stats(times: list[float]) -> dict[str, Any]:
-    return {"median": statistics.median(times), "max": max(times), "runs": len(times),
-            "samples": [round(t, 3) for t in times]}
+def _stats(acts: list[_Action]) -> dict[str, Any]:
+    """Median and max wall seconds, with the median CPU seconds of the server and of the browser."""
+    walls = [a.wall for a in acts]
+    return {"median": statistics.median(walls), "max": max(walls), "runs": len(walls),
+            "samples": [round(t, 3) for t in walls],
+            "server_cpu_median": statistics.median(a.server_cpu for a in acts),
+            "browser_cpu_median": statistics.median(a.browser_cpu for a in acts)}
 
 
 def pick_trajectory(corpus: Path, checkpoint_id: str) -> tuple[str, int]:
@@ -97,7 +155,8 @@ def measure_shape_app(corpus: Path, checkpoint: Path, trajectory_id: str | None 
                       chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     """Time the app on one replayed trajectory in Chromium: open it, press Next `nexts` times, open Routing.
 
-    Every repeat starts a fresh server. Returns medians (seconds) over all repeats:
+    Every repeat starts a fresh server. Returns, per action, wall seconds (median, max, samples) over all
+    repeats and the median CPU seconds the server and the browser spent on it:
     - `open_trajectory_s`: navigation to the Trajectory page until the step and its routing chart are drawn;
     - `next_step_s`: a click on "Next" until the next step and its routing chart are drawn (the replay is
       cached on disk; the step's data is not yet in the app's caches);
@@ -111,35 +170,32 @@ def measure_shape_app(corpus: Path, checkpoint: Path, trajectory_id: str | None 
     ckpt = ckpt_id_of(checkpoint)
     tid, step0 = (trajectory_id, start_step) if trajectory_id else pick_trajectory(corpus, ckpt)
     step0 = 0 if step0 is None else step0
-    opened: list[float] = []
-    nexted: list[float] = []
-    routing: list[float] = []
-    revisit: list[float] = []
+    samples: dict[str, list[_Action]] = {k: [] for k in ("open_trajectory", "next_step", "routing_page",
+                                                          "routing_page_revisit")}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             for _ in range(repeats):
-                with served(corpus, checkpoint) as url:
+                with _server(corpus, checkpoint) as (url, pid):
                     page = browser.new_page(viewport={"width": width, "height": 1400})
-                    t = time.perf_counter()
-                    page.goto(f"{url}/trajectory?trajectory={tid}&step={step0}")
-                    wait_step_drawn(page, step0)
-                    opened.append(time.perf_counter() - t)
+                    with _Action(pid) as act:
+                        page.goto(f"{url}/trajectory?trajectory={tid}&step={step0}")
+                        wait_step_drawn(page, step0)
+                    samples["open_trajectory"].append(act)
                     for i in range(1, nexts + 1):
-                        t = time.perf_counter()
-                        page.get_by_role("button", name="Next").first.click()
-                        wait_step_drawn(page, step0 + i)
-                        nexted.append(time.perf_counter() - t)
-                    for sink in (routing, revisit):
-                        t = time.perf_counter()
-                        page.get_by_role("link", name="Routing").first.click()
-                        wait_routing_drawn(page)
-                        sink.append(time.perf_counter() - t)
+                        with _Action(pid) as act:
+                            page.get_by_role("button", name="Next").first.click()
+                            wait_step_drawn(page, step0 + i)
+                        samples["next_step"].append(act)
+                    for name in ("routing_page", "routing_page_revisit"):
+                        with _Action(pid) as act:
+                            page.get_by_role("link", name="Routing").first.click()
+                            wait_routing_drawn(page)
+                        samples[name].append(act)
                         page.get_by_role("link", name="Trajectory").first.click()
                         wait_step_drawn(page, step0 + nexts)
                     page.close()
         finally:
             browser.close()
     return {"trajectory": tid, "checkpoint_id": ckpt, "start_step": step0, "viewport_width": width,
-            "open_trajectory_s": _stats(opened), "next_step_s": _stats(nexted), "routing_page_s": _stats(routing),
-            "routing_page_revisit_s": _stats(revisit)}
+            **{f"{name}_s": _stats(acts) for name, acts in samples.items()}}
