@@ -50,3 +50,22 @@ def test_next_and_prev_page_through_steps(shape_corpus) -> None:
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_shape_app_timings_run_end_to_end(shape_corpus) -> None:
+    """The browser timings of `bench --shape` (bench/shape_app.py) on the small shape, beside itself as baseline."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (make test installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from horizonlens.bench.shape_app import AppTarget, measure_apps, report_lines, with_ratios
+
+    corpus, checkpoint, ids = shape_corpus
+    target = AppTarget(corpus, checkpoint, ids[0], start_step=1)
+    timed = measure_apps({"sample": target, "small": target}, nexts=2, repeats=1, chromium=CHROMIUM)
+    for per in timed.values():
+        assert per["next_step_s"]["runs"] == 2 and per["routing_page_s"]["runs"] == 1
+        assert per["next_step_s"]["median"] > 0 and per["open_trajectory_s"]["server_cpu_median"] > 0
+    base = timed.pop("sample")
+    lines = report_lines({"trajectory": ids[0], "tokens": 1, "baseline": base, "shapes": with_ratios(timed, base)})
+    assert lines[-2].startswith("| sample 4 x 16 (baseline) | ") and lines[-1].startswith("| small | ")
+    assert "×)" in lines[-1].split("|")[2]
