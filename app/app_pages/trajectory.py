@@ -50,6 +50,7 @@ st.session_state["traj_step"] = step
 st.query_params["trajectory"] = tid
 st.query_params["step"] = str(step)
 SLIDER = f"traj_slider_{tid}"
+st.session_state[SLIDER] = step  # a deep link or a return to the page moves the slider too
 
 
 def go_to(new_step: int) -> None:
@@ -125,7 +126,6 @@ def _navigation(step: int) -> None:
         else:
             st.caption(f"No step contains “{ui.md(find)}”.")
     if n_steps > 1:
-        st.session_state.setdefault(SLIDER, step)
         st.slider("Step", 0, n_steps - 1, key=SLIDER, on_change=lambda: go_to(st.session_state[SLIDER]))
 
 
