@@ -300,7 +300,7 @@ def specialization(load: pd.DataFrame, layer: int, by: str, top_n: int = TOP_N) 
     scope = (f"all {E} experts" if n_fold == 0 else f"the {len(order)} most specialised of {E} experts, "
              f"{n_fold} folded into “other”")
     return layout(fig, f"Expert load by {by} vs uniform, layer {layer}: {scope}, grouped by preferred {by}",
-                  height=170 + 26 * len(pivot), margin=dict(l=110, r=10, t=60, b=70))
+                  height=max(260, 170 + 26 * len(pivot)), margin=dict(l=110, r=10, t=60, b=70))
 
 
 def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int, top_n: int = TOP_N) -> go.Figure:
