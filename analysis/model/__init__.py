@@ -6,15 +6,25 @@ torch and transformers are imported inside functions only, so importing this fac
 from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.batch import ensure_replayed, replay_many
 from horizonlens.model.cache import ReplayCache, list_checkpoints
-from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers
+from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
+from horizonlens.model.compact import CompactReport, compact
 from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
-from horizonlens.model.replay import Continuation, ReplayConfig, ReplayResult, continue_from, replay_trajectory
+from horizonlens.model.replay import (
+    ROUTING_MODES,
+    Continuation,
+    ReplayConfig,
+    ReplayResult,
+    continue_from,
+    replay_trajectory,
+)
 from horizonlens.model.tokenizer import train_tokenizer
 
 __all__ = [
+    "ROUTING_MODES",
     "SPECIAL_TOKENS",
     "CheckpointError",
+    "CompactReport",
     "Continuation",
     "LayerRecord",
     "LoadedModel",
@@ -28,6 +38,7 @@ __all__ = [
     "capture_routing",
     "check_files",
     "checkpoint_id",
+    "compact",
     "continue_from",
     "ensure_replayed",
     "find_routers",
@@ -36,6 +47,7 @@ __all__ = [
     "render",
     "replay_many",
     "replay_trajectory",
+    "router_margin",
     "trajectory_text",
     "train_tokenizer",
 ]

@@ -153,7 +153,11 @@ class ReplayCache:
         with dataset.transaction(create=create) as txn:
             if meta is not None and not (self.root / CHECKPOINT_META).exists():
                 write_json_atomic(meta, self.root / CHECKPOINT_META)
-            self._drop(txn, list(batch))
+            # a replay replaces everything the cache had of these trajectories (a rerun with --routing steps
+            # must not leave stale token rows); importing a rollout replaces only the rollout
+            written = {table for tables, _ in batch.values() for table in tables}
+            rollout = {SOURCE_TABLES["rollout"]}
+            self._drop(txn, list(batch), rollout if written <= rollout else set(SCHEMAS) - rollout)
             write_batch_files(txn, batch)
             txn.commit()
 
@@ -168,12 +172,18 @@ class ReplayCache:
                 txn.commit()
         return changed
 
-    def _drop(self, txn: Transaction, trajectory_ids: list[str]) -> int:
-        """Inside a transaction: leave these trajectories out, rewriting files that hold others too."""
+    def _drop(self, txn: Transaction, trajectory_ids: list[str], tables: Iterable[str] | None = None) -> int:
+        """Inside a transaction: leave these trajectories out of `tables` (default: all).
+
+        Files that hold other trajectories too are rewritten without these.
+        """
         wanted = set(trajectory_ids)
+        only = set(SCHEMAS if tables is None else tables)
         changed = 0
         snap = txn.snapshot
         for entry in snap.files:
+            if entry.table not in only:
+                continue
             ids = entry.meta.get("trajectories")
             holds = [t for t in wanted if _holds(entry, t)] if not isinstance(ids, list) else \
                 [t for t in ids if t in wanted]
@@ -189,7 +199,8 @@ class ReplayCache:
                     continue  # a damaged shared file: its other trajectories are replayed again on demand
                 keep = data.filter(pc.is_in(data["trajectory_id"], value_set=pa.array(others)))
                 notes = {t: n for t, n in (entry.meta.get("notes") or {}).items() if t in others}
-                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, "notes": notes})
+                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, "notes": notes},
+                          options=write_options(entry.table))
         return changed
 
     def _read(self, trajectory_id: str, table: str) -> pa.Table | None:

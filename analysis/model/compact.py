@@ -128,8 +128,15 @@ def _trajectory_files(snap: Snapshot, files: list[DataFile]) -> dict[str, dict[s
 
 
 def _read(snap: Snapshot, entries: list[DataFile], trajectory_id: str) -> pa.Table:
-    parts = [pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
-             .replace_schema_metadata(None) for e in entries]
+    parts = []
+    for e in entries:
+        try:
+            parts.append(pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
+                         .replace_schema_metadata(None))
+        except (OSError, pa.ArrowException) as exc:
+            raise CorpusError(f"{snap.root / e.path}: cannot be read ({str(exc)[:200]}); nothing was changed. "
+                              f"Replay {trajectory_id!r} again (horizonlens replay --force -t ID) and compact "
+                              "after that") from exc
     return pa.concat_tables(parts, promote_options="permissive")
 
 
