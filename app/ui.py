@@ -57,11 +57,13 @@ def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = No
                                                   "toImageButtonOptions": {"format": "png", "filename": key}}, **kwargs)
     cols = st.columns([5, 1.4, 1.4])
     cols[0].caption(caption)
-    cols[1].download_button("HTML", fig.to_html(include_plotlyjs="cdn", full_html=True), file_name=f"{key}.html",
-                            mime="text/html", key=f"{key}_html", help="Download the interactive chart")
+    # Deferred: the files are built only when clicked (a step table's CSV can be megabytes), without a rerun.
+    cols[1].download_button("HTML", lambda: fig.to_html(include_plotlyjs="cdn", full_html=True),
+                            file_name=f"{key}.html", mime="text/html", key=f"{key}_html", on_click="ignore",
+                            help="Download the interactive chart")
     if data is not None:
-        cols[2].download_button("CSV", data.to_csv(index=False), file_name=f"{key}.csv", mime="text/csv",
-                                key=f"{key}_csv", help="Download the data behind the chart")
+        cols[2].download_button("CSV", lambda: data.to_csv(index=False), file_name=f"{key}.csv", mime="text/csv",
+                                key=f"{key}_csv", on_click="ignore", help="Download the data behind the chart")
     return event
 
 

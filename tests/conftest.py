@@ -137,3 +137,30 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) ->
     from tests.model_zoo import build
 
     return build("qwen3_5_moe", tmp_path_factory.mktemp("tiny_ckpt") / "qwen3_5_moe", tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def shape_corpus(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_tokenizer):
+    """The tiny corpus with two trajectories replayed through Agents-A1's topology shrunk to 4 layers x 32 experts.
+
+    Returns (corpus, checkpoint, replayed trajectory ids). Routing views are tested at this shape: more
+    experts than an expert axis names (24), so "other" folding and ranking are exercised.
+    """
+    import shutil
+
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.batch import ensure_replayed
+    from horizonlens.model.loader import load_checkpoint
+    from horizonlens.model.shapes import build_shape
+
+    root = tmp_path_factory.mktemp("shape")
+    checkpoint = root / "agents-a1-4x32"
+    build_shape("agents-a1", checkpoint, tiny_tokenizer, layers=4, experts=32, seed=5)
+    corpus = Path(shutil.copytree(tiny_corpus, root / "corpus"))
+    store = open_store(corpus)
+    ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_steps >= 8 ORDER BY n_tokens, trajectory_id "
+                      "LIMIT 2").column(0).to_pylist()
+    loaded = load_checkpoint(checkpoint)
+    for tid in ids:
+        ensure_replayed(store, loaded, tid)
+    return corpus, checkpoint, ids

@@ -9,6 +9,7 @@ from horizonlens.metrics import (
     compare,
     compounding,
     early_warning,
+    expert_rank,
     info,
     model_side,
     replays,
@@ -17,5 +18,5 @@ from horizonlens.metrics import (
     timeline,
 )
 
-__all__ = ["attribution", "compare", "compounding", "early_warning", "info", "model_side", "replays", "routing",
-           "stats", "timeline"]
+__all__ = ["attribution", "compare", "compounding", "early_warning", "expert_rank", "info", "model_side", "replays",
+           "routing", "stats", "timeline"]

@@ -68,3 +68,21 @@ def has_token_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str
 def shared_trajectories(store: CorpusStore, checkpoint_a: str, checkpoint_b: str) -> list[str]:
     """Trajectories replayed by both checkpoints (for routing agreement)."""
     return sorted(set(replayed_trajectories(store, checkpoint_a)) & set(replayed_trajectories(store, checkpoint_b)))
+
+
+def step_token_window(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int, start: int,
+                      count: int) -> pd.DataFrame:
+    """Routing rows (token × layer) of `count` tokens of one step, from its `start`-th token (0-based) on.
+
+    The token view's window: only these tokens' rows are read and sent to the browser, so a step of a
+    45k-token trajectory with thousands of tokens is paged, never held whole. Same columns as `step_routing`.
+    """
+    if checkpoint_id not in store.replay_checkpoints or "routing" not in store.replay_views:
+        return pd.DataFrame()
+    scope = "checkpoint_id = ? AND trajectory_id = ? AND step = ?"
+    params: list[Any] = [checkpoint_id, trajectory_id, int(step)]
+    return store.query(f"""
+      SELECT token_index, token_id, segment, layer, experts, weights, entropy FROM routing
+      WHERE {scope} AND token_index IN (SELECT DISTINCT token_index FROM routing WHERE {scope}
+                                        ORDER BY token_index LIMIT ? OFFSET ?)
+      ORDER BY token_index, layer""", [*params, *params, max(0, int(count)), max(0, int(start))]).to_pandas()
