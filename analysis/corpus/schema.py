@@ -108,6 +108,39 @@ ROUTING = pa.schema(
     ]
 )
 
+# The routing tiers (corpus/routing_format.py has the encoding; docs/corpus-format.md the layout). Expert
+# ids are written in the narrowest unsigned type that holds the checkpoint's expert count (uint8 up to
+# 256 experts); any integer type is accepted on read.
+ROUTING_TOKENS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),  # replay (this checkpoint, teacher-forced) or rollout (an engine's)
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("token_index", pa.int32()),  # position in the rendered input
+        pa.field("token_id", pa.int32()),
+        pa.field("layer", pa.int16()),  # the model's real layer number
+        pa.field("experts", pa.list_(pa.uint8())),  # the top-k set as gaps between sorted ids
+        pa.field("top1", pa.uint8()),  # position (in the sorted set) of the expert with the largest weight
+        pa.field("weights", pa.list_(pa.uint8())),  # weight codes aligned with the sorted set (null: rollout)
+        pa.field("weight_scale", pa.float32()),  # weight = code / 15 * weight_scale
+        pa.field("margin", pa.uint8()),  # log-scale code of the router's k-th minus (k+1)-th score
+        pa.field("entropy", pa.uint8()),  # code of entropy / ln(num_experts)
+        pa.field("num_experts", pa.int32()),
+    ]
+)
+_AGGREGATE = [
+    pa.field("layer", pa.int16()),
+    pa.field("expert", pa.uint8()),
+    pa.field("tokens", pa.int32()),  # tokens routed to this expert
+    pa.field("weight", pa.uint8()),  # their mean gate weight: code / 63 * weight_scale
+    pa.field("weight_scale", pa.float32()),
+]
+ROUTING_STEPS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False),
+                           pa.field("step", pa.int32(), nullable=False), *_AGGREGATE])
+ROUTING_SEGMENTS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False),
+                              pa.field("segment", pa.string()), *_AGGREGATE])
+
 TABLES: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
     "steps": STEPS,

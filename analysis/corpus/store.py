@@ -26,12 +26,28 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from horizonlens.corpus.dataset import MANIFEST, Snapshot
+from horizonlens.corpus.dataset import MANIFEST, DataFile, Snapshot
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
-from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
+from horizonlens.corpus.layout import (
+    CACHE_TABLES,
+    LEGACY_ROUTING,
+    REPLAY_VIEWS,
+    STEP_TIER,
+    TOKEN_TIER,
+    replay_checkpoints,
+    replay_dataset,
+    replays_dir,
+)
 from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
-from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
+from horizonlens.corpus.routing_format import (
+    SOURCE_TABLES,
+    aggregate_view_sql,
+    legacy_aggregate_sql,
+    legacy_token_view_sql,
+    token_view_sql,
+)
+from horizonlens.corpus.schema import TRAJECTORIES
 from horizonlens.corpus.search_index import index_dataset, index_is_fresh
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
@@ -137,8 +153,11 @@ class CorpusStore:
         self.has_word_index = fresh
 
     def _open_replays(self) -> None:
-        """Views over every checkpoint's replay cache (`replay_steps`, `routing`), keyed by checkpoint_id.
+        """Views over every checkpoint's replay cache, each with a checkpoint_id column.
 
+        `replay_steps` (per step), `routing` (per token and layer, decoded from the compact token tier and
+        from format-1 files alike), `routing_steps` and `routing_segments` (the step tier; for format-1
+        files computed from their token rows), `routing_rollout` (an engine's routing, when imported).
         Each checkpoint contributes its published files; a damaged file is left out and reported.
         """
         self._stamps["replays"] = self._replay_stamps()
@@ -152,22 +171,18 @@ class CorpusStore:
                 problems.append(str(exc))
                 continue
             self._fingerprints[f"replay:{ckpt}"] = snap.fingerprint
-            usable = False
-            for view, table in REPLAY_VIEWS.items():
-                good = []
+            good: dict[str, list[DataFile]] = {}
+            for table, schema in CACHE_TABLES.items():
                 for entry in snap.table(table):
                     try:
-                        validate_file(snap.root / entry.path, REPLAY_TABLES[view],
-                                      entry.bytes if snap.listed else None)
+                        validate_file(snap.root / entry.path, schema, entry.bytes if snap.listed else None)
                     except CorpusError as exc:
                         problems.append(f"left out of the views: {exc}")
                         continue
-                    good.append(snap.root / entry.path)
-                if good:
-                    usable = usable or view == "replay_steps"
-                    parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM "
-                                       f"{_read_parquet_sql(good, union=True)}")
-            if usable:
+                    good.setdefault(table, []).append(entry)
+            for view, select in _replay_selects(snap.root, good):
+                parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM ({select})")
+            if good.get("steps"):
                 found.append(ckpt)
         for view, selects in parts.items():
             if selects:
@@ -364,6 +379,47 @@ class CorpusStore:
         """Stop the query threads and close the DuckDB connection."""
         self._pool.shutdown(wait=True)
         self.con.close()
+
+
+def _replay_selects(root: Path, files: dict[str, list[DataFile]]) -> list[tuple[str, str]]:
+    """(view, SELECT) pairs over one checkpoint's validated replay-cache files."""
+    def rel(entries: list[DataFile]) -> str:
+        return _read_parquet_sql([root / e.path for e in entries], union=True)
+
+    out = []
+    if files.get("steps"):
+        out.append(("replay_steps", f"SELECT * FROM {rel(files['steps'])}"))
+    for view, table in (("routing", TOKEN_TIER), ("routing_rollout", SOURCE_TABLES["rollout"])):
+        by_k: dict[int, list[DataFile]] = {}
+        for entry in files.get(table, []):
+            k = _top_k(root, entry)
+            if k:
+                by_k.setdefault(k, []).append(entry)
+        out += [(view, token_view_sql(rel(entries), k)) for k, entries in sorted(by_k.items())]
+    for view, key in zip(STEP_TIER, ("step", "segment"), strict=True):
+        if files.get(view):
+            out.append((view, aggregate_view_sql(rel(files[view]), key)))
+    legacy = files.get(LEGACY_ROUTING)
+    if legacy:  # format 1: token rows only; the step tier is computed from them
+        out.append(("routing", legacy_token_view_sql(rel(legacy))))
+        out += [(view, legacy_aggregate_sql(rel(legacy), key))
+                for view, key in zip(STEP_TIER, ("step", "segment"), strict=True)]
+    return out
+
+
+def _top_k(root: Path, entry: DataFile) -> int:
+    """Experts per token of a token-tier file: from its manifest entry, else its first row (0: no rows)."""
+    k = entry.meta.get("top_k")
+    if isinstance(k, int) and k > 0:
+        return k
+    try:
+        first = pq.ParquetFile(root / entry.path)
+        if first.metadata.num_rows == 0:
+            return 0
+        value = first.read_row_group(0, columns=["experts"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, IndexError):
+        return 0
+    return len(value or [])
 
 
 def open_store(root: Path | str) -> CorpusStore:

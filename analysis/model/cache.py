@@ -1,11 +1,16 @@
 """The replay cache inside a corpus: one dataset per checkpoint under replays/<checkpoint_id>/.
 
 The checkpoint id hashes config, tokenizer and weights, so a changed checkpoint never reads stale
-results. A replay is published by one dataset commit (corpus/dataset.py): its per-step rows and its
-routing rows appear together or not at all. Each manifest entry records which trajectories its file
-holds (`meta.trajectories`) and the replay's notes, so "is this trajectory cached?" is answered from the
-manifest without opening Parquet files. A cached file that is missing or damaged makes `has()` answer
-False (nothing is deleted by asking); the next replay of that trajectory replaces it.
+results. Replays are published by dataset commits (corpus/dataset.py): a batch of trajectories' per-step
+rows and both routing tiers appear together or not at all, one file per table for the whole batch. Each
+manifest entry records which trajectories its file holds (`meta.trajectories`) and each replay's notes,
+including which routing tiers it stored (`routing`: tokens, steps, or none for a dense model), so "is this
+trajectory cached?" is answered from the manifest without opening Parquet files. A cached file that is
+missing or damaged makes `has()` answer False (nothing is deleted by asking); the next replay of that
+trajectory replaces it.
+
+Caches written before the two routing tiers (format 1: a `routing` table of per-token rows, one file per
+trajectory) are read as they are; `horizonlens compact` converts them (model/compact.py).
 """
 
 from __future__ import annotations
@@ -22,21 +27,25 @@ import pyarrow.parquet as pq
 from horizonlens.corpus.dataset import DataFile, Snapshot, Transaction, write_json_atomic
 from horizonlens.corpus.io import validate_file
 from horizonlens.corpus.layout import (
+    CACHE_TABLES,
     CHECKPOINT_META,
-    REPLAY_VIEWS,
+    LEGACY_ROUTING,
+    STEP_TIER,
+    TOKEN_TIER,
     file_stem,
     replay_checkpoints,
     replay_dataset,
     replay_dir,
 )
-from horizonlens.corpus.schema import REPLAY_TABLES
+from horizonlens.corpus.routing_format import FORMAT_VERSION, SOURCE_TABLES, decode_token_table, write_options
 from horizonlens.errors import CorpusError
 
 if TYPE_CHECKING:
     from horizonlens.model.replay import ReplayResult
 
-NOTE_KEYS = ("notes", "n_replayed", "n_rendered", "template")
-SCHEMAS = {table: REPLAY_TABLES[view] for view, table in REPLAY_VIEWS.items()}
+NOTE_KEYS = ("notes", "n_replayed", "n_rendered", "template", "routing")
+SCHEMAS = CACHE_TABLES
+TOKEN_TABLES = tuple(SOURCE_TABLES.values())
 
 
 def _holds(entry: DataFile, trajectory_id: str) -> bool:
@@ -45,6 +54,25 @@ def _holds(entry: DataFile, trajectory_id: str) -> bool:
         return trajectory_id in ids
     # a cache written before manifests: one file per trajectory, named after it
     return Path(entry.path).stem == file_stem(trajectory_id)
+
+
+def _token_level(notes: dict[str, Any] | None) -> bool:
+    """Does this replay have its token-level routing (format 1 always did; a dense model has none to have)?"""
+    return (notes or {}).get("routing") in (None, "tokens", "none")
+
+
+def required_tables(notes: dict[str, Any] | None, tokens: bool = False) -> tuple[str, ...]:
+    """The tables a complete replay has, from its notes (`tokens`: the token tier is wanted too).
+
+    A replay without a `routing` note was written in format 1 (steps + per-token `routing` rows).
+    """
+    stored = (notes or {}).get("routing")
+    if stored is None:
+        return ("steps", LEGACY_ROUTING)
+    if stored == "none":  # a dense model: nothing to route
+        return ("steps",)
+    # asked for the token tier of a replay that did not store it: require it anyway, so it counts as missing
+    return ("steps", *STEP_TIER, *((TOKEN_TIER,) if tokens or stored == "tokens" else ()))
 
 
 @dataclass
@@ -69,15 +97,30 @@ class ReplayCache:
         snap = snapshot or self.snapshot()
         return {table: [e for e in snap.table(table) if _holds(e, trajectory_id)] for table in SCHEMAS}
 
-    def has(self, trajectory_id: str) -> bool:
-        """True when a complete, readable replay of this trajectory is cached."""
+    def notes_of(self, trajectory_id: str, snapshot: Snapshot | None = None) -> dict[str, Any] | None:
+        """The manifest notes of this trajectory's replay (None for a format-1 or uncached one)."""
+        snap = snapshot or self.snapshot()
+        for e in snap.table("steps"):
+            notes = (e.meta.get("notes") or {}).get(trajectory_id) if _holds(e, trajectory_id) else None
+            if isinstance(notes, dict):
+                return notes
+        return None
+
+    def has(self, trajectory_id: str, tokens: bool = False) -> bool:
+        """True when a complete, readable replay of this trajectory is cached.
+
+        `tokens`: also require the token tier (a replay stored with `--routing steps` then does not count).
+        """
         snap = self.snapshot()
         found = self.entries(trajectory_id, snap)
-        if not all(found.values()):
+        if not found["steps"]:
+            return False
+        needed = required_tables(self.notes_of(trajectory_id, snap), tokens)
+        if not all(found[t] for t in needed):
             return False
         try:
-            for table, entries in found.items():
-                for e in entries:
+            for table in needed:
+                for e in found[table]:
                     validate_file(snap.root / e.path, SCHEMAS[table], e.bytes if snap.listed else None)
         except CorpusError:
             return False
@@ -85,10 +128,7 @@ class ReplayCache:
 
     def write(self, result: ReplayResult, meta: dict[str, Any] | None = None) -> None:
         """Publish one trajectory's replay (replacing an older or damaged one) in one commit."""
-        notes = {"notes": "\n".join(result.notes), "n_replayed": str(result.n_replayed),
-                 "n_rendered": str(len(result.rendered)), "template": result.rendered.template}
-        self.write_tables(result.trajectory_id, {"steps": result.step_table(), "routing": result.routing_table()},
-                          notes, meta)
+        self.write_many([result], meta)
 
     def write_tables(self, trajectory_id: str, tables: dict[str, pa.Table], notes: dict[str, str],
                      meta: dict[str, Any] | None = None) -> None:
@@ -97,17 +137,14 @@ class ReplayCache:
 
     def write_many(self, results: list[ReplayResult], meta: dict[str, Any] | None = None) -> None:
         """Publish the replays of many trajectories in one commit, one file per table for all of them."""
-        self.write_batch({r.trajectory_id: ({"steps": r.step_table(), "routing": r.routing_table()},
-                                            {"notes": "\n".join(r.notes), "n_replayed": str(r.n_replayed),
-                                             "n_rendered": str(len(r.rendered)), "template": r.rendered.template})
-                          for r in results}, meta)
+        self.write_batch({r.trajectory_id: (r.tables(), r.cache_notes()) for r in results}, meta)
 
     def write_batch(self, batch: dict[str, tuple[dict[str, pa.Table], dict[str, str]]],
                     meta: dict[str, Any] | None = None) -> None:
         """Publish {trajectory_id: (tables by name, notes)} in one commit.
 
         Each table becomes one file that holds every trajectory of the batch; older replays of these
-        trajectories are replaced.
+        trajectories are replaced. Tables are named as in `corpus.layout.CACHE_TABLES`.
         """
         if not batch:
             return
@@ -121,7 +158,10 @@ class ReplayCache:
             for table in SCHEMAS:
                 parts = [tables[table] for tables, _ in batch.values() if table in tables]
                 if parts:
-                    txn.write(table, pa.concat_tables(parts), meta=file_meta)
+                    data = pa.concat_tables(parts, promote_options="permissive")
+                    txn.write(table, data, meta={**file_meta, **_format_meta(table, data)},
+                              options=write_options(table))
+            txn.update(routing_format=FORMAT_VERSION)
             txn.commit()
 
     def drop(self, trajectory_ids: Iterable[str]) -> int:
@@ -166,9 +206,7 @@ class ReplayCache:
             return None
         parts = []
         for e in entries:
-            data = pq.read_table(snap.root / e.path)
-            if isinstance(e.meta.get("trajectories"), list) and len(e.meta["trajectories"]) > 1:
-                data = data.filter(pc.equal(data["trajectory_id"], trajectory_id))
+            data = pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
             parts.append(data.replace_schema_metadata(None))
         return pa.concat_tables(parts)
 
@@ -177,8 +215,18 @@ class ReplayCache:
         return self._read(trajectory_id, "steps")
 
     def read_routing(self, trajectory_id: str) -> pa.Table | None:
-        """The cached per-token routing rows of one trajectory, or None."""
-        return self._read(trajectory_id, "routing")
+        """The cached per-token routing rows of one trajectory, decoded (the `routing` view's columns), or None.
+
+        None also when the replay stored only the step tier.
+        """
+        tokens = self._read(trajectory_id, TOKEN_TIER)
+        if tokens is not None:
+            return decode_token_table(tokens)
+        return self._read(trajectory_id, LEGACY_ROUTING)
+
+    def read_routing_steps(self, trajectory_id: str) -> pa.Table | None:
+        """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""
+        return self._read(trajectory_id, "routing_steps")
 
     def read_notes(self, trajectory_id: str) -> dict[str, str]:
         """What the replay noted (truncation, cut fields, template) — from the manifest entry."""
@@ -195,20 +243,28 @@ class ReplayCache:
                 return {k.decode(): v.decode() for k, v in raw.items() if k.decode() in NOTE_KEYS}
         return {}
 
-    def cached_ids(self) -> set[str]:
-        """Trajectories with a replay in this cache."""
+    def cached_ids(self, tokens: bool = False) -> set[str]:
+        """Trajectories with a replay in this cache (`tokens`: only those whose token tier is stored too)."""
         snap = self.snapshot()
         ids: set[str] = set()
         for e in snap.table("steps"):
             listed = e.meta.get("trajectories")
             if isinstance(listed, list):
-                ids.update(listed)
+                notes = e.meta.get("notes") or {}
+                ids.update(t for t in listed if not tokens or _token_level(notes.get(t)))
                 continue
             try:
                 ids.update(pq.read_table(snap.root / e.path, columns=["trajectory_id"]).column(0).unique().to_pylist())
             except (OSError, pa.ArrowException):
                 continue
         return ids
+
+
+def _format_meta(table: str, data: pa.Table) -> dict[str, Any]:
+    """Manifest facts about a routing file the views need without opening it (experts per token)."""
+    if table not in TOKEN_TABLES or data.num_rows == 0:
+        return {}
+    return {"top_k": int(pc.list_value_length(data["experts"])[0].as_py())}
 
 
 def list_checkpoints(corpus: Path | str) -> list[str]:
