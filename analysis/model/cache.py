@@ -30,6 +30,7 @@ from horizonlens.corpus.layout import (
     CACHE_TABLES,
     CHECKPOINT_META,
     LEGACY_ROUTING,
+    ROLLOUT_TABLES,
     STEP_TIER,
     TOKEN_TIER,
     file_stem,
@@ -153,7 +154,9 @@ class ReplayCache:
         with dataset.transaction(create=create) as txn:
             if meta is not None and not (self.root / CHECKPOINT_META).exists():
                 write_json_atomic(meta, self.root / CHECKPOINT_META)
-            self._drop(txn, list(batch))
+            # an imported rollout outlives a new replay of its trajectory; its comparison (made against the old
+            # replay) does not
+            self._drop(txn, list(batch), [t for t in SCHEMAS if t != SOURCE_TABLES["rollout"]])
             file_meta = {"trajectories": list(batch), "notes": {tid: notes for tid, (_, notes) in batch.items()}}
             for table in SCHEMAS:
                 parts = [tables[table] for tables, _ in batch.values() if table in tables]
@@ -175,12 +178,15 @@ class ReplayCache:
                 txn.commit()
         return changed
 
-    def _drop(self, txn: Transaction, trajectory_ids: list[str]) -> int:
-        """Inside a transaction: leave these trajectories out, rewriting files that hold others too."""
+    def _drop(self, txn: Transaction, trajectory_ids: list[str], tables: Iterable[str] | None = None) -> int:
+        """Inside a transaction: leave these trajectories out (of `tables`, default all), rewriting shared files."""
         wanted = set(trajectory_ids)
+        only = set(tables) if tables is not None else None
         changed = 0
         snap = txn.snapshot
         for entry in snap.files:
+            if only is not None and entry.table not in only:
+                continue
             ids = entry.meta.get("trajectories")
             holds = [t for t in wanted if _holds(entry, t)] if not isinstance(ids, list) else \
                 [t for t in ids if t in wanted]
@@ -195,8 +201,10 @@ class ReplayCache:
                 except (OSError, pa.ArrowException):
                     continue  # a damaged shared file: its other trajectories are replayed again on demand
                 keep = data.filter(pc.is_in(data["trajectory_id"], value_set=pa.array(others)))
-                notes = {t: n for t, n in (entry.meta.get("notes") or {}).items() if t in others}
-                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, "notes": notes})
+                kept: dict[str, Any] = {key: {t: v for t, v in (entry.meta.get(key) or {}).items() if t in others}
+                                        for key in ("notes", "alignment") if key in entry.meta or key == "notes"}
+                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, **kept},
+                          options=write_options(entry.table))
         return changed
 
     def _read(self, trajectory_id: str, table: str) -> pa.Table | None:
@@ -227,6 +235,59 @@ class ReplayCache:
     def read_routing_steps(self, trajectory_id: str) -> pa.Table | None:
         """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""
         return self._read(trajectory_id, "routing_steps")
+
+    def write_rollouts(self, batch: dict[str, dict[str, pa.Table]],
+                       alignment: dict[str, dict[str, Any]] | None = None) -> None:
+        """Publish rollout routing (`rollout_tokens`) and/or its comparison with the replay in one commit.
+
+        `batch`: {trajectory_id: {table: rows}} with tables from `corpus.layout.ROLLOUT_TABLES`. The older rows
+        of these trajectories in the tables given are replaced; a batch of comparisons alone leaves the
+        stored rollouts as they are. `alignment`: per trajectory, how its tokens were aligned with the replay
+        (kept in the manifest entry of the `rollout_tokens` file).
+        """
+        tables = [t for t in ROLLOUT_TABLES if any(t in parts for parts in batch.values())]
+        if not tables:
+            return
+        dataset = replay_dataset(self.corpus, self.checkpoint_id)
+        with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": self.checkpoint_id}) as txn:
+            self._drop(txn, list(batch), tables)
+            for table in tables:
+                holders = [tid for tid, parts in batch.items() if table in parts]
+                meta: dict[str, Any] = {"trajectories": holders}
+                if table == SOURCE_TABLES["rollout"] and alignment:
+                    meta["alignment"] = {tid: alignment[tid] for tid in holders if tid in alignment}
+                data = pa.concat_tables([batch[tid][table] for tid in holders], promote_options="permissive")
+                txn.write(table, data, meta={**meta, **_format_meta(table, data)}, options=write_options(table))
+            txn.commit()
+
+    def read_rollout(self, trajectory_id: str) -> pa.Table | None:
+        """The stored rollout routing of one trajectory, decoded (the `routing_rollout` view's columns), or None."""
+        tokens = self._read_any(trajectory_id, SOURCE_TABLES["rollout"])
+        return decode_token_table(tokens) if tokens is not None else None
+
+    def rollout_alignment(self, trajectory_id: str) -> dict[str, Any]:
+        """How the stored rollout of one trajectory was aligned with the replay ({} if none is stored)."""
+        for e in self.entries(trajectory_id)[SOURCE_TABLES["rollout"]]:
+            found = (e.meta.get("alignment") or {}).get(trajectory_id)
+            if isinstance(found, dict):
+                return found
+        return {}
+
+    def rollout_ids(self) -> set[str]:
+        """Trajectories with rollout routing stored in this cache."""
+        ids: set[str] = set()
+        for e in self.snapshot().table(SOURCE_TABLES["rollout"]):
+            ids.update(t for t in e.meta.get("trajectories") or [] if isinstance(t, str))
+        return ids
+
+    def _read_any(self, trajectory_id: str, table: str) -> pa.Table | None:
+        """Rows of one trajectory from one table, whether or not its replay is complete (None if absent)."""
+        snap = self.snapshot()
+        entries = self.entries(trajectory_id, snap)[table]
+        if not entries:
+            return None
+        return pa.concat_tables([pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
+                                 .replace_schema_metadata(None) for e in entries])
 
     def read_notes(self, trajectory_id: str) -> dict[str, str]:
         """What the replay noted (truncation, cut fields, template) — from the manifest entry."""
