@@ -35,7 +35,11 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
                                    ] = False,
            trust_remote_code: Annotated[bool, typer.Option(help="Allow the checkpoint's own Python code.")] = False,
            allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
-                                  ] = False) -> None:
+                                  ] = False,
+           routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
+                                                     "routing) or steps (per-step aggregates only, ~8x smaller).")
+                              ] = "tokens",
+           force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.store import TrajectoryFilter, open_store
@@ -45,6 +49,7 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
     from horizonlens.model.replay import ReplayConfig
 
     checkpoint = checkpoint or sample_checkpoint_path()
+    config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
     try:
         store = open_store(corpus)
         loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -75,7 +80,7 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
                f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')}); {len(ids)} trajectories")
     progress, task = progress_bar(len(ids), "replaying")
     with progress:
-        done, skipped = replay_many(store, loaded, ids, ReplayConfig(chunk_size=chunk_size),
+        done, skipped = replay_many(store, loaded, ids, config, force=force,
                                     on_done=lambda tid, ran: progress.advance(task, 1))
     typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
 
@@ -90,6 +95,27 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
             taken[r["domain"]] = taken.get(r["domain"], 0) + 1
             out.append(r["trajectory_id"])
     return out
+
+
+@app.command()
+def compact(corpus: Annotated[Path, typer.Argument(help="Corpus directory whose replay caches to compact.")],
+            checkpoint_id: Annotated[Optional[str], typer.Option("--checkpoint-id",
+                                                                 help="Only this checkpoint's cache (default: "
+                                                                      "all).")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Rewrite replay caches as a few multi-trajectory files in the current routing format (atomic)."""
+    from horizonlens.model.compact import compact as run
+
+    reports = run(corpus, checkpoint_id, log=lambda m: typer.echo(m, err=True))
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=1))
+        return
+    if not reports:
+        typer.echo(f"{corpus}: no replay caches")
+    for r in reports:
+        typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories ({r.converted} converted from format 1); "
+                   f"{r.files_before} files, {r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, "
+                   f"{r.bytes_after / 2**20:,.2f} MB")
 
 
 @app.command("build-checkpoint")

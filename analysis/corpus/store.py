@@ -102,6 +102,7 @@ class CorpusStore:
         self.partitions: dict[str, list[str]] = {}
         self.problems: list[str] = []  # damaged replay files left out of the views, for the user to see
         self.replay_checkpoints: list[str] = []
+        self.replay_views: frozenset[str] = frozenset()  # the replay views that exist (corpus/layout.REPLAY_VIEWS)
         self.has_word_index = False
         self._stamps: dict[str, Any] = {}
         self._fingerprints: dict[str, str] = {}
@@ -193,6 +194,7 @@ class CorpusStore:
             else:
                 self.con.execute(f"DROP VIEW IF EXISTS {quote_ident(view)}")
         self.replay_checkpoints = found
+        self.replay_views = frozenset(view for view, selects in parts.items() if selects)
         self.problems = problems
 
     def _replay_stamps(self) -> Any:

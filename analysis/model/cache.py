@@ -157,14 +157,7 @@ class ReplayCache:
             # an imported rollout outlives a new replay of its trajectory; its comparison (made against the old
             # replay) does not
             self._drop(txn, list(batch), [t for t in SCHEMAS if t != SOURCE_TABLES["rollout"]])
-            file_meta = {"trajectories": list(batch), "notes": {tid: notes for tid, (_, notes) in batch.items()}}
-            for table in SCHEMAS:
-                parts = [tables[table] for tables, _ in batch.values() if table in tables]
-                if parts:
-                    data = pa.concat_tables(parts, promote_options="permissive")
-                    txn.write(table, data, meta={**file_meta, **_format_meta(table, data)},
-                              options=write_options(table))
-            txn.update(routing_format=FORMAT_VERSION)
+            write_batch_files(txn, batch)
             txn.commit()
 
     def drop(self, trajectory_ids: Iterable[str]) -> int:
@@ -257,7 +250,9 @@ class ReplayCache:
                 if table == SOURCE_TABLES["rollout"] and alignment:
                     meta["alignment"] = {tid: alignment[tid] for tid in holders if tid in alignment}
                 data = pa.concat_tables([batch[tid][table] for tid in holders], promote_options="permissive")
-                txn.write(table, data, meta={**meta, **_format_meta(table, data)}, options=write_options(table))
+                if table in TOKEN_TABLES and data.num_rows:  # the views need the list length to decode
+                    meta["top_k"] = int(pc.list_value_length(data["experts"])[0].as_py())
+                txn.write(table, data, meta=meta, options=write_options(table))
             txn.commit()
 
     def read_rollout(self, trajectory_id: str) -> pa.Table | None:
@@ -321,11 +316,22 @@ class ReplayCache:
         return ids
 
 
-def _format_meta(table: str, data: pa.Table) -> dict[str, Any]:
-    """Manifest facts about a routing file the views need without opening it (experts per token)."""
-    if table not in TOKEN_TABLES or data.num_rows == 0:
-        return {}
-    return {"top_k": int(pc.list_value_length(data["experts"])[0].as_py())}
+def write_batch_files(txn: Transaction, batch: dict[str, tuple[dict[str, pa.Table], dict[str, str]]]) -> None:
+    """Inside a transaction: write {trajectory_id: (tables, notes)} as one file per table for all of them.
+
+    Each manifest entry lists the file's trajectories and their notes; token-tier entries also say how
+    many experts each token has (`top_k`), which the views need to decode them.
+    """
+    meta = {"trajectories": list(batch), "notes": {tid: notes for tid, (_, notes) in batch.items()}}
+    for table in SCHEMAS:
+        parts = [tables[table] for tables, _ in batch.values() if table in tables]
+        if not parts:
+            continue
+        data = pa.concat_tables(parts, promote_options="permissive")
+        extra = {"top_k": int(pc.list_value_length(data["experts"])[0].as_py())} \
+            if table in TOKEN_TABLES and data.num_rows else {}
+        txn.write(table, data, meta={**meta, **extra}, options=write_options(table))
+    txn.update(routing_format=FORMAT_VERSION)
 
 
 def list_checkpoints(corpus: Path | str) -> list[str]:
