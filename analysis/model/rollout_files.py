@@ -108,7 +108,7 @@ class RolloutRouting:
     @property
     def routed(self) -> np.ndarray:
         """(N,) bool: tokens with routing in every MoE layer."""
-        return (self.experts >= 0).all(axis=(1, 2))
+        return np.asarray((self.experts >= 0).all(axis=(1, 2)))
 
     def problem(self, reason: str) -> Problem:
         """A problem report located at this record."""
@@ -173,7 +173,10 @@ def read_rollouts(paths: Iterable[Path | str], shape: RoutingShape,
             problems.append(Problem(str(p), "file", "no such file"))
             continue
         for item in _file_records(p, shape, fmt):
-            (problems if isinstance(item, Problem) else good).append(item)
+            if isinstance(item, Problem):
+                problems.append(item)
+            else:
+                good.append(item)
     return good, problems
 
 
