@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import rollout_panel, state, ui
 from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import replays, routing
@@ -43,6 +43,7 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                 help="Share of the agent's tokens the model ranked first.")
     c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
+    rollout_panel.step_metrics(store, ckpt_id, tid, step)
     step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
     ui.chart(rfig.layer_expert_heatmap(step_rows, n_experts, f"Experts chosen in step {step}"),

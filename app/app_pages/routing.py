@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import rollout_panel, state, ui
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import model_side, replays, routing, timeline
 
@@ -23,7 +23,8 @@ layers = state.cached(replays.moe_layers, store, ckpt)
 E = state.cached(routing.num_experts, store, ckpt)
 st.caption(f"{len(replayed):,} trajectories replayed · MoE layers {layers} · {E} experts")
 
-tab_traj, tab_corpus, tab_compare = st.tabs(["One trajectory", "Replayed corpus", "Two checkpoints"])
+tab_traj, tab_corpus, tab_compare, tab_rollout = st.tabs(["One trajectory", "Replayed corpus", "Two checkpoints",
+                                                          "Rollout vs replay"])
 with tab_traj:
     current = state.selected_trajectory()
     tid = st.selectbox("Trajectory", replayed, index=replayed.index(current) if current in replayed else 0,
@@ -90,3 +91,6 @@ with tab_compare:
             agree = state.cached(routing.checkpoint_agreement, store, ckpt, other, tid2)
             ui.chart(rfig.agreement(agree, ckpt, other), "|E_A ∩ E_B| / k per layer on the same tokens, and how often "
                      "the top-1 expert is the same (needs the same tokenizer).", key="routing_agree", data=agree)
+
+with tab_rollout:
+    rollout_panel.render(store, ckpt)
