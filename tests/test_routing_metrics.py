@@ -6,13 +6,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from horizonlens.corpus import routing_format as rf
 from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
 from horizonlens.corpus.store import open_store
-from horizonlens.metrics import routing
+from horizonlens.metrics import replays, routing
 from horizonlens.metrics.info import js_distance
 from horizonlens.model.cache import ReplayCache
 from tests.conftest import make_corpus, step_row, traj_row
@@ -149,3 +150,33 @@ def test_model_side_signals(store) -> None:
     passed = around[around["anchor"] == "passed check"].set_index("step_offset")["surprisal"]
     assert failed.to_dict() == pytest.approx({-1: 2.0, 0: 3.0})
     assert passed.to_dict() == pytest.approx({0: 2.0, 1: 3.0})
+
+
+def test_js_distances_match_the_scalar_one() -> None:
+    rng = np.random.default_rng(0)
+    p, q = rng.integers(0, 5, (6, 3, 8)), rng.integers(0, 5, (1, 3, 8))
+    p[0, 0] = 0  # an empty distribution: distance 0, as js_distance says
+    want = np.array([[js_distance(p[s, li], q[0, li]) for li in range(3)] for s in range(6)])
+    np.testing.assert_allclose(routing.js_distances(p, q), want, atol=1e-12)
+
+
+def test_token_statistics_read_a_bounded_sample() -> None:
+    from tests.conftest import REPO
+
+    corpus = REPO / "sample_data" / "corpus"
+    if not (corpus / "manifest.json").exists():
+        pytest.skip("sample corpus not present")
+    store = open_store(corpus)
+    ckpt = store.replay_checkpoints[0]
+    full = routing.coactivation(store, ckpt, 1, max_rows=None)
+    part = routing.coactivation(store, ckpt, 1, max_rows=20_000)
+    assert not full.attrs["sample"]["sampled"] and full.attrs["sample"]["trajectories"] == 60
+    assert part.attrs["sample"]["sampled"] and part.attrs["sample"]["tokens"] <= 20_000
+    ids, note = routing.token_sample(store, ckpt, None, 20_000)
+    assert note == part.attrs["sample"] and routing.token_sample(store, ckpt, None, 20_000)[0] == ids  # stable
+    pd.testing.assert_frame_equal(part, routing.coactivation(store, ckpt, 1, trajectory_ids=ids, max_rows=None))
+    layers = len(replays.moe_layers(store, ckpt))
+    consecutive = routing.consecutive_same_expert(store, ckpt, max_rows=20_000 * layers)
+    assert consecutive.attrs["sample"] == note
+    pd.testing.assert_frame_equal(consecutive, routing.consecutive_same_expert(store, ckpt, trajectory_ids=ids,
+                                                                               max_rows=None))

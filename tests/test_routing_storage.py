@@ -258,3 +258,88 @@ def test_compact_failure_leaves_the_cache_as_it_was(corpus: Path, tiny_checkpoin
     assert (corpus / "replays" / ckpt / "manifest.json").read_text() == manifest
     assert len(list((corpus / "replays" / ckpt).glob("*/*.parquet"))) == 8  # nothing written, nothing deleted
     assert runner.invoke(app, ["compact", str(corpus), "--checkpoint-id", "nope"]).exit_code == 1
+
+
+def test_a_rollout_source_lands_beside_the_replay(corpus: Path, tiny_checkpoint: Path) -> None:
+    """A second source of routing for the same checkpoint: importing it keeps the replay, replaying keeps it."""
+    loaded = load_checkpoint(tiny_checkpoint)
+    store = open_store(corpus)
+    tid = store.list_trajectories(sort="n_tokens", limit=1).rows["trajectory_id"][0].as_py()
+    steps = store.steps(tid).to_pylist()
+    result = replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200))
+    cache = ReplayCache(corpus, loaded.checkpoint_id)
+    cache.write(result)
+    layers = sorted(result.routing)
+    engine = np.stack([result.routing[layer].experts.numpy() for layer in layers], axis=1)[:, :, ::-1]
+    rollout = rf.token_table(tid, layers, engine, None, None, None, loaded.num_experts, source="rollout",
+                             steps=result.rendered.steps[:200], segments=result.rendered.segments[:200],
+                             token_ids=result.rendered.token_ids[:200])
+    cache.write_tables(tid, {"rollout_tokens": rollout}, notes={})
+    store.refresh_replays()
+    assert cache.has(tid, tokens=True)  # the replay is still whole
+    counts = store.query("SELECT source, count(*) AS n FROM (SELECT source FROM routing UNION ALL "
+                         "SELECT source FROM routing_rollout) GROUP BY 1 ORDER BY 1").to_pylist()
+    assert counts == [{"source": "replay", "n": 200 * len(layers)}, {"source": "rollout", "n": 200 * len(layers)}]
+    agree = store.query("SELECT avg(CAST(a.expert_set = b.expert_set AS DOUBLE)) AS same_set, "
+                        "avg(CAST(a.top1_expert = b.top1_expert AS DOUBLE)) AS same_top1 FROM routing a "
+                        "JOIN routing_rollout b USING (trajectory_id, token_index, layer)").to_pylist()[0]
+    assert agree["same_set"] == 1.0 and agree["same_top1"] < 1.0  # same sets; the engine listed them reversed
+    # replaying again with the step tier only removes the replay's token rows, not the rollout's
+    cache.write(replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200, routing="steps")))
+    store.refresh_replays()
+    assert "routing" not in store.replay_views and "routing_rollout" in store.replay_views
+    assert store.scalar("SELECT count(*) FROM routing_rollout") == 200 * len(layers)
+
+
+def test_readers_equal_a_direct_computation_from_full_precision_routing(shapes, corpus: Path) -> None:
+    """Every routing reader, on a replay stored in the two tiers, against numpy over the in-memory replay."""
+    loaded = load_checkpoint(shapes["agents-a1"])
+    store = open_store(corpus)
+    tid = store.list_trajectories(sort="n_tokens", descending=True, limit=1).rows["trajectory_id"][0].as_py()
+    result = replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(max_tokens=TOKENS))
+    ReplayCache(corpus, loaded.checkpoint_id).write(result)
+    store.refresh_replays()
+    ckpt, layers = loaded.checkpoint_id, sorted(result.routing)
+    experts = np.stack([result.routing[layer].experts.numpy() for layer in layers], 1).astype(np.int64)  # (N, L, k)
+    weights = np.stack([result.routing[layer].weights.numpy() for layer in layers], 1)
+    segments, token_steps = result.rendered.segments[:TOKENS], result.rendered.steps[:TOKENS]
+    E = loaded.num_experts
+
+    seg = routing.expert_load(store, ckpt, "segment").set_index(["layer", "group", "expert"])["assignments"]
+    for li, layer in enumerate(layers):
+        for name in np.unique(segments):
+            want = np.bincount(experts[segments == name, li].ravel(), minlength=E)
+            assert seg.loc[(layer, name)].tolist() == want.tolist()
+
+    load = routing.step_expert_load(store, ckpt, tid).set_index(["step", "layer", "expert"])["assignments"]
+    step = int(np.unique(token_steps)[len(np.unique(token_steps)) // 2])
+    panel = routing.step_layer_load(store, ckpt, tid, step).set_index(["layer", "expert"])
+    for li, layer in enumerate(layers):
+        ids, counts = np.unique(experts[token_steps == step, li], return_counts=True)
+        assert load.loc[(step, layer)].index.tolist() == ids.tolist() and load.loc[(step, layer)].tolist() == \
+            counts.tolist()
+        assert panel.loc[layer]["assignments"].tolist() == counts.tolist()
+        assert panel.loc[layer]["share"].sum() == pytest.approx(1.0)
+
+    co = routing.coactivation(store, ckpt, layers[-1]).set_index(["i", "j"])
+    sets = experts[:, -1]
+    for i, j in [(int(a), int(b)) for a, b in co.index[:25]]:
+        n_i = int((sets == i).any(1).sum())
+        n_ij = int(((sets == i).any(1) & (sets == j).any(1)).sum())
+        assert (co.loc[(i, j), "n_i"], co.loc[(i, j), "n_ij"]) == (n_i, n_ij)
+
+    consecutive = routing.consecutive_same_expert(store, ckpt).set_index("layer")
+    top1 = np.take_along_axis(experts, np.argmax(weights, -1)[..., None], -1)[..., 0]  # (N, L)
+    for li, layer in enumerate(layers):
+        assert consecutive.loc[layer, "pairs"] == TOKENS - 1
+        assert consecutive.loc[layer, "same_top1"] == pytest.approx((top1[1:, li] == top1[:-1, li]).mean())
+        overlap = [bool(set(experts[t, li]) & set(experts[t - 1, li])) for t in range(1, TOKENS)]
+        assert consecutive.loc[layer, "any_overlap"] == pytest.approx(np.mean(overlap))
+        p = np.bincount(top1[:, li]) / TOKENS
+        assert consecutive.loc[layer, "random_baseline_top1"] == pytest.approx(float((p * p).sum()))
+
+    usage = routing.layer_usage(store, ckpt).set_index("layer")
+    for li, layer in enumerate(layers):
+        counts = np.bincount(experts[:, li].ravel(), minlength=E)
+        assert usage.loc[layer, "unused_experts"] == int((counts == 0).sum())
+        assert usage.loc[layer, "imbalance"] == pytest.approx(counts.max() / counts.mean())

@@ -96,8 +96,9 @@ def prepare_shape_corpus(name: str, data: Path, target: int = TARGET_TOKENS, rou
                          log: Callable[[str], None] = print) -> ShapeCorpus:
     """A copy of the sample corpus with its ~`target`-token trajectory replayed through the `name` checkpoint.
 
-    Reused when already there: the checkpoint, the copy and the cached replay are made once under
-    `data/shapes/<name>/`. `name` may also be "sample" (the bundled 4 x 16 checkpoint).
+    Reused when already there: the checkpoint (`data/shapes/<name>/`), the copy (`data/shapes/corpus`,
+    shared by every shape) and the cached replay are made once; a `bench --shape` run with the same `data`
+    leaves them there. `name` may also be "sample" (the bundled 4 x 16 checkpoint).
     """
     from horizonlens.corpus.store import open_store
     from horizonlens.model.batch import ensure_replayed
@@ -105,7 +106,7 @@ def prepare_shape_corpus(name: str, data: Path, target: int = TARGET_TOKENS, rou
     from horizonlens.model.replay import ReplayConfig
 
     checkpoint = SAMPLE_CHECKPOINT if name == "sample" else shape_checkpoint(name, data, log)
-    corpus = copy_corpus(BASE_CORPUS, data / "shapes" / name / "corpus")
+    corpus = copy_corpus(BASE_CORPUS, data / "shapes" / "corpus")  # one copy: each checkpoint has its own cache
     loaded = load_checkpoint(checkpoint, device="cpu")
     tid, tokens = pick_trajectory(corpus, loaded.tokenizer, target)
     store = open_store(corpus)
@@ -175,21 +176,26 @@ def storage(result: ReplayResult) -> dict[str, Any]:
 def measure_replay(checkpoint: Path, corpus: Path, trajectory_id: str) -> dict[str, Any]:
     """Replay one trajectory whole (chunked, on CPU) and measure it; run in a fresh process (see bench_shapes)."""
     from horizonlens.corpus.store import open_store
+    from horizonlens.model.cache import ReplayCache
     from horizonlens.model.loader import load_checkpoint
     from horizonlens.model.replay import ReplayConfig, replay_trajectory
 
+    checkpoint, corpus = Path(checkpoint), Path(corpus)
     store = open_store(corpus)
     steps = store.steps(trajectory_id).to_pylist()
     loaded = load_checkpoint(checkpoint, device="cpu")
     result = replay_trajectory(loaded, trajectory_id, steps, ReplayConfig(chunk_size=CHUNK_SIZE))
+    measured = storage(result)
+    # keep it: prepare_shape_corpus (the browser timings) then finds this replay in the corpus copy
+    ReplayCache(corpus, loaded.checkpoint_id).write(result, {**loaded.describe(), "path": checkpoint.name})
     return {"checkpoint_id": loaded.checkpoint_id, "moe_layers": len(loaded.routers), "experts": loaded.num_experts,
             "top_k": loaded.top_k, "parameters": loaded.describe()["parameters"], "tokens": result.n_replayed,
             "replay_s": result.wall_s, "tokens_per_s": result.n_replayed / result.wall_s if result.wall_s else None,
-            **storage(result)}
+            **measured}
 
 
 def bench_shapes(names: list[str], data: Path, child: Callable[[str], dict[str, Any]],
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, target: int = TARGET_TOKENS) -> dict[str, Any]:
     """Measure each shape and, in the same run, the bundled checkpoint on the same trajectory (the baseline).
 
     `child(code)` runs Python code in a fresh interpreter and returns its RESULT dict plus `peak_rss_mb`
@@ -202,7 +208,7 @@ def bench_shapes(names: list[str], data: Path, child: Callable[[str], dict[str, 
     if unknown:
         raise ValueError(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
     corpus = copy_corpus(BASE_CORPUS, data / "shapes" / "corpus")
-    tid, tokens = pick_trajectory(corpus, load_checkpoint(SAMPLE_CHECKPOINT, device="cpu").tokenizer)
+    tid, tokens = pick_trajectory(corpus, load_checkpoint(SAMPLE_CHECKPOINT, device="cpu").tokenizer, target)
 
     def measure(checkpoint: Path) -> dict[str, Any]:
         return child(f"from horizonlens.bench.shape import measure_replay\n"

@@ -7,8 +7,9 @@ Which tier each function reads (docs/corpus-format.md, "Replay cache"):
 - loads, usage, drift and per-step loads read the **step tier** (`routing_segments`, `routing_steps`:
   per step or segment × layer × expert), a few hundred rows per step at 40 layers × 256 experts;
 - co-activation, consecutive-token statistics and checkpoint agreement need token rows and read the
-  **token tier** (`routing`). Corpus-wide, those read at most `max_tokens` tokens: whole trajectories in
-  a fixed pseudo-random order until the budget is spent. The result's `attrs["sample"]` says how many
+  **token tier** (`routing`). Corpus-wide, those read at most `max_rows` (token, layer) rows: whole
+  trajectories in a fixed pseudo-random order until the budget is spent (2M rows: every token of the
+  bundled sample's 60 replays, ~50k tokens at 40 layers). The result's `attrs["sample"]` says how many
   trajectories and tokens were read out of how many.
 """
 
@@ -22,10 +23,10 @@ import pandas as pd
 
 from horizonlens.corpus.layout import read_checkpoint_meta
 from horizonlens.corpus.store import CorpusStore
-from horizonlens.metrics.info import entropy, js_distance
+from horizonlens.metrics.info import entropy
 
-# Token-tier statistics over a whole corpus read at most this many tokens (x layers) by default.
-MAX_TOKENS = 200_000
+# Token-tier statistics over a whole corpus read at most this many (token, layer) rows by default.
+MAX_ROWS = 2_000_000
 
 
 def _scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias: str = "r") -> tuple[str, list[Any]]:
@@ -136,7 +137,7 @@ def step_layer_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str, 
 
 
 def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str] | None = None,
-                 max_tokens: int | None = MAX_TOKENS) -> tuple[list[str], dict[str, Any]]:
+                 max_tokens: int | None = None) -> tuple[list[str], dict[str, Any]]:
     """Trajectories whose token rows a corpus-wide statistic reads: all, or a fixed sample within `max_tokens`.
 
     Only trajectories with a token tier count. The order is a hash of the id (stable as the cache grows),
@@ -165,13 +166,22 @@ def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[st
     return sorted(chosen), note
 
 
+def _sets(column: Any) -> np.ndarray | None:
+    """A list column of expert sets as an (n, k) array (None if rows differ in k: not one router's output)."""
+    arr = column.combine_chunks()
+    lengths = np.diff(arr.offsets.to_numpy())
+    if len(arr) == 0 or (lengths != lengths[0]).any():
+        return None
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(arr), int(lengths[0]))
+
+
 def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
-                 trajectory_ids: list[str] | None = None, max_tokens: int | None = MAX_TOKENS) -> pd.DataFrame:
+                 trajectory_ids: list[str] | None = None, max_rows: int | None = MAX_ROWS) -> pd.DataFrame:
     """N(Ei, Ej) / N(Ei): how often expert j is in the same token's top-k when expert i is (OLMoE §5).
 
-    Reads the token tier of at most `max_tokens` tokens (see `token_sample`; attrs["sample"] says how many).
+    Reads the token tier of at most `max_rows` tokens of this layer (see `token_sample`; attrs["sample"]).
     """
-    ids, note = token_sample(store, checkpoint_id, trajectory_ids, max_tokens)
+    ids, note = token_sample(store, checkpoint_id, trajectory_ids, max_rows)
     empty = pd.DataFrame({"i": pd.Series(dtype="int32"), "j": pd.Series(dtype="int32"),
                           "n_ij": pd.Series(dtype="int64"), "n_i": pd.Series(dtype="int64"),
                           "rate": pd.Series(dtype="float64")})
@@ -179,15 +189,10 @@ def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
     if not ids:
         return empty
     scope, params = _scope(checkpoint_id, ids)
-    sets = store.query(f"SELECT r.expert_set FROM routing r WHERE {scope} AND r.layer = ?",
-                       [*params, int(layer)]).column(0).combine_chunks()
-    if len(sets) == 0:
+    flat = _sets(store.query(f"SELECT r.expert_set FROM routing r WHERE {scope} AND r.layer = ?",
+                             [*params, int(layer)]).column(0))
+    if flat is None or flat.shape[1] < 2:  # top-1 routing has no pairs
         return empty
-    lengths = np.diff(sets.offsets.to_numpy())
-    k = int(lengths.max())
-    if k < 2 or (lengths != k).any():  # top-1 routing has no pairs; mixed k does not come from one router
-        return empty
-    flat = sets.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, k)  # (tokens, k)
     E = int(flat.max()) + 1
     single = np.bincount(flat.ravel(), minlength=E)
     pairs = (flat[:, :, None] * E + flat[:, None, :]).ravel()  # every ordered pair within a token, i == j included
@@ -203,39 +208,51 @@ def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
 
 def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
                             trajectory_ids: list[str] | None = None,
-                            max_tokens: int | None = MAX_TOKENS) -> pd.DataFrame:
+                            max_rows: int | None = MAX_ROWS) -> pd.DataFrame:
     """Per layer: how often consecutive tokens keep their expert (Mixtral §5), beside the random baseline.
 
     The share of consecutive token pairs with the same top-1 expert, the random baseline Σ share² for it,
-    and the share of pairs whose top-k sets overlap. Reads the token tier of at most `max_tokens` tokens.
+    and the share of pairs whose top-k sets overlap. Reads at most `max_rows` (token, layer) rows of the
+    token tier (attrs["sample"] says how many tokens).
     """
-    ids, note = token_sample(store, checkpoint_id, trajectory_ids, max_tokens)
     columns = ["layer", "pairs", "same_top1", "any_overlap", "random_baseline_top1"]
+    n_layers = max(1, len(store.query("SELECT DISTINCT layer FROM routing_steps WHERE checkpoint_id = ?",
+                                      [checkpoint_id]))) if "routing_steps" in store.replay_views else 1
+    ids, note = token_sample(store, checkpoint_id, trajectory_ids, None if max_rows is None else max_rows // n_layers)
+    out = pd.DataFrame(columns=columns)
+    out.attrs["sample"] = note
     if not ids:
-        out = pd.DataFrame(columns=columns)
-        out.attrs["sample"] = note
         return out
     scope, params = _scope(checkpoint_id, ids)
-    df = store.query(f"""
-      WITH x AS (
-        SELECT r.layer, r.top1_expert AS top1, r.expert_set,
-               lag(r.top1_expert) OVER w AS prev_top1, lag(r.expert_set) OVER w AS prev_set
-        FROM routing r WHERE {scope}
-        WINDOW w AS (PARTITION BY r.trajectory_id, r.layer ORDER BY r.token_index))
-      SELECT layer, count(*) AS pairs, avg(CAST(top1 = prev_top1 AS DOUBLE)) AS same_top1,
-             avg(CAST(list_has_any(expert_set, prev_set) AS DOUBLE)) AS any_overlap
-      FROM x WHERE prev_top1 IS NOT NULL GROUP BY layer ORDER BY layer""", params).to_pandas()
-    shares = store.query(f"""
-      SELECT r.layer, r.top1_expert AS e, count(*) AS n FROM routing r WHERE {scope} GROUP BY ALL""",
-                         params).to_pandas()
-    base = {}
-    for layer, part in shares.groupby("layer"):
-        p = part["n"].to_numpy(dtype=float)
-        p = p / p.sum()
-        base[layer] = float((p * p).sum())
-    df["random_baseline_top1"] = df["layer"].map(base)
-    df.attrs["sample"] = note
-    return df
+    rows = store.query(f"SELECT r.trajectory_id, r.layer, r.token_index, r.top1_expert, r.expert_set FROM routing r "
+                       f"WHERE {scope}", params)
+    sets = _sets(rows["expert_set"])
+    traj = rows["trajectory_id"].combine_chunks().dictionary_encode().indices.to_numpy()
+    layer = rows["layer"].to_numpy()
+    order = np.lexsort((rows["token_index"].to_numpy(), layer, traj))  # each (trajectory, layer) in token order
+    traj, layer = traj[order], layer[order]
+    top1 = rows["top1_expert"].to_numpy()[order]
+    pair = (traj[1:] == traj[:-1]) & (layer[1:] == layer[:-1])  # row i+1 follows row i in one sequence
+    same = top1[1:] == top1[:-1]
+    overlap = np.zeros(len(pair), dtype=bool)
+    if sets is not None:
+        sets = sets[order]
+        for start in range(0, len(pair), 65_536):  # bounded memory: k x k comparisons per pair
+            a = sets[start + 1:start + 65_537]
+            b = sets[start:start + len(a)]
+            overlap[start:start + len(a)] = (a[:, :, None] == b[:, None, :]).any(axis=(1, 2))
+    records = []
+    for value in np.unique(layer):
+        mine = pair & (layer[1:] == value)
+        shares = np.bincount(top1[layer == value]).astype(float)
+        shares = shares[shares > 0] / shares.sum()
+        records.append({"layer": int(value), "pairs": int(mine.sum()),
+                        "same_top1": float(same[mine].mean()) if mine.any() else None,
+                        "any_overlap": float(overlap[mine].mean()) if mine.any() else None,
+                        "random_baseline_top1": float((shares * shares).sum())})
+    out = pd.DataFrame(records, columns=columns)
+    out.attrs["sample"] = note
+    return out
 
 
 def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
@@ -258,11 +275,26 @@ def routing_drift(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
     counts[step_idx, layer_idx, load["expert"].to_numpy()] = load["assignments"].to_numpy()
     ref = counts[np.isin(steps, list(ref_steps))].sum(0)  # (L, E)
     present = counts.sum(-1) > 0  # (S, L): layers a step has routing for
-    out = []
-    for s, step in enumerate(steps):
-        ds = [js_distance(counts[s, li], ref[li]) for li in range(len(layers)) if present[s, li]]
-        out.append({"step": int(step), "drift": float(np.mean(ds))})
-    return pd.DataFrame(out)
+    distance = js_distances(counts, ref[None])  # (S, L)
+    drift = np.where(present, distance, 0).sum(1) / np.maximum(present.sum(1), 1)
+    return pd.DataFrame({"step": steps.astype(int), "drift": drift.astype(float)})
+
+
+def js_distances(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """`info.js_distance` over the last axis of broadcast count arrays (0 where either is empty)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    sp, sq = p.sum(-1, keepdims=True), q.sum(-1, keepdims=True)
+    empty = (sp[..., 0] <= 0) | (sq[..., 0] <= 0)
+    p, q = p / np.where(sp > 0, sp, 1), q / np.where(sq > 0, sq, 1)
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, x * np.log2(np.where(x > 0, x, 1) / np.where(y > 0, y, 1)), 0.0).sum(-1)
+
+    out = np.sqrt(np.maximum(0.0, (kl(p, m) + kl(q, m)) / 2))
+    return np.where(empty, 0.0, out)
 
 
 def checkpoint_agreement(store: CorpusStore, checkpoint_a: str, checkpoint_b: str,

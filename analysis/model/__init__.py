@@ -6,18 +6,28 @@ torch and transformers are imported inside functions only, so importing this fac
 from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.batch import ensure_replayed, replay_many
 from horizonlens.model.cache import ReplayCache, list_checkpoints
-from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers
+from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
+from horizonlens.model.compact import CompactReport, compact
 from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
-from horizonlens.model.replay import Continuation, ReplayConfig, ReplayResult, continue_from, replay_trajectory
+from horizonlens.model.replay import (
+    ROUTING_MODES,
+    Continuation,
+    ReplayConfig,
+    ReplayResult,
+    continue_from,
+    replay_trajectory,
+)
 from horizonlens.model.rollout import RolloutRecord, record_rollout
 from horizonlens.model.shapes import SHAPES, Shape, build_shape
 from horizonlens.model.tokenizer import train_tokenizer
 
 __all__ = [
+    "ROUTING_MODES",
     "SHAPES",
     "SPECIAL_TOKENS",
     "CheckpointError",
+    "CompactReport",
     "Continuation",
     "LayerRecord",
     "LoadedModel",
@@ -34,6 +44,7 @@ __all__ = [
     "build_shape",
     "check_files",
     "checkpoint_id",
+    "compact",
     "continue_from",
     "ensure_replayed",
     "find_routers",
@@ -43,6 +54,7 @@ __all__ = [
     "render",
     "replay_many",
     "replay_trajectory",
+    "router_margin",
     "trajectory_text",
     "train_tokenizer",
 ]

@@ -154,9 +154,11 @@ class ReplayCache:
         with dataset.transaction(create=create) as txn:
             if meta is not None and not (self.root / CHECKPOINT_META).exists():
                 write_json_atomic(meta, self.root / CHECKPOINT_META)
-            # an imported rollout outlives a new replay of its trajectory; its comparison (made against the old
-            # replay) does not
-            self._drop(txn, list(batch), [t for t in SCHEMAS if t != SOURCE_TABLES["rollout"]])
+            # a replay replaces everything the cache had of these trajectories (a rerun with --routing steps
+            # must not leave stale token rows); importing a rollout replaces only the rollout
+            written = {table for tables, _ in batch.values() for table in tables}
+            rollout = {SOURCE_TABLES["rollout"]}
+            self._drop(txn, list(batch), rollout if written <= rollout else set(SCHEMAS) - rollout)
             write_batch_files(txn, batch)
             txn.commit()
 
@@ -172,13 +174,16 @@ class ReplayCache:
         return changed
 
     def _drop(self, txn: Transaction, trajectory_ids: list[str], tables: Iterable[str] | None = None) -> int:
-        """Inside a transaction: leave these trajectories out (of `tables`, default all), rewriting shared files."""
+        """Inside a transaction: leave these trajectories out of `tables` (default: all).
+
+        Files that hold other trajectories too are rewritten without these.
+        """
         wanted = set(trajectory_ids)
-        only = set(tables) if tables is not None else None
+        only = set(SCHEMAS if tables is None else tables)
         changed = 0
         snap = txn.snapshot
         for entry in snap.files:
-            if only is not None and entry.table not in only:
+            if entry.table not in only:
                 continue
             ids = entry.meta.get("trajectories")
             holds = [t for t in wanted if _holds(entry, t)] if not isinstance(ids, list) else \
