@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 
     from horizonlens.corpus.importers.readers import Problem
     from horizonlens.corpus.store import CorpusStore
-    from horizonlens.model.rollout_files import RoutingShape
-    from horizonlens.model.rollout_import import AlignedRollout, Reference
+    from horizonlens.model import AlignedRollout, Reference, RoutingShape
 
 routing_app = typer.Typer(no_args_is_help=True, help="Rollout routing: what an inference engine (vLLM, SGLang) "
                                                      "chose, beside the replay's routing of the same tokens.")
@@ -57,9 +56,7 @@ def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt
     Nothing is written when no record is usable; otherwise the usable records are published in one
     commit and the others come back as problems.
     """
-    from horizonlens.model.loader import checkpoint_id
-    from horizonlens.model.rollout_files import read_rollouts, routing_shape
-    from horizonlens.model.rollout_import import align_rollout, resolve_ids
+    from horizonlens.model import align_rollout, checkpoint_id, read_rollouts, resolve_ids, routing_shape
 
     shape = routing_shape(checkpoint)
     ckpt_id = checkpoint_id(checkpoint)
@@ -93,10 +90,7 @@ def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt
 
 def _replay_missing(store: CorpusStore, checkpoint: Path, ckpt_id: str, tids: list[str], log: Any) -> list[str]:
     """Replay (with token-level routing) the trajectories that have no such replay yet."""
-    from horizonlens.model.batch import ensure_replayed
-    from horizonlens.model.cache import ReplayCache
-    from horizonlens.model.loader import load_checkpoint
-    from horizonlens.model.replay import ReplayConfig
+    from horizonlens.model import ReplayCache, ReplayConfig, ensure_replayed, load_checkpoint
 
     cache = ReplayCache(store.root, ckpt_id)
     missing = [t for t in tids if not cache.has(t, tokens=True)]
@@ -123,9 +117,7 @@ def _references(store: CorpusStore, checkpoint: Path, ckpt_id: str,
     import numpy as np
     import pyarrow.compute as pc
 
-    from horizonlens.model.cache import ReplayCache
-    from horizonlens.model.render import render
-    from horizonlens.model.rollout_import import Reference
+    from horizonlens.model import Reference, ReplayCache, render
 
     cache = ReplayCache(store.root, ckpt_id)
     out: dict[str, tuple[Reference, pa.Table | None]] = {}
@@ -174,7 +166,7 @@ def _rollout_token_table(aligned: AlignedRollout, shape: RoutingShape) -> pa.Tab
 
 def _write(store: CorpusStore, ckpt_id: str, batch: dict[str, dict[str, pa.Table]],
            alignment: dict[str, dict[str, Any]]) -> None:
-    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model import ReplayCache
 
     ReplayCache(store.root, ckpt_id).write_rollouts(batch, alignment)
     store.refresh()
@@ -183,7 +175,7 @@ def _write(store: CorpusStore, ckpt_id: str, batch: dict[str, dict[str, pa.Table
 def compare_stored(store: CorpusStore, ckpt_id: str, trajectory_ids: list[str] | None = None) -> list[str]:
     """Compare stored rollouts with their replays again (replaces older comparisons); returns those compared."""
     from horizonlens.metrics.rollout import compare_stored_rollout
-    from horizonlens.model.cache import ReplayCache
+    from horizonlens.model import ReplayCache
 
     cache = ReplayCache(store.root, ckpt_id)
     wanted = trajectory_ids or sorted(cache.rollout_ids())
@@ -233,7 +225,7 @@ def compare_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")
                 ) -> None:
     """Compare stored rollout routing with the current replays again (after a replay was redone)."""
     from horizonlens.corpus.store import open_store
-    from horizonlens.model.loader import checkpoint_id
+    from horizonlens.model import checkpoint_id
 
     store = open_store(corpus)
     done = compare_stored(store, checkpoint_id(checkpoint), list(trajectory or []) or None)

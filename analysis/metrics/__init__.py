@@ -1,7 +1,7 @@
 """Metrics over the corpus and its replays; each module returns tidy tables.
 
-Error compounding along the horizon, decisive-step attribution, model-side signals and expert-routing
-statistics.
+Error compounding along the horizon, decisive-step attribution, model-side signals, expert-routing
+statistics, and rollout vs replay routing.
 """
 
 from horizonlens.metrics import (
@@ -11,9 +11,11 @@ from horizonlens.metrics import (
     info,
     model_side,
     replays,
+    rollout,
     routing,
     stats,
     timeline,
 )
 
-__all__ = ["attribution", "compare", "compounding", "info", "model_side", "replays", "routing", "stats", "timeline"]
+__all__ = ["attribution", "compare", "compounding", "info", "model_side", "replays", "rollout", "routing", "stats",
+           "timeline"]
