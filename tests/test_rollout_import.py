@@ -127,6 +127,24 @@ def test_per_layer_set_mismatch_equals_numpy_on_the_raw_arrays(corpus: Path, imp
     assert head["token_any_layer_mismatch"] == pytest.approx(differs.any(axis=1).mean())
 
 
+def test_reimport_in_small_batches_replaces_rows_once(corpus: Path, imported: dict, records, tiny_checkpoint: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Both rollouts again, one batch (file) each: the shared file of the first import is rewritten, not doubled."""
+    from horizonlens.cli import routing_cmds
+
+    monkeypatch.setattr(routing_cmds, "BATCH_ROWS", 1)
+    store = open_store(corpus)
+    report = import_rollouts(store, tiny_checkpoint, list(imported["files"]), replay=False)
+    assert sorted(report.imported) == sorted(r.trajectory_id for r in records)
+    store.refresh()
+    rows = store.query("SELECT trajectory_id, count(*) AS n FROM routing_rollout GROUP BY 1 ORDER BY 1").to_pylist()
+    assert [r["n"] for r in rows] == [(N - 1) * 3, (N - 1) * 3]
+    compared = store.query("SELECT trajectory_id, sum(tokens) AS n FROM rollout_compare_steps GROUP BY 1").to_pylist()
+    assert sorted(r["n"] for r in compared) == [N - 1, N - 1]
+    cache = ReplayCache(corpus, store.replay_checkpoints[0])
+    assert len(cache.snapshot().table("rollout_tokens")) == 2  # one file per batch, the old shared one gone
+
+
 def test_alignment_with_inserted_and_deleted_tokens(corpus: Path, imported: dict, records,
                                                     tiny_checkpoint: Path, tmp_path: Path) -> None:  # noqa: ANN001
     """An engine whose template added 5 tokens up front and dropped 10 in the middle: only shared tokens count."""

@@ -9,9 +9,11 @@ of the checkpoint's token tier together with its comparison to the replay, in on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from horizonlens.corpus.importers.readers import Problem
     from horizonlens.corpus.store import CorpusStore
     from horizonlens.model import AlignedRollout, Reference, RoutingShape
+
+BATCH_ROWS = 4_000_000  # token rows (token x layer) per file: ~100k tokens at 40 layers, a few hundred MB at most
 
 routing_app = typer.Typer(no_args_is_help=True, help="Rollout routing: what an inference engine (vLLM, SGLang) "
                                                      "chose, beside the replay's routing of the same tokens.")
@@ -50,13 +54,13 @@ class RolloutImport:
 
 
 def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt: str | None = None,
-                    replay: bool = True, log: Any = None) -> RolloutImport:
+                    replay: bool = True, log: Callable[[str], None] | None = None) -> RolloutImport:
     """Read, check, match, align, compare and store rollout routing files (see the module docstring).
 
     Nothing is written when no record is usable; otherwise the usable records are published in one
     commit and the others come back as problems.
     """
-    from horizonlens.model import align_rollout, checkpoint_id, read_rollouts, resolve_ids, routing_shape
+    from horizonlens.model import ReplayCache, align_rollout, checkpoint_id, read_rollouts, resolve_ids, routing_shape
 
     shape = routing_shape(checkpoint)
     ckpt_id = checkpoint_id(checkpoint)
@@ -69,26 +73,38 @@ def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt
     tids = [r.trajectory_id for r in rollouts]
     if replay:
         report.replayed = _replay_missing(store, checkpoint, ckpt_id, tids, log)
-    references = _references(store, checkpoint, ckpt_id, tids)
-    batch: dict[str, dict[str, pa.Table]] = {}
-    for r in rollouts:
-        reference, replay_routing = references[r.trajectory_id]
-        aligned = align_rollout(r, reference)
-        if not len(aligned.token_index):
-            report.problems.append(r.problem(f"none of its {len(r.token_ids):,} tokens with routing are in the "
-                                             f"rendering of {r.trajectory_id!r}: recorded from another trajectory?"))
-            continue
-        report.alignment[r.trajectory_id] = aligned.stats
-        batch[r.trajectory_id] = _tables(aligned, shape, replay_routing)
-        if "rollout_compare" in batch[r.trajectory_id]:
-            report.compared.append(r.trajectory_id)
-    if batch:
-        _write(store, ckpt_id, batch, report.alignment)
-        report.imported = list(batch)
+
+    def batches() -> Iterator[tuple[dict[str, dict[str, pa.Table]], dict[str, dict[str, Any]]]]:
+        """Aligned, compared rollouts, a few trajectories at a time (memory stays ~ BATCH_ROWS token rows)."""
+        batch: dict[str, dict[str, pa.Table]] = {}
+        rows = 0
+        for r in rollouts:
+            reference, replay_routing = _reference(store, checkpoint, ckpt_id, r.trajectory_id)
+            aligned = align_rollout(r, reference)
+            if not len(aligned.token_index):
+                report.problems.append(r.problem(f"none of its {len(r.token_ids):,} tokens with routing are in the "
+                                                 f"rendering of {r.trajectory_id!r}: recorded from another "
+                                                 "trajectory?"))
+                continue
+            report.alignment[r.trajectory_id] = aligned.stats
+            batch[r.trajectory_id] = _tables(aligned, shape, replay_routing)
+            if "rollout_compare" in batch[r.trajectory_id]:
+                report.compared.append(r.trajectory_id)
+            rows += batch[r.trajectory_id]["rollout_tokens"].num_rows
+            if rows >= BATCH_ROWS:
+                yield batch, report.alignment
+                batch, rows = {}, 0
+        if batch:
+            yield batch, report.alignment
+
+    if ReplayCache(store.root, ckpt_id).write_rollouts(batches()):
+        report.imported = list(report.alignment)
+        store.refresh()
     return report
 
 
-def _replay_missing(store: CorpusStore, checkpoint: Path, ckpt_id: str, tids: list[str], log: Any) -> list[str]:
+def _replay_missing(store: CorpusStore, checkpoint: Path, ckpt_id: str, tids: list[str],
+                    log: Callable[[str], None] | None) -> list[str]:
     """Replay (with token-level routing) the trajectories that have no such replay yet."""
     from horizonlens.model import ReplayCache, ReplayConfig, ensure_replayed, load_checkpoint
 
@@ -107,9 +123,8 @@ def _replay_missing(store: CorpusStore, checkpoint: Path, ckpt_id: str, tids: li
     return missing
 
 
-def _references(store: CorpusStore, checkpoint: Path, ckpt_id: str,
-                tids: list[str]) -> dict[str, tuple[Reference, pa.Table | None]]:
-    """Per trajectory: the tokens to align to and the replay's routing rows (None when there is no replay).
+def _reference(store: CorpusStore, checkpoint: Path, ckpt_id: str, tid: str) -> tuple[Reference, pa.Table | None]:
+    """The tokens to align a trajectory's rollout to, and the replay's routing rows (None when there is no replay).
 
     With a replay, its own rendering (the tokens its routing belongs to); without one, the rendering a
     replay with the default settings will use.
@@ -120,24 +135,21 @@ def _references(store: CorpusStore, checkpoint: Path, ckpt_id: str,
     from horizonlens.model import Reference, ReplayCache, render
 
     cache = ReplayCache(store.root, ckpt_id)
-    out: dict[str, tuple[Reference, pa.Table | None]] = {}
-    tokenizer = None
-    for tid in tids:
-        routing = cache.read_routing(tid) if cache.has(tid, tokens=True) else None
-        if routing is not None and routing.num_rows:
-            first = routing.filter(pc.equal(routing["layer"], routing["layer"][0]))  # one row per token
-            order = np.argsort(first["token_index"].to_numpy())
-            reference = Reference(first["token_id"].to_numpy()[order].astype(np.int64),
-                                  first["step"].to_numpy()[order].astype(np.int32),
-                                  np.asarray(first["segment"].to_pylist(), dtype=object)[order].astype(str))
-            out[tid] = (reference, routing)
-            continue
-        if tokenizer is None:
-            from transformers import AutoTokenizer
+    routing = cache.read_routing(tid) if cache.has(tid, tokens=True) else None
+    if routing is not None and routing.num_rows:
+        first = routing.filter(pc.equal(routing["layer"], routing["layer"][0]))  # one row per token
+        order = np.argsort(first["token_index"].to_numpy())
+        return Reference(first["token_id"].to_numpy()[order].astype(np.int64),
+                         first["step"].to_numpy()[order].astype(np.int32),
+                         np.asarray(first["segment"].to_pylist(), dtype=object)[order].astype(str)), routing
+    return Reference.from_rendered(render(_tokenizer(checkpoint), store.steps(tid).to_pylist())), None
 
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-        out[tid] = (Reference.from_rendered(render(tokenizer, store.steps(tid).to_pylist())), None)
-    return out
+
+@lru_cache(maxsize=2)
+def _tokenizer(checkpoint: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
 
 
 def _tables(aligned: AlignedRollout, shape: RoutingShape, replay_routing: pa.Table | None) -> dict[str, pa.Table]:
@@ -164,30 +176,24 @@ def _rollout_token_table(aligned: AlignedRollout, shape: RoutingShape) -> pa.Tab
     return table.set_column(table.schema.get_field_index("token_index"), "token_index", positions)
 
 
-def _write(store: CorpusStore, ckpt_id: str, batch: dict[str, dict[str, pa.Table]],
-           alignment: dict[str, dict[str, Any]]) -> None:
-    from horizonlens.model import ReplayCache
-
-    ReplayCache(store.root, ckpt_id).write_rollouts(batch, alignment)
-    store.refresh()
-
-
 def compare_stored(store: CorpusStore, ckpt_id: str, trajectory_ids: list[str] | None = None) -> list[str]:
     """Compare stored rollouts with their replays again (replaces older comparisons); returns those compared."""
     from horizonlens.metrics.rollout import compare_stored_rollout
     from horizonlens.model import ReplayCache
 
     cache = ReplayCache(store.root, ckpt_id)
-    wanted = trajectory_ids or sorted(cache.rollout_ids())
-    batch = {}
-    for tid in wanted:
-        tables = compare_stored_rollout(cache, tid)
-        if tables:
-            batch[tid] = tables
-    if batch:
-        cache.write_rollouts(batch)
+    done: list[str] = []
+
+    def batches() -> Iterator[tuple[dict[str, dict[str, pa.Table]], dict[str, dict[str, Any]]]]:
+        for tid in trajectory_ids or sorted(cache.rollout_ids()):
+            tables = compare_stored_rollout(cache, tid)
+            if tables:
+                done.append(tid)
+                yield {tid: tables}, {}
+
+    if cache.write_rollouts(batches()):
         store.refresh()
-    return list(batch)
+    return done
 
 
 @routing_app.command("import")

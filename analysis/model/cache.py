@@ -176,13 +176,14 @@ class ReplayCache:
     def _drop(self, txn: Transaction, trajectory_ids: list[str], tables: Iterable[str] | None = None) -> int:
         """Inside a transaction: leave these trajectories out of `tables` (default: all).
 
-        Files that hold other trajectories too are rewritten without these.
+        Files that hold other trajectories too are rewritten without these. Files this transaction already
+        wrote or removed count as such, so a transaction may drop several times (write_rollouts, batch by batch).
         """
         wanted = set(trajectory_ids)
         only = set(SCHEMAS if tables is None else tables)
         changed = 0
         snap = txn.snapshot
-        for entry in snap.files:
+        for entry in [f for f in (*snap.files, *txn.added) if f.path not in txn.removed]:
             if entry.table not in only:
                 continue
             ids = entry.meta.get("trajectories")
@@ -234,31 +235,36 @@ class ReplayCache:
         """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""
         return self._read(trajectory_id, "routing_steps")
 
-    def write_rollouts(self, batch: dict[str, dict[str, pa.Table]],
-                       alignment: dict[str, dict[str, Any]] | None = None) -> None:
+    def write_rollouts(self, batches: Iterable[tuple[dict[str, dict[str, pa.Table]], dict[str, dict[str, Any]]]]
+                       ) -> int:
         """Publish rollout routing (`rollout_tokens`) and/or its comparison with the replay in one commit.
 
-        `batch`: {trajectory_id: {table: rows}} with tables from `corpus.layout.ROLLOUT_TABLES`. The older rows
-        of these trajectories in the tables given are replaced; a batch of comparisons alone leaves the
-        stored rollouts as they are. `alignment`: per trajectory, how its tokens were aligned with the replay
-        (kept in the manifest entry of the `rollout_tokens` file).
+        `batches` yields ({trajectory_id: {table: rows}}, {trajectory_id: alignment}) with tables from
+        `corpus.layout.ROLLOUT_TABLES`; it may be a generator, so a large import holds one batch in memory at a
+        time. Each batch becomes one file per table. The older rows of these trajectories in the tables given are
+        replaced (a batch of comparisons alone leaves the stored rollouts as they are); the alignment of each
+        trajectory is kept in the manifest entry of its `rollout_tokens` file. Nothing is published if the
+        iteration raises. Returns the number of trajectories written.
         """
-        tables = [t for t in ROLLOUT_TABLES if any(t in parts for parts in batch.values())]
-        if not tables:
-            return
         dataset = replay_dataset(self.corpus, self.checkpoint_id)
+        written = 0
         with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": self.checkpoint_id}) as txn:
-            self._drop(txn, list(batch), tables)
-            for table in tables:
-                holders = [tid for tid, parts in batch.items() if table in parts]
-                meta: dict[str, Any] = {"trajectories": holders}
-                if table == SOURCE_TABLES["rollout"] and alignment:
-                    meta["alignment"] = {tid: alignment[tid] for tid in holders if tid in alignment}
-                data = pa.concat_tables([batch[tid][table] for tid in holders], promote_options="permissive")
-                if table in TOKEN_TABLES and data.num_rows:  # the views need the list length to decode
-                    meta["top_k"] = int(pc.list_value_length(data["experts"])[0].as_py())
-                txn.write(table, data, meta=meta, options=write_options(table))
-            txn.commit()
+            for batch, alignment in batches:
+                tables = [t for t in ROLLOUT_TABLES if any(t in parts for parts in batch.values())]
+                self._drop(txn, list(batch), tables)  # files of the snapshot this transaction started from
+                for table in tables:
+                    holders = [tid for tid, parts in batch.items() if table in parts]
+                    meta: dict[str, Any] = {"trajectories": holders}
+                    if table == SOURCE_TABLES["rollout"]:
+                        meta["alignment"] = {tid: alignment[tid] for tid in holders if tid in alignment}
+                    data = pa.concat_tables([batch[tid][table] for tid in holders], promote_options="permissive")
+                    if table in TOKEN_TABLES and data.num_rows:  # the views need the list length to decode
+                        meta["top_k"] = int(pc.list_value_length(data["experts"])[0].as_py())
+                    txn.write(table, data, meta=meta, options=write_options(table))
+                written += len(batch)
+            if written:
+                txn.commit()
+        return written
 
     def read_rollout(self, trajectory_id: str) -> pa.Table | None:
         """The stored rollout routing of one trajectory, decoded (the `routing_rollout` view's columns), or None."""
