@@ -218,3 +218,25 @@ def test_metrics_json_has_rollout_routing(corpus: Path, imported: dict, tiny_che
     assert set(r["per_layer"][0]) >= {"layer", "set_mismatch", "top1_mismatch", "near_tie_share"}
     assert set(r["around_failures"]) >= {"before_failed", "elsewhere", "ratio", "profile", "window"}
     assert sum(b["tokens"] for b in r["by_position"]) == r["tokens_compared"]
+
+
+def test_import_without_a_replay_then_compare(corpus: Path, imported: dict, records, tiny_checkpoint: Path) -> None:  # noqa: ANN001
+    """--no-replay: the rollout is aligned with the rendering a replay will use, stored, and compared later."""
+    from horizonlens.cli.routing_cmds import compare_stored
+    from horizonlens.model.batch import ensure_replayed
+
+    store = open_store(corpus)
+    ckpt = store.replay_checkpoints[0]
+    tid = records[1].trajectory_id
+    ReplayCache(corpus, ckpt).drop([tid])  # no replay, no rollout: as if never seen
+    store.refresh()
+    report = import_rollouts(store, tiny_checkpoint, [imported["files"][1]], replay=False)
+    assert report.imported == [tid] and report.compared == [] and report.replayed == []
+    assert report.alignment[tid]["aligned"] == N - 1
+    positions = store.query("SELECT DISTINCT token_index FROM routing_rollout WHERE trajectory_id = ? ORDER BY 1",
+                            [tid]).column(0).to_pylist()
+    assert positions == list(range(N - 1))
+    assert tid not in metrics.compared_trajectories(store, ckpt)
+    ensure_replayed(store, load_checkpoint(tiny_checkpoint), tid)
+    assert compare_stored(store, ckpt, [tid]) == [tid]
+    assert store.scalar("SELECT sum(tokens) FROM rollout_compare_steps WHERE trajectory_id = ?", [tid]) == N - 1
