@@ -37,8 +37,8 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
            allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
                                   ] = False,
            routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
-                                                     "routing) or steps (per-step aggregates only, ~8x smaller).")
-                              ] = "tokens",
+                                                     "routing) or steps (per-step aggregates only, ~6x smaller "
+                                                     "at 40 x 256).")] = "tokens",
            force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
     from horizonlens.corpus.io import CorpusError

@@ -2,7 +2,7 @@
 
 Routing is what a MoE router decided for every (token, MoE layer): the top-k experts and the weights
 they received. At the Agents-A1 shape (40 layers x 256 experts, top-8, ~45k tokens) that is 14M
-decisions per trajectory, so it is stored in two tiers (docs/corpus-format.md, "Replay cache"):
+decisions per trajectory, so it is stored in two tiers (docs/corpus-format.md, "The replay cache"):
 
 - the **step tier**, written on every replay: per (trajectory, step, layer, expert) the number of the
   step's tokens routed to the expert and their mean gate weight (`routing_steps`), and the same per
@@ -27,8 +27,9 @@ How the token tier gets small (bytes measured at the Agents-A1 shape are in docs
   tie); the decoded value is within a factor 2**(1 / (2 * MARGIN_STEPS)) of the true one.
 - *entropy* (nats, of the full router distribution) is an ENTROPY_BITS-bit code of entropy / ln E: the
   error is at most ln E / (2 * ENTROPY_LEVELS).
-- columns whose values are small integers use Parquet's BYTE_STREAM_SPLIT encoding (the zero high bytes
-  compress away) and the files are zstd level ZSTD_LEVEL.
+- Parquet encodings chosen by measurement: dictionary codes for the expert gaps and weight codes,
+  BYTE_STREAM_SPLIT for the other one-byte columns (their zero high bytes compress away), deltas for
+  token_index; zstd level ZSTD_LEVEL.
 
 The step tier keeps the mean gate weight as a 6-bit code on the same scale (error at most
 weight_scale / 126): the step tier is computed from the full-precision weights, before the token
@@ -225,36 +226,63 @@ def token_table(trajectory_id: str, layers: Sequence[int], experts: np.ndarray, 
 
     experts, weights: (N, L, k) over the N tokens and `layers`; entropy, margin: (N, L) or None;
     steps, segments, token_ids: (N,) per token. Weights may be None (a rollout records only experts).
+    Built in blocks of tokens, so the memory it needs beyond its inputs stays small at any length.
     """
+    schema = _with_expert_type(ROUTING_TOKENS, num_experts)
+    s = None if weights is None else (weight_scale(np.asarray(weights)) if scale is None else scale)
+    seg_names, seg_codes = np.unique(np.asarray(segments).astype(str), return_inverse=True)
+    n = experts.shape[0]
+    parts = [_token_block(trajectory_id, layers, experts[a:a + TOKEN_BLOCK],
+                          None if weights is None else weights[a:a + TOKEN_BLOCK],
+                          None if entropy is None else entropy[a:a + TOKEN_BLOCK],
+                          None if margin is None else margin[a:a + TOKEN_BLOCK], num_experts, a,
+                          np.asarray(steps)[a:a + TOKEN_BLOCK], seg_names, seg_codes[a:a + TOKEN_BLOCK],
+                          np.asarray(token_ids)[a:a + TOKEN_BLOCK], source, s, schema)
+             for a in range(0, n, TOKEN_BLOCK)]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+TOKEN_BLOCK = 4_096  # tokens per block when building a token table
+
+
+def _repeat(value: str, rows: int) -> pa.Array:
+    """A string column of one repeated value (dictionary-built: no Python list of `rows` items)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array([value])).cast(pa.string())
+
+
+def _token_block(trajectory_id: str, layers: Sequence[int], experts: np.ndarray, weights: np.ndarray | None,
+                 entropy: np.ndarray | None, margin: np.ndarray | None, num_experts: int, first: int,
+                 steps: np.ndarray, seg_names: np.ndarray, seg_codes: np.ndarray, token_ids: np.ndarray, source: str,
+                 scale: float | None, schema: pa.Schema) -> pa.Table:
     n, n_layers, k = experts.shape
     rows = n * n_layers
     flat_w = None if weights is None else np.asarray(weights, np.float64).reshape(rows, k)
     gaps, top1, order = encode_sets(np.asarray(experts).reshape(rows, k), flat_w, num_experts)
-    token = np.repeat(np.arange(n, dtype=np.int32), n_layers)
+    token = np.repeat(np.arange(n), n_layers)
+    segment = pa.DictionaryArray.from_arrays(pa.array(seg_codes[token].astype(np.int32)), pa.array(seg_names))
     cols: dict[str, Any] = {
-        "trajectory_id": pa.array([trajectory_id] * rows, pa.string()),
-        "source": pa.array([source] * rows, pa.string()),
-        "step": pa.array(np.asarray(steps)[token], pa.int32()),
-        "segment": pa.array(np.asarray(segments)[token].tolist(), pa.string()),
-        "token_index": pa.array(token, pa.int32()),
-        "token_id": pa.array(np.asarray(token_ids)[token].astype(np.int32), pa.int32()),
-        "layer": pa.array(np.tile(np.asarray(layers, dtype=np.int16), n), pa.int16()),
+        "trajectory_id": _repeat(trajectory_id, rows),
+        "source": _repeat(source, rows),
+        "step": pa.array(steps[token].astype(np.int32)),
+        "segment": segment.cast(pa.string()),
+        "token_index": pa.array((token + first).astype(np.int32)),
+        "token_id": pa.array(token_ids[token].astype(np.int32)),
+        "layer": pa.array(np.tile(np.asarray(layers, dtype=np.int16), n)),
         "experts": _lists(gaps, expert_type(num_experts)),
         "top1": pa.array(top1, pa.uint8()),
     }
-    if flat_w is None:
+    if flat_w is None or scale is None:
         cols["weights"] = pa.nulls(rows, pa.list_(pa.uint8()))
         cols["weight_scale"] = pa.nulls(rows, pa.float32())
     else:
-        s = weight_scale(flat_w) if scale is None else scale
-        cols["weights"] = _lists(quantize_weights(np.take_along_axis(flat_w, order, 1), s), pa.uint8())
-        cols["weight_scale"] = pa.array(np.full(rows, s, np.float32))
+        cols["weights"] = _lists(quantize_weights(np.take_along_axis(flat_w, order, 1), scale), pa.uint8())
+        cols["weight_scale"] = pa.array(np.full(rows, scale, np.float32))
     cols["margin"] = pa.nulls(rows, pa.uint8()) if margin is None else \
         pa.array(encode_margin(np.asarray(margin).reshape(rows)), pa.uint8())
     cols["entropy"] = pa.nulls(rows, pa.uint8()) if entropy is None else \
         pa.array(quantize_entropy(np.asarray(entropy).reshape(rows), num_experts), pa.uint8())
     cols["num_experts"] = pa.array(np.full(rows, num_experts, np.int32))
-    return pa.table(cols).cast(_with_expert_type(ROUTING_TOKENS, num_experts))
+    return pa.table(cols).cast(schema)
 
 
 def _with_expert_type(schema: pa.Schema, num_experts: int) -> pa.Schema:
@@ -277,37 +305,57 @@ def aggregate_tables(trajectory_id: str, layers: Sequence[int], experts: np.ndar
 
     Per (step, layer, expert) and per (segment, layer, expert): how many of the tokens were routed to
     the expert (`tokens`) and their mean gate weight (a 6-bit code on `weight_scale`). Only experts that
-    received tokens have rows.
+    received tokens have rows. Counted per step (and per block of a segment's tokens) into a dense
+    layers x experts grid, so memory stays small at any trajectory length.
     """
-    n, n_layers, k = experts.shape
-    w = np.asarray(weights, np.float64)
-    s = weight_scale(w) if scale is None else scale
+    s = weight_scale(np.asarray(weights)) if scale is None else scale
     layer_ids = np.asarray(layers, np.int64)
-    e = np.asarray(experts, np.int64).reshape(-1)
-    wf = w.reshape(-1)
-    layer_of = np.tile(np.repeat(np.arange(n_layers), k), n)  # per (token, layer, slot)
+    step_of = np.asarray(steps, np.int64)
     seg_names, seg_codes = np.unique(np.asarray(segments).astype(str), return_inverse=True)
     out = {}
-    for table, keys, schema in (("routing_steps", np.asarray(steps, np.int64), ROUTING_STEPS),
-                                ("routing_segments", seg_codes.astype(np.int64), ROUTING_SEGMENTS)):
-        group = np.repeat(keys, n_layers * k)
-        key = (group * n_layers + layer_of) * num_experts + e
-        uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        means = np.bincount(inverse, weights=wf, minlength=len(uniq)) / counts
-        expert = uniq % num_experts
-        layer = layer_ids[(uniq // num_experts) % n_layers]
-        g = uniq // num_experts // n_layers
-        cols: dict[str, Any] = {"trajectory_id": pa.array([trajectory_id] * len(uniq), pa.string())}
+    for table, codes, schema in (("routing_steps", step_of, ROUTING_STEPS),
+                                 ("routing_segments", seg_codes.astype(np.int64), ROUTING_SEGMENTS)):
+        keys, layer_col, expert_col, counts, means = [], [], [], [], []
+        for key in np.unique(codes):
+            tokens = np.flatnonzero(codes == key)
+            count, total = _grid(experts, weights, tokens, num_experts)  # (L * E,) each
+            hit = np.flatnonzero(count)
+            keys.append(np.full(len(hit), key))
+            layer_col.append(layer_ids[hit // num_experts])
+            expert_col.append(hit % num_experts)
+            counts.append(count[hit])
+            means.append(total[hit] / count[hit])
+        key_col = _cat(keys, np.int64)
+        cols: dict[str, Any] = {"trajectory_id": _repeat(trajectory_id, len(key_col))}
         if table == "routing_steps":
-            cols["step"] = pa.array(g.astype(np.int32))
+            cols["step"] = pa.array(key_col.astype(np.int32))
         else:
-            cols["segment"] = pa.array(seg_names[g].tolist(), pa.string())
-        cols.update(layer=pa.array(layer.astype(np.int16)), expert=pa.array(expert),
-                    tokens=pa.array(counts.astype(np.int32)),
-                    weight=pa.array(quantize_weights(means, s, STEP_WEIGHT_LEVELS)),
-                    weight_scale=pa.array(np.full(len(uniq), s, np.float32)))
+            cols["segment"] = pa.array(seg_names[key_col].tolist() if len(key_col) else [], pa.string())
+        cols.update(layer=pa.array(_cat(layer_col, np.int16)), expert=pa.array(_cat(expert_col, np.int64)),
+                    tokens=pa.array(_cat(counts, np.int32)),
+                    weight=pa.array(quantize_weights(_cat(means, np.float64), s, STEP_WEIGHT_LEVELS)),
+                    weight_scale=pa.array(np.full(len(key_col), s, np.float32)))
         out[table] = pa.table(cols).cast(_with_expert_type(schema, num_experts))
     return out
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def _grid(experts: np.ndarray, weights: np.ndarray, tokens: np.ndarray, num_experts: int,
+          block: int = TOKEN_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Assignments and weight sums of `tokens` per (layer, expert), flat over layers x experts."""
+    n_layers = experts.shape[1]
+    offset = (np.arange(n_layers, dtype=np.int64) * num_experts)[None, :, None]  # (1, L, 1)
+    count = np.zeros(n_layers * num_experts, np.int64)
+    total = np.zeros(n_layers * num_experts, np.float64)
+    for start in range(0, len(tokens), block):
+        rows = tokens[start:start + block]
+        cells = (np.asarray(experts[rows], np.int64) + offset).ravel()
+        count += np.bincount(cells, minlength=len(count))
+        total += np.bincount(cells, weights=np.asarray(weights[rows], np.float64).ravel(), minlength=len(total))
+    return count, total
 
 
 def write_options(table: str) -> dict[str, Any]:
