@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import rollout_panel, state, ui
 from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import expert_rank, replays, routing
@@ -45,6 +45,7 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                 help="Share of the agent's tokens the model ranked first.")
     c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
+    rollout_panel.step_metrics(store, ckpt_id, tid, step)
     load = state.cached(routing.step_layer_load, store, ckpt_id, tid, step)  # the step tier: never token rows
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
     picked = _pick_expert(load, n_experts, tid)

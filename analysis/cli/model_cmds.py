@@ -147,9 +147,6 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
     from horizonlens.corpus.store import open_store
     from horizonlens.sample.checkpoint import BuildConfig, build_checkpoint, compare_with_random_init
 
-    if shape is not None or random_init or layers is not None or experts is not None:
-        _build_shape(out, shape, random_init, layers, experts, seed)
-        return
     store = open_store(corpus or sample_corpus_path())
     cfg = BuildConfig(steps=steps, seed=seed)
     report = build_checkpoint(store, out, cfg, log=typer.echo)

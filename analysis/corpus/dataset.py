@@ -415,7 +415,8 @@ class Transaction:
         """The file list as it will be published."""
         kept = [f if f.rows >= 0 else _describe(self.dataset.root, f) for f in self.snapshot.files
                 if f.path not in self.removed]
-        return kept + self.added
+        # a file this transaction wrote and then removed again (rewritten twice) is not published
+        return kept + [f for f in self.added if f.path not in self.removed]
 
     def commit(self) -> Snapshot:
         """Publish: write the new manifest (the atomic switch), then delete removed files."""

@@ -11,6 +11,8 @@ replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint,
   routing_segments/  routing per (trajectory, segment, layer, expert)  (views of the same names)
   routing_tokens/    routing per (token, layer), compact               the token tier (view `routing`)
   rollout_tokens/    the same, as an inference engine routed it       (view `routing_rollout`)
+  rollout_compare/   rollout vs replay per (trajectory, step, segment, layer)  (views of the same names;
+  rollout_compare_steps/  ... per (trajectory, step, segment), across layers   metrics/rollout.py)
   routing/           format-1 token rows (one file per trajectory); read, converted by `horizonlens compact`
 """
 
@@ -26,7 +28,15 @@ import pyarrow as pa
 
 from horizonlens.corpus.dataset import Dataset
 from horizonlens.corpus.routing_format import SOURCE_TABLES
-from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING, ROUTING_SEGMENTS, ROUTING_STEPS, ROUTING_TOKENS
+from horizonlens.corpus.schema import (
+    REPLAY_STEPS,
+    ROLLOUT_COMPARE,
+    ROLLOUT_COMPARE_STEPS,
+    ROUTING,
+    ROUTING_SEGMENTS,
+    ROUTING_STEPS,
+    ROUTING_TOKENS,
+)
 
 REPLAYS = "replays"
 # The tables (= folders) of a replay cache and the schema of each.
@@ -40,9 +50,16 @@ CACHE_TABLES: dict[str, pa.Schema] = {
     SOURCE_TABLES["replay"]: ROUTING_TOKENS,
     SOURCE_TABLES["rollout"]: ROUTING_TOKENS,
     LEGACY_ROUTING: ROUTING,
+    "rollout_compare": ROLLOUT_COMPARE,
+    "rollout_compare_steps": ROLLOUT_COMPARE_STEPS,
 }
+# The rollout's own table and the comparison derived from it and the replay. A replay written again keeps
+# the rollout but drops the comparison (it was made against the old replay); a rollout imported again
+# replaces all three.
+ROLLOUT_TABLES = (SOURCE_TABLES["rollout"], "rollout_compare", "rollout_compare_steps")
+COMPARE_TABLES = ROLLOUT_TABLES[1:]
 # The views over every checkpoint's replay cache (each with a checkpoint_id column).
-REPLAY_VIEWS = ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout")
+REPLAY_VIEWS = ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout", *COMPARE_TABLES)
 CHECKPOINT_META = "checkpoint.json"
 # A checkpoint id as Horizon Lens makes it (architecture-hash); ids found on disk must match it.
 CHECKPOINT_ID = re.compile(r"^[a-z0-9_.-]{1,64}$")

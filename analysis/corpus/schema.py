@@ -141,6 +141,35 @@ ROUTING_STEPS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False
 ROUTING_SEGMENTS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False),
                               pa.field("segment", pa.string()), *_AGGREGATE])
 
+# Rollout vs replay routing (metrics/rollout.py): the comparison of an inference engine's routing with the
+# replay's on the same tokens, folded per step so views never read token rows. Counts are over tokens
+# compared (routed on both sides in every MoE layer); near-tie columns are null when the replay has no margins.
+ROLLOUT_COMPARE = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("tokens", pa.int32()),  # tokens compared in this (step, segment, layer)
+        pa.field("set_mismatch", pa.int32()),  # ... whose top-k sets differ
+        pa.field("top1_mismatch", pa.int32()),  # ... whose first (highest-scored) expert differs
+        pa.field("jaccard_sum", pa.float64()),  # sum of |A ∩ B| / |A ∪ B| (mean = jaccard_sum / tokens)
+        pa.field("near_ties", pa.int32()),  # ... where the replay's k-th vs (k+1)-th margin is a near-tie
+        pa.field("near_tie_mismatch", pa.int32()),  # ... set mismatches that are near-ties
+    ]
+)
+ROLLOUT_COMPARE_STEPS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("tokens", pa.int32()),  # tokens compared in this (step, segment)
+        pa.field("any_mismatch", pa.int32()),  # ... whose top-k set differs in at least one MoE layer
+        pa.field("any_top1_mismatch", pa.int32()),  # ... whose top-1 expert differs in at least one layer
+        pa.field("near_tie_only", pa.int32()),  # ... that mismatch only in layers where the replay had a near-tie
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
     "steps": STEPS,

@@ -43,6 +43,7 @@ from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
 from horizonlens.corpus.layout import (
     CACHE_TABLES,
+    COMPARE_TABLES,
     LEGACY_ROUTING,
     REPLAY_VIEWS,
     STEP_TIER,
@@ -176,7 +177,8 @@ class CorpusStore:
 
         `replay_steps` (per step), `routing` (per token and layer, decoded from the compact token tier and
         from format-1 files alike), `routing_steps` and `routing_segments` (the step tier; for format-1
-        files computed from their token rows), `routing_rollout` (an engine's routing, when imported).
+        files computed from their token rows), `routing_rollout` (an engine's routing, when imported) and
+        `rollout_compare` / `rollout_compare_steps` (its comparison with the replay, metrics/rollout.py).
         Each checkpoint contributes its published files; a damaged file is left out and reported.
         """
         self._stamps["replays"] = self._replay_stamps()
@@ -452,6 +454,7 @@ def _replay_selects(root: Path, files: dict[str, list[DataFile]]) -> list[tuple[
     for view, key in zip(STEP_TIER, ("step", "segment"), strict=True):
         if files.get(view):
             out.append((view, aggregate_view_sql(rel(files[view]), key)))
+    out += [(table, f"SELECT * FROM {rel(files[table])}") for table in COMPARE_TABLES if files.get(table)]
     legacy = files.get(LEGACY_ROUTING)
     if legacy:  # format 1: token rows only; the step tier is computed from them
         out.append(("routing", legacy_token_view_sql(rel(legacy))))

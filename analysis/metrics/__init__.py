@@ -1,7 +1,7 @@
 """Metrics over the corpus and its replays; each module returns tidy tables.
 
 Error compounding along the horizon, decisive-step attribution, model-side signals, early warning of
-failed checks from those signals, and expert-routing statistics.
+failed checks from those signals, expert-routing statistics, and rollout vs replay routing.
 """
 
 from horizonlens.metrics import (
@@ -13,10 +13,11 @@ from horizonlens.metrics import (
     info,
     model_side,
     replays,
+    rollout,
     routing,
     stats,
     timeline,
 )
 
 __all__ = ["attribution", "compare", "compounding", "early_warning", "expert_rank", "info", "model_side", "replays",
-           "routing", "stats", "timeline"]
+           "rollout", "routing", "stats", "timeline"]

@@ -4,6 +4,7 @@ torch and transformers are imported inside functions only, so importing this fac
 """
 
 from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
+from horizonlens.model.align import Alignment, align_tokens
 from horizonlens.model.batch import ensure_replayed, replay_many
 from horizonlens.model.cache import ReplayCache, list_checkpoints
 from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
@@ -19,6 +20,8 @@ from horizonlens.model.replay import (
     replay_trajectory,
 )
 from horizonlens.model.rollout import RolloutRecord, record_rollout
+from horizonlens.model.rollout_files import RolloutRouting, RoutingShape, read_rollouts, routing_shape
+from horizonlens.model.rollout_import import AlignedRollout, Reference, align_rollout, resolve_ids
 from horizonlens.model.shapes import SHAPES, Shape, build_shape
 from horizonlens.model.tokenizer import train_tokenizer
 
@@ -26,22 +29,29 @@ __all__ = [
     "ROUTING_MODES",
     "SHAPES",
     "SPECIAL_TOKENS",
+    "AlignedRollout",
+    "Alignment",
     "CheckpointError",
     "CompactReport",
     "Continuation",
     "LayerRecord",
     "LoadedModel",
     "NotMoEError",
+    "Reference",
     "Rendered",
     "ReplayCache",
     "ReplayConfig",
     "ReplayError",
     "ReplayResult",
     "RolloutRecord",
+    "RolloutRouting",
     "RouterSite",
+    "RoutingShape",
     "Shape",
-    "capture_routing",
+    "align_rollout",
+    "align_tokens",
     "build_shape",
+    "capture_routing",
     "check_files",
     "checkpoint_id",
     "compact",
@@ -49,13 +59,16 @@ __all__ = [
     "ensure_replayed",
     "find_routers",
     "list_checkpoints",
-    "record_rollout",
     "load_checkpoint",
     "load_tokenizer",
+    "read_rollouts",
+    "record_rollout",
     "render",
     "replay_many",
     "replay_trajectory",
+    "resolve_ids",
     "router_margin",
-    "trajectory_text",
+    "routing_shape",
     "train_tokenizer",
+    "trajectory_text",
 ]

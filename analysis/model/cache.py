@@ -30,6 +30,7 @@ from horizonlens.corpus.layout import (
     CACHE_TABLES,
     CHECKPOINT_META,
     LEGACY_ROUTING,
+    ROLLOUT_TABLES,
     STEP_TIER,
     TOKEN_TIER,
     file_stem,
@@ -175,13 +176,14 @@ class ReplayCache:
     def _drop(self, txn: Transaction, trajectory_ids: list[str], tables: Iterable[str] | None = None) -> int:
         """Inside a transaction: leave these trajectories out of `tables` (default: all).
 
-        Files that hold other trajectories too are rewritten without these.
+        Files that hold other trajectories too are rewritten without these. Files this transaction already
+        wrote or removed count as such, so a transaction may drop several times (write_rollouts, batch by batch).
         """
         wanted = set(trajectory_ids)
         only = set(SCHEMAS if tables is None else tables)
         changed = 0
         snap = txn.snapshot
-        for entry in snap.files:
+        for entry in [f for f in (*snap.files, *txn.added) if f.path not in txn.removed]:
             if entry.table not in only:
                 continue
             ids = entry.meta.get("trajectories")
@@ -198,8 +200,9 @@ class ReplayCache:
                 except (OSError, pa.ArrowException):
                     continue  # a damaged shared file: its other trajectories are replayed again on demand
                 keep = data.filter(pc.is_in(data["trajectory_id"], value_set=pa.array(others)))
-                notes = {t: n for t, n in (entry.meta.get("notes") or {}).items() if t in others}
-                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, "notes": notes},
+                kept: dict[str, Any] = {key: {t: v for t, v in (entry.meta.get(key) or {}).items() if t in others}
+                                        for key in ("notes", "alignment") if key in entry.meta or key == "notes"}
+                txn.write(entry.table, keep, meta={**entry.meta, "trajectories": others, **kept},
                           options=write_options(entry.table))
         return changed
 
@@ -231,6 +234,66 @@ class ReplayCache:
     def read_routing_steps(self, trajectory_id: str) -> pa.Table | None:
         """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""
         return self._read(trajectory_id, "routing_steps")
+
+    def write_rollouts(self, batches: Iterable[tuple[dict[str, dict[str, pa.Table]], dict[str, dict[str, Any]]]]
+                       ) -> int:
+        """Publish rollout routing (`rollout_tokens`) and/or its comparison with the replay in one commit.
+
+        `batches` yields ({trajectory_id: {table: rows}}, {trajectory_id: alignment}) with tables from
+        `corpus.layout.ROLLOUT_TABLES`; it may be a generator, so a large import holds one batch in memory at a
+        time. Each batch becomes one file per table. The older rows of these trajectories in the tables given are
+        replaced (a batch of comparisons alone leaves the stored rollouts as they are); the alignment of each
+        trajectory is kept in the manifest entry of its `rollout_tokens` file. Nothing is published if the
+        iteration raises. Returns the number of trajectories written.
+        """
+        dataset = replay_dataset(self.corpus, self.checkpoint_id)
+        written = 0
+        with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": self.checkpoint_id}) as txn:
+            for batch, alignment in batches:
+                tables = [t for t in ROLLOUT_TABLES if any(t in parts for parts in batch.values())]
+                self._drop(txn, list(batch), tables)  # files of the snapshot this transaction started from
+                for table in tables:
+                    holders = [tid for tid, parts in batch.items() if table in parts]
+                    meta: dict[str, Any] = {"trajectories": holders}
+                    if table == SOURCE_TABLES["rollout"]:
+                        meta["alignment"] = {tid: alignment[tid] for tid in holders if tid in alignment}
+                    data = pa.concat_tables([batch[tid][table] for tid in holders], promote_options="permissive")
+                    if table in TOKEN_TABLES and data.num_rows:  # the views need the list length to decode
+                        meta["top_k"] = int(pc.list_value_length(data["experts"])[0].as_py())
+                    txn.write(table, data, meta=meta, options=write_options(table))
+                written += len(batch)
+            if written:
+                txn.commit()
+        return written
+
+    def read_rollout(self, trajectory_id: str) -> pa.Table | None:
+        """The stored rollout routing of one trajectory, decoded (the `routing_rollout` view's columns), or None."""
+        tokens = self._read_any(trajectory_id, SOURCE_TABLES["rollout"])
+        return decode_token_table(tokens) if tokens is not None else None
+
+    def rollout_alignment(self, trajectory_id: str) -> dict[str, Any]:
+        """How the stored rollout of one trajectory was aligned with the replay ({} if none is stored)."""
+        for e in self.entries(trajectory_id)[SOURCE_TABLES["rollout"]]:
+            found = (e.meta.get("alignment") or {}).get(trajectory_id)
+            if isinstance(found, dict):
+                return found
+        return {}
+
+    def rollout_ids(self) -> set[str]:
+        """Trajectories with rollout routing stored in this cache."""
+        ids: set[str] = set()
+        for e in self.snapshot().table(SOURCE_TABLES["rollout"]):
+            ids.update(t for t in e.meta.get("trajectories") or [] if isinstance(t, str))
+        return ids
+
+    def _read_any(self, trajectory_id: str, table: str) -> pa.Table | None:
+        """Rows of one trajectory from one table, whether or not its replay is complete (None if absent)."""
+        snap = self.snapshot()
+        entries = self.entries(trajectory_id, snap)[table]
+        if not entries:
+            return None
+        return pa.concat_tables([pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
+                                 .replace_schema_metadata(None) for e in entries])
 
     def read_notes(self, trajectory_id: str) -> dict[str, str]:
         """What the replay noted (truncation, cut fields, template) — from the manifest entry."""

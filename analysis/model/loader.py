@@ -168,7 +168,7 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple["torch.de
     return dev, dt
 
 
-def _text_config(config: Any) -> tuple[Any, str]:
+def text_config(config: Any) -> tuple[Any, str]:
     """Multimodal checkpoints (e.g. Qwen3_5MoeForConditionalGeneration) are loaded text-only."""
     arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     text = getattr(config, "text_config", None)
@@ -197,7 +197,7 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: transformers cannot read config.json ({type(exc).__name__}: {exc})") from exc
-    config, arch = _text_config(config)
+    config, arch = text_config(config)
     check_moe_config(config, path)
     dev, dt = resolve_device(device, dtype)
     kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "trust_remote_code": trust_remote_code,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import rollout_panel, state, ui
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import model_side, replays, routing, timeline
 
@@ -40,8 +40,8 @@ if E > rfig.TOP_N + 1:
                            f"{E - rfig.TOP_N} of {E} into one “other” entry.")
 
 # Only the open tab runs: each tab reads different tables, and at 40 layers x 256 experts they are not free.
-tab_traj, tab_corpus, tab_compare = st.tabs(["One trajectory", "Replayed corpus", "Two checkpoints"],
-                                            key="routing_tab", on_change="rerun")
+tab_traj, tab_corpus, tab_compare, tab_rollout = st.tabs(
+    ["One trajectory", "Replayed corpus", "Two checkpoints", "Rollout vs replay"], key="routing_tab", on_change="rerun")
 if tab_traj.open:
     with tab_traj:
         current = state.selected_trajectory()
@@ -115,3 +115,7 @@ if tab_compare.open:
                 ui.chart(rfig.agreement(agree, ckpt, other), "|E_A ∩ E_B| / k per layer on the same tokens, and "
                          "how often the top-1 expert is the same (needs the same tokenizer).", key="routing_agree",
                          data=agree)
+
+if tab_rollout.open:
+    with tab_rollout:
+        rollout_panel.render(store, ckpt)
