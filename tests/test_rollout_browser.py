@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from horizonlens.bench.browser import serving, wait_ready  # noqa: E402
 from horizonlens.cli.routing_cmds import import_rollouts  # noqa: E402
 from horizonlens.corpus.store import open_store  # noqa: E402
 from horizonlens.metrics import rollout as metrics  # noqa: E402
@@ -23,7 +24,7 @@ from horizonlens.model.rollout import record_rollout, write_sglang_jsonl  # noqa
 from horizonlens.model.shapes import build_shape  # noqa: E402
 from horizonlens.sample.bundled import sample_checkpoint  # noqa: E402
 from tests import test_browser  # noqa: E402
-from tests.test_browser import _serve, _shot, _wait  # noqa: E402
+from tests.test_browser import _shot  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.model]
 browser = test_browser.browser  # the same headless Chromium fixture (Debian's chromium, never a download)
@@ -61,14 +62,15 @@ def _check(browser, corpus: Path, checkpoint: Path, tid: str, name: str) -> None
                              [tid]).column(0).to_pylist())
     # a compared step with a failed check if the rollout reached one, else the busiest compared step
     step = next((s for s in steps["step"] if s in failed), int(steps.sort_values("tokens")["step"].iloc[-1]))
-    with _serve(corpus, checkpoint) as url:
+    with serving(corpus, checkpoint) as app:
+        url = app.url
         page = browser.new_page(viewport={"width": 1500, "height": 3200})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{url}/routing?trajectory={tid}")
-        _wait(page, 300_000)
+        wait_ready(page, 300_000)
         page.get_by_role("tab", name="Rollout vs replay").click()
-        _wait(page, 300_000)
+        wait_ready(page, 300_000)
         compared = page.locator("[data-testid=stMetric]", has_text="Tokens compared")
         expect(compared).to_contain_text(f"{head['tokens_compared']:,}", timeout=120_000)
         expect(page.locator("[data-testid=stMetric]", has_text="Tokens differing in")).to_contain_text(
@@ -79,7 +81,7 @@ def _check(browser, corpus: Path, checkpoint: Path, tid: str, name: str) -> None
         assert page.locator("[data-testid=stException]").count() == 0
         _shot(page, f"rollout-{name}-tab")
         page.goto(f"{url}/trajectory?trajectory={tid}&step={step}")
-        _wait(page, 300_000)
+        wait_ready(page, 300_000)
         share = steps.loc[steps["step"] == step, "token_any_layer_mismatch"]
         metric = page.locator("[data-testid=stMetric]", has_text="Rollout mismatch")
         expect(metric).to_contain_text(f"{share.iloc[0]:.1%}" if len(share) else "—", timeout=120_000)
