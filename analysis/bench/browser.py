@@ -1,23 +1,31 @@
-"""App timings in headless Chromium: every page from navigation to a settled page, and one interaction each.
+"""The app served for a test or a benchmark, and its timings in headless Chromium.
 
-A page is *settled* when Streamlit's script (or fragment) run is over, no element is a loading skeleton or
-marked stale, and the page's own content is on screen (its figures, its table, its step). An interaction is
-timed from the click to the end of the rerun it starts: a MutationObserver in the page records when the app
-starts and stops running, so a fast rerun is never missed and a slow one never cut short.
+`serving()` is the one way code here starts the app: `horizonlens serve` on a free port, ready when its health
+check answers, stopped with SIGTERM when the block ends (and killed, with an error, if it does not stop).
+Timings wait for rendered content and for Streamlit to finish the run, never for a fixed time.
 
-Each page is loaded `repeats` times in a fresh browser tab (a new Streamlit session): the first load after
-the server starts fills the query cache (`cold_s`); `first_load_s` and `interaction_s` are medians.
+`measure_pages` times every page from navigation to a settled page, and one interaction each. A page is
+*settled* when Streamlit's script (or fragment) run is over, no element is a loading skeleton or marked
+stale, and the page's own content is on screen (its figures, its table, its step). An interaction is timed
+from the click to the end of the rerun it starts: a MutationObserver in the page records when the app starts
+and stops running, so a fast rerun is never missed and a slow one never cut short. Each page is loaded
+`repeats` times in a fresh browser tab (a new Streamlit session): the first load after the server starts
+fills the query cache (`cold_s`); `first_load_s` and `interaction_s` are medians.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +53,7 @@ RUN_OVER = f"() => window.__hlRun && window.__hlRun.ended && ({SETTLED})()"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 VIEWPORT: Any = {"width": 1440, "height": 1200}
+STOP_TIMEOUT_S = 30.0  # a server that has not stopped this long after SIGTERM is killed and reported
 
 
 def free_port() -> int:
@@ -54,33 +63,86 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Served:
+    """A running app: its URL and process; `stopped_after_s` is set once SIGTERM has stopped it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stopped_after_s: float | None = None
+
+
 @contextmanager
-def serve(corpus: Path, checkpoint: Path | None, timeout_s: float = 120) -> Iterator[str]:
-    """`horizonlens serve` on a free port for the duration of the block; its URL. The server is always stopped."""
+def serving(corpus: Path, checkpoint: Path | None = None, env: Mapping[str, str] | None = None,
+            start_timeout_s: float = 180.0) -> Iterator[Served]:
+    """`horizonlens serve` for the duration of the block; always stopped when the block ends.
+
+    The server is the `serve` process itself (it execs Streamlit), so SIGTERM reaches it. Its output goes to
+    a temporary file and is quoted if it fails to start or to stop.
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
     if checkpoint:
         cmd += ["--checkpoint", str(checkpoint)]
-    env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app server did not start (exit code {proc.poll()})") from None
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+    full_env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "", **(env or {}))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        served = Served(url=f"http://127.0.0.1:{port}", process=proc)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            _wait_healthy(served, start_timeout_s, log)
+            yield served
+        finally:
+            served.stopped_after_s = _stop(proc, log)
+
+
+def _tail(log: Any) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-3000:]
+
+
+def _wait_healthy(served: Served, timeout_s: float, log: Any) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {served.process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{served.url}/_stcore/health", timeout=2) as resp:
+                if resp.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)  # polling interval of the health check, not a wait for the app
+    raise RuntimeError(f"no health answer from {served.url} within {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any) -> float | None:
+    """SIGTERM, then wait; kill and raise if it does not stop. Seconds it took to stop (None if it had exited)."""
+    if proc.poll() is not None:
+        return None
+    started = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the server did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM; killed it:\n"
+                           f"{_tail(log)}") from None
+    return time.perf_counter() - started
+
+
+def wait_ready(page: Any, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit has finished running the script and no placeholder is left.
+
+    Call it only after waiting for content the action must produce: right after a click the previous run may
+    still look finished.
+    """
+    page.wait_for_function(READY, timeout=timeout_ms)
+
+
+def step_heading(page: Any, step: int) -> Any:
+    """The Trajectory page's heading of one step ("Step 4 · agent · …"): appears once that step has rendered."""
+    return page.get_by_role("heading", name=re.compile(rf"^Step {step}\b")).first
 
 
 def settle(page: Any, timeout_ms: int = 180_000) -> None:
@@ -154,7 +216,7 @@ def _next_step(page: Any) -> float:
                             "e.innerText.startsWith('Step ')); return h && h.innerText !== b; }", arg=before,
                             timeout=180_000)
 
-    return timed_interaction(page, page.get_by_role("button", name="Next", exact=True).click, changed)
+    return timed_interaction(page, page.get_by_role("button", name="Next ▶", exact=True).click, changed)
 
 
 def _facet(page: Any) -> float:
@@ -214,7 +276,8 @@ def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, rep
             finally:
                 own.close()
     out: dict[str, dict[str, Any]] = {}
-    with serve(corpus, checkpoint) as url:
+    with serving(corpus, checkpoint) as app:
+        url = app.url
         for bench in pages:
             loads: list[float] = []
             acts: list[float] = []

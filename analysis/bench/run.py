@@ -10,10 +10,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.shape import bench_shapes
 from horizonlens.corpus.aggregates import AGGREGATES_DIR
 from horizonlens.corpus.indexes import build_all
 from horizonlens.corpus.search_index import INDEX_DIR
@@ -126,12 +127,12 @@ def machine() -> dict[str, Any]:
 
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmarks of one scale, write RESULTS.md and the results JSON under `out`; the results."""
+        log: Callable[[str], None] = print, shapes: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the benchmarks of one scale (`none`: only `shapes`), write RESULTS.md and the results JSON; the results."""
     from horizonlens.corpus.store import open_store
 
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}")
+    if scale not in SCALES and scale != "none":
+        raise ValueError(f"scale must be one of {', '.join(SCALES)} or none")
     base = REPO / "sample_data" / "corpus"
     checkpoint = REPO / "sample_data" / "checkpoint"
     data = data or out / "data"
@@ -140,7 +141,7 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                                "corpora": {}}
     pages: dict[str, list[dict[str, Any]]] = {}
     peers: dict[str, list[dict[str, Any]]] = {}
-    for n in SCALES[scale]:
+    for n in SCALES.get(scale, []):
         log(f"corpus of {n:,} trajectories")
         started = time.perf_counter()
         corpus = build_scaled_corpus(base, data / f"corpus-{n}", n, log)
@@ -172,11 +173,15 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                     pages.setdefault(name, []).append({"trajectories": n, **t})
             except Exception as exc:  # noqa: BLE001 - the rest of the results still count
                 results.setdefault("page_errors", []).append(f"{n}: {str(exc)[:500]}")
-    results["pages"] = pages
-    results["peers"] = peers
-    log("replay")
-    results["replay"] = replay_bench(checkpoint, base, repeats)
-    results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
+    if scale != "none":
+        results["pages"] = pages
+        results["peers"] = peers
+        log("replay")
+        results["replay"] = replay_bench(checkpoint, base, repeats)
+        results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
+    if shapes:  # replay and routing storage at real routing shapes (bench/shape.py)
+        results["shapes"] = bench_shapes(list(shapes), data, _child, log)
+        results["command"] += "".join(f" --shape {name}" for name in shapes)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from horizonlens.bench.report import write_report

@@ -35,7 +35,11 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
                                    ] = False,
            trust_remote_code: Annotated[bool, typer.Option(help="Allow the checkpoint's own Python code.")] = False,
            allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
-                                  ] = False) -> None:
+                                  ] = False,
+           routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
+                                                     "routing) or steps (per-step aggregates only, ~6x smaller "
+                                                     "at 40 x 256).")] = "tokens",
+           force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
     from horizonlens.corpus.io import CorpusError
     from horizonlens.corpus.store import TrajectoryFilter, open_store
@@ -45,6 +49,7 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
     from horizonlens.model.replay import ReplayConfig
 
     checkpoint = checkpoint or sample_checkpoint_path()
+    config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
     try:
         store = open_store(corpus)
         loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -75,7 +80,7 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
                f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')}); {len(ids)} trajectories")
     progress, task = progress_bar(len(ids), "replaying")
     with progress:
-        done, skipped = replay_many(store, loaded, ids, ReplayConfig(chunk_size=chunk_size),
+        done, skipped = replay_many(store, loaded, ids, config, force=force,
                                     on_done=lambda tid, ran: progress.advance(task, 1))
     typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
 
@@ -92,6 +97,27 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
     return out
 
 
+@app.command()
+def compact(corpus: Annotated[Path, typer.Argument(help="Corpus directory whose replay caches to compact.")],
+            checkpoint_id: Annotated[Optional[str], typer.Option("--checkpoint-id",
+                                                                 help="Only this checkpoint's cache (default: "
+                                                                      "all).")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Rewrite replay caches as a few multi-trajectory files in the current routing format (atomic)."""
+    from horizonlens.model.compact import compact as run
+
+    reports = run(corpus, checkpoint_id, log=lambda m: typer.echo(m, err=True))
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=1))
+        return
+    if not reports:
+        typer.echo(f"{corpus}: no replay caches")
+    for r in reports:
+        typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories ({r.converted} converted from format 1); "
+                   f"{r.files_before} files, {r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, "
+                   f"{r.bytes_after / 2**20:,.2f} MB")
+
+
 @app.command("build-checkpoint")
 def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
                                                                   "is sample_data/checkpoint).")],
@@ -100,8 +126,22 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
                          steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
                          seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
                          compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")
-                                            ] = True) -> None:
-    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
+                                            ] = True,
+                         shape: Annotated[Optional[str], typer.Option(
+                             help="Instead of training: write a random-init checkpoint with a real model's routing "
+                                  "topology (agents-a1, qwen3-30b-a3b, deepseek-v3, gpt-oss-120b); needs "
+                                  "--random-init.")] = None,
+                         random_init: Annotated[bool, typer.Option(
+                             "--random-init", help="With --shape: untrained weights, hidden size 64 (runs on CPU)."
+                         )] = False,
+                         layers: Annotated[Optional[int], typer.Option(
+                             help="With --shape: decoder layers (default: the real count).")] = None,
+                         experts: Annotated[Optional[int], typer.Option(
+                             help="With --shape: routed experts per layer (default: the real count).")] = None) -> None:
+    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU.
+
+    With --shape and --random-init, write an untrained checkpoint with a real model's routing topology instead.
+    """
     import tempfile
 
     from horizonlens.corpus.store import open_store
@@ -115,3 +155,17 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
             report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
         (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report["heldout_loss"]))
+
+
+def _build_shape(out: Path, shape: Optional[str], random_init: bool, layers: Optional[int],
+                 experts: Optional[int], seed: int) -> None:
+    """`build-checkpoint --shape NAME --random-init`: the tokenizer is the bundled checkpoint's."""
+    from horizonlens.errors import CheckpointError
+    from horizonlens.model.shapes import SHAPES, build_shape
+
+    if shape is None or not random_init:
+        raise CheckpointError(f"--shape NAME and --random-init go together (only untrained shape fixtures are "
+                              f"offered); shapes: {', '.join(SHAPES)}")
+    info = build_shape(shape, out, sample_checkpoint_path(), layers=layers, experts=experts, seed=seed)
+    typer.echo(f"wrote {out}: {info['note']}")
+    typer.echo(json.dumps({k: info[k] for k in ("name", "layers", "experts", "top_k", "parameters")}))

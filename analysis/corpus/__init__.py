@@ -5,10 +5,13 @@ A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as Duck
 schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
 sql (the read-only console), derived (datasets computed from the corpus and kept up to date file by file),
-search_index and aggregates (the two derived datasets), indexes (both, built together) and importers.
+search_index and aggregates (the two derived datasets), indexes (both, built together), importers (agent
+logs in), annotations (labels on runs and steps) and label_files (label files in).
 """
 
+from horizonlens.corpus import annotations, label_files
 from horizonlens.corpus.aggregates import aggregates_are_fresh, build_aggregates
+from horizonlens.corpus.annotations import Label, add_labels, delete_label, edit_label, export_labels
 from horizonlens.corpus.derived import DerivedSpec, DerivedTable, Rollup
 from horizonlens.corpus.derived import is_fresh as derived_is_fresh
 from horizonlens.corpus.derived import update as update_derived
@@ -76,17 +79,24 @@ __all__ = [
     "TRAJECTORIES",
     "CorpusError",
     "CorpusStore",
+    "Label",
     "Page",
     "SchemaError",
     "SqlError",
     "SqlResult",
     "StoreError",
     "TrajectoryFilter",
+    "add_labels",
+    "annotations",
     "approx_tokens",
     "build_index",
     "conform",
+    "delete_label",
+    "edit_label",
+    "export_labels",
     "file_stem",
     "index_is_fresh",
+    "label_files",
     "new_manifest",
     "open_corpus_files",
     "open_store",

@@ -175,9 +175,10 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(table: pa.Table, path: Path, options: dict[str, Any] | None = None) -> None:
     with path.open("wb") as fh:
-        pq.write_table(table, fh, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+        pq.write_table(table, fh, **{"compression": "zstd", "row_group_size": ROW_GROUP_SIZE,
+                                     "write_statistics": True, **(options or {})})
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -368,15 +369,18 @@ class Transaction:
         return f"{table}/{partition}/{name}" if partition else f"{table}/{name}"
 
     def write(self, table: str, data: pa.Table, meta: dict[str, Any] | None = None,
-              partition: str | None = None) -> DataFile:
-        """Write `data` as a new file of `table`; it becomes visible at commit."""
+              partition: str | None = None, options: dict[str, Any] | None = None) -> DataFile:
+        """Write `data` as a new file of `table`; it becomes visible at commit.
+
+        `options`: pyarrow.parquet.write_table arguments that replace the defaults (zstd, ROW_GROUP_SIZE rows).
+        """
         if table not in self.dataset.tables:
             raise CorpusError(f"{self.dataset.root}: no table {table!r} in this dataset")
         rel = self.new_path(table, partition)
         path = self.dataset.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _write_parquet(data, path)
+            _write_parquet(data, path, options)
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise CorpusError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
@@ -412,7 +416,8 @@ class Transaction:
         """The file list as it will be published."""
         kept = [f if f.rows >= 0 else _describe(self.dataset.root, f) for f in self.snapshot.files
                 if f.path not in self.removed]
-        return kept + self.added
+        # a file this transaction wrote and then removed again (rewritten twice) is not published
+        return kept + [f for f in self.added if f.path not in self.removed]
 
     def commit(self) -> Snapshot:
         """Publish: write the new manifest (the atomic switch), then delete removed files."""

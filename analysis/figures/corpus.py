@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from horizonlens.figures.style import OUTCOME_COLORS, empty, layout
+from horizonlens.figures.style import OUTCOME_COLORS, empty, layout, plain
 
 
 def length_edges(max_length: int | None) -> list[int]:
@@ -27,7 +27,7 @@ def horizon_histogram(counts: pd.DataFrame, edges: list[int], column: str = "n_s
     for outcome, part in counts.groupby("outcome", sort=True):
         y = np.zeros(len(labels), dtype=int)
         y[part["bin"].to_numpy(dtype=int)] = part["trajectories"].to_numpy(dtype=int)
-        fig.add_bar(x=labels, y=y, name=str(outcome), marker_color=OUTCOME_COLORS.get(str(outcome), "#888"))
+        fig.add_bar(x=labels, y=y, name=plain(outcome), marker_color=OUTCOME_COLORS.get(str(outcome), "#888"))
     label = "steps" if column == "n_steps" else "tokens"
     return layout(fig, f"Horizon length ({label}) by outcome", barmode="stack", xaxis_title=label,
                   yaxis_title="trajectories")
@@ -38,7 +38,8 @@ def group_rates(groups: pd.DataFrame, column: str) -> go.Figure:
     if groups.empty:
         return empty("No trajectories")
     fig = go.Figure()
-    fig.add_bar(x=groups[column], y=groups["success_rate"], name="success rate", marker_color=OUTCOME_COLORS["success"])
-    fig.add_bar(x=groups[column], y=groups["failed_check_rate"], name="failed-check rate",
+    labels = [plain(v) for v in groups[column]]  # domain/agent names come from the corpus
+    fig.add_bar(x=labels, y=groups["success_rate"], name="success rate", marker_color=OUTCOME_COLORS["success"])
+    fig.add_bar(x=labels, y=groups["failed_check_rate"], name="failed-check rate",
                 marker_color=OUTCOME_COLORS["failure"])
     return layout(fig, f"Outcome and failed checks by {column}", barmode="group", yaxis_tickformat=".0%")

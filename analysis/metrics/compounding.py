@@ -26,7 +26,10 @@ from horizonlens.corpus.quoting import quote_ident
 from horizonlens.corpus.store import CorpusStore
 from horizonlens.metrics.stats import fit_logistic, fit_logistic_many, kaplan_meier, pass_hat_k, wilson
 
-FACETS = ("domain", "agent", "teacher", "source")
+FACETS = ("domain", "agent", "teacher", "source", "label_category")
+# A run's label categories, joined: runs labelled "failure" and "root_cause" form the group "failure + root_cause".
+LABEL_CATEGORY_SQL = ("coalesce((SELECT string_agg(DISTINCT a.category, ' + ' ORDER BY a.category) FROM annotations a "
+                      "WHERE a.trajectory_id = t.trajectory_id), '(no label)')")
 
 
 def _group_expr(by: str | None) -> str:
@@ -35,19 +38,23 @@ def _group_expr(by: str | None) -> str:
         return "'all'"
     if by not in FACETS:
         raise ValueError(f"cannot facet by {by!r}; choose one of {', '.join(FACETS)}")
+    if by == "label_category":
+        return LABEL_CATEGORY_SQL
     return f"coalesce(CAST(t.{quote_ident(by)} AS VARCHAR), '(none)')"
 
 
-def _cells(store: CorpusStore, kind: str, flt: TrajectoryFilter | None) -> tuple[str, list[Any]]:
+def _cells(store: CorpusStore, kind: str, flt: TrajectoryFilter | None, by: str | None = None
+           ) -> tuple[str, list[Any]]:
     """`FROM <cells> t WHERE ...` for one kind of aggregate cells (corpus/aggregates.py), and its parameters.
 
     A filter on facet columns only is answered from the precomputed cube (a few thousand rows, whatever the corpus
     size); any other filter from one row per trajectory. Both have the same columns, so the metric's SQL is the
-    same. The caller's SQL continues with `AND ...` conditions, then GROUP BY.
+    same. The caller's SQL continues with `AND ...` conditions, then GROUP BY. A run's label categories are not
+    a cube dimension: faceting by them reads one row per trajectory.
     """
     store.aggregates()
     clauses, params = store.filter_clauses(flt)
-    relation = cells(kind, cube=flt is None or flt.facet_only())
+    relation = cells(kind, cube=(flt is None or flt.facet_only()) and by != "label_category")
     return f"FROM {relation} t WHERE true{where_sql(clauses, 'AND')}", params
 
 
@@ -61,7 +68,7 @@ def _with_ci(df: pd.DataFrame, k: str = "failures", n: str = "checks", rate: str
 def step_error_rate(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                     levels: tuple[float, ...] = (0.5, 0.8)) -> pd.DataFrame:
     """p̂ = failed checks / checks, Wilson 95% interval, and horizons H_s = ln s / ln(1 − p̂)."""
-    src, params = _cells(store, "trajectories", flt)
+    src, params = _cells(store, "trajectories", flt, by)
     df = store.query(f"SELECT {_group_expr(by)} AS group, CAST(sum(t.checks) AS BIGINT) AS checks, "
                      f"CAST(sum(t.failures) AS BIGINT) AS failures, CAST(sum(t.with_checks) AS BIGINT) AS trajectories "
                      f"{src} GROUP BY 1 HAVING sum(t.with_checks) > 0 ORDER BY 1", params).to_pandas()
@@ -86,7 +93,7 @@ def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
     Per t: survival with its interval and the hazard; the independent-errors baseline (1 − p̂)^t; and the
     same at the clean-run rate, (1 − p₀)^t with p₀ = P(fail | no earlier failure).
     """
-    src, params = _cells(store, "first_failure", flt)
+    src, params = _cells(store, "first_failure", flt, by)
     # runs with the same (group, first-failure time, event) are interchangeable: Kaplan–Meier takes their count
     per_time = store.query(f"SELECT {_group_expr(by)} AS grp, t.duration, t.event, "
                            f"CAST(sum(t.runs) AS BIGINT) AS runs, CAST(sum(t.checks) AS BIGINT) AS checks, "
@@ -118,7 +125,7 @@ def survival(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
 def self_conditioning(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None,
                       max_j: int = 4) -> pd.DataFrame:
     """P(check fails | j earlier failed checks in the run), j = 0..max_j (the last bin is j ≥ max_j)."""
-    src, params = _cells(store, "by_j", flt)
+    src, params = _cells(store, "by_j", flt, by)
     df = store.query(f"SELECT {_group_expr(by)} AS group, least(t.j, ?) AS j, CAST(sum(t.checks) AS BIGINT) AS checks, "
                      f"CAST(sum(t.failures) AS BIGINT) AS failures {src} GROUP BY ALL ORDER BY 1, 2",
                      [max_j, *params]).to_pandas()
@@ -131,7 +138,7 @@ def self_conditioning(store: CorpusStore, by: str | None = None, flt: Trajectory
 
 def previous_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
     """P(fail | previous check failed) vs P(fail | previous check passed)."""
-    src, params = _cells(store, "trajectories", flt)
+    src, params = _cells(store, "trajectories", flt, by)
     sums = store.query(f"SELECT {_group_expr(by)} AS group, "
                        f"CAST(sum(t.after_fail_checks) AS BIGINT) AS failed_checks, "
                        f"CAST(sum(t.after_fail_failures) AS BIGINT) AS failed_failures, "
@@ -150,7 +157,7 @@ def recovery(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | 
 
     A retry is the same tool called again within two agent steps; a recovery is a retry that passes.
     """
-    src, params = _cells(store, "trajectories", flt)
+    src, params = _cells(store, "trajectories", flt, by)
     df = store.query(f"SELECT {_group_expr(by)} AS group, CAST(sum(t.failed_agent_checks) AS BIGINT) AS failed_checks, "
                      f"CAST(sum(t.next_check_passed) AS BIGINT) AS next_check_passed, "
                      f"CAST(sum(t.retried) AS BIGINT) AS retried, CAST(sum(t.recovered) AS BIGINT) AS recovered, "
@@ -179,7 +186,7 @@ def success_vs_length(store: CorpusStore, by: str | None = None, flt: Trajectory
     Returns {"fits": DataFrame per group (intercept, slope, n, steps_at_50, its CI, ...),
              "points": DataFrame of (group, n_steps, success, runs) cells for plotting}.
     """
-    src, params = _cells(store, "trajectories", flt)
+    src, params = _cells(store, "trajectories", flt, by)
     pts = store.query(f"SELECT {_group_expr(by)} AS group, t.n_steps, "
                       f"CAST(t.outcome = 'success' AS INTEGER) AS success, CAST(sum(t.trajectories) AS BIGINT) AS runs "
                       f"{src} AND t.outcome IN ('success', 'failure') AND t.n_steps > 0 "

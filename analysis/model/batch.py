@@ -19,7 +19,7 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
                     progress: Callable[[int, int], None] | None = None) -> bool:
     """Replay one trajectory into the cache unless a valid replay is there. True if it ran."""
     cache = ReplayCache(store.root, loaded.checkpoint_id)
-    if not force and cache.has(trajectory_id):
+    if not force and cache.has(trajectory_id, tokens=(config or ReplayConfig()).routing == "tokens"):
         return False
     steps = store.steps(trajectory_id).to_pylist()
     if not steps:
@@ -36,11 +36,11 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
 
 def replay_many(store: "CorpusStore", loaded: "LoadedModel", trajectory_ids: Iterable[str],
                 config: ReplayConfig | None = None,
-                on_done: Callable[[str, bool], None] | None = None) -> tuple[int, int]:
-    """Replay each id that is not cached yet (resumable). Returns (replayed, skipped)."""
+                on_done: Callable[[str, bool], None] | None = None, force: bool = False) -> tuple[int, int]:
+    """Replay each id that is not cached yet (resumable; `force`: every id). Returns (replayed, skipped)."""
     replayed = skipped = 0
     for tid in trajectory_ids:
-        ran = ensure_replayed(store, loaded, tid, config)
+        ran = ensure_replayed(store, loaded, tid, config, force=force)
         replayed += ran
         skipped += not ran
         if on_done:

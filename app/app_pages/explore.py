@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter
+from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter, annotations
 from horizonlens.figures import corpus as corpus_figs
 
 PAGE_SIZE = 50
@@ -99,13 +99,15 @@ def trajectory_list() -> None:
                              f"through its {how}.")
         sort = h3.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
         descending = h4.toggle("Descending", value=True, key="explore_desc")
+        labels = st.multiselect("Has label", state.cached(annotations.label_values, store), key="explore_labels",
+                                help="Runs with one of these labels, on any step or on the whole run.")
 
     flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, sources=sources, outcomes=outcomes,
                            min_steps=lo if lo > 1 else None, max_steps=hi if hi < max_steps else None,
                            has_failed_checks={"any": None, "has failed checks": True,
                                               "no failed checks": False}[failed],
                            tool=None if tool == "any" else tool, text=text or None,
-                           text_mode="words" if mode == MATCH_WORDS else "exact")
+                           text_mode="words" if mode == MATCH_WORDS else "exact", labels=labels)
     if st.session_state.get("explore_filter") != flt:  # a new filter starts at its first page
         st.session_state["explore_filter"] = flt
         st.session_state["explore_page"] = 0

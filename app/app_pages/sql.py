@@ -21,7 +21,7 @@ st.caption("One read-only SELECT over the views " + ", ".join(f"`{v}`" for v in 
 
 @st.fragment
 def console() -> None:
-    """The query editor, its limits, and the last result."""
+    """The query editor, its limits, and the last result (a fragment: running a query reruns only this)."""
     example = st.selectbox("Examples", ["(write your own)", *EXAMPLES], key="sql_example")
     default = EXAMPLES.get(example, st.session_state.get("sql_text", EXAMPLES["Failure rate by domain"]))
     sql_text = st.text_area("Query", value=default, height=180, key=f"sql_text_{example}")
@@ -37,12 +37,12 @@ def console() -> None:
             st.session_state["sql_result"] = None
             st.session_state["sql_error"] = str(exc)
     if st.session_state.get("sql_error"):
-        st.error(st.session_state["sql_error"])
+        ui.show_error(st.session_state["sql_error"])  # the message quotes the user's text and names from the corpus
     result = st.session_state.get("sql_result")
     if result is not None:
         df = result.table.to_pandas()
         st.dataframe(df, hide_index=True, key="sql_table")
-        st.caption(f"{len(df):,} rows" + (f" (stopped at the cap of {result.row_cap:,})" if result.truncated else ""))
+        st.caption(" ".join([f"{len(df):,} rows.", *result.notes]))
         ui.table_downloads(df, "query", key="sql_dl", arrow=result.table)
 
 
