@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from horizonlens.corpus.dataset import Dataset, Snapshot
 from horizonlens.corpus.io import corpus_dataset
-from horizonlens.corpus.quoting import sql_string, sql_string_list
+from horizonlens.corpus.quoting import sql_string
+from horizonlens.corpus.scan import FileScans
+from horizonlens.corpus.storage import CorpusPath, as_location
 from horizonlens.corpus.text import step_text_sql
 from horizonlens.errors import CorpusError
 
@@ -37,16 +38,16 @@ def query_words(text: str) -> list[str]:
     return seen
 
 
-def _corpus_snapshot(root: Path) -> Snapshot:
+def _corpus_snapshot(root: CorpusPath) -> Snapshot:
     return corpus_dataset(root).snapshot()
 
 
-def index_dataset(root: Path | str) -> Dataset:
+def index_dataset(root: CorpusPath | str) -> Dataset:
     """The word index of a corpus, a dataset of its own (table `words`)."""
-    return Dataset(Path(root) / INDEX_DIR, ("words",))
+    return Dataset(as_location(root) / INDEX_DIR, ("words",))
 
 
-def index_is_fresh(root: Path, corpus: Snapshot | None = None) -> bool:
+def index_is_fresh(root: CorpusPath, corpus: Snapshot | None = None) -> bool:
     """The index exists and was built from the corpus as it is now."""
     index = index_dataset(root)
     if not index.exists():
@@ -59,32 +60,33 @@ def index_is_fresh(root: Path, corpus: Snapshot | None = None) -> bool:
     return built.manifest.get("built_from") == corpus.fingerprint and bool(built.table("words"))
 
 
-def build_index(root: Path | str, threads: int | None = None) -> dict[str, Any]:
+def build_index(root: CorpusPath | str, threads: int | None = None) -> dict[str, Any]:
     """Build (or rebuild) the word index of a corpus from its published files; returns the index manifest."""
     import duckdb
 
-    root = Path(root).resolve()
+    root = as_location(root).resolve()
     started = time.perf_counter()
     corpus = _corpus_snapshot(root)
     text = step_text_sql("s")
-    steps = sql_string_list([str(p) for p in corpus.paths("steps")])
-    trajs = sql_string_list([str(p) for p in corpus.paths("trajectories")])
     index = index_dataset(root)
     with index.transaction(create={"kind": "word index", "tokenizer": SPLIT}) as txn:
-        target = txn.reserve("words")
+        target = txn.reserve("words")  # a local file (staged for upload when the corpus is in object storage)
         con = duckdb.connect(":memory:")
         try:
             if threads:
                 con.execute(f"SET threads = {int(threads)}")
             con.execute("SET preserve_insertion_order = false")
+            scans = FileScans(root)
+            steps = scans.relation(con, "steps", corpus.paths("steps"), union=True)
+            trajs = scans.relation(con, "trajectories", corpus.paths("trajectories"), union=True)
             con.execute(f"""
               COPY (
                 SELECT DISTINCT word, trajectory_id FROM (
                   SELECT unnest(string_split_regex(lower({text}), '{SPLIT}')) AS word, s.trajectory_id
-                  FROM read_parquet({steps}, union_by_name = true) s
+                  FROM {steps} s
                   UNION ALL
                   SELECT unnest(string_split_regex(lower(coalesce(t.task, '')), '{SPLIT}')) AS word, t.trajectory_id
-                  FROM read_parquet({trajs}, union_by_name = true) t)
+                  FROM {trajs} t)
                 WHERE word <> ''
                 ORDER BY word, trajectory_id
               ) TO {sql_string(str(target))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)""")

@@ -12,6 +12,12 @@ power-user SQL entry point (`horizonlens.corpus.sql`) can run on the same connec
 
 A replay-cache file that is missing, truncated or unreadable never stops the corpus from opening: it
 is left out of the views and reported in `problems` (its trajectory is simply replayed again).
+
+A corpus in object storage (`s3://bucket/prefix`) is read through pyarrow datasets over pyarrow's own
+S3 filesystem, registered with DuckDB, which pushes projections and filters into them. That path was
+picked by measurement (docs/scale-out.md): DuckDB's httpfs cannot be installed offline for DuckDB 2.x,
+and an fsspec filesystem registered with DuckDB was 2-5x slower and is refused once external access is
+off. DuckDB itself then reads no file at all, so its file access is switched off entirely.
 """
 
 from __future__ import annotations
@@ -24,15 +30,16 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import MANIFEST, Snapshot
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
 from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
-from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
+from horizonlens.corpus.quoting import quote_ident, sql_string
+from horizonlens.corpus.scan import FileScans, hive_keys
 from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
 from horizonlens.corpus.search_index import index_dataset, index_is_fresh
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_schema
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
@@ -54,23 +61,12 @@ class Page:
     limit: int
 
 
-def _hive_keys(paths: list[str]) -> list[str]:
-    """Partition keys (`key=value` folders) in a table's file paths."""
-    return sorted({part.split("=", 1)[0] for p in paths for part in p.split("/")[:-1] if "=" in part})
-
-
-def _read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> str:
-    names = [str(p) for p in paths]
-    hive = bool(_hive_keys([p.as_posix() for p in paths]))
-    return (f"read_parquet({sql_string_list(names)}, hive_partitioning = {str(hive).lower()}, "
-            f"union_by_name = {str(union).lower()}{', filename = true' if filename else ''})")
-
-
 class CorpusStore:
     """A read-only DuckDB view of one corpus directory. Thread-safe: each call uses its own cursor."""
 
-    def __init__(self, root: Path | str, memory_limit: str = "2GB", threads: int | None = None):
-        self.root = Path(root).resolve()
+    def __init__(self, root: CorpusPath | str, memory_limit: str = "2GB", threads: int | None = None):
+        self.root: CorpusPath = as_location(root).resolve()
+        self.scans = FileScans(self.root)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
         self.con = duckdb.connect(":memory:")
@@ -91,16 +87,18 @@ class CorpusStore:
         self._open_corpus()
         self._open_index()
         self._open_replays()
-        # Harden: only the corpus directory is readable from SQL from now on; nothing can change that.
-        self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
+        # Harden: only the corpus directory is readable from SQL from now on (in object storage: no file at
+        # all, the views read through registered datasets); nothing can change that.
+        allowed = "" if isinstance(self.root, ObjectPath) else sql_string(str(self.root) + "/")
+        self.con.execute(f"SET allowed_directories = [{allowed}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
     # --- views ---------------------------------------------------------------------------------
-    def _stamp(self, manifest: Path) -> Any:
+    def _stamp(self, manifest: CorpusPath) -> Any:
         try:
             st = manifest.stat()
-        except OSError:
+        except (OSError, CorpusError):
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
@@ -109,19 +107,19 @@ class CorpusStore:
         self.manifest = files.manifest
         self.snapshot = files.snapshot
         for name, paths in files.files.items():
-            schemas = {pq.read_schema(p).remove_metadata().to_string() for p in paths}
+            schemas = {read_schema(p).remove_metadata().to_string() for p in paths}
             # union_by_name makes DuckDB read every file's schema on every query (~3x slower on a
             # 1M-trajectory corpus); it is only needed when files differ in columns or column order.
             self._create_view(name, paths, union=len(schemas) > 1)
         self._stamps["corpus"] = self._stamp(self.root / MANIFEST)
         self._fingerprints["corpus"] = self.snapshot.fingerprint
 
-    def _create_view(self, name: str, paths: list[Path], union: bool) -> None:
-        keys = _hive_keys([p.as_posix() for p in paths])
+    def _create_view(self, name: str, paths: list[CorpusPath], union: bool) -> None:
+        keys = hive_keys([p.as_posix() for p in paths])
         if keys:  # remember partition keys: lookups by trajectory can prune partitions
             self.partitions[name] = keys
         self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM "
-                         f"{_read_parquet_sql(paths, union)}")
+                         f"{self.scans.relation(self.con, name, paths, union)}")
 
     def _open_index(self) -> None:
         """Use the word index if it was built from the corpus as it is now."""
@@ -166,7 +164,7 @@ class CorpusStore:
                 if good:
                     usable = usable or view == "replay_steps"
                     parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM "
-                                       f"{_read_parquet_sql(good, union=True)}")
+                                       f"{self.scans.relation(self.con, view, good, union=True)}")
             if usable:
                 found.append(ckpt)
         for view, selects in parts.items():
@@ -225,7 +223,7 @@ class CorpusStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one query (DuckDB cursors are not shared between threads)."""
         with self._lock:
-            return self.con.cursor()
+            return self.scans.attach(self.con.cursor())
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run one of this module's parameterized queries; errors become StoreError.

@@ -1,0 +1,55 @@
+"""How DuckDB reads a table's Parquet files: `read_parquet` on local disk, pyarrow datasets in object storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from horizonlens.corpus.quoting import quote_ident, sql_string_list
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, arrow_dataset, read_schema
+
+
+def hive_keys(paths: list[str]) -> list[str]:
+    """Partition keys (`key=value` folders) in a table's file paths."""
+    return sorted({part.split("=", 1)[0] for p in paths for part in p.split("/")[:-1] if "=" in part})
+
+
+def read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> str:
+    """DuckDB's `read_parquet` over local files."""
+    names = [str(p) for p in paths]
+    hive = bool(hive_keys([p.as_posix() for p in paths]))
+    return (f"read_parquet({sql_string_list(names)}, hive_partitioning = {str(hive).lower()}, "
+            f"union_by_name = {str(union).lower()}{', filename = true' if filename else ''})")
+
+
+class FileScans:
+    """How DuckDB reads a table's Parquet files: `read_parquet` on local disk, registered pyarrow datasets in S3.
+
+    Registered objects belong to one DuckDB connection, so `attach` registers them on every cursor.
+    """
+
+    def __init__(self, root: CorpusPath):
+        self.root = root
+        self.datasets: dict[str, Any] = {}
+
+    def relation(self, con: duckdb.DuckDBPyConnection, name: str, paths: list[CorpusPath], union: bool) -> str:
+        """A FROM clause that scans these files (for the view `name`)."""
+        if not isinstance(self.root, ObjectPath):
+            return read_parquet_sql([Path(str(p)) for p in paths], union)
+        schema = pa.unify_schemas([read_schema(p).remove_metadata() for p in paths]) if union else None
+        base = None
+        if hive_keys([str(p) for p in paths]):  # partition columns come from the folders below the table's
+            base = self.root / paths[0].relative_to(self.root).parts[0]  # type: ignore[arg-type]
+        registered = f"_files_{len(self.datasets)}_{name}"
+        self.datasets[registered] = arrow_dataset(paths, schema, base)
+        con.register(registered, self.datasets[registered])
+        return quote_ident(registered)
+
+    def attach(self, cur: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Make the registered datasets visible to a new cursor."""
+        for name, dataset in self.datasets.items():
+            cur.register(name, dataset)
+        return cur
