@@ -12,7 +12,7 @@ from horizonlens.cli.base import app, fail, json_records
 
 
 @app.command()
-def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def metrics(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
             by: Annotated[Optional[str], typer.Option(help="Facet: domain, agent, teacher or source.")] = None,
             checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint whose cached replays to include.")
                                   ] = None,

@@ -12,7 +12,8 @@ from horizonlens.cli.base import app, fail, replay_progress, sample_checkpoint_p
 
 
 @app.command()
-def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replays are cached inside it).")],
+def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix (replays are cached "
+                                                      "inside it).")],
            checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (default: the bundled "
                                                                    "sample checkpoint).")] = None,
            trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",

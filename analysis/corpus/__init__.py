@@ -4,7 +4,8 @@ A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as Duck
 `CorpusStore`. This facade is the public face of the layer; the modules behind it are:
 schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
-sql (the read-only console), search_index (the word index) and importers (agent logs in).
+sql (the read-only console), search_index (the word index), importers (agent logs in), storage (a local
+directory or an s3:// prefix), object_lock (the writer lock there) and scan (how DuckDB reads files).
 """
 
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
@@ -41,6 +42,7 @@ from horizonlens.corpus.schema import (
 )
 from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh, query_words
 from horizonlens.corpus.sql import EXAMPLES, SqlResult, run_sql
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, is_remote, redact
 from horizonlens.corpus.store import LIST_COLUMNS, SORTABLE, CorpusStore, Page, open_store
 from horizonlens.corpus.text import approx_tokens, step_text, step_tokens_estimate
 from horizonlens.errors import CorpusError, SchemaError, SqlError, StoreError
@@ -61,7 +63,9 @@ __all__ = [
     "TABLES",
     "TRAJECTORIES",
     "CorpusError",
+    "CorpusPath",
     "CorpusStore",
+    "ObjectPath",
     "Page",
     "SchemaError",
     "SqlError",
@@ -69,10 +73,12 @@ __all__ = [
     "StoreError",
     "TrajectoryFilter",
     "approx_tokens",
+    "as_location",
     "build_index",
     "conform",
     "file_stem",
     "index_is_fresh",
+    "is_remote",
     "new_manifest",
     "open_corpus_files",
     "open_store",
@@ -81,6 +87,7 @@ __all__ = [
     "quote_ident",
     "read_checkpoint_meta",
     "read_manifest",
+    "redact",
     "replay_checkpoints",
     "replay_dir",
     "replays_dir",

@@ -39,7 +39,8 @@ class FileScans:
         """A FROM clause that scans these files (for the view `name`)."""
         if not isinstance(self.root, ObjectPath):
             return read_parquet_sql([Path(str(p)) for p in paths], union)
-        schema = pa.unify_schemas([read_schema(p).remove_metadata() for p in paths]) if union else None
+        schemas = [read_schema(p).remove_metadata() for p in (paths if union else paths[:1])]
+        schema = _scannable(pa.unify_schemas(schemas))
         base = None
         if hive_keys([str(p) for p in paths]):  # partition columns come from the folders below the table's
             base = self.root / paths[0].relative_to(self.root).parts[0]  # type: ignore[arg-type]
@@ -53,3 +54,21 @@ class FileScans:
         for name, dataset in self.datasets.items():
             cur.register(name, dataset)
         return cur
+
+
+def _widen(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(pa.field(t.value_field.name, _widen(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _widen(f.type), f.nullable) for f in t])
+    return t
+
+
+def _scannable(schema: pa.Schema) -> pa.Schema:
+    """The schema DuckDB can scan from Arrow: half floats (routing weights, entropy) read as float32.
+
+    DuckDB's own Parquet reader does the same for local files, so the views have one type either way.
+    """
+    return pa.schema([pa.field(f.name, _widen(f.type), f.nullable) for f in schema])

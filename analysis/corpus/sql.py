@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from horizonlens.corpus.storage import redact
 from horizonlens.corpus.store import CorpusStore
 from horizonlens.errors import SqlError
 
@@ -86,8 +87,8 @@ def run_sql(store: CorpusStore, sql: str, row_cap: int = DEFAULT_ROW_CAP,
     except duckdb.InterruptException as exc:
         raise SqlError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
     except duckdb.PermissionException as exc:
-        raise SqlError(f"not allowed: {exc}") from exc
+        raise SqlError(redact(f"not allowed: {exc}")) from None
     except duckdb.Error as exc:
-        raise SqlError(str(exc)) from exc
+        raise SqlError(redact(str(exc))) from None
     finally:
         cur.close()

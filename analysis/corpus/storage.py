@@ -71,6 +71,13 @@ def s3_filesystem() -> Any:
     return _FILESYSTEMS[ident]
 
 
+class StorageError(CorpusError, OSError):
+    """Object storage refused or failed a request; the message names the location, never a credential.
+
+    An OSError too, so code that treats an unreadable file as damaged (and moves on) does the same here.
+    """
+
+
 @dataclass(frozen=True)
 class _Stat:
     """The fields of os.stat_result the corpus code reads."""
@@ -283,7 +290,7 @@ def _call(path: ObjectPath, fn: Any) -> Any:
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        raise CorpusError(redact(f"{path}: object storage error ({exc})")) from None
+        raise StorageError(redact(f"{path}: object storage error ({exc})")) from None
 
 
 # --- Parquet through the seam ---------------------------------------------------------------------
@@ -291,22 +298,28 @@ def _source(path: CorpusPath) -> tuple[str, Any]:
     return (path.key, path.fs) if isinstance(path, ObjectPath) else (str(path), None)
 
 
+def _read(path: CorpusPath, fn: Any) -> Any:
+    if isinstance(path, ObjectPath):
+        return _call(path, fn)
+    return fn()
+
+
 def read_schema(path: CorpusPath) -> pa.Schema:
     """The schema in a Parquet footer."""
     where, fs = _source(path)
-    return pq.read_schema(where, filesystem=fs)
+    return _read(path, lambda: pq.read_schema(where, filesystem=fs))
 
 
 def read_metadata(path: CorpusPath) -> Any:
     """A Parquet footer."""
     where, fs = _source(path)
-    return pq.read_metadata(where, filesystem=fs)
+    return _read(path, lambda: pq.read_metadata(where, filesystem=fs))
 
 
 def read_table(path: CorpusPath, columns: list[str] | None = None) -> pa.Table:
     """A whole Parquet file (or these columns of it)."""
     where, fs = _source(path)
-    return pq.read_table(where, columns=columns, filesystem=fs)
+    return _read(path, lambda: pq.read_table(where, columns=columns, filesystem=fs))
 
 
 def arrow_dataset(paths: list[CorpusPath], schema: pa.Schema | None = None, partition_base: CorpusPath | None = None
@@ -319,4 +332,4 @@ def arrow_dataset(paths: list[CorpusPath], schema: pa.Schema | None = None, part
     kwargs: dict[str, Any] = {"filesystem": fs, "format": "parquet", "schema": schema}
     if partition_base is not None:
         kwargs.update(partitioning="hive", partition_base_dir=_source(partition_base)[0])
-    return pads.dataset(keys, **kwargs)
+    return _read(paths[0], lambda: pads.dataset(keys, **kwargs)) if paths else pads.dataset(keys, **kwargs)

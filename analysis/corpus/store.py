@@ -39,7 +39,7 @@ from horizonlens.corpus.quoting import quote_ident, sql_string
 from horizonlens.corpus.scan import FileScans, hive_keys
 from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
 from horizonlens.corpus.search_index import index_dataset, index_is_fresh
-from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_schema
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_schema, redact
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
@@ -238,9 +238,9 @@ class CorpusStore:
             except duckdb.IOException as exc:
                 if attempt == 0 and self.refresh():
                     continue
-                raise StoreError(f"query failed: {exc}") from exc
+                raise StoreError(redact(f"query failed: {exc}")) from None
             except duckdb.Error as exc:
-                raise StoreError(f"query failed: {exc}") from exc
+                raise StoreError(redact(f"query failed: {exc}")) from None
             finally:
                 cur.close()
         raise AssertionError("unreachable")
@@ -369,4 +369,4 @@ def open_store(root: Path | str) -> CorpusStore:
     try:
         return CorpusStore(root)
     except duckdb.Error as exc:
-        raise CorpusError(f"{root}: DuckDB could not open the corpus ({exc})") from exc
+        raise CorpusError(redact(f"{root}: DuckDB could not open the corpus ({exc})")) from None

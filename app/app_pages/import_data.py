@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from horizonlens.app import state, ui
+from horizonlens.corpus import as_location
 from horizonlens.corpus.importers import FORMATS, import_paths
 from horizonlens.errors import HorizonLensError
 
@@ -42,6 +43,6 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
             for problem in report.problems[:100]:
                 st.warning(ui.md(str(problem).replace(tmp + "/", "")))
             state.clear_query_cache()
-            if Path(target).resolve() != Path(state.corpus_path()).resolve():
+            if str(as_location(target).resolve()) != str(as_location(state.corpus_path()).resolve()):
                 st.session_state["corpus_path"] = target
             st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")

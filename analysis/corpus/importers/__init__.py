@@ -19,6 +19,7 @@ from horizonlens.corpus.importers.formats import BY_NAME, FORMATS, Converted, de
 from horizonlens.corpus.importers.readers import Problem, Raw, iter_array, iter_object, iter_records, sniff
 from horizonlens.corpus.importers.writer import StagedImport
 from horizonlens.corpus.search_index import INDEX_DIR, build_index
+from horizonlens.corpus.storage import CorpusPath, as_location
 from horizonlens.errors import ImportFailed, RecordError
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
@@ -108,7 +109,7 @@ def convert(raw: Raw, fmt_name: str) -> Iterator[Converted]:
         yield traj, steps
 
 
-def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto", replace: bool = False,
+def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str = "auto", replace: bool = False,
                  strict: bool = False, batch_size: int = 500,
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every record of `paths` into the corpus at `into` (created if missing)."""
@@ -117,7 +118,8 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
     started = time.perf_counter()
     files = input_files(paths)
     report = ImportReport(files=len(files))
-    with StagedImport(Path(into), replace=replace, batch_size=batch_size) as staged:
+    into = as_location(into)
+    with StagedImport(into, replace=replace, batch_size=batch_size) as staged:
         for path in files:
             for raw in records_of(path):
                 if isinstance(raw, Problem):
@@ -142,10 +144,10 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
         if report.records == 0 and report.problems and not staged.corpus_exists:
             staged.abort()
             raise ImportFailed("nothing readable to import:\n" + "\n".join(map(str, report.problems[:20])))
-        had_index = (Path(into) / INDEX_DIR / "manifest.json").exists()
+        had_index = (into / INDEX_DIR / "manifest.json").exists()
         staged.commit()
     if had_index:  # keep word search fast: an index that existed is rebuilt to cover the new files
-        build_index(Path(into))
+        build_index(into)
     report.seconds = time.perf_counter() - started
     return report
 
