@@ -28,26 +28,34 @@ def read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> 
 class FileScans:
     """How DuckDB reads a table's Parquet files: `read_parquet` on local disk, registered pyarrow datasets in S3.
 
-    Registered objects belong to one DuckDB connection, so `attach` registers them on every cursor.
+    Registered objects belong to one DuckDB connection, so `attach` registers them on every cursor. Each is
+    registered under a name derived from its `key`, so rebuilding a view replaces its dataset.
     """
 
     def __init__(self, root: CorpusPath):
         self.root = root
         self.datasets: dict[str, Any] = {}
 
-    def relation(self, con: duckdb.DuckDBPyConnection, name: str, paths: list[CorpusPath], union: bool) -> str:
-        """A FROM clause that scans these files (for the view `name`)."""
+    def relation(self, con: duckdb.DuckDBPyConnection, key: str, paths: list[CorpusPath], union: bool) -> str:
+        """A FROM clause that scans these files (`key` names the part of a view they are)."""
         if not isinstance(self.root, ObjectPath):
             return read_parquet_sql([Path(str(p)) for p in paths], union)
         schemas = [read_schema(p).remove_metadata() for p in (paths if union else paths[:1])]
         schema = _scannable(pa.unify_schemas(schemas))
         base = None
-        if hive_keys([str(p) for p in paths]):  # partition columns come from the folders below the table's
-            base = self.root / paths[0].relative_to(self.root).parts[0]  # type: ignore[arg-type]
-        registered = f"_files_{len(self.datasets)}_{name}"
+        first = paths[0]
+        if hive_keys([str(p) for p in paths]) and isinstance(first, ObjectPath):
+            base = self.root / first.relative_to(self.root).parts[0]  # partition columns: folders below the table's
+        registered = "_files_" + "".join(c if c.isalnum() else "_" for c in key)
         self.datasets[registered] = arrow_dataset(paths, schema, base)
         con.register(registered, self.datasets[registered])
         return quote_ident(registered)
+
+    def forget(self, con: duckdb.DuckDBPyConnection, prefix: str) -> None:
+        """Unregister the datasets whose key starts with `prefix` (views about to be rebuilt)."""
+        for name in [n for n in self.datasets if n.startswith("_files_" + prefix)]:
+            con.unregister(name)
+            del self.datasets[name]
 
     def attach(self, cur: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """Make the registered datasets visible to a new cursor."""

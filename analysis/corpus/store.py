@@ -142,6 +142,7 @@ class CorpusStore:
         self._stamps["replays"] = self._replay_stamps()
         parts: dict[str, list[str]] = {view: [] for view in REPLAY_VIEWS}
         found, problems = [], []
+        self.scans.forget(self.con, "replay_")
         for ckpt in replay_checkpoints(self.root):
             dataset = replay_dataset(self.root, ckpt)
             try:
@@ -164,7 +165,7 @@ class CorpusStore:
                 if good:
                     usable = usable or view == "replay_steps"
                     parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM "
-                                       f"{self.scans.relation(self.con, view, good, union=True)}")
+                                       f"{self.scans.relation(self.con, f'replay_{view}_{ckpt}', good, True)}")
             if usable:
                 found.append(ckpt)
         for view, selects in parts.items():
