@@ -131,7 +131,7 @@ def test_killed_worker_is_restarted_and_the_cache_is_complete(ray_cluster, tiny_
         done.append(batch)
         if not killed:
             # the other worker is busy with its batch: kill its process outright, as the OOM killer would
-            victim = int(next(w for w in workers if w != batch.worker).split(":")[1])
+            victim = int(next(w for w in workers if w != batch.worker).split(":")[1].split("@")[0])
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
 

@@ -46,11 +46,12 @@ def bench_engines(corpus: Path, checkpoint: Path, n: int, work: Path, batch_toke
                   ) -> dict[str, Any]:
     """Local engine vs a local Ray cluster on the same trajectories: tokens/s and the cache each leaves.
 
-    The local engine is one process using every core; Ray runs one 1-CPU actor per core. The trajectories
-    are those the corpus's shipped cache holds (so its files are the "before"), else the first n by id. They
-    are split in two halves and run local, Ray, Ray, local (ABBA), each engine into its own copy of the
-    corpus, so a drift in the (shared) machine's load hits both engines alike. Throughput counts startup:
-    loading the checkpoint, and for Ray starting the cluster and its actors.
+    Three variants, each into its own copy of the corpus: the local engine as it runs by default (torch
+    uses every core), the local engine on one torch thread, and Ray with one 1-CPU actor per core. The
+    trajectories are the first n that the corpus's shipped cache holds (so its files are the "before"),
+    else the first n by id. They are split in two halves, run A B C then C B A, so a drift in the (shared)
+    machine's load hits every variant alike. Throughput counts startup: loading the checkpoint, and for Ray
+    starting the cluster and its actors.
     """
     from horizonlens.corpus.store import open_store
     from horizonlens.model.batch import replay_many
@@ -58,33 +59,41 @@ def bench_engines(corpus: Path, checkpoint: Path, n: int, work: Path, batch_toke
     from horizonlens.model.ray_engine import RayOptions, replay_on_ray
     from horizonlens.model.replay import ReplayConfig
 
-    ids = shipped_ids(corpus, checkpoint) or open_store(corpus).query(
-        "SELECT trajectory_id FROM trajectories ORDER BY trajectory_id LIMIT ?", [n]).column(0).to_pylist()
+    ids = (shipped_ids(corpus, checkpoint) or open_store(corpus).query(
+        "SELECT trajectory_id FROM trajectories ORDER BY trajectory_id LIMIT ?", [n]).column(0).to_pylist())[:n]
     halves = [ids[0::2], ids[1::2]]
     config = ReplayConfig()
     cpus = os.cpu_count() or 1
-    copies = {engine: _copy_without_replays(corpus, work / engine) for engine in ("local", "ray")}
-    totals = {engine: {"tokens": 0, "seconds": 0.0, "batches": 0} for engine in copies}
+    variants = ("local", "local_1_thread", "ray")
+    copies = {v: _copy_without_replays(corpus, work / v) for v in variants}
+    totals = {v: {"tokens": 0, "seconds": 0.0, "batches": 0} for v in variants}
+    default_threads = _threads()
 
-    def run(engine: str, part: list[str]) -> None:
+    def run(variant: str, part: list[str]) -> None:
+        import torch
+
         started = time.perf_counter()
-        if engine == "local":
-            done = replay_many(open_store(copies[engine]), load_checkpoint(checkpoint, device="cpu"), part, config,
-                               batch_tokens=batch_tokens)
-        else:
-            done = replay_on_ray(open_store(copies[engine]), checkpoint, part, config,
+        if variant == "ray":
+            done = replay_on_ray(open_store(copies[variant]), checkpoint, part, config,
                                  RayOptions(replicas=cpus, cpus_per_replica=1, local_cpus=cpus), batch_tokens)
-        totals[engine]["seconds"] += time.perf_counter() - started
-        totals[engine]["tokens"] += done.tokens
-        totals[engine]["batches"] += done.batches
+        else:
+            torch.set_num_threads(1 if variant == "local_1_thread" else default_threads)
+            done = replay_many(open_store(copies[variant]), load_checkpoint(checkpoint, device="cpu"), part, config,
+                               batch_tokens=batch_tokens)
+            torch.set_num_threads(default_threads)
+        totals[variant]["seconds"] += time.perf_counter() - started
+        totals[variant]["tokens"] += done.tokens
+        totals[variant]["batches"] += done.batches
 
-    for engine, part in (("local", halves[0]), ("ray", halves[0]), ("ray", halves[1]), ("local", halves[1])):
-        run(engine, part)
-    out: dict[str, Any] = {"trajectories": len(ids), "cpus": cpus, "torch_threads_local": _threads(),
-                           "ray_replicas": cpus}
-    for engine, t in totals.items():
-        out[engine] = {**t, "tokens_per_s": t["tokens"] / t["seconds"], **_cache_files(copies[engine])}
-    out["ray_vs_local_throughput"] = out["ray"]["tokens_per_s"] / out["local"]["tokens_per_s"]
+    for half, order in ((halves[0], variants), (halves[1], variants[::-1])):
+        for variant in order:
+            run(variant, half)
+    out: dict[str, Any] = {"trajectories": len(ids), "cpus": cpus, "torch_threads_default": default_threads,
+                           "ray_replicas": cpus, "order": "A B C on one half, C B A on the other"}
+    for variant, t in totals.items():
+        out[variant] = {**t, "tokens_per_s": t["tokens"] / t["seconds"], **_cache_files(copies[variant])}
+    for variant in ("local", "local_1_thread"):
+        out[f"ray_vs_{variant}_throughput"] = out["ray"]["tokens_per_s"] / out[variant]["tokens_per_s"]
     return out
 
 
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("corpus", type=Path)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--trajectories", type=int, default=120)
+    parser.add_argument("--trajectories", type=int, default=60, help="how many to replay with each engine")
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ Ray is an optional extra (`pip install 'horizonlens[ray]'`), imported only insid
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +79,18 @@ class ReplayWorker:
 
     def describe(self) -> dict[str, Any]:
         """The loaded checkpoint, and which process holds it."""
-        return {**self.loaded.describe(), "worker": f"ray:{os.getpid()}"}
+        return {**self.loaded.describe(), "worker": _worker_name()}
 
     def replay(self, work: list[tuple[str, list[dict[str, Any]]]]) -> tuple[str, float, list[ReplayResult]]:
         """Replay one batch; returns (worker, seconds, results)."""
         started = time.perf_counter()
         results = replay_batch(self.loaded, work, self.config)
-        return f"ray:{os.getpid()}", time.perf_counter() - started, results
+        return _worker_name(), time.perf_counter() - started, results
+
+
+def _worker_name() -> str:
+    """ray:<pid>@<host>: which process on which node replayed a batch."""
+    return f"ray:{os.getpid()}@{socket.gethostname()}"
 
 
 def _load_args(options: RayOptions) -> dict[str, Any]:
@@ -173,9 +179,10 @@ def replay_on_ray(store: "CorpusStore", checkpoint: Path | str, trajectory_ids: 
             described = ray.get([a.describe.remote() for a in actors])
         except ray.exceptions.RayError as exc:
             raise ReplayError(f"the Ray workers could not load {checkpoint}: {_unwrap(exc)}") from exc
-        if described[0]["checkpoint_id"] != ckpt_id:
-            raise ReplayError(f"{checkpoint} changed while the run started (id {described[0]['checkpoint_id']}, "
-                              f"expected {ckpt_id})")
+        for d in described:  # every node must hold the same checkpoint at this path
+            if d["checkpoint_id"] != ckpt_id:
+                raise ReplayError(f"{checkpoint} on worker {d['worker']} is checkpoint {d['checkpoint_id']}, not "
+                                  f"{ckpt_id} as here: copy the same checkpoint to every node")
         run.workers = [d["worker"] for d in described]
         if on_start:
             on_start(run.workers)
