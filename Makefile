@@ -13,7 +13,7 @@ CHECKPOINT ?= sample_data/checkpoint
 PORT ?= 8501
 PKG_FILES := $(shell find analysis app sample_data -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null | sort | md5sum | cut -c1-32)
 
-.PHONY: run test check setup browser clean FORCE
+.PHONY: run test check setup browser clean sample-replays FORCE
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,12 @@ browser:
 
 run: setup
 	$(BIN)/horizonlens serve --corpus $(CORPUS) --checkpoint $(CHECKPOINT) --port $(PORT)
+
+# Regenerate the bundled corpus's replays (docs/replay.md): the same 60 trajectories, replayed again with
+# the current code, then compacted into one file per table.
+sample-replays: setup
+	$(BIN)/horizonlens replay $(CORPUS) --checkpoint $(CHECKPOINT) --per-domain 10 --max-tokens 20000 --force
+	$(BIN)/horizonlens compact $(CORPUS)
 
 # Static checks: lint, types on the package, and the layer contract.
 check: setup

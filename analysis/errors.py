@@ -36,6 +36,10 @@ class ImportFailed(HorizonLensError):
     """Nothing was imported (strict mode, or no readable input); the message lists why."""
 
 
+class LabelError(HorizonLensError):
+    """A label, or a label file, cannot be stored; the message says which one and why. Nothing was written."""
+
+
 class RecordError(HorizonLensError):
     """One source record cannot be converted; the importer reports it with its location and goes on."""
 
@@ -58,6 +62,7 @@ __all__ = [
     "CorpusLockedError",
     "HorizonLensError",
     "ImportFailed",
+    "LabelError",
     "NotMoEError",
     "RecordError",
     "ReplayError",

@@ -4,37 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import rollout_panel, state, ui
 from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
-from horizonlens.metrics import replays, routing
+from horizonlens.metrics import expert_rank, replays, routing
 from horizonlens.metrics.replays import step_tokens
 from horizonlens.model import ReplayCache
 
-MAX_TOKENS_SHOWN = 64
+BUSIEST_NAMED = 5  # (layer, expert) pairs named in words under the step's routing chart
 
 
-def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> None:
+def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> int | None:
+    """The model column for one step: its replay signals and which experts it used; returns the picked expert."""
     path = state.checkpoint_path()
     ckpt_id = state.checkpoint_id_of(path)
     if ckpt_id is None:
-        st.warning(f"The checkpoint path `{path}` is not a usable checkpoint (config.json, *.safetensors and a "
-                   "tokenizer). Fix it in the sidebar.")
-        return
-    st.markdown(f"### Model · `{ckpt_id}`")
+        st.warning(f"The checkpoint path {ui.md(path)} is not a usable checkpoint (config.json, \\*.safetensors and "
+                   "a tokenizer). Fix it in the sidebar.")
+        return None
+    st.markdown(f"### Model · {ui.md(ckpt_id)}")
     replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
     if replay.empty:
         _offer_replay(store, tid, ckpt_id)
-        return
+        return None
     notes = ReplayCache(store.root, ckpt_id).read_notes(tid)
     if notes.get("notes"):
-        st.warning(notes["notes"])
+        st.warning(ui.md(notes["notes"]))
     row = replay[replay["step"] == step]
     if row.empty or row["n_tokens"].iloc[0] == 0:
         st.caption("This step has no tokens in the replay.")
-        return
+        return None
     r = row.iloc[0]
     c = st.columns(3)
     c[0].metric("Surprisal (nats)", f"{r['surprisal']:.2f}" if r["surprisal"] == r["surprisal"] else "—",
@@ -43,40 +45,81 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
                 help="Share of the agent's tokens the model ranked first.")
     c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
-    step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
+    rollout_panel.step_metrics(store, ckpt_id, tid, step)
+    load = state.cached(routing.step_layer_load, store, ckpt_id, tid, step)  # the step tier: never token rows
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
-    ui.chart(rfig.layer_expert_heatmap(step_rows, n_experts, f"Experts chosen in step {step}"),
-             "Share of this step's token→expert assignments per layer; uniform would be 1/E everywhere.",
-             key="traj_layer_expert")
+    picked = _pick_expert(load, n_experts, tid)
+    ui.chart(rfig.step_experts(load, step, n_experts, highlight=picked),
+             f"Per layer ({rfig.layer_range(load['layer'].unique())}): the experts this step's tokens were sent to "
+             "most, by rank (the number is the expert id; shade: its share of the layer's assignments). “other”: "
+             "what the remaining experts took together.", key="traj_layer_expert", data=load)
+    top = expert_rank.busiest(load, BUSIEST_NAMED)
+    st.markdown("Busiest experts in this step: " + ", ".join(
+        f"**E{e} in L{layer}** ({share:.0%})" for layer, e, share in zip(top["layer"], top["expert"], top["share"],
+                                                                        strict=True)))
     _would_do(store, tid, step)
+    return picked
 
 
-def render_tokens(store: CorpusStore, tid: str, step: int) -> None:
-    """Token × layer view of one step's routing, full width below the step (token text must be readable)."""
+def _pick_expert(load: pd.DataFrame, n_experts: int, tid: str) -> int | None:
+    """An expert to follow through the layers (and from step to step), offered busiest in this step first."""
+    order = expert_rank.expert_order(load, range(n_experts))
+    totals = load.groupby("expert")["assignments"].sum()
+    whole = max(1, int(totals.sum()))
+    label = {e: f"E{e} · {totals.get(e, 0) / whole:.1%} of the step's assignments" for e in order}
+    choice = st.selectbox("Follow one expert across layers", [None, *order], key=f"traj_expert_{tid}",
+                          format_func=lambda e: "none (show each cell's top-1 expert)" if e is None else label[e],
+                          help="Outlines the expert in the chart above and shades the tokens it received below. "
+                               "Expert ids are per layer: E17 of layer 3 and E17 of layer 10 are different "
+                               "networks that share a number.")
+    return None if choice is None else int(choice)
+
+
+def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None = None) -> None:
+    """Token x layer view of one step's routing, full width below the step (token text must be readable).
+
+    Only a window of tokens is drawn (a step of a 45k-token trajectory can hold thousands): as many as fit
+    with their expert ids printed (`figures.routing.token_window`).
+    """
     path = state.checkpoint_path()
     ckpt_id = state.checkpoint_id_of(path) if path else None
     if not ckpt_id or ckpt_id not in store.replay_checkpoints:
         return
-    step_rows = state.cached(replays.step_routing, store, ckpt_id, tid, step)
-    if step_rows.empty:
+    replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
+    row = replay[replay["step"] == step] if not replay.empty else replay
+    if row.empty or int(row["n_tokens"].iloc[0]) == 0:
+        return
+    st.markdown(f"#### Tokens of step {step} and their experts")
+    # Off until asked for (then it stays on while paging): token-level routing is the heaviest read and chart.
+    if not st.toggle(f"Show this step's {int(row['n_tokens'].iloc[0]):,} tokens layer by layer",
+                     key="traj_show_tokens", help="Reads the step's token-level routing and draws one window of "
+                                                  "tokens at a time."):
+        return
+    if not state.cached(replays.has_token_routing, store, ckpt_id, tid):
+        st.caption("This replay kept no token-level routing (it was replayed with `--routing steps`).")
         return
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
-    tokens = step_tokens(step_rows, state.get_tokenizer(str(Path(path).resolve())))
-    st.markdown(f"#### Tokens of step {step} and their experts")
-    if len(tokens) > MAX_TOKENS_SHOWN:
-        start = st.slider(f"Token window ({len(tokens):,} tokens in this step)", 0, len(tokens) - MAX_TOKENS_SHOWN, 0,
-                          step=MAX_TOKENS_SHOWN // 2, key=f"tok_win_{tid}_{step}")
-        tokens = tokens.iloc[start:start + MAX_TOKENS_SHOWN]
-    shown = step_rows[step_rows["token_index"].isin(tokens["token_index"])]
-    ui.chart(rfig.token_expert_view(tokens, shown, n_experts),
-             "Each column is a token of this step (its text on the axis), each row a MoE layer; colour = the top-1 "
-             "expert. Hover for the router's top-k experts, their weights and the router entropy.",
+    n_tokens = int(row["n_tokens"].iloc[0])
+    size = rfig.token_window(n_experts)
+    start = 0
+    if n_tokens > size:
+        start = st.slider(f"Token window ({n_tokens:,} tokens in this step)", 0, n_tokens - size, 0,
+                          step=size // 2, key=f"tok_win_{tid}_{step}")
+    shown = state.cached(replays.step_token_window, store, ckpt_id, tid, step, start, size)
+    if shown.empty:
+        return
+    tokens = step_tokens(shown, state.get_tokenizer(str(Path(path).resolve())))
+    ui.chart(rfig.token_expert_view(tokens, shown, n_experts, highlight),
+             "Each column is a token of this step (its text on the axis), each row a MoE layer. Without a followed "
+             "expert a cell shows the token's top-1 expert and is shaded by its gate weight; with one, the cells "
+             "where that expert is in the top-k are shaded by its weight. Hover for the router's top-k experts, "
+             "their weights and the router entropy.",
              key="traj_token_expert", data=shown.merge(tokens[["token_index", "text"]], on="token_index"))
 
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
     info = state.cached(CorpusStore.trajectory, store, tid)
-    st.info(f"This trajectory has not been replayed through `{ckpt_id}` yet (about {info['n_tokens']:,} tokens). "
+    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about {info['n_tokens']:,} tokens). "
             "Replay it to see routing and surprisal per step.")
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()

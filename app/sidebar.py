@@ -51,7 +51,7 @@ def _checkpoint() -> None:
         st.rerun()
     if current:
         ckpt = state.checkpoint_id_of(current)
-        st.caption(f"checkpoint id `{ckpt}`" if ckpt else "checkpoint not usable")
+        st.caption(f"checkpoint id {ui.md(ckpt)}" if ckpt else "checkpoint not usable")
         st.checkbox("Replay without routing (non-MoE model)", key="allow_dense")
     else:
         st.caption("No checkpoint: browsing and compounding work; replay needs one (docs/replay.md).")

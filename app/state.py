@@ -126,9 +126,9 @@ def checkpoint_id_of(path: str) -> str | None:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
+    from horizonlens.model import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return load_tokenizer(path)
 
 
 def selected_trajectory() -> str | None:

@@ -15,12 +15,40 @@ TEXT_PREVIEW = 4_000  # characters shown before a field is collapsed
 TEXT_MAX = 200_000  # characters ever rendered in the page; beyond that, download only
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|<>~$])")
+# Every ASCII punctuation character can be backslash-escaped in CommonMark: escaping all of them keeps
+# links, images, emphasis, headings, HTML, LaTeX ($) and Streamlit's :color[...] directives literal.
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Escapes do not stop GFM's literal autolinks (they are found in the parsed text): a word joiner
+# (U+2060, invisible) breaks their three patterns, "scheme://", "www." and "name@host".
+_WWW = re.compile(r"(?i)(www)\.")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+WORD_JOINER = "\u2060"
+LABEL_MAX = 2_000  # characters of untrusted text in one line of the page; the rest is cut with "…"
 
 
-def md(text: object) -> str:
-    """Escape untrusted text for st.markdown/caption/labels: markdown (links, images) stays literal."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+def md(text: object, limit: int = LABEL_MAX) -> str:
+    """Untrusted text made inert for anything Streamlit renders as markdown: one line, shown as typed.
+
+    The only way trajectory content, names from a corpus or a checkpoint, paths and error messages reach
+    st.markdown, captions, headers, widget and expander labels, buttons, st.error/warning/info. Markdown
+    stays literal (no link, image, emphasis, HTML), bare URLs and e-mail addresses are not turned into
+    links, line breaks become spaces, and text longer than `limit` characters is cut.
+    """
+    s = str(text)
+    if len(s) > limit:
+        s = s[:limit] + "…"
+    s = _CONTROL.sub(" ", s).strip()  # one line; no leading spaces (4 would start a code block)
+    s = s.replace("://", f":{WORD_JOINER}//").replace("@", f"@{WORD_JOINER}")
+    s = _WWW.sub(rf"\1{WORD_JOINER}.", s)
+    return _MD_PUNCTUATION.sub(r"\\\1", s)
+
+
+def show_error(message: object) -> None:
+    """An error whose text is untrusted (a refused query, a bad file): first line as the error, the rest as code."""
+    first, _, rest = str(message).partition("\n")
+    st.error(md(first))
+    if rest.strip():
+        st.code(rest[:TEXT_MAX], language=None, wrap_lines=True)
 
 
 def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = None, **kwargs: Any) -> Any:
@@ -29,11 +57,13 @@ def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = No
                                                   "toImageButtonOptions": {"format": "png", "filename": key}}, **kwargs)
     cols = st.columns([5, 1.4, 1.4])
     cols[0].caption(caption)
-    cols[1].download_button("HTML", fig.to_html(include_plotlyjs="cdn", full_html=True), file_name=f"{key}.html",
-                            mime="text/html", key=f"{key}_html", help="Download the interactive chart")
+    # Deferred: the files are built only when clicked (a step table's CSV can be megabytes), without a rerun.
+    cols[1].download_button("HTML", lambda: fig.to_html(include_plotlyjs="cdn", full_html=True),
+                            file_name=f"{key}.html", mime="text/html", key=f"{key}_html", on_click="ignore",
+                            help="Download the interactive chart")
     if data is not None:
-        cols[2].download_button("CSV", data.to_csv(index=False), file_name=f"{key}.csv", mime="text/csv",
-                                key=f"{key}_csv", help="Download the data behind the chart")
+        cols[2].download_button("CSV", lambda: data.to_csv(index=False), file_name=f"{key}.csv", mime="text/csv",
+                                key=f"{key}_csv", on_click="ignore", help="Download the data behind the chart")
     return event
 
 
@@ -61,12 +91,13 @@ def human_size(n: int) -> str:
 def untrusted(label: str, text: str | None, key: str, language: str | None = None) -> None:
     """Trajectory content is untrusted (agents read web pages): always shown as literal text.
 
-    Long fields are collapsed with their size shown; huge ones are cut in the page and offered whole
-    as a download.
+    The label is escaped here too (it may carry a tool's name). Long fields are collapsed with their size
+    shown; huge ones are cut in the page and offered whole as a download.
     """
     if text is None or text == "":
         return
     size = len(text.encode("utf-8", errors="replace"))
+    label = md(label, limit=200)
     if len(text) <= TEXT_PREVIEW:
         st.markdown(f"**{label}**")
         st.code(text, language=language, wrap_lines=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,11 +13,52 @@ import pytest
 from horizonlens.corpus.io import new_manifest, write_corpus
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.sample.generate import generate_corpus
+from tests import processes
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
-MARKDOWN_IMAGE = "![pwn](http://127.0.0.1:9/pwn.png) [click](javascript:alert(1))"
+
+
+def _shared_datasets() -> Path:
+    """The real datasets: $HORIZONLENS_DATASETS, else ../shared/datasets beside the checkout or one level up.
+
+    A git worktree sits one folder deeper than the main checkout, so both places are tried; tests that
+    need a dataset skip cleanly when none has it.
+    """
+    env = os.environ.get("HORIZONLENS_DATASETS")
+    candidates = [Path(env)] if env else []
+    candidates += [REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATASETS = _shared_datasets()
+# A host no browser can reach (.invalid never resolves): any request for it means untrusted text became markup.
+PLANTED_HOST = "planted.invalid"
+MARKDOWN_IMAGE = f"![pwn](http://{PLANTED_HOST}/pwn.png) [click](javascript:alert(1))"
+TOOL_IMAGE = f"![tool](http://{PLANTED_HOST}/tool.png)"  # a tool's name: rendered in a label on the Trajectory page
+BARE_URLS = f"see https://{PLANTED_HOST}/bare, www.{PLANTED_HOST}/www and leak@{PLANTED_HOST}"  # GFM autolinks
+HTML_LINK = f"<a href='http://{PLANTED_HOST}/html'>x</a><b>bold</b>"
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # every process the session starts inherits this mark, so the check below finds it even once orphaned
+    os.environ.setdefault(processes.SESSION_MARK, str(os.getpid()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> object:
+    """Fail the session if any process it started (server, browser, Ray, S3, subprocess) is still running.
+
+    Autouse and session-scoped, so it is set up first and torn down last, after every other fixture
+    has stopped what it started. Leftovers are listed, then killed so they do not outlive the report.
+    """
+    before = {p.pid for p in processes.session_processes()}
+    yield
+    leaked = [p for p in processes.wait_until_gone() if p.pid not in before]
+    if leaked:
+        processes.kill(leaked)
+        pytest.fail("the test session left processes running (now killed):\n" +
+                    "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in leaked), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -54,16 +96,19 @@ def make_corpus(root: Path, trajectories: list[dict], steps: list[dict]) -> Path
 
 @pytest.fixture()
 def hostile_corpus(tmp_path: Path) -> Path:
-    """Two trajectories whose text is hostile: HTML/JS, SQL, LIKE wildcards, unicode."""
-    trajs = [traj_row("evil-t0", 3, task=HOSTILE, domain="weird'domain", agent=MARKDOWN_IMAGE),
+    """Two trajectories, one hostile: HTML/JS, SQL, LIKE wildcards, unicode, markdown images in names, bare URLs."""
+    trajs = [traj_row("evil-t0", 3, task=HOSTILE, domain="weird'domain", agent=f"{MARKDOWN_IMAGE} {HTML_LINK}",
+                      teacher=BARE_URLS,
+                      n_failed_checks=1, outcome="failure"),
              traj_row("plain-t0", 2, domain="search")]
     steps = [
         step_row("evil-t0", 0, "user", None, message=HOSTILE),
         step_row("evil-t0", 1, reasoning=HOSTILE,
-                 tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})}],
+                 tool_calls=[{"id": "c1", "name": "search", "arguments": json.dumps({"q": HOSTILE})},
+                             {"id": "c2", "name": TOOL_IMAGE, "arguments": BARE_URLS}],
                  observations=[{"call_id": "c1", "content": HOSTILE}]),
-        step_row("evil-t0", 2, check=False, message="100% done_ok", check_detail=MARKDOWN_IMAGE,
-                 error_label="<b>x</b>"),
+        step_row("evil-t0", 2, check=False, message="100% done_ok", check_detail=f"{MARKDOWN_IMAGE} {BARE_URLS}",
+                 error_label=HTML_LINK),
         step_row("plain-t0", 0, "user", None, message="hello"),
         step_row("plain-t0", 1, message="plain words"),
     ]
@@ -92,3 +137,30 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) ->
     from tests.model_zoo import build
 
     return build("qwen3_5_moe", tmp_path_factory.mktemp("tiny_ckpt") / "qwen3_5_moe", tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def shape_corpus(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, tiny_tokenizer):
+    """The tiny corpus with two trajectories replayed through Agents-A1's topology shrunk to 4 layers x 32 experts.
+
+    Returns (corpus, checkpoint, replayed trajectory ids). Routing views are tested at this shape: more
+    experts than an expert axis names (24), so "other" folding and ranking are exercised.
+    """
+    import shutil
+
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.batch import ensure_replayed
+    from horizonlens.model.loader import load_checkpoint
+    from horizonlens.model.shapes import build_shape
+
+    root = tmp_path_factory.mktemp("shape")
+    checkpoint = root / "agents-a1-4x32"
+    build_shape("agents-a1", checkpoint, tiny_tokenizer, layers=4, experts=32, seed=5)
+    corpus = Path(shutil.copytree(tiny_corpus, root / "corpus"))
+    store = open_store(corpus)
+    ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_steps >= 8 ORDER BY n_tokens, trajectory_id "
+                      "LIMIT 2").column(0).to_pylist()
+    loaded = load_checkpoint(checkpoint)
+    for tid in ids:
+        ensure_replayed(store, loaded, tid)
+    return corpus, checkpoint, ids

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import HOSTILE
+from tests.conftest import BARE_URLS, HOSTILE, MARKDOWN_IMAGE, TOOL_IMAGE
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")  # the app in this checkout
 
@@ -27,8 +31,38 @@ def make_app(monkeypatch: pytest.MonkeyPatch, corpus: Path, checkpoint: Path | N
     return at
 
 
+def _shown(markdown: str) -> str:
+    """What the reader sees of escaped untrusted text: the characters typed (escapes and word joiners gone)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
 def _markdown(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown)
+
+
+# GFM's literal-autolink patterns (mdast-util-gfm-autolink-literal): any match in rendered text becomes a link
+_AUTOLINKS = re.compile(r"(?i)https?://|www\.|[-.\w+]+@[-\w]+\.[-\w]")
+
+
+def _rendered_markdown(at: AppTest) -> list[str]:
+    """Every string on the page (sidebar included) that Streamlit renders as markdown."""
+    texts = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader"):
+        texts += [e.value for e in getattr(at, kind)] + [e.value for e in getattr(at.sidebar, kind)]
+    for kind in ("button", "selectbox", "multiselect", "text_input", "slider", "expander", "checkbox", "toggle"):
+        texts += [e.label for e in getattr(at, kind)]
+    return texts
+
+
+def _assert_inert(texts: list[str]) -> None:
+    """As a markdown renderer reads them: no link, no image, no raw HTML, no text GFM would turn into a link."""
+    markdown_it = pytest.importorskip("markdown_it")
+    renderer = markdown_it.MarkdownIt("commonmark")
+    for text in texts:
+        rendered = renderer.render(text)
+        for tag in ("<a ", "<img", "<script", "<b>"):
+            assert tag not in rendered, (tag, text)
+        assert not _AUTOLINKS.search(html.unescape(re.sub(r"<[^>]+>", "", rendered))), text
 
 
 def _first_failed(corpus: Path) -> str:
@@ -60,7 +94,7 @@ def test_bad_corpus_path_shows_error(monkeypatch, tiny_corpus: Path, tmp_path: P
     assert not at.exception
     assert any("not a directory" in e.value for e in at.sidebar.error)
     at.sidebar.text_input(key="sidebar_ckpt_input").set_value(str(tmp_path)).run()
-    assert any("config.json" in e.value for e in at.sidebar.error)
+    assert any("config.json" in _shown(e.value) for e in at.sidebar.error)
 
 
 def test_trajectory_navigation(monkeypatch, tiny_corpus: Path) -> None:
@@ -86,7 +120,7 @@ def test_trajectory_empty_and_unknown(monkeypatch, tiny_corpus: Path) -> None:
     assert any("Explore" in i.value for i in at.info)
     at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory="nope")
     at.run()
-    assert any("No trajectory with id 'nope'" in e.value for e in at.error)
+    assert any("No trajectory with id 'nope'" in _shown(e.value) for e in at.error)
 
 
 def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> None:
@@ -97,10 +131,71 @@ def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> 
     assert any(HOSTILE in c for c in codes)  # literally, inside code blocks
     assert "<script>" not in _markdown(at)  # never in markdown that could be interpreted
     assert "![pwn]" not in _markdown(at) and r"\!\[pwn\]" in _markdown(at)  # agent name: escaped markdown
+    _assert_inert(_rendered_markdown(at))
+    labels = _markdown(at)
+    assert r"Tool call · \!\[tool\]" in labels  # the tool's name in its label: literal
     at.query_params["step"] = "2"
     at.run()
     captions = " ".join(c.value for c in at.caption)
     assert "![pwn]" not in captions and r"\!\[pwn\]" in captions  # check detail: escaped too
+    _assert_inert(_rendered_markdown(at))
+
+
+@pytest.mark.parametrize("page, params", [
+    ("explore", {}), ("compare", {"trajectory": "evil-t0"}), ("compounding", {}), ("trajectory", {}),
+])
+def test_hostile_names_inert_on_every_page(monkeypatch, hostile_corpus: Path, page: str,
+                                           params: dict[str, str]) -> None:
+    at = make_app(monkeypatch, hostile_corpus, page=page, **params)
+    at.run()
+    assert not at.exception, at.exception
+    _assert_inert(_rendered_markdown(at))
+    if page == "compounding":
+        at.selectbox(key="comp_facet").select("agent").run()
+        assert not at.exception
+        _assert_inert(_rendered_markdown(at))
+
+
+def test_sql_error_with_hostile_text_is_inert(monkeypatch, hostile_corpus: Path) -> None:
+    at = make_app(monkeypatch, hostile_corpus, page="sql")
+    at.run()
+    at.selectbox(key="sql_example").select("(write your own)").run()
+    next(t for t in at.text_area).set_value(f'SELECT * FROM "{MARKDOWN_IMAGE} {BARE_URLS}"').run()
+    at.button(key="sql_run").click().run()
+    assert not at.exception and at.error
+    _assert_inert(_rendered_markdown(at))
+
+
+def _md_shows_exactly(text: str) -> None:
+    markdown_it = pytest.importorskip("markdown_it")
+    from horizonlens.app.ui import md
+
+    html_out = markdown_it.MarkdownIt("commonmark").render(md(text))
+    inner = html_out.strip().removeprefix("<p>").removesuffix("</p>")
+    assert "<" not in inner, html_out  # one paragraph of text: no element of any kind
+    shown = html.unescape(inner).replace("\u2060", "")
+    assert shown.strip() == re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", text).strip()
+    assert not _AUTOLINKS.search(html.unescape(inner))
+
+
+@pytest.mark.parametrize("text", [MARKDOWN_IMAGE, TOOL_IMAGE, BARE_URLS, HOSTILE, "**bold** _it_ `code` # h",
+                                  "$x^2$ :red[alert] :material/home: [^1] | a | b |", "a\nb\r\n# heading", "&lt;b&gt;",
+                                  "    indented", "1. item", "<http://planted.invalid/auto>"])
+def test_md_renders_as_the_text_typed(text: str) -> None:
+    """A CommonMark renderer turns md(text) into one paragraph of exactly the text (no element, no entity)."""
+    _md_shows_exactly(text)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=st.text(max_size=200))
+def test_md_renders_any_text_as_typed(text: str) -> None:
+    _md_shows_exactly(text)
+
+
+def test_md_cuts_long_text() -> None:
+    from horizonlens.app.ui import md
+
+    assert md("x" * 10_000, limit=100) == "x" * 100 + "…"
 
 
 def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:

@@ -263,3 +263,17 @@ def test_a_hand_written_corpus_is_listed_then_recorded_on_first_commit(tmp_path:
     snap = corpus_dataset(root).snapshot()
     assert snap.listed and "steps/by-hand.parquet" in [f.path for f in snap.files]
     assert all(f.rows >= 0 for f in snap.files)
+
+
+def test_a_file_written_then_removed_in_one_transaction_is_not_published(tmp_path: Path) -> None:
+    """A writer that rewrites its own new file (batch by batch) publishes only the last version."""
+    dataset = Dataset(tmp_path / "d", ["t"])
+    rows = pa.table({"x": [1, 2, 3]})
+    with dataset.transaction(create={"kind": "test"}) as txn:
+        first = txn.write("t", rows)
+        txn.remove([first])
+        second = txn.write("t", rows.slice(1))
+        snap = txn.commit()
+    assert [f.path for f in snap.files] == [second.path]
+    assert not (dataset.root / first.path).exists() and (dataset.root / second.path).exists()
+    assert pq.read_table(dataset.root / second.path).num_rows == 2

@@ -59,7 +59,7 @@ def test_corrupt_cache_file_is_recomputed(corpus: Path, tiny_checkpoint: Path) -
     cache = ReplayCache(corpus, loaded.checkpoint_id)
     entries = cache.entries(tid)
     steps_path, routing_path = (corpus / "replays" / loaded.checkpoint_id / entries[t][0].path
-                                for t in ("steps", "routing"))
+                                for t in ("steps", "routing_tokens"))
     good = cache.read_steps(tid)
     routing_path.write_bytes(routing_path.read_bytes()[:100])  # truncated, as by a full disk
     assert not cache.has(tid) and steps_path.exists()  # asking deletes nothing

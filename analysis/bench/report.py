@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from horizonlens.bench.shape import report_lines as shape_lines
+
 
 def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x * 1000:,.1f} ms" if x < 1 else f"{x:,.2f} s"
@@ -71,6 +73,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"Routing on disk: {r['routing_bytes_per_token_layer']:.2f} bytes per (token, layer) vs "
                   f"{r['raw_fp32_logits_bytes_per_token_layer']} bytes of raw fp32 router logits "
                   f"({r['raw_fp32_logits_bytes_per_token_layer'] / r['routing_bytes_per_token_layer']:.1f}× smaller)."]
+    lines += shape_lines(results)
     mem = results.get("replay_memory")
     if mem:
         lines += ["", "Peak RSS of replay by trajectory length (chunked, bounded):", "",
@@ -83,6 +86,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{_ms(app['first_page_ready_s']['max'])}); next step with cached replay: median "
                   f"{_ms(app['next_step_cached_replay_s']['median'])} "
                   f"(max {_ms(app['next_step_cached_replay_s']['max'])})."]
+        if app.get("stop_after_sigterm_s") is not None:
+            lines += ["", f"The server stopped {_ms(app['stop_after_sigterm_s'])} after SIGTERM, with the browser "
+                          "connected."]
     elif app:
         lines += ["", f"App timings failed: {app['error']}"]
     if len(results["corpora"]) > 1:

@@ -10,10 +10,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from horizonlens.bench.queries import bench_queries
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.shape import bench_shapes
 from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,19 +104,19 @@ def machine() -> dict[str, Any]:
 
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmarks of one scale, write RESULTS.md and the results JSON under `out`; the results."""
+        log: Callable[[str], None] = print, shapes: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the benchmarks of one scale (`none`: only `shapes`), write RESULTS.md and the results JSON; the results."""
     from horizonlens.corpus.store import open_store
 
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}")
+    if scale not in SCALES and scale != "none":
+        raise ValueError(f"scale must be one of {', '.join(SCALES)} or none")
     base = REPO / "sample_data" / "corpus"
     checkpoint = REPO / "sample_data" / "checkpoint"
     data = data or out / "data"
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
                                .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
                                "corpora": {}}
-    for n in SCALES[scale]:
+    for n in SCALES.get(scale, []):
         log(f"corpus of {n:,} trajectories")
         started = time.perf_counter()
         corpus = build_scaled_corpus(base, data / f"corpus-{n}", n, log)
@@ -135,9 +136,15 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
         entry["query_memory"] = query_memory(corpus)
         results["corpora"][str(n)] = entry
         store.close()
-    log("replay")
-    results["replay"] = replay_bench(checkpoint, base, repeats)
-    results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
+    if shapes:  # replay and routing storage at real routing shapes (bench/shape.py)
+        results["shapes"] = bench_shapes(list(shapes), data, _child, log)
+        results["command"] += "".join(f" --shape {name}" for name in shapes)
+    if scale == "none":
+        with_app = False
+    else:
+        log("replay")
+        results["replay"] = replay_bench(checkpoint, base, repeats)
+        results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
     if with_app:
         log("app in headless Chromium")
         try:

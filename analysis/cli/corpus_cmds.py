@@ -54,8 +54,8 @@ def sql(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://buc
             typer.echo(json.dumps(row, default=str, ensure_ascii=False))
     else:
         typer.echo(result.table.to_pandas().to_string(index=False, max_colwidth=60))
-    if result.truncated:
-        typer.secho(f"(stopped at {result.row_cap} rows)", err=True)
+    for note in result.notes:  # rows stopped by a cap, cells cut to fit
+        typer.secho(f"({note})", err=True)
 
 
 @app.command("import")
@@ -87,6 +87,8 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                                   progress=lambda n: progress.advance(task, n))
     except (ImportFailed, CorpusError) as exc:
         fail(str(exc))
+    for notice in report.notices[:50]:
+        typer.secho(f"cut: {notice}", fg=typer.colors.CYAN, err=True)
     for problem in report.problems[:50]:
         typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
     if len(report.problems) > 50:

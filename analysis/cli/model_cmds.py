@@ -50,7 +50,11 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
            cpus_per_replica: Annotated[float, typer.Option(help="CPU cores per Ray actor.")] = 1.0,
            batch_tokens: Annotated[Optional[int], typer.Option(help="Estimated tokens per batch (one commit of one "
                                                                     "file per table; default: a few batches per "
-                                                                    "replica, at most 262,144).")] = None) -> None:
+                                                                    "replica, at most 262,144).")] = None,
+           routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
+                                                     "routing) or steps (per-step aggregates only, ~6x smaller "
+                                                     "at 40 x 256).")] = "tokens",
+           force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable, idempotent)."""
     from horizonlens.corpus.store import open_store
     from horizonlens.model.batch import BatchDone, ReplayPlan, plan_replay, replay_many
@@ -60,9 +64,9 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, not {engine!r}")
     checkpoint = checkpoint or sample_checkpoint_path()
+    config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
     store = open_store(corpus)  # a HorizonLensError ends as one red line (base.py)
     ids = _selected_ids(store, trajectory or [], domain or [], max_tokens, per_domain, limit)
-    config = ReplayConfig(chunk_size=chunk_size)
     load: dict[str, Any] = {"dtype": dtype, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code,
             "allow_dense": allow_dense}
     display: dict[str, Any] = {}
@@ -82,7 +86,7 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
 
             options = RayOptions(address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
                                  cpus_per_replica=cpus_per_replica, load=load)
-            run = replay_on_ray(store, checkpoint, ids, config, options, batch_tokens, on_plan=on_plan,
+            run = replay_on_ray(store, checkpoint, ids, config, options, batch_tokens, on_plan=on_plan, force=force,
                                 on_start=lambda w: typer.echo(f"{len(w)} Ray workers: {', '.join(w)}"),
                                 on_batch=on_batch)
             ckpt_id = _checkpoint_id(checkpoint)
@@ -92,7 +96,8 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
             loaded = load_checkpoint(checkpoint, device=device, device_map=device_map, **load)
             typer.echo(f"checkpoint {loaded.checkpoint_id} ({loaded.architecture}, {len(loaded.routers)} MoE layers, "
                        f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')})")
-            plan = plan_replay(store, loaded.checkpoint_id, ids, batch_tokens=batch_tokens)
+            plan = plan_replay(store, loaded.checkpoint_id, ids, batch_tokens=batch_tokens, force=force,
+                               tokens=routing == "tokens")
             on_plan(plan)
             run = replay_many(store, loaded, ids, config, plan=plan, on_batch=on_batch)
             ckpt_id = loaded.checkpoint_id
@@ -147,6 +152,27 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
     return out
 
 
+@app.command()
+def compact(corpus: Annotated[Path, typer.Argument(help="Corpus directory whose replay caches to compact.")],
+            checkpoint_id: Annotated[Optional[str], typer.Option("--checkpoint-id",
+                                                                 help="Only this checkpoint's cache (default: "
+                                                                      "all).")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Rewrite replay caches as a few multi-trajectory files in the current routing format (atomic)."""
+    from horizonlens.model.compact import compact as run
+
+    reports = run(corpus, checkpoint_id, log=lambda m: typer.echo(m, err=True))
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=1))
+        return
+    if not reports:
+        typer.echo(f"{corpus}: no replay caches")
+    for r in reports:
+        typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories ({r.converted} converted from format 1); "
+                   f"{r.files_before} files, {r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, "
+                   f"{r.bytes_after / 2**20:,.2f} MB")
+
+
 @app.command("build-checkpoint")
 def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
                                                                   "is sample_data/checkpoint).")],
@@ -155,8 +181,22 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
                          steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
                          seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
                          compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")
-                                            ] = True) -> None:
-    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU."""
+                                            ] = True,
+                         shape: Annotated[Optional[str], typer.Option(
+                             help="Instead of training: write a random-init checkpoint with a real model's routing "
+                                  "topology (agents-a1, qwen3-30b-a3b, deepseek-v3, gpt-oss-120b); needs "
+                                  "--random-init.")] = None,
+                         random_init: Annotated[bool, typer.Option(
+                             "--random-init", help="With --shape: untrained weights, hidden size 64 (runs on CPU)."
+                         )] = False,
+                         layers: Annotated[Optional[int], typer.Option(
+                             help="With --shape: decoder layers (default: the real count).")] = None,
+                         experts: Annotated[Optional[int], typer.Option(
+                             help="With --shape: routed experts per layer (default: the real count).")] = None) -> None:
+    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU.
+
+    With --shape and --random-init, write an untrained checkpoint with a real model's routing topology instead.
+    """
     import tempfile
 
     from horizonlens.corpus.store import open_store
@@ -170,3 +210,17 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
             report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
         (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report["heldout_loss"]))
+
+
+def _build_shape(out: Path, shape: Optional[str], random_init: bool, layers: Optional[int],
+                 experts: Optional[int], seed: int) -> None:
+    """`build-checkpoint --shape NAME --random-init`: the tokenizer is the bundled checkpoint's."""
+    from horizonlens.errors import CheckpointError
+    from horizonlens.model.shapes import SHAPES, build_shape
+
+    if shape is None or not random_init:
+        raise CheckpointError(f"--shape NAME and --random-init go together (only untrained shape fixtures are "
+                              f"offered); shapes: {', '.join(SHAPES)}")
+    info = build_shape(shape, out, sample_checkpoint_path(), layers=layers, experts=experts, seed=seed)
+    typer.echo(f"wrote {out}: {info['note']}")
+    typer.echo(json.dumps({k: info[k] for k in ("name", "layers", "experts", "top_k", "parameters")}))

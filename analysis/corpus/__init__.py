@@ -4,10 +4,13 @@ A corpus is a directory of Parquet tables (docs/corpus-format.md) opened as Duck
 `CorpusStore`. This facade is the public face of the layer; the modules behind it are:
 schema (the tables), io (manifest, validation, atomic writes), layout (where replay caches live),
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
-sql (the read-only console), search_index (the word index), importers (agent logs in), storage (a local
-directory or an s3:// prefix), object_lock (the writer lock there) and scan (how DuckDB reads files).
+sql (the read-only console), search_index (the word index), importers (agent logs in), annotations
+(labels on runs and steps), label_files (label files in), storage (a local directory or an s3:// prefix),
+object_lock (the writer lock there) and scan (how DuckDB reads files).
 """
 
+from horizonlens.corpus import annotations, label_files
+from horizonlens.corpus.annotations import Label, add_labels, delete_label, edit_label, export_labels
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import (
     MANIFEST,
@@ -66,19 +69,26 @@ __all__ = [
     "CorpusPath",
     "CorpusStore",
     "ObjectPath",
+    "Label",
     "Page",
     "SchemaError",
     "SqlError",
     "SqlResult",
     "StoreError",
     "TrajectoryFilter",
+    "add_labels",
+    "annotations",
     "approx_tokens",
     "as_location",
     "build_index",
     "conform",
+    "delete_label",
+    "edit_label",
+    "export_labels",
     "file_stem",
     "index_is_fresh",
     "is_remote",
+    "label_files",
     "new_manifest",
     "open_corpus_files",
     "open_store",

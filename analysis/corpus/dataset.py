@@ -212,11 +212,15 @@ class _Hashing:
         self.closed = True  # the caller closes the underlying file
 
 
-def _write_parquet(table: pa.Table, path: CorpusPath) -> tuple[int, str]:
-    """Write one Parquet file (fsynced locally; one upload in object storage); returns (bytes, sha256)."""
+def _write_parquet(table: pa.Table, path: CorpusPath, options: dict[str, Any] | None = None) -> tuple[int, str]:
+    """Write one Parquet file (fsynced locally; one upload in object storage); returns (bytes, sha256).
+
+    `options`: pyarrow.parquet.write_table arguments that replace the defaults.
+    """
     with path.open("wb") as fh:
         out = _Hashing(fh)
-        pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+        pq.write_table(table, out, **{"compression": "zstd", "row_group_size": ROW_GROUP_SIZE,
+                                      "write_statistics": True, **(options or {})})
         if not isinstance(path, ObjectPath):
             fh.flush()
             os.fsync(fh.fileno())
@@ -429,8 +433,11 @@ class Transaction:
         return f"{table}/{partition}/{name}" if partition else f"{table}/{name}"
 
     def write(self, table: str, data: pa.Table, meta: dict[str, Any] | None = None,
-              partition: str | None = None) -> DataFile:
-        """Write `data` as a new file of `table`; it becomes visible at commit."""
+              partition: str | None = None, options: dict[str, Any] | None = None) -> DataFile:
+        """Write `data` as a new file of `table`; it becomes visible at commit.
+
+        `options`: pyarrow.parquet.write_table arguments that replace the defaults (zstd, ROW_GROUP_SIZE rows).
+        """
         if table not in self.dataset.tables:
             raise CorpusError(f"{self.dataset.root}: no table {table!r} in this dataset")
         rel = self.new_path(table, partition)
@@ -439,7 +446,7 @@ class Transaction:
         # recorded before the write: an upload that fails half way is deleted by abort()
         self.added.append(DataFile(table, rel, -1, -1))
         try:
-            size, sha = _write_parquet(data, path)
+            size, sha = _write_parquet(data, path, options)
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise CorpusError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
@@ -500,7 +507,8 @@ class Transaction:
         """The file list as it will be published."""
         kept = [f if f.rows >= 0 else _describe(self.dataset.root, f) for f in self.snapshot.files
                 if f.path not in self.removed]
-        return kept + self.added
+        # a file this transaction wrote and then removed again (rewritten twice) is not published
+        return kept + [f for f in self.added if f.path not in self.removed]
 
     def commit(self) -> Snapshot:
         """Publish: write the new manifest (the atomic switch), then delete removed files."""

@@ -33,6 +33,7 @@ class TrajectoryFilter:
     text: str | None = None  # full-text query over task and step content (see text_mode)
     text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
     task_id: str | None = None
+    labels: list[str] = field(default_factory=list)  # trajectories with a current label (any step) among these
 
     def clauses(self, word_index: bool = False) -> Clauses:
         """SQL conditions over `trajectories t` and their parameters; ([], []) when nothing is filtered.
@@ -61,6 +62,10 @@ class TrajectoryFilter:
             clauses.append(f"t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
                            f"WHERE list_contains({tool_names_sql('s')}, ?))")
             params.append(self.tool)
+        if self.labels:  # the `annotations` view exists in every store (empty without labels)
+            clauses.append(f"t.trajectory_id IN (SELECT a.trajectory_id FROM annotations a "
+                           f"WHERE a.label IN ({', '.join('?' for _ in self.labels)}))")
+            params.extend(self.labels)
         words = query_words(self.text) if self.text else []
         if self.text and words and self.text_mode != "exact" and (word_index or self.text_mode == "words"):
             if not word_index:

@@ -108,6 +108,68 @@ ROUTING = pa.schema(
     ]
 )
 
+# The routing tiers (corpus/routing_format.py has the encoding; docs/corpus-format.md the layout). Expert
+# ids are written in the narrowest unsigned type that holds the checkpoint's expert count (uint8 up to
+# 256 experts); any integer type is accepted on read.
+ROUTING_TOKENS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),  # replay (this checkpoint, teacher-forced) or rollout (an engine's)
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("token_index", pa.int32()),  # position in the rendered input
+        pa.field("token_id", pa.int32()),
+        pa.field("layer", pa.int16()),  # the model's real layer number
+        pa.field("experts", pa.list_(pa.uint8())),  # the top-k set as gaps between sorted ids
+        pa.field("top1", pa.uint8()),  # position (in the sorted set) of the expert with the largest weight
+        pa.field("weights", pa.list_(pa.uint8())),  # weight codes aligned with the sorted set (null: rollout)
+        pa.field("weight_scale", pa.float32()),  # weight = code / 15 * weight_scale
+        pa.field("margin", pa.uint8()),  # log-scale code of the router's k-th minus (k+1)-th score
+        pa.field("entropy", pa.uint8()),  # code of entropy / ln(num_experts)
+        pa.field("num_experts", pa.int32()),
+    ]
+)
+_AGGREGATE = [
+    pa.field("layer", pa.int16()),
+    pa.field("expert", pa.uint8()),
+    pa.field("tokens", pa.int32()),  # tokens routed to this expert
+    pa.field("weight", pa.uint8()),  # their mean gate weight: code / 63 * weight_scale
+    pa.field("weight_scale", pa.float32()),
+]
+ROUTING_STEPS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False),
+                           pa.field("step", pa.int32(), nullable=False), *_AGGREGATE])
+ROUTING_SEGMENTS = pa.schema([pa.field("trajectory_id", pa.string(), nullable=False),
+                              pa.field("segment", pa.string()), *_AGGREGATE])
+
+# Rollout vs replay routing (metrics/rollout.py): the comparison of an inference engine's routing with the
+# replay's on the same tokens, folded per step so views never read token rows. Counts are over tokens
+# compared (routed on both sides in every MoE layer); near-tie columns are null when the replay has no margins.
+ROLLOUT_COMPARE = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("tokens", pa.int32()),  # tokens compared in this (step, segment, layer)
+        pa.field("set_mismatch", pa.int32()),  # ... whose top-k sets differ
+        pa.field("top1_mismatch", pa.int32()),  # ... whose first (highest-scored) expert differs
+        pa.field("jaccard_sum", pa.float64()),  # sum of |A ∩ B| / |A ∪ B| (mean = jaccard_sum / tokens)
+        pa.field("near_ties", pa.int32()),  # ... where the replay's k-th vs (k+1)-th margin is a near-tie
+        pa.field("near_tie_mismatch", pa.int32()),  # ... set mismatches that are near-ties
+    ]
+)
+ROLLOUT_COMPARE_STEPS = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("segment", pa.string()),
+        pa.field("tokens", pa.int32()),  # tokens compared in this (step, segment)
+        pa.field("any_mismatch", pa.int32()),  # ... whose top-k set differs in at least one MoE layer
+        pa.field("any_top1_mismatch", pa.int32()),  # ... whose top-1 expert differs in at least one layer
+        pa.field("near_tie_only", pa.int32()),  # ... that mismatch only in layers where the replay had a near-tie
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
     "steps": STEPS,

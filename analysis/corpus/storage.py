@@ -316,10 +316,10 @@ def read_metadata(path: CorpusPath) -> Any:
     return _read(path, lambda: pq.read_metadata(where, filesystem=fs))
 
 
-def read_table(path: CorpusPath, columns: list[str] | None = None) -> pa.Table:
-    """A whole Parquet file (or these columns of it)."""
+def read_table(path: CorpusPath, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """A whole Parquet file (or these columns of it; `filters` as pyarrow.parquet.read_table takes them)."""
     where, fs = _source(path)
-    return _read(path, lambda: pq.read_table(where, columns=columns, filesystem=fs))
+    return _read(path, lambda: pq.read_table(where, columns=columns, filters=filters, filesystem=fs))
 
 
 def arrow_dataset(paths: list[CorpusPath], schema: pa.Schema | None = None, partition_base: CorpusPath | None = None

@@ -22,24 +22,61 @@ off. DuckDB itself then reads no file at all, so its file access is switched off
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
 
-from horizonlens.corpus.dataset import MANIFEST, Snapshot
+from horizonlens.corpus.annotations import (
+    ANNOTATIONS,
+    CURRENT_VIEW,
+    HISTORY_VIEW,
+    LABELS_TABLE,
+    annotations_dataset,
+    current_view_sql,
+    empty_history_sql,
+)
+from horizonlens.corpus.dataset import MANIFEST, DataFile, Snapshot
 from horizonlens.corpus.filters import TrajectoryFilter, where_sql
 from horizonlens.corpus.io import open_corpus_files, validate_file
-from horizonlens.corpus.layout import REPLAY_VIEWS, replay_checkpoints, replay_dataset, replays_dir
+from horizonlens.corpus.layout import (
+    CACHE_TABLES,
+    COMPARE_TABLES,
+    LEGACY_ROUTING,
+    REPLAY_VIEWS,
+    STEP_TIER,
+    TOKEN_TIER,
+    replay_checkpoints,
+    replay_dataset,
+    replays_dir,
+)
 from horizonlens.corpus.quoting import quote_ident, sql_string
+from horizonlens.corpus.routing_format import (
+    SOURCE_TABLES,
+    aggregate_view_sql,
+    legacy_aggregate_sql,
+    legacy_token_view_sql,
+    token_view_sql,
+)
 from horizonlens.corpus.scan import FileScans, hive_keys
-from horizonlens.corpus.schema import REPLAY_TABLES, TRAJECTORIES
+from horizonlens.corpus.schema import TRAJECTORIES
 from horizonlens.corpus.search_index import index_dataset, index_is_fresh
-from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_schema, redact
+from horizonlens.corpus.storage import (
+    CorpusPath,
+    ObjectPath,
+    as_location,
+    read_metadata,
+    read_schema,
+    read_table,
+    redact,
+)
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
@@ -69,7 +106,11 @@ class CorpusStore:
         self.scans = FileScans(self.root)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
-        self.con = duckdb.connect(":memory:")
+        # DuckDB may always read its temp directory, by default `<cwd>/.tmp/`, where anyone could plant a
+        # file: spill to a private folder of this store instead (mode 0700, removed on close)
+        self.spill_dir = Path(tempfile.mkdtemp(prefix="horizonlens-duckdb-"))
+        self._remove_spill = weakref.finalize(self, shutil.rmtree, self.spill_dir, ignore_errors=True)
+        self.con = duckdb.connect(":memory:", config={"temp_directory": str(self.spill_dir)})
         self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
@@ -81,14 +122,16 @@ class CorpusStore:
         self.partitions: dict[str, list[str]] = {}
         self.problems: list[str] = []  # damaged replay files left out of the views, for the user to see
         self.replay_checkpoints: list[str] = []
+        self.replay_views: frozenset[str] = frozenset()  # the replay views that exist (corpus/layout.REPLAY_VIEWS)
         self.has_word_index = False
         self._stamps: dict[str, Any] = {}
         self._fingerprints: dict[str, str] = {}
         self._open_corpus()
         self._open_index()
         self._open_replays()
-        # Harden: only the corpus directory is readable from SQL from now on (in object storage: no file at
-        # all, the views read through registered datasets); nothing can change that.
+        self._open_annotations()
+        # Harden: only the corpus directory (and the private spill folder) is readable from SQL from now on (in
+        # object storage: no file at all, the views read through registered datasets); nothing can change that.
         allowed = "" if isinstance(self.root, ObjectPath) else sql_string(str(self.root) + "/")
         self.con.execute(f"SET allowed_directories = [{allowed}]")
         self.con.execute("SET enable_external_access = false")
@@ -135,8 +178,12 @@ class CorpusStore:
         self.has_word_index = fresh
 
     def _open_replays(self) -> None:
-        """Views over every checkpoint's replay cache (`replay_steps`, `routing`), keyed by checkpoint_id.
+        """Views over every checkpoint's replay cache, each with a checkpoint_id column.
 
+        `replay_steps` (per step), `routing` (per token and layer, decoded from the compact token tier and
+        from format-1 files alike), `routing_steps` and `routing_segments` (the step tier; for format-1
+        files computed from their token rows), `routing_rollout` (an engine's routing, when imported) and
+        `rollout_compare` / `rollout_compare_steps` (its comparison with the replay, metrics/rollout.py).
         Each checkpoint contributes its published files; a damaged file is left out and reported.
         """
         self._stamps["replays"] = self._replay_stamps()
@@ -151,22 +198,22 @@ class CorpusStore:
                 problems.append(str(exc))
                 continue
             self._fingerprints[f"replay:{ckpt}"] = snap.fingerprint
-            usable = False
-            for view, table in REPLAY_VIEWS.items():
-                good = []
+            good: dict[str, list[DataFile]] = {}
+            for table, schema in CACHE_TABLES.items():
                 for entry in snap.table(table):
                     try:
-                        validate_file(snap.root / entry.path, REPLAY_TABLES[view],
-                                      entry.bytes if snap.listed else None)
+                        validate_file(snap.root / entry.path, schema, entry.bytes if snap.listed else None)
                     except CorpusError as exc:
                         problems.append(f"left out of the views: {exc}")
                         continue
-                    good.append(snap.root / entry.path)
-                if good:
-                    usable = usable or view == "replay_steps"
-                    parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM "
-                                       f"{self.scans.relation(self.con, f'replay_{view}_{ckpt}', good, True)}")
-            if usable:
+                    good.setdefault(table, []).append(entry)
+
+            def rel(key: str, entries: list[DataFile], root: CorpusPath = snap.root, ckpt: str = ckpt) -> str:
+                return self.scans.relation(self.con, f"replay_{key}_{ckpt}", [root / e.path for e in entries], True)
+
+            for view, select in _replay_selects(snap.root, good, rel):
+                parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM ({select})")
+            if good.get("steps"):
                 found.append(ckpt)
         for view, selects in parts.items():
             if selects:
@@ -175,11 +222,42 @@ class CorpusStore:
             else:
                 self.con.execute(f"DROP VIEW IF EXISTS {quote_ident(view)}")
         self.replay_checkpoints = found
+        self.replay_views = frozenset(view for view, selects in parts.items() if selects)
         self.problems = problems
 
     def _replay_stamps(self) -> Any:
         base = replays_dir(self.root)
         return tuple((c, self._stamp(base / c / MANIFEST)) for c in replay_checkpoints(self.root))
+
+    def _open_annotations(self) -> None:
+        """Views `annotation_history` (every version) and `annotations` (current labels); empty without labels.
+
+        The views always exist, so filters and facets by label work on any corpus. A damaged labels file is
+        left out and reported in `label_problems`.
+        """
+        dataset = annotations_dataset(self.root)
+        self._stamps["annotations"] = self._stamp(dataset.manifest_path)
+        self.label_problems: list[str] = []
+        self._fingerprints.pop("annotations", None)
+        good: list[CorpusPath] = []
+        if dataset.exists():
+            try:
+                snap = dataset.snapshot()
+            except CorpusError as exc:
+                self.label_problems.append(str(exc))
+            else:
+                self._fingerprints["annotations"] = snap.fingerprint
+                for entry in snap.table(LABELS_TABLE):
+                    try:
+                        validate_file(snap.root / entry.path, ANNOTATIONS, entry.bytes)
+                    except CorpusError as exc:
+                        self.label_problems.append(f"left out of the labels: {exc}")
+                        continue
+                    good.append(snap.root / entry.path)
+        history = (f"SELECT * FROM {self.scans.relation(self.con, 'annotations', good, True)}" if good
+                   else empty_history_sql())
+        self.con.execute(f"CREATE OR REPLACE VIEW {HISTORY_VIEW} AS {history}")
+        self.con.execute(f"CREATE OR REPLACE VIEW {CURRENT_VIEW} AS {current_view_sql()}")
 
     def refresh(self) -> bool:
         """Pick up what other writers published since the last look; True if any view changed."""
@@ -194,6 +272,9 @@ class CorpusStore:
                 changed = True
             if self._replay_stamps() != self._stamps.get("replays"):
                 self._open_replays()
+                changed = True
+            if self._stamp(annotations_dataset(self.root).manifest_path) != self._stamps.get("annotations"):
+                self._open_annotations()
                 changed = True
         return changed
 
@@ -360,9 +441,49 @@ class CorpusStore:
         return table.column("trajectory_id").to_pylist()
 
     def close(self) -> None:
-        """Stop the query threads and close the DuckDB connection."""
+        """Stop the query threads, close the DuckDB connection and remove its spill folder."""
         self._pool.shutdown(wait=True)
         self.con.close()
+        self._remove_spill()
+
+
+def _replay_selects(root: CorpusPath, files: dict[str, list[DataFile]],
+                    rel: Callable[[str, list[DataFile]], str]) -> list[tuple[str, str]]:
+    """(view, SELECT) pairs over one checkpoint's validated replay-cache files; `rel(key, files)` scans files."""
+    out = []
+    if files.get("steps"):
+        out.append(("replay_steps", f"SELECT * FROM {rel('steps', files['steps'])}"))
+    for view, table in (("routing", TOKEN_TIER), ("routing_rollout", SOURCE_TABLES["rollout"])):
+        by_k: dict[int, list[DataFile]] = {}
+        for entry in files.get(table, []):
+            k = _top_k(root, entry)
+            if k:
+                by_k.setdefault(k, []).append(entry)
+        out += [(view, token_view_sql(rel(f"{view}_k{k}", entries), k)) for k, entries in sorted(by_k.items())]
+    for view, key in zip(STEP_TIER, ("step", "segment"), strict=True):
+        if files.get(view):
+            out.append((view, aggregate_view_sql(rel(view, files[view]), key)))
+    out += [(table, f"SELECT * FROM {rel(table, files[table])}") for table in COMPARE_TABLES if files.get(table)]
+    legacy = files.get(LEGACY_ROUTING)
+    if legacy:  # format 1: token rows only; the step tier is computed from them
+        out.append(("routing", legacy_token_view_sql(rel("legacy", legacy))))
+        out += [(view, legacy_aggregate_sql(rel("legacy", legacy), key))
+                for view, key in zip(STEP_TIER, ("step", "segment"), strict=True)]
+    return out
+
+
+def _top_k(root: CorpusPath, entry: DataFile) -> int:
+    """Experts per token of a token-tier file: from its manifest entry, else its first row (0: no rows)."""
+    k = entry.meta.get("top_k")
+    if isinstance(k, int) and k > 0:
+        return k
+    try:
+        if read_metadata(root / entry.path).num_rows == 0:
+            return 0
+        value = read_table(root / entry.path, columns=["experts"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, IndexError, CorpusError):
+        return 0
+    return len(value or [])
 
 
 def open_store(root: Path | str) -> CorpusStore:

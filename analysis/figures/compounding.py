@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from horizonlens.figures.style import SEQUENCE, empty, layout
+from horizonlens.figures.style import SEQUENCE, empty, layout, plain
 
 
 def _color(i: int) -> str:
@@ -29,12 +29,12 @@ def survival(km: pd.DataFrame, max_t: int | None = None) -> go.Figure:
         fig.add_scatter(x=np.r_[part["t"], part["t"][::-1]], y=np.r_[part["upper"], part["lower"][::-1]],
                         fill="toself", fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
                         showlegend=False)
-        fig.add_scatter(x=part["t"], y=part["survival"], mode="lines", line=dict(shape="hv", color=c), name=f"{grp}")
+        fig.add_scatter(x=part["t"], y=part["survival"], mode="lines", line=dict(shape="hv", color=c), name=plain(grp))
         fig.add_scatter(x=part["t"], y=part["baseline"], mode="lines", line=dict(dash="dash", color=c, width=1),
-                        name=f"{grp}: (1−p̂)^t")
+                        name=f"{plain(grp)}: (1−p̂)^t")
         if "baseline_clean" in part:
             fig.add_scatter(x=part["t"], y=part["baseline_clean"], mode="lines",
-                            line=dict(dash="dot", color=c, width=1), name=f"{grp}: (1−p₀)^t")
+                            line=dict(dash="dot", color=c, width=1), name=f"{plain(grp)}: (1−p₀)^t")
     return layout(fig, "Survival to the first failed check vs independent errors", xaxis_title="checked step t",
                   yaxis_title="share of runs without a failed check", yaxis_range=[0, 1.02])
 
@@ -48,8 +48,9 @@ def hazard(km: pd.DataFrame, max_t: int | None = 60, min_at_risk: int = 20) -> g
         return empty(f"Fewer than {min_at_risk} runs at risk at every step")
     fig = go.Figure()
     for i, (grp, part) in enumerate(km.groupby("group", sort=True)):
-        fig.add_scatter(x=part["t"], y=part["hazard"], mode="lines+markers", name=str(grp), line=dict(color=_color(i)),
-                        customdata=part["at_risk"], hovertemplate="t=%{x}<br>hazard=%{y:.3f}<br>at risk=%{customdata}")
+        fig.add_scatter(x=part["t"], y=part["hazard"], mode="lines+markers", name=plain(grp),
+                        line=dict(color=_color(i)), customdata=part["at_risk"],
+                        hovertemplate="t=%{x}<br>hazard=%{y:.3f}<br>at risk=%{customdata}")
     return layout(fig, "Hazard of the first failed check", xaxis_title="checked step t", yaxis_title="h(t)")
 
 
@@ -59,7 +60,7 @@ def rate_bars(df: pd.DataFrame, x: str, title: str, x_title: str) -> go.Figure:
         return empty("No data")
     fig = go.Figure()
     for i, (grp, part) in enumerate(df.groupby("group", sort=True)):
-        fig.add_bar(x=part[x].astype(str), y=part["rate"], name=str(grp), marker_color=_color(i),
+        fig.add_bar(x=[plain(v) for v in part[x]], y=part["rate"], name=plain(grp), marker_color=_color(i),
                     error_y=dict(type="data", symmetric=False, array=part["upper"] - part["rate"],
                                  arrayminus=part["rate"] - part["lower"]),
                     customdata=np.c_[part["checks"], part["failures"]],
@@ -87,7 +88,7 @@ def recovery(df: pd.DataFrame) -> go.Figure:
     metrics = [("next_check_pass_rate", "next check passes"), ("retry_rate", "same tool retried"),
                ("recovery_rate", "retry passes"), ("success_after_failure", "run still succeeds")]
     for i, (grp, part) in enumerate(df.groupby("group", sort=True)):
-        fig.add_bar(x=[m[1] for m in metrics], y=[float(part[m[0]].iloc[0]) for m in metrics], name=str(grp),
+        fig.add_bar(x=[m[1] for m in metrics], y=[float(part[m[0]].iloc[0]) for m in metrics], name=plain(grp),
                     marker_color=_color(i))
     return layout(fig, "After a failed check", barmode="group", yaxis_tickformat=".0%", yaxis_range=[0, 1])
 
@@ -105,14 +106,14 @@ def success_vs_length(points: pd.DataFrame, fits: pd.DataFrame) -> go.Figure:
         binned = pd.DataFrame({"b": idx, "x": x, "y": part["success"].to_numpy()}).groupby("b").agg(
             x=("x", "mean"), y=("y", "mean"), n=("y", "size"))
         fig.add_scatter(x=2 ** binned["x"], y=binned["y"], mode="markers", marker=dict(color=c, size=8),
-                        name=f"{grp} (binned)", customdata=binned["n"],
+                        name=f"{plain(grp)} (binned)", customdata=binned["n"],
                         hovertemplate="%{x:.0f} steps: %{y:.0%} (n=%{customdata})")
         fit = fits[fits["group"] == grp]
         if not fit.empty and bool(fit["fitted"].iloc[0]):
             grid = np.linspace(x.min(), x.max(), 100)
             a, b = float(fit["intercept"].iloc[0]), float(fit["slope"].iloc[0])
             fig.add_scatter(x=2 ** grid, y=1 / (1 + np.exp(-(a + b * grid))), mode="lines", line=dict(color=c),
-                            name=f"{grp} fit")
+                            name=f"{plain(grp)} fit")
             for q, dash in ((50, "dot"), (80, "dash")):
                 v = fit[f"steps_at_{q}"].iloc[0]
                 if v is not None and np.isfinite(v):
@@ -128,7 +129,7 @@ def pass_k(df: pd.DataFrame) -> go.Figure:
         return empty("No tasks with several trials")
     fig = go.Figure()
     for i, (grp, part) in enumerate(df.groupby("group", sort=True)):
-        fig.add_scatter(x=part["k"], y=part["pass_hat_k"], mode="lines+markers", name=str(grp),
+        fig.add_scatter(x=part["k"], y=part["pass_hat_k"], mode="lines+markers", name=plain(grp),
                         line=dict(color=_color(i)))
     return layout(fig, "pass^k: all k trials succeed", xaxis_title="k", yaxis_title="pass^k", yaxis_range=[0, 1.02],
                   xaxis_dtick=1)

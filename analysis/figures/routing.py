@@ -1,16 +1,34 @@
 """Trajectory and routing figures: what happened along one trajectory, and how the router spread it.
 
-The error timeline strip, per-step and per-token expert heatmaps, signals along the horizon, expert
-load vs uniform, co-activation and usage per layer.
+The error timeline strip, signals along the horizon, a step's experts per layer, tokens x layers,
+step x expert load, expert load vs uniform, co-activation and usage per layer.
+
+Every expert view must read at 16 experts and at 256 (Agents-A1: 40 layers x 256 experts top-8), so:
+- expert identity is encoded by position and printed ids, never by colour (nobody tells 256 hues apart);
+  colour always encodes one quantity (a share, a gate weight, a ratio to uniform);
+- an expert axis shows the TOP_N busiest experts in a meaningful order (by load, by preferred group,
+  or clustered), and folds the rest into one "other" entry that says how many experts it stands for;
+- heatmap rows get at least ROW_PX pixels, so 40-60 layers or TOP_N experts stay legible;
+- layer lists are summarised as ranges (`layer_range`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout
+from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain
+from horizonlens.metrics.expert_rank import OTHER, fold_experts, layer_ranks, preference_order, seriate, top_experts
+
+TOP_N = 24  # experts named on an expert axis before the rest fold into "other" (all 16 of the sample fit)
+RANKS = 8  # ranked experts per layer in a step's panel (Agents-A1 routes each token to 8)
+ROW_PX = 18  # pixels per heatmap row: a layer or expert label at font size 10 stays readable
+HIGHLIGHT = "#e8590c"  # the one accent colour: the expert the user picked
+SPEC_LOG2_MAX = 3  # specialization colours saturate at 8x and 1/8x uniform (hover gives the exact ratio)
+PLOT_WIDTH_PX = 1000  # about the width of a full-width chart at a 1500 px window (sidebar open)
 
 
 def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Figure:
@@ -18,7 +36,7 @@ def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Fig
     if timeline.empty:
         return empty("No steps", height=120)
     colors = [STATUS_COLORS[s] for s in timeline["status"]]
-    hover = [f"step {s} · {src}{' · ' + str(tool) if tool else ''}<br>{st}{' · ' + str(lab) if lab else ''}"
+    hover = [f"step {s} · {plain(src)}{' · ' + plain(tool) if tool else ''}<br>{st}{' · ' + plain(lab) if lab else ''}"
              for s, src, tool, st, lab in zip(timeline["step"], timeline["source"], timeline["tool"],
                                              timeline["status"], timeline["error_label"], strict=True)]
     fig = go.Figure(go.Bar(x=timeline["step"], y=np.ones(len(timeline)), marker_color=colors, marker_line_width=0,
@@ -58,103 +76,262 @@ def step_signals(signals: pd.DataFrame, failed_steps: list[int], drift: pd.DataF
                                                        showgrid=False))
 
 
-def layer_expert_heatmap(routing: pd.DataFrame, num_experts: int, title: str) -> go.Figure:
-    """Share of a set of tokens' assignments per (layer, expert)."""
-    if routing.empty:
-        return empty("No routing for these tokens")
-    layers = sorted(routing["layer"].unique())
-    z = np.zeros((len(layers), num_experts))
-    for i, layer in enumerate(layers):
-        experts = np.concatenate(routing.loc[routing["layer"] == layer, "experts"].to_list())
-        counts = np.bincount(experts.astype(int), minlength=num_experts)[:num_experts]
-        z[i] = counts / max(1, counts.sum())
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(num_experts)), y=[f"L{layer}" for layer in layers],
-                               colorscale="Blues", zmin=0, colorbar=dict(title="share"),
-                               hovertemplate="layer %{y} · expert %{x}: %{z:.1%}<extra></extra>"))
-    return layout(fig, title, height=120 + 30 * len(layers), xaxis_title="expert", xaxis_dtick=1)
+def layer_range(layers: Sequence[int]) -> str:
+    """Layer numbers as one phrase: '40 MoE layers (0–39)', '58 MoE layers (3–60)', '18 MoE layers (1–35, every 2nd)'.
+
+    Captions and titles use it instead of listing 40-60 numbers.
+    """
+    ls = sorted({int(x) for x in layers})
+    if not ls:
+        return "no MoE layers"
+    noun = "MoE layer" if len(ls) == 1 else "MoE layers"
+    runs: list[tuple[int, int]] = []
+    for x in ls:
+        if runs and x == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], x)
+        else:
+            runs.append((x, x))
+    steps = {b - a for a, b in zip(ls, ls[1:], strict=False)}
+    if len(runs) > 3 and len(steps) == 1:
+        return f"{len(ls)} {noun} ({ls[0]}–{ls[-1]}, every {_ordinal(steps.pop())})"
+    parts = [str(a) if a == b else f"{a}–{b}" for a, b in runs]
+    if len(parts) > 4:
+        parts = [*parts[:2], "…", parts[-1]]
+    return f"{len(ls)} {noun} ({', '.join(parts)})"
 
 
-def _discrete_scale(n: int) -> list[list[object]]:
-    palette = ["#3b6fd8", "#e08a1e", "#2e9d5b", "#a04cc2", "#d43d3d", "#1aa3a3", "#7b7f87", "#c7a21a",
-               "#5b8def", "#f2b25c", "#6cc28e", "#c486dc", "#ee7c7c", "#5ccaca", "#b0b3b8", "#e6cc5a"]
-    scale: list[list[object]] = []
-    for i in range(n):
-        c = palette[i % len(palette)]
-        scale += [[i / n, c], [(i + 1) / n, c]]
-    return scale
+def _ordinal(n: int) -> str:
+    return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
-def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: int) -> go.Figure:
-    """Tokens of one step (columns, text readable) × layers (rows), coloured by the top-1 expert.
+def expert_label(expert: int, n_experts: int = 1) -> str:
+    """Axis label of an expert, or of the folded entry ('other (232)')."""
+    return f"other ({n_experts})" if expert == OTHER else f"E{expert}"
 
-    Hover shows the router's top-k experts and the weights they received.
+
+def _axis_scope(shown: int, folded: int, total: int, order: str) -> str:
+    """'all 16 experts by load' or 'the 24 busiest of 256 experts by load, 232 folded into "other"'."""
+    if folded == 0:
+        return f"all {total} experts, {order}"
+    return f"the {shown} busiest of {total} experts, {order}; {folded} folded into “other”"
+
+
+def step_experts(step_load: pd.DataFrame, step: int, num_experts: int, ranks: int = RANKS,
+                 highlight: int | None = None) -> go.Figure:
+    """One step's experts per layer: rows = layers, columns = rank 1..`ranks` then "other".
+
+    Each cell prints the expert id at that rank and is shaded by its share of the layer's assignments
+    in this step; "other" says what share the remaining experts took together (shaded by their mean,
+    so it is comparable with one expert). The picked expert is outlined wherever it ranks.
+    """
+    table = layer_ranks(step_load, min(ranks, num_experts), num_experts)
+    if table.empty:
+        return empty("No routing for this step")
+    other = table["expert"] == OTHER
+    if (table.loc[other, "n_experts"] == 0).all():  # every expert fits in the ranks: no "other" column
+        table = table[~other]
+    ranks = int(table.loc[table["expert"] != OTHER, "rank"].max())
+    has_other = bool((table["expert"] == OTHER).any())
+    layers = sorted(table["layer"].unique())
+    row = {layer: i for i, layer in enumerate(layers)}
+    z = np.full((len(layers), ranks + int(has_other)), np.nan)
+    text = np.full(z.shape, "", dtype=object)
+    hover = np.full(z.shape, "", dtype=object)
+    weighted = "mean_weight" in table
+    for r in table.to_dict("records"):
+        i, j = row[r["layer"]], min(int(r["rank"]) - 1, ranks)  # "other" is the last column
+        layer, expert, share, n = int(r["layer"]), int(r["expert"]), float(r["share"]), int(r["assignments"])
+        if expert == OTHER:
+            z[i, j] = share / max(1, int(r["n_experts"]))
+            text[i, j] = f"{share:.0%}"
+            hover[i, j] = (f"layer {layer}: the other {int(r['n_experts'])} experts took {share:.1%} of this step's "
+                           f"assignments together ({n:,})")
+        elif n > 0:
+            z[i, j] = share
+            text[i, j] = str(expert)
+            weight = f", mean gate weight {r['mean_weight']:.2f}" if weighted and pd.notna(r["mean_weight"]) else ""
+            hover[i, j] = (f"layer {layer} · rank {j + 1}: expert {expert} took {share:.1%} of this step's "
+                           f"assignments ({n:,}){weight}")
+    cols = [f"#{j + 1}" for j in range(ranks)] + (["other"] if has_other else [])
+    ylabels = [f"L{layer}" for layer in layers]
+    fig = go.Figure(go.Heatmap(z=z, x=cols, y=ylabels, text=text, texttemplate="%{text}", textfont=dict(size=10),
+                               customdata=hover, hovertemplate="%{customdata}<extra></extra>", colorscale="Blues",
+                               zmin=0, colorbar=dict(title="share", tickformat=".1%", thickness=12), xgap=1, ygap=1))
+    title = f"Experts chosen in step {step}"
+    if highlight is not None:
+        hit = table[table["expert"] == highlight]
+        fig.add_scatter(x=[cols[int(k) - 1] for k in hit["rank"]], y=[f"L{layer}" for layer in hit["layer"]],
+                        mode="markers", hoverinfo="skip", showlegend=False,
+                        marker=dict(symbol="square-open", size=17, color=HIGHLIGHT, line=dict(width=3)))
+        title += f" · E{highlight} outlined ({len(hit)} of {len(layers)} layers)"
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10))
+    fig.update_xaxes(side="top", type="category")
+    return layout(fig, title, height=max(220, 110 + ROW_PX * len(layers)), margin=dict(l=50, r=10, t=80, b=10))
+
+
+def token_window(num_experts: int) -> int:
+    """How many token columns the token view shows at once, so each cell can print an expert id.
+
+    About 6 px per digit at font size 9 plus a margin: 64 tokens at 16 experts, 41 at 256.
+    """
+    digits = len(str(max(0, num_experts - 1)))
+    return max(16, min(64, PLOT_WIDTH_PX // (6 * digits + 6)))
+
+
+def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: int,
+                      highlight: int | None = None) -> go.Figure:
+    """Tokens of one step (columns, text readable) x layers (rows).
+
+    Without a picked expert each cell prints the token's top-1 expert id and is shaded by that
+    expert's gate weight (how sure the router was). With a picked expert, only the cells where that
+    expert is in the token's top-k are shaded, by the weight it received, and print its rank there.
+    Hover shows the router's top-k experts, their weights and the router entropy.
     """
     if tokens.empty or routing.empty:
         return empty("No routed tokens in this step")
     layers = sorted(routing["layer"].unique())
-    idx = tokens["token_index"].to_list()
-    pos = {t: i for i, t in enumerate(idx)}
-    z = np.full((len(layers), len(idx)), np.nan)
-    text = [["" for _ in idx] for _ in layers]
+    li = {layer: i for i, layer in enumerate(layers)}
+    pos = {t: i for i, t in enumerate(tokens["token_index"].to_list())}
+    texts = tokens["text"].to_list()
+    z = np.full((len(layers), len(pos)), np.nan)
+    cell = np.full(z.shape, "", dtype=object)
+    hover = np.full(z.shape, "", dtype=object)
     for token_index, layer, experts, weights, ent in zip(routing["token_index"], routing["layer"],
                                                          routing["experts"], routing["weights"], routing["entropy"],
                                                          strict=True):
         if token_index not in pos:
             continue
-        li, ti = layers.index(layer), pos[token_index]
-        z[li, ti] = experts[0]
+        i, j = li[layer], pos[token_index]
+        experts = [int(e) for e in experts]
+        if highlight is None:
+            z[i, j], cell[i, j] = float(weights[0]), str(experts[0])
+        elif highlight in experts:
+            k = experts.index(highlight)
+            z[i, j], cell[i, j] = float(weights[k]), str(k + 1)
         pairs = ", ".join(f"E{e}: {w:.2f}" for e, w in zip(experts, weights, strict=True))  # the router's top-k
-        text[li][ti] = f"{tokens['text'].iloc[ti]!r}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
-    labels = [f"{i}:{t[:12]}" for i, t in enumerate(tokens["text"])]
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers],
-                               colorscale=_discrete_scale(num_experts),
-                               zmin=-0.5, zmax=num_experts - 0.5, text=text, hoverinfo="text",
-                               colorbar=dict(title="top-1 expert", tickvals=list(range(num_experts)))))
-    return layout(fig, "Top-1 expert per token and layer (hover: top-k experts and weights)",
-                  height=160 + 28 * len(layers), xaxis_tickangle=-60, xaxis_tickfont=dict(size=10))
+        hover[i, j] = f"{plain(repr(texts[j]))}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
+    labels = [f"{i}:{plain(t, limit=12)}" for i, t in enumerate(texts)]
+    show_text = len(pos) <= token_window(num_experts)
+    scale: str | list[list[object]]
+    if highlight is None:
+        title = "Top-1 expert per token and layer (number: expert id; shade: its gate weight)"
+        scale, bar = "Blues", "top-1 weight"
+    else:
+        title = (f"Expert {highlight} across layers: shaded where it is in a token's top-k (number: its rank there; "
+                 f"shade: its gate weight)")
+        scale, bar = [[0, "#fde4d3"], [1, HIGHLIGHT]], f"E{highlight} weight"
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers], colorscale=scale, zmin=0,
+                               text=cell if show_text else None, texttemplate="%{text}" if show_text else None,
+                               textfont=dict(size=9), customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+                               colorbar=dict(title=bar, thickness=12), xgap=1, ygap=1))
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10))
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
+    return layout(fig, title, height=max(240, 190 + ROW_PX * len(layers)), margin=dict(l=50, r=10, t=50, b=110))
 
 
-def step_expert_heatmap(load: pd.DataFrame, num_experts: int, failed_steps: list[int], layer: int) -> go.Figure:
-    """Step × expert load along the horizon for one layer."""
+def step_expert_heatmap(load: pd.DataFrame, num_experts: int, failed_steps: list[int], layer: int,
+                        top_n: int = TOP_N) -> go.Figure:
+    """Step x expert load along the horizon for one layer: the busiest experts as rows, the rest as "other".
+
+    Rows are ordered by the expert's load over the whole trajectory (busiest on top) and labelled; each
+    cell is the expert's share of the step's assignments in this layer. The "other" row shows the mean
+    share of the experts folded into it, so its shade compares with one expert; hover gives its total.
+    """
     part = load[load["layer"] == layer]
     if part.empty:
         return empty("No routing for this layer")
+    keep, n_fold = top_experts(part, top_n, num_experts)
+    folded = fold_experts(part, keep, num_experts, by=["step"])
     steps = sorted(part["step"].unique())
-    pivot = part.pivot_table(index="expert", columns="step", values="share", fill_value=0).reindex(
-        index=range(num_experts), columns=steps, fill_value=0)
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=steps, y=list(range(num_experts)), colorscale="Viridis",
-                               colorbar=dict(title="share"),
-                               hovertemplate="step %{x} · expert %{y}: %{z:.1%}<extra></extra>"))
+    rows = [*keep, *([OTHER] if n_fold else [])]
+    per = folded.pivot(index="expert", columns="step", values="per_expert").reindex(index=rows, columns=steps)
+    share = folded.pivot(index="expert", columns="step", values="share").reindex(index=rows, columns=steps)
+    labels = [expert_label(e, n_fold) for e in rows]
+    hover = np.empty(per.shape, dtype=object)
+    shares = share.to_numpy(dtype=float)
+    for i, e in enumerate(rows):
+        for j, s in enumerate(steps):
+            v = shares[i, j]
+            hover[i, j] = (f"step {s} · the other {n_fold} experts: {v:.1%} together, {v / n_fold:.2%} each on average"
+                           if e == OTHER else f"step {s} · expert {e}: {v:.1%} of the step's assignments")
+    fig = go.Figure(go.Heatmap(z=per.to_numpy(), x=steps, y=labels, colorscale="Blues", zmin=0, customdata=hover,
+                               hovertemplate="%{customdata}<extra></extra>", ygap=1,
+                               colorbar=dict(title="share", tickformat=".1%", thickness=12)))
     for s in failed_steps:
         fig.add_vline(x=s, line=dict(color=STATUS_COLORS["failed"], width=1, dash="dot"))
-    return layout(fig, f"Expert load per step, layer {layer} (dotted: failed checks)", height=380,
-                  xaxis_title="step", yaxis_title="expert", yaxis_dtick=1)
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10), title="expert")
+    scope = _axis_scope(len(keep), n_fold, num_experts, "busiest on top")
+    return layout(fig, f"Expert load per step, layer {layer}: {scope} (dotted: failed checks)",
+                  height=max(300, 150 + ROW_PX * len(rows)), xaxis_title="step")
 
 
-def specialization(load: pd.DataFrame, layer: int, by: str) -> go.Figure:
-    """Expert load per segment/domain divided by the uniform 1/E (1 = no preference)."""
+def specialization(load: pd.DataFrame, layer: int, by: str, top_n: int = TOP_N) -> go.Figure:
+    """Expert load per segment/domain divided by the uniform 1/E (1 = no preference).
+
+    Columns are the `top_n` experts with the strongest preference for some group, ordered by the group
+    they prefer (so each group's specialists sit together), then "other": the folded experts' load
+    divided by their uniform share.
+    """
     part = load[load["layer"] == layer]
     if part.empty:
         return empty("No replayed routing yet")
+    E = int(round(1 / float(part["uniform"].iloc[0])))
     pivot = part.pivot_table(index="group", columns="expert", values="specialization", fill_value=0)
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=pivot.columns.tolist(), y=pivot.index.tolist(),
-                               colorscale="RdBu_r", zmid=1, colorbar=dict(title="× uniform"),
-                               hovertemplate=f"{by} %{{y}} · expert %{{x}}: %{{z:.2f}}× uniform<extra></extra>"))
-    return layout(fig, f"Expert load by {by} vs uniform, layer {layer}", height=140 + 26 * len(pivot),
-                  xaxis_title="expert", xaxis_dtick=1)
+    strongest = pivot.max(axis=0).sort_values(ascending=False, kind="stable")
+    keep = strongest.index.tolist() if len(strongest) <= top_n + 1 else strongest.index[:top_n].tolist()
+    order = preference_order(pivot[keep])
+    z = pivot[order].to_numpy()
+    labels = [expert_label(e) for e in order]
+    n_fold = E - len(order)
+    if n_fold > 0:
+        folded = part[~part["expert"].isin(order)].groupby("group")["share"].sum().reindex(pivot.index, fill_value=0)
+        z = np.column_stack([z, folded.to_numpy() / (n_fold / E)])
+        labels.append(expert_label(OTHER, n_fold))
+    # Colour is log2 of the ratio, symmetric around 1x: 4x preferred and 4x avoided look equally strong.
+    ticks = list(range(-SPEC_LOG2_MAX, SPEC_LOG2_MAX + 1))
+    fig = go.Figure(go.Heatmap(z=np.log2(np.clip(z, 2.0 ** -SPEC_LOG2_MAX, 2.0 ** SPEC_LOG2_MAX)), x=labels,
+                               y=[plain(g) for g in pivot.index], customdata=z, colorscale="RdBu_r",
+                               zmin=-SPEC_LOG2_MAX, zmax=SPEC_LOG2_MAX, xgap=1, ygap=1,
+                               colorbar=dict(title="× uniform", thickness=12, tickvals=ticks,
+                                             ticktext=[f"{2.0 ** t:g}×" if t >= 0 else f"1/{2 ** -t}×"
+                                                       for t in ticks]),
+                               hovertemplate=f"{by} %{{y}} · %{{x}}: %{{customdata:.2f}}× uniform<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
+    scope = (f"all {E} experts" if n_fold == 0 else f"the {len(order)} most specialised of {E} experts, "
+             f"{n_fold} folded into “other”")
+    return layout(fig, f"Expert load by {by} vs uniform, layer {layer}: {scope}, grouped by preferred {by}",
+                  height=max(260, 170 + 26 * len(pivot)), margin=dict(l=110, r=10, t=60, b=70))
 
 
-def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int) -> go.Figure:
-    """Expert × expert heatmap of N(i, j) / N(i): how often j is also chosen when i is."""
+def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int, top_n: int = TOP_N) -> go.Figure:
+    """Expert x expert heatmap of N(i, j) / N(i) for the busiest experts, ordered so that partners sit together.
+
+    The `top_n` experts with the most assignments (N(i)) are kept; their order comes from spectral
+    seriation of the pair counts, so experts that are often chosen together form visible blocks.
+    """
     if co.empty:
         return empty("No co-activations (top-1 routing or no replays)")
-    z = np.full((num_experts, num_experts), np.nan)
-    z[co["i"].to_numpy(dtype=int), co["j"].to_numpy(dtype=int)] = co["rate"].to_numpy(dtype=float)
-    hover = "with expert %{y}, expert %{x} is also chosen %{z:.1%} of the time<extra></extra>"
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(num_experts)), y=list(range(num_experts)), colorscale="Magma_r",
-                               zmin=0, colorbar=dict(title="N(i,j)/N(i)"), hovertemplate=hover))
-    return layout(fig, f"Co-activation, layer {layer}", height=420, xaxis_title="expert j", yaxis_title="expert i",
-                  xaxis_dtick=1, yaxis_dtick=1, yaxis_autorange="reversed")
+    n_i = co.groupby("i")["n_i"].first()
+    counts = pd.DataFrame({"expert": n_i.index.astype(int), "assignments": n_i.to_numpy()})
+    keep, n_fold = top_experts(counts, top_n, num_experts)
+    keep = [e for e in keep if e in n_i.index]
+    sub = co[co["i"].isin(keep) & co["j"].isin(keep)]
+    at = {e: k for k, e in enumerate(keep)}
+    pairs = np.zeros((len(keep), len(keep)))
+    pairs[sub["i"].map(at).to_numpy(), sub["j"].map(at).to_numpy()] = sub["n_ij"].to_numpy(dtype=float)
+    order = [keep[k] for k in seriate(pairs)]
+    z = np.full((len(order), len(order)), np.nan)
+    pos = {e: k for k, e in enumerate(order)}
+    z[sub["i"].map(pos).to_numpy(), sub["j"].map(pos).to_numpy()] = sub["rate"].to_numpy(dtype=float)
+    labels = [expert_label(e) for e in order]
+    hover = "with %{y}, %{x} is also chosen %{z:.1%} of the time<extra></extra>"
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Magma_r", zmin=0, xgap=1, ygap=1,
+                               colorbar=dict(title="N(i,j)/N(i)", thickness=12), hovertemplate=hover))
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10), title="expert j")
+    fig.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=10), title="expert i")
+    scope = ("all experts" if n_fold == 0 else f"the {len(order)} busiest of {num_experts} experts")
+    return layout(fig, f"Co-activation, layer {layer}: {scope}, clustered", height=190 + ROW_PX * len(order),
+                  margin=dict(l=70, r=10, t=60, b=70))
 
 
 def layer_usage(usage: pd.DataFrame) -> go.Figure:
@@ -162,11 +339,11 @@ def layer_usage(usage: pd.DataFrame) -> go.Figure:
     if usage.empty:
         return empty("No replayed routing yet")
     fig = go.Figure()
-    fig.add_bar(x=[f"L{layer}" for layer in usage["layer"]], y=usage["normalized_entropy"], name="usage entropy / ln E",
-                marker_color=SEQUENCE[0])
-    fig.add_scatter(x=[f"L{layer}" for layer in usage["layer"]], y=usage["imbalance"], name="imbalance (max/mean)",
+    fig.add_bar(x=usage["layer"], y=usage["normalized_entropy"], name="usage entropy / ln E", marker_color=SEQUENCE[0])
+    fig.add_scatter(x=usage["layer"], y=usage["imbalance"], name="imbalance (max/mean)",
                     mode="lines+markers", yaxis="y2", line=dict(color=SEQUENCE[4]))
-    return layout(fig, "Expert usage per layer", yaxis_range=[0, 1.05], yaxis_title="normalised entropy",
+    return layout(fig, f"Expert usage per layer, {layer_range(usage['layer'].tolist())}", yaxis_range=[0, 1.05],
+                  yaxis_title="normalised entropy", xaxis_title="layer",
                   yaxis2=dict(overlaying="y", side="right", title="max/mean load", showgrid=False))
 
 
@@ -175,9 +352,7 @@ def agreement(df: pd.DataFrame, a: str, b: str) -> go.Figure:
     if df.empty:
         return empty("The two checkpoints share no replayed tokens for this trajectory")
     fig = go.Figure()
-    fig.add_bar(x=[f"L{layer}" for layer in df["layer"]], y=df["agreement"], name="|E_A ∩ E_B| / k",
-                marker_color=SEQUENCE[0])
-    fig.add_bar(x=[f"L{layer}" for layer in df["layer"]], y=df["top1_agreement"], name="same top-1",
-                marker_color=SEQUENCE[1])
-    return layout(fig, f"Routing agreement: {a[:28]} vs {b[:28]}", barmode="group", yaxis_range=[0, 1],
-                  yaxis_tickformat=".0%")
+    fig.add_bar(x=df["layer"], y=df["agreement"], name="|E_A ∩ E_B| / k", marker_color=SEQUENCE[0])
+    fig.add_bar(x=df["layer"], y=df["top1_agreement"], name="same top-1", marker_color=SEQUENCE[1])
+    return layout(fig, f"Routing agreement: {plain(a, 28)} vs {plain(b, 28)}", barmode="group", yaxis_range=[0, 1],
+                  yaxis_tickformat=".0%", xaxis_title="layer")

@@ -20,7 +20,10 @@ from horizonlens.corpus.quoting import quote_ident
 from horizonlens.corpus.store import CorpusStore
 from horizonlens.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
 
-FACETS = ("domain", "agent", "teacher", "source")
+FACETS = ("domain", "agent", "teacher", "source", "label_category")
+# A run's label categories, joined: runs labelled "failure" and "root_cause" form the group "failure + root_cause".
+LABEL_CATEGORY_SQL = ("coalesce((SELECT string_agg(DISTINCT a.category, ' + ' ORDER BY a.category) FROM annotations a "
+                      "WHERE a.trajectory_id = t.trajectory_id), '(no label)')")
 
 
 def _group_expr(by: str | None) -> str:
@@ -28,6 +31,8 @@ def _group_expr(by: str | None) -> str:
         return "'all'"
     if by not in FACETS:
         raise ValueError(f"cannot facet by {by!r}; choose one of {', '.join(FACETS)}")
+    if by == "label_category":
+        return LABEL_CATEGORY_SQL
     return f"coalesce(CAST(t.{quote_ident(by)} AS VARCHAR), '(none)')"
 
 

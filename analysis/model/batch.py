@@ -121,10 +121,13 @@ def token_estimates(store: "CorpusStore", trajectory_ids: list[str]) -> dict[str
 
 
 def plan_replay(store: "CorpusStore", checkpoint_id: str, trajectory_ids: Iterable[str], replicas: int = 1,
-                batch_tokens: int | None = None, force: bool = False) -> ReplayPlan:
-    """Skip what the cache holds, pack the rest into token-balanced batches."""
+                batch_tokens: int | None = None, force: bool = False, tokens: bool = True) -> ReplayPlan:
+    """Skip what the cache holds, pack the rest into token-balanced batches.
+
+    `force`: skip nothing. `tokens`: a cached replay counts only with its token tier (`--routing tokens`).
+    """
     wanted = list(dict.fromkeys(trajectory_ids))
-    cached = set() if force else ReplayCache(store.root, checkpoint_id).cached_ids()
+    cached = set() if force else ReplayCache(store.root, checkpoint_id).cached_ids(tokens=tokens)
     todo = [t for t in wanted if t not in cached]
     sizes = token_estimates(store, todo)
     missing = [t for t in todo if t not in sizes]
@@ -166,7 +169,7 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
                     progress: Callable[[int, int], None] | None = None) -> bool:
     """Replay one trajectory into the cache unless a valid replay is there. True if it ran."""
     cache = ReplayCache(store.root, loaded.checkpoint_id)
-    if not force and cache.has(trajectory_id):
+    if not force and cache.has(trajectory_id, tokens=(config or ReplayConfig()).routing == "tokens"):
         return False
     steps = store.steps(trajectory_id).to_pylist()
     if not steps:
@@ -179,10 +182,15 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
 
 def replay_many(store: "CorpusStore", loaded: "LoadedModel", trajectory_ids: Iterable[str],
                 config: ReplayConfig | None = None, batch_tokens: int | None = None,
-                on_batch: Callable[[BatchDone], None] | None = None, plan: ReplayPlan | None = None) -> ReplayRun:
-    """The local engine: replay what the cache lacks, batch by batch, in this process (resumable)."""
+                on_batch: Callable[[BatchDone], None] | None = None, plan: ReplayPlan | None = None,
+                force: bool = False) -> ReplayRun:
+    """The local engine: replay what the cache lacks, batch by batch, in this process (resumable).
+
+    `force`: replay every id, replacing what is cached.
+    """
     started = time.perf_counter()
-    plan = plan or plan_replay(store, loaded.checkpoint_id, trajectory_ids, batch_tokens=batch_tokens)
+    plan = plan or plan_replay(store, loaded.checkpoint_id, trajectory_ids, batch_tokens=batch_tokens, force=force,
+                               tokens=(config or ReplayConfig()).routing == "tokens")
     cache = ReplayCache(store.root, loaded.checkpoint_id)
     meta = cache_meta(loaded.describe(), config)
     run = ReplayRun(skipped=plan.skipped, workers=[f"local:{os.getpid()}"])

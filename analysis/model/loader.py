@@ -7,13 +7,22 @@ rest of `analysis`) stays cheap for the browsing parts of the app.
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from horizonlens.errors import CheckpointError, NotMoEError
+from horizonlens.model.files import (
+    META_MAX_BYTES,
+    PICKLE_SUFFIXES,
+    TOKENIZER_FILES,
+    check_folder,
+    check_safetensors,
+    hash_file,
+    read_config,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -21,11 +30,9 @@ if TYPE_CHECKING:
 
     from horizonlens.model.capture import RouterSite
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
-FULL_HASH_LIMIT = 256 * 2**20  # weight files up to this size are hashed whole; larger ones are sampled
-SAMPLE_BYTES = 4 * 2**20
+# config keys for "experts per MoE layer" and "experts per token" across architectures
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "num_selected_experts")
 
 
 @dataclass
@@ -67,41 +74,39 @@ class LoadedModel:
                 "parameters": sum(p.numel() for p in self.model.parameters())}
 
 
-def _hash_file(h: "hashlib._Hash", path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with path.open("rb") as fh:
-        if size <= FULL_HASH_LIMIT:
-            for block in iter(lambda: fh.read(2**20), b""):
-                h.update(block)
-        else:  # header (tensor names, dtypes, offsets) plus samples spread over the file
-            for i in range(16):
-                fh.seek(int((size - SAMPLE_BYTES) * i / 15))
-                h.update(fh.read(SAMPLE_BYTES))
-
-
 def checkpoint_id(path: Path | str) -> str:
-    """A short id from config, tokenizer and weight files: a changed checkpoint gets a new id."""
+    """A short id from config, tokenizer and weight files: a changed checkpoint gets a new id.
+
+    Only regular files of bounded size are read (CheckpointError otherwise), so it never hangs.
+    """
     path = Path(path)
     h = hashlib.sha256()
     for name in ("config.json", *TOKENIZER_FILES):
         f = path / name
-        if f.exists():
-            _hash_file(h, f)
+        if f.exists() or f.is_symlink():
+            hash_file(h, f, META_MAX_BYTES)
     for f in sorted(path.glob("*.safetensors")) + sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES):
-        _hash_file(h, f)
-    config = json.loads((path / "config.json").read_text())
+        hash_file(h, f, None)
+    config = read_config(path)
     arch = (config.get("architectures") or [config.get("model_type", "model")])[0]
-    return f"{arch.lower()[:40]}-{h.hexdigest()[:12]}"
+    # the id names a folder of the replay cache and is shown in the app: keep letters, digits and _
+    name = re.sub(r"[^a-z0-9_]+", "", str(arch).lower())[:40] or "model"
+    return f"{name}-{h.hexdigest()[:12]}"
 
 
 def check_files(path: Path, allow_pickle: bool) -> None:
-    """Refuse a folder that is not a usable checkpoint (config, weights, tokenizer), before loading anything."""
+    """Refuse a folder that is not a usable checkpoint (config, weights, tokenizer), before loading anything.
+
+    Every entry must be a regular file (no FIFO, device or socket, even behind a link), configuration and
+    tokenizer files must be small, config.json a JSON object, and every safetensors file whole.
+    """
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (expected a checkpoint with config.json, *.safetensors "
                               "and a tokenizer)")
     if not (path / "config.json").exists():
         raise CheckpointError(f"{path}: no config.json; is this a transformers checkpoint?")
+    check_folder(path)
+    read_config(path)
     safetensors = list(path.glob("*.safetensors"))
     pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if not safetensors and pickles and not allow_pickle:
@@ -112,6 +117,38 @@ def check_files(path: Path, allow_pickle: bool) -> None:
         raise CheckpointError(f"{path}: no weight files (*.safetensors)")
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json); save the tokenizer beside the weights")
+    for f in safetensors:
+        check_safetensors(f)
+
+
+def _first_int(config: Any, keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def check_moe_config(config: Any, path: Path) -> None:
+    """Experts per token must be between 1 and the number of experts (else routing fails mid-replay)."""
+    experts, top_k = _first_int(config, EXPERT_KEYS), _first_int(config, TOP_K_KEYS)
+    if not experts or top_k is None:
+        return  # a dense model, or an architecture that names these differently (checked on the routers)
+    if not 1 <= top_k <= experts:
+        raise CheckpointError(f"{path}: config.json routes each token to {top_k} experts but a layer has {experts}; "
+                              "experts per token must be between 1 and the number of experts")
+
+
+def load_tokenizer(path: Path | str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's tokenizer, loaded locally after the folder's files were checked."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    check_folder(path)
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # any failure inside transformers on files from elsewhere is the checkpoint's
+        raise CheckpointError(f"{path}: could not load the tokenizer ({type(exc).__name__}: {exc})") from exc
 
 
 def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple["torch.device", "torch.dtype"]:
@@ -131,7 +168,7 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple["torch.de
     return dev, dt
 
 
-def _text_config(config: Any) -> tuple[Any, str]:
+def text_config(config: Any) -> tuple[Any, str]:
     """Multimodal checkpoints (e.g. Qwen3_5MoeForConditionalGeneration) are loaded text-only."""
     arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     text = getattr(config, "text_config", None)
@@ -145,21 +182,23 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
                     device_map: str | None = None) -> LoadedModel:
     """Load a local checkpoint for replay; CheckpointError says what is wrong."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from horizonlens.model.capture import find_routers
 
     path = Path(path).resolve()
     check_files(path, allow_pickle)
-    raw = json.loads((path / "config.json").read_text())
+    raw = read_config(path)
     if raw.get("auto_map") and not trust_remote_code:
         raise CheckpointError(f"{path}: the config asks for custom code (auto_map); running it executes code from "
                               "the checkpoint folder. Pass --trust-remote-code if you trust it.")
+    # failures inside transformers on files from elsewhere are the checkpoint's: said as such, never a traceback
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-    except (ValueError, KeyError, OSError) as exc:
-        raise CheckpointError(f"{path}: transformers cannot read config.json ({exc})") from exc
-    config, arch = _text_config(config)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: transformers cannot read config.json ({type(exc).__name__}: {exc})") from exc
+    config, arch = text_config(config)
+    check_moe_config(config, path)
     dev, dt = resolve_device(device, dtype)
     kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "trust_remote_code": trust_remote_code,
                               "use_safetensors": not allow_pickle or None}
@@ -167,16 +206,14 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
         kwargs["device_map"] = device_map
     try:
         model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: could not load the weights as a causal LM ({exc})") from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path}: could not load the weights as a causal LM ({type(exc).__name__}: "
+                              f"{exc})") from exc
     if not device_map:
         # transformers wraps PreTrainedModel.to with functools.wraps, whose stub does not bind self
         model.to(dev)  # type: ignore[arg-type]
     model.eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: could not load the tokenizer ({exc})") from exc
+    tokenizer = load_tokenizer(path, trust_remote_code)
     embedding = model.get_input_embeddings().weight
     if not isinstance(embedding, torch.Tensor):
         raise CheckpointError(f"{path}: the model's input embedding has no weight matrix")
@@ -185,6 +222,10 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
         raise CheckpointError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
                               f"{rows} rows; tokenizer and weights do not belong together")
     routers = find_routers(model)
+    for r in routers:  # what the modules say, for architectures whose config names these differently
+        if not 1 <= r.top_k <= r.num_experts:
+            raise CheckpointError(f"{path}: the router of layer {r.layer} picks {r.top_k} of {r.num_experts} experts; "
+                                  "experts per token must be between 1 and the number of experts")
     if not routers and not allow_dense:
         raise NotMoEError(f"{path}: {arch} has no router modules (not a mixture-of-experts model). It can still be "
                           "replayed for surprisal without routing: pass --allow-dense (or tick 'replay without "

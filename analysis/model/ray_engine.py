@@ -147,8 +147,11 @@ def replay_on_ray(store: "CorpusStore", checkpoint: Path | str, trajectory_ids: 
                   config: ReplayConfig | None = None, options: RayOptions | None = None,
                   batch_tokens: int | None = None, on_plan: Callable[[ReplayPlan], None] | None = None,
                   on_start: Callable[[list[str]], None] | None = None,
-                  on_batch: Callable[[BatchDone], None] | None = None) -> ReplayRun:
-    """Replay what the cache lacks on a Ray cluster; the driver publishes each batch (resumable)."""
+                  on_batch: Callable[[BatchDone], None] | None = None, force: bool = False) -> ReplayRun:
+    """Replay what the cache lacks on a Ray cluster; the driver publishes each batch (resumable).
+
+    `force`: replay every id, replacing what is cached.
+    """
     from horizonlens.model.loader import check_files, checkpoint_id
 
     ray = require_ray()
@@ -164,7 +167,8 @@ def replay_on_ray(store: "CorpusStore", checkpoint: Path | str, trajectory_ids: 
     actors: list[Any] = []
     try:
         replicas = fit_replicas(ray.cluster_resources(), options)
-        plan = plan_replay(store, ckpt_id, trajectory_ids, replicas=replicas, batch_tokens=batch_tokens)
+        plan = plan_replay(store, ckpt_id, trajectory_ids, replicas=replicas, batch_tokens=batch_tokens,
+                           force=force, tokens=config.routing == "tokens")
         if on_plan:
             on_plan(plan)
         run = ReplayRun(skipped=plan.skipped)

@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING
+from horizonlens.corpus.routing_format import aggregate_tables, token_table, weight_scale
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING_TOKENS
 from horizonlens.errors import ReplayError
 from horizonlens.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
 
 if TYPE_CHECKING:
     from horizonlens.model.capture import LayerRecord
     from horizonlens.model.loader import LoadedModel
+
+
+# What a replay stores of its routing: both tiers, or the step tier only (docs/corpus-format.md).
+ROUTING_MODES = ("tokens", "steps")
 
 
 @dataclass
@@ -32,6 +37,11 @@ class ReplayConfig:
     max_tokens: int | None = None  # replay at most this many tokens (default: the model's context length)
     max_field_tokens: int = DEFAULT_FIELD_TOKENS  # cut any single field longer than this
     use_chat_template: bool | None = None  # None: use the checkpoint's chat template if it has one
+    routing: str = "tokens"  # tokens: store both routing tiers; steps: only the step tier (no per-token rows)
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTING_MODES:
+            raise ReplayError(f"routing must be one of {', '.join(ROUTING_MODES)}, not {self.routing!r}")
 
 
 @dataclass
@@ -47,6 +57,8 @@ class ReplayResult:
     routing: dict[int, "LayerRecord"]  # per real layer number
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    routing_mode: str = "tokens"  # ReplayConfig.routing: whether the token tier is stored
+    num_experts: int = 0  # routed experts per MoE layer (the largest, if layers differ)
 
     @property
     def truncated(self) -> bool:
@@ -75,31 +87,56 @@ class ReplayResult:
             })
         return pa.Table.from_pylist(rows, schema=REPLAY_STEPS)
 
-    def routing_table(self) -> pa.Table:
-        """One row per (token, MoE layer) (ROUTING schema), token-major."""
-        if not self.routing:
-            return ROUTING.empty_table()
+    def _stacked(self) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Layers, experts (N, L, k) and weights (N, L, k) of the replayed tokens."""
         layers = sorted(self.routing)
-        n, n_layers = self.n_replayed, len(layers)
-        k = self.routing[layers[0]].experts.shape[1]
         recs = [self.routing[layer] for layer in layers]
-        experts = np.stack([r.experts.numpy() for r in recs], axis=1).reshape(n * n_layers, k)  # (N·L, k)
-        weights = np.stack([r.weights.numpy() for r in recs], axis=1).reshape(n * n_layers, k)  # (N·L, k)
-        entropy = np.stack([r.entropy.numpy() for r in recs], axis=1).reshape(n * n_layers)  # (N·L,)
-        token = np.repeat(np.arange(n, dtype=np.int32), n_layers)
-        offsets = pa.array(np.arange(0, n * n_layers * k + 1, k, dtype=np.int32))
-        return pa.table({
-            "trajectory_id": pa.array([self.trajectory_id] * (n * n_layers), pa.string()),
-            "step": pa.array(self.rendered.steps[token], pa.int32()),
-            "segment": pa.array(self.rendered.segments[token].tolist(), pa.string()),
-            "token_index": pa.array(token, pa.int32()),
-            "token_id": pa.array(self.rendered.token_ids[token].astype(np.int32), pa.int32()),
-            "layer": pa.array(np.tile(np.asarray(layers, dtype=np.int16), n), pa.int16()),
-            "experts": pa.ListArray.from_arrays(offsets, pa.array(experts.reshape(-1).astype(np.int16), pa.int16())),
-            "weights": pa.ListArray.from_arrays(offsets,
-                                                pa.array(weights.reshape(-1).astype(np.float16), pa.float16())),
-            "entropy": pa.array(entropy.astype(np.float16), pa.float16()),
-        }, schema=ROUTING)
+        experts = np.stack([r.experts.numpy() for r in recs], axis=1)  # (N, L, k)
+        weights = np.stack([r.weights.numpy() for r in recs], axis=1)  # (N, L, k)
+        return layers, experts, weights
+
+    def _experts(self, experts: np.ndarray) -> int:
+        return self.num_experts or int(experts.max(initial=-1)) + 1
+
+    def routing_table(self) -> pa.Table:
+        """The token tier: one row per (token, MoE layer) (ROUTING_TOKENS schema), token-major.
+
+        Empty (no rows) for a model without routers.
+        """
+        if not self.routing:
+            return ROUTING_TOKENS.empty_table()
+        layers, experts, weights = self._stacked()
+        recs = [self.routing[layer] for layer in layers]
+        entropy = np.stack([r.entropy.numpy() for r in recs], axis=1)  # (N, L)
+        margins = [r.margin for r in recs]
+        margin = None if any(m is None for m in margins) else \
+            np.stack([m.numpy() for m in margins if m is not None], axis=1)  # (N, L)
+        r, n = self.rendered, self.n_replayed
+        return token_table(self.trajectory_id, layers, experts, weights, entropy, margin, self._experts(experts),
+                           steps=r.steps[:n], segments=r.segments[:n], token_ids=r.token_ids[:n],
+                           scale=weight_scale(weights))
+
+    def aggregate_tables(self) -> dict[str, pa.Table]:
+        """The step tier: `routing_steps` and `routing_segments` (empty dict for a model without routers)."""
+        if not self.routing:
+            return {}
+        layers, experts, weights = self._stacked()
+        r, n = self.rendered, self.n_replayed
+        return aggregate_tables(self.trajectory_id, layers, experts, weights, self._experts(experts),
+                                steps=r.steps[:n], segments=r.segments[:n], scale=weight_scale(weights))
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Every table this replay stores, by replay-cache table name (what `ReplayCache.write_many` writes)."""
+        out = {"steps": self.step_table(), **self.aggregate_tables()}
+        if self.routing and self.routing_mode == "tokens":
+            out["routing_tokens"] = self.routing_table()
+        return out
+
+    def cache_notes(self) -> dict[str, str]:
+        """What the manifest records about this replay: its notes, lengths, template and routing tiers."""
+        stored = "none" if not self.routing else self.routing_mode
+        return {"notes": "\n".join(self.notes), "n_replayed": str(self.n_replayed),
+                "n_rendered": str(len(self.rendered)), "template": self.rendered.template, "routing": stored}
 
 
 def forward_chunks(loaded: "LoadedModel", ids: "Any", chunk_size: int,
@@ -162,7 +199,7 @@ def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dic
             (np.zeros(0, np.float32), np.zeros(0, bool))
         routing = recorder.take()
     return ReplayResult(trajectory_id, loaded.checkpoint_id, rendered, n, surprisal, top1, routing, notes,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, routing_mode=config.routing, num_experts=loaded.num_experts)
 
 
 @dataclass

@@ -7,13 +7,15 @@ import streamlit as st
 from horizonlens.app import state, ui
 from horizonlens.corpus import CorpusStore, TrajectoryFilter
 from horizonlens.figures import compounding as cfig
-from horizonlens.metrics import attribution, compounding
-from horizonlens.metrics.attribution import accuracy
+from horizonlens.figures import early_warning as ewfig
+from horizonlens.metrics import attribution, compounding, early_warning
+from horizonlens.metrics.attribution import LabelSet, accuracy
 
 store = state.require_store()
 st.title("Error compounding")
 c = st.columns([1, 2, 2])
-facet = c[0].selectbox("Facet by", ["(none)", "domain", "agent", "teacher", "source"], key="comp_facet")
+facet = c[0].selectbox("Facet by", ["(none)", *compounding.FACETS], key="comp_facet",
+                       help="label_category: runs grouped by the categories of their labels.")
 domains = c[1].multiselect("Only domains", state.cached(CorpusStore.distinct, store, "domain"), key="comp_domains")
 agents = c[2].multiselect("Only agents", state.cached(CorpusStore.distinct, store, "agent"), key="comp_agents")
 by = None if facet == "(none)" else facet
@@ -69,11 +71,38 @@ st.dataframe(svl["fits"], hide_index=True)
 
 st.subheader("Decisive-step attribution")
 ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
-preds = state.cached(attribution.predictions, store, ckpt_id, flt)
+sets = state.cached(attribution.label_sets, store)
+IMPORTER = "decisive step marked by the importer"
+a = st.columns(2)
+truth_name = a[0].selectbox("Truth", [IMPORTER, *(x.name for x in sets)], key="comp_attr_truth",
+                            help="What counts as the failure step: the importer's decisive step, or the labels of one "
+                                 "category (and source).")
+truth = None if truth_name == IMPORTER else LabelSet.parse(truth_name)
+chosen = a[1].multiselect("Also score these labels as predictors", [x.name for x in sets if x.name != truth_name],
+                          key="comp_attr_predictors", help="E.g. a judge's predicted steps imported as labels.")
+preds = state.cached(attribution.predictions, store, ckpt_id, flt, truth, [LabelSet.parse(n) for n in chosen])
 acc = accuracy(preds)
 if acc.empty:
-    st.info("No failed trajectory here carries an annotated decisive step.")
+    st.info("No trajectory here carries the chosen truth (for the importer's decisive step: a failed run with one).")
 else:
     st.dataframe(acc, hide_index=True)
-    st.caption("How often simple rules name the annotated root-cause step of a failed run, exactly or within ±k "
-               "steps (Who&When). The highest-surprisal rule appears once trajectories are replayed.")
+    st.caption("How often each predictor names a truth step of the run, exactly or within ±k steps (distance to the "
+               "nearest truth step; no prediction counts as wrong), and the agent it blames where the truth names "
+               "one (Who&When; AgentRx). The highest-surprisal rule appears once trajectories are replayed.")
+
+st.subheader("Early warning: do the model's signals rise before a failed check?")
+if not ckpt_id or ckpt_id not in store.replay_checkpoints:
+    st.info("Replay trajectories through the checkpoint (Trajectory page, or `horizonlens replay`) to see whether its "
+            "surprisal, router entropy and routing drift warn of failed checks.")
+else:
+    k = st.slider("Within the next k steps", 1, 10, early_warning.DEFAULT_K, key="comp_ew_k")
+    ew = state.cached(early_warning.early_warning, store, ckpt_id, k, flt)
+    ui.chart(ewfig.auroc_by_signal(ew),
+             f"AUROC of each signal at step t for 'a check fails in t+1…t+{k}' (bars: 95% bootstrap interval over "
+             "trajectories). 0.5 = no better than chance; grey = baselines that need no model (step position, "
+             "previous check failed). A signal is useful only where it beats 0.5 and the baselines.",
+             key="comp_early_warning", data=ew)
+    st.dataframe(ew, hide_index=True, column_config={
+        "median_lead_steps": st.column_config.NumberColumn(
+            "median lead (steps)", help="From the first step where the signal reaches its run's 90th percentile to "
+                                        "the run's first failed check; negative = the signal rose after the failure.")})

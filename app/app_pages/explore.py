@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter
+from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter, annotations
 from horizonlens.figures import corpus as corpus_figs
 
 store = state.require_store()
@@ -56,6 +56,8 @@ with st.container(border=True):
                          "scans every step.")
     sort = h3.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
     descending = h4.toggle("Descending", value=True, key="explore_desc")
+    labels = st.multiselect("Has label", state.cached(annotations.label_values, store), key="explore_labels",
+                            help="Runs with one of these labels, on any step or on the whole run.")
     if not store.has_word_index:
         idx = st.columns([5, 1])
         idx[0].caption("No up-to-date word index: searches scan every step. Build it once for fast word search.")
@@ -72,7 +74,7 @@ flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, source
                        min_steps=lo if lo > 1 else None, max_steps=hi if hi < max_steps else None,
                        has_failed_checks={"any": None, "has failed checks": True, "no failed checks": False}[failed],
                        tool=None if tool == "any" else tool, text=text or None,
-                       text_mode="words" if mode.startswith("all words") else "exact")
+                       text_mode="words" if mode.startswith("all words") else "exact", labels=labels)
 page_size = 50
 page_no = st.session_state.setdefault("explore_page", 0)
 page = state.cached(CorpusStore.list_trajectories, store, flt, sort=sort, descending=descending,

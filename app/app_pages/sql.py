@@ -27,10 +27,10 @@ if st.button("Run", type="primary", key="sql_run"):
         st.session_state["sql_result"] = None
         st.session_state["sql_error"] = str(exc)
 if st.session_state.get("sql_error"):
-    st.error(st.session_state["sql_error"])
+    ui.show_error(st.session_state["sql_error"])  # the message quotes the user's text and names from the corpus
 result = st.session_state.get("sql_result")
 if result is not None:
     df = result.table.to_pandas()
     st.dataframe(df, hide_index=True)
-    st.caption(f"{len(df):,} rows" + (f" (stopped at the cap of {result.row_cap:,})" if result.truncated else ""))
+    st.caption(" ".join([f"{len(df):,} rows.", *result.notes]))
     ui.table_downloads(df, "query", key="sql_dl", arrow=result.table)

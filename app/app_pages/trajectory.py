@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import model_panel, state, ui
+from horizonlens.app import annotations_panel, model_panel, state, ui
 from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline
@@ -25,7 +25,7 @@ if not tid:
     st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
     first = state.cached(CorpusStore.list_trajectories, store, sort="n_failed_checks", descending=True, limit=5)
     for t in first.rows["trajectory_id"].to_pylist():
-        if st.button(f"Open {t}", key=f"traj_suggest_{t}"):
+        if st.button(f"Open {ui.md(t)}", key=f"traj_suggest_{t}"):
             state.open_trajectory(t)
     st.stop()
 
@@ -46,20 +46,31 @@ if param is not None and param.isdigit():
 if step is None:
     step = summary["first_failed_step"] if summary["first_failed_step"] is not None else 0
 step = max(0, min(int(step), n_steps - 1))
-
-
-def go_to(new_step: int) -> None:
-    st.session_state["traj_step"] = int(new_step)
-    st.query_params["trajectory"] = tid
-    st.query_params["step"] = str(int(new_step))
-
-
 st.session_state["traj_step"] = step
 st.query_params["trajectory"] = tid
 st.query_params["step"] = str(step)
+SLIDER = f"traj_slider_{tid}"
+st.session_state[SLIDER] = step  # a deep link or a return to the page moves the slider too
+
+
+def go_to(new_step: int) -> None:
+    """Move to a step (widget callbacks call this before the step panel reruns)."""
+    new_step = max(0, min(int(new_step), n_steps - 1))
+    st.session_state["traj_step"] = new_step
+    st.session_state[SLIDER] = new_step
+    st.query_params["trajectory"] = tid
+    st.query_params["step"] = str(new_step)
+
+
+def _strip_clicked() -> None:
+    event = st.session_state.get("traj_strip")
+    points = event.selection.points if event and event.selection else []
+    if points:
+        go_to(int(points[0]["x"]))
+
 
 # --- header ------------------------------------------------------------------------------------
-badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {info['outcome']}")
+badge = {"success": "🟢 success", "failure": "🔴 failure"}.get(info["outcome"], f"⚪ {ui.md(info['outcome'])}")
 st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
@@ -71,62 +82,59 @@ m[3].metric("Failed checks", summary["failed"])
 m[4].metric("Recovered", summary["recovered"])
 m[5].metric("Reward", f"{info['reward']:.2f}" if info["reward"] is not None else "—")
 m[6].metric("Decisive step", summary["decisive_step"] if summary["decisive_step"] is not None else "—")
-
-event = ui.chart(rfig.timeline_strip(timeline, step),
-                 "Each bar is a step: green = check passed, red = failed, grey = no check; ◆ = annotated decisive "
-                 "error. Click a bar to jump to it.", key="traj_strip", data=timeline, on_select="rerun",
-                 selection_mode="points")
-points = event.selection.points if event and event.selection else []
-if points:
-    clicked = int(points[0]["x"])
-    if clicked != step and st.session_state.get("traj_last_click") != (tid, clicked):
-        st.session_state["traj_last_click"] = (tid, clicked)
-        go_to(clicked)
-        st.rerun()
-
-# --- navigation ----------------------------------------------------------------------------------
 failed_steps = timeline.loc[timeline["failed"] == 1, "step"].tolist()
-nav = st.columns([1, 1, 1.3, 1.3, 4])
-if nav[0].button("◀ Prev", disabled=step == 0, key="traj_prev"):
-    go_to(step - 1)
-    st.rerun()
-if nav[1].button("Next ▶", disabled=step >= n_steps - 1, key="traj_next"):
-    go_to(step + 1)
-    st.rerun()
-if nav[2].button("First failed check", disabled=not failed_steps, key="traj_first_fail"):
-    go_to(failed_steps[0])
-    st.rerun()
-later = [s for s in failed_steps if s > step]
-if nav[3].button("Next failed check", disabled=not later, key="traj_next_fail"):
-    go_to(later[0])
-    st.rerun()
-with nav[4]:
-    find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find",
-                         label_visibility="collapsed")
-if find:
-    hits = state.cached(CorpusStore.find_in_trajectory, store, tid, find)
-    if hits:
-        chosen = st.selectbox(f"{len(hits)} steps contain “{ui.md(find)}”", hits, key="traj_find_hits",
-                              index=hits.index(step) if step in hits else 0)
-        if st.button("Go to match", key="traj_find_go"):
-            go_to(int(chosen))
-            st.rerun()
-    else:
-        st.caption(f"No step contains “{ui.md(find)}”.")
-if n_steps > 1:
-    slid = st.slider("Step", 0, n_steps - 1, step, key=f"traj_slider_{tid}_{step}")
-    if slid != step:
-        go_to(slid)
-        st.rerun()
 
-# --- the step ------------------------------------------------------------------------------------
-row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
-left, right = st.columns([3, 2]) if state.checkpoint_path() else (st.container(), None)
-with left:
+
+@st.fragment
+def step_panel() -> None:
+    """Everything that changes with the step. A fragment: Next/Prev rerun only this, not the page above."""
+    step = int(st.session_state["traj_step"])
+    ui.chart(rfig.timeline_strip(timeline, step),
+             "Each bar is a step: green = check passed, red = failed, grey = no check; ◆ = annotated decisive "
+             "error. Click a bar to jump to it.", key="traj_strip", data=timeline, on_select=_strip_clicked,
+             selection_mode="points")
+    _navigation(step)
+    row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
+    left, right = st.columns([3, 2]) if state.checkpoint_path() else (st.container(), None)
+    with left:
+        _step_body(row, step)
+    if right is not None:
+        with right:
+            picked = model_panel.render(store, tid, step, failed_steps)
+        model_panel.render_tokens(store, tid, step, picked)
+    annotations_panel.render(store, tid, step)
+
+
+def _navigation(step: int) -> None:
+    nav = st.columns([1, 1, 1.3, 1.3, 4])
+    nav[0].button("◀ Prev", disabled=step == 0, key="traj_prev", on_click=go_to, args=(step - 1,))
+    nav[1].button("Next ▶", disabled=step >= n_steps - 1, key="traj_next", on_click=go_to, args=(step + 1,))
+    nav[2].button("First failed check", disabled=not failed_steps, key="traj_first_fail", on_click=go_to,
+                  args=(failed_steps[0] if failed_steps else 0,))
+    later = [s for s in failed_steps if s > step]
+    nav[3].button("Next failed check", disabled=not later, key="traj_next_fail", on_click=go_to,
+                  args=(later[0] if later else step,))
+    with nav[4]:
+        find = st.text_input("Find in this trajectory", key="traj_find", placeholder="text to find",
+                             label_visibility="collapsed")
+    if find:
+        hits = state.cached(CorpusStore.find_in_trajectory, store, tid, find)
+        if hits:
+            st.selectbox(f"{len(hits)} steps contain “{ui.md(find)}”", hits, key="traj_find_hits",
+                         index=hits.index(step) if step in hits else 0)
+            st.button("Go to match", key="traj_find_go",
+                      on_click=lambda: go_to(int(st.session_state["traj_find_hits"])))
+        else:
+            st.caption(f"No step contains “{ui.md(find)}”.")
+    if n_steps > 1:
+        st.slider("Step", 0, n_steps - 1, key=SLIDER, on_change=lambda: go_to(st.session_state[SLIDER]))
+
+
+def _step_body(row: dict, step: int) -> None:
     check = row["check_passed"]
     status = "✅ check passed" if check is True else "❌ check failed" if check is False else "— no check"
     decisive = " · ◆ decisive error" if row.get("is_decisive_error") else ""
-    st.markdown(f"### Step {step} · {row['source']} · {status}{decisive}")
+    st.markdown(f"### Step {step} · {ui.md(row['source'])} · {status}{decisive}")
     if row.get("check_detail") or row.get("error_label"):
         st.caption(f"{ui.md(row.get('error_label') or '')} "
                    f"{('— ' + ui.md(row['check_detail'])) if row.get('check_detail') else ''}"
@@ -141,7 +149,6 @@ with left:
         ui.untrusted("Observation", obs.get("content") or "(empty)", key=f"o_{step}_{i}")
     st.caption(f"{row.get('n_tokens') or 0:,} tokens · {row.get('duration_s') or 0:.2f} s · "
                f"${row.get('cost_usd') or 0:.5f}")
-if right is not None:
-    with right:
-        model_panel.render(store, tid, step, failed_steps)
-    model_panel.render_tokens(store, tid, step)
+
+
+step_panel()

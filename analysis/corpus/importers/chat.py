@@ -13,6 +13,9 @@ import json
 import re
 from typing import Any, Callable
 
+from horizonlens.corpus.importers.base import new_step
+from horizonlens.errors import RecordError
+
 ERROR_RESULT = re.compile(r"^\s*(error\b|error:|exception\b|traceback \(most recent call last\))", re.IGNORECASE)
 
 
@@ -66,9 +69,12 @@ def arguments_text(arguments: Any) -> str:
 def tool_calls_of(message: dict[str, Any]) -> list[dict[str, str | None]]:
     """The tool calls of a chat message as step tool-call rows, from OpenAI or Inspect AI shapes."""
     calls = []
-    for i, call in enumerate(message.get("tool_calls") or []):
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise RecordError(f"tool_calls should be a list, got {type(raw_calls).__name__}")
+    for i, call in enumerate(raw_calls):
         if not isinstance(call, dict):
-            raise ValueError(f"tool_calls[{i}] is not an object")
+            raise RecordError(f"tool_calls[{i}] is not an object")
         fn = call.get("function")
         if isinstance(fn, dict):  # OpenAI: {"function": {"name", "arguments"}}
             name, args = fn.get("name"), fn.get("arguments")
@@ -79,16 +85,6 @@ def tool_calls_of(message: dict[str, Any]) -> list[dict[str, str | None]]:
     return calls
 
 
-def new_step(n: int, source: str, **fields: Any) -> dict[str, Any]:
-    """Step row `n` with every column of the corpus contract (unknown ones None), overridden by `fields`."""
-    step = {"step": n, "source": source, "reasoning": None, "message": None, "tool_calls": [], "observations": [],
-            "knowledge": None, "check_passed": None, "check_detail": None, "error_label": None,
-            "is_decisive_error": None, "label_source": None, "n_tokens": None, "started_at": None,
-            "duration_s": None, "cost_usd": None}
-    step.update(fields)
-    return step
-
-
 def is_error_result(content: str | None) -> bool:
     """Does a tool result read as an error (the heuristic check of imported chat logs)?"""
     return bool(content) and bool(ERROR_RESULT.match(content or ""))
@@ -96,19 +92,19 @@ def is_error_result(content: str | None) -> bool:
 
 def messages_to_steps(messages: list[Any], is_error: Callable[[dict[str, Any], str | None], bool] | None = None
                       ) -> list[dict[str, Any]]:
-    """Convert chat messages to steps; raises ValueError on a malformed message."""
+    """Convert chat messages to steps; raises RecordError on a malformed message."""
     if not isinstance(messages, list):
-        raise ValueError("messages is not a list")
+        raise RecordError("messages is not a list")
     is_error = is_error or (lambda msg, text: is_error_result(text) or bool(msg.get("error")))
     steps: list[dict[str, Any]] = []
     by_call: dict[str, dict[str, Any]] = {}
     last_agent: dict[str, Any] | None = None
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
-            raise ValueError(f"message {i} is not an object")
+            raise RecordError(f"message {i} is not an object")
         role = msg.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool", "function", "ipython"):
-            raise ValueError(f"message {i} has unknown role {role!r}")
+            raise RecordError(f"message {i} has unknown role {str(role)[:40]!r}")
         text = text_of(msg.get("content"))
         if role in ("system", "developer"):
             steps.append(new_step(len(steps), "system", message=text))

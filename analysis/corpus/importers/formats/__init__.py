@@ -1,0 +1,1 @@
+"""One module per source format; `horizonlens.corpus.importers.registry` lists them by priority."""

@@ -1,0 +1,237 @@
+"""Rollout routing: the experts an inference engine chose, recorded here the way the engine records it.
+
+In RL on MoE models the rollout engine (vLLM, SGLang) and the trainer route the same tokens to
+different experts: different kernels, different precision, one token at a time against a whole
+sequence at once. Both engines can return the experts they used ("rollout router replay", R3).
+This module records such a rollout from a local checkpoint, and writes it in each engine's own
+format, so the import and the comparison with Horizon Lens's replay can be built and tested here.
+
+Recording (`record_rollout`) runs the checkpoint as a decoder does: in bf16, with a KV cache, one
+token per forward call, teacher-forced on the trajectory's rendered tokens (feed token t, read the
+router's choice for it from the router modules, keep the cache). The replay
+(`horizonlens.model.replay.replay_trajectory`) runs fp32 chunked prefill instead; in fp32 the two
+agree exactly, in bf16 near-tied router scores flip. Real engines prefill the prompt in chunks and
+decode only the output one token at a time; decoding everything is the conservative choice here
+(every token takes the decode path) and keeps one code path.
+
+## The files (the contract with `horizonlens routing import`)
+
+Both engines size their capture buffers as (tokens, `num_hidden_layers`, `num_experts_per_tok`) and
+return rows for positions `[start_len, len(token_ids) - 1)`: the last token was sampled but never fed
+through the model, so it has no routing. Row `i` is the routing computed when token
+`token_ids[start_len + i]` was the input. The writers below keep that convention: a record with N
+token ids carries N - 1 - start_len rows.
+
+- **SGLang** (`--enable-return-routed-experts` on the server, `"return_routed_experts": true` per
+  request; optional `routed_experts_start_len`): `meta_info["routed_experts"]` is a base64 string of
+  little-endian int32, flattened in (token, layer, top-k slot) order, with a layer axis of
+  `num_hidden_layers` and `-1` in the slots of layers that have no router (dense layers). One JSONL
+  line per trajectory:
+
+      {"trajectory_id": "...", "token_ids": [...],
+       "meta_info": {"routed_experts": "<base64>", "routed_experts_start_len": 0}}
+
+  or the flat form `{"trajectory_id", "token_ids", "routed_experts": "<base64>", "start_len": 0}`.
+  Decode with `np.frombuffer(base64.b64decode(s), "<i4").reshape(-1, num_hidden_layers, top_k)`.
+- **vLLM** (`LLM(..., enable_return_routed_experts=True)`): each `CompletionOutput` carries
+  `routed_experts`, an array shaped (tokens, MoE layers, top-k). One JSONL line per trajectory with it
+  as nested lists: `{"trajectory_id", "token_ids", "routed_experts": [[[e, ...], ...], ...]}`. The layer
+  axis holds the MoE layers in order (dense layers are not in it).
+- **npz** (what an RL framework saves from either): one file per trajectory with `token_ids` (N,) int32,
+  `routed_experts` (N - 1 - start_len, MoE layers, top-k) int32, `moe_layers` (the real layer number of
+  each column), `start_len`, and `trajectory_id`.
+
+Field names checked against the engines' sources: SGLang's `GenerateReqInput` has
+`return_routed_experts` and `routed_experts_start_len` ("response covers `[routed_experts_start_len,
+seqlen - 1)`"), its tokenizer manager sets `meta_info["routed_experts"] =
+pybase64.b64encode(tensor.numpy().tobytes())`, and its capturer buffer is `(tokens, num_hidden_layers,
+num_experts_per_tok)` int32; SGLang's R3 docs decode with `np.frombuffer(..., np.int32).reshape(-1,
+layer_num, topk)` and use -1 for layers without routed experts. vLLM's `CompletionOutput.routed_experts:
+np.ndarray | None  # [seq_len, layer_num, topk]` is enabled by `enable_return_routed_experts`; its capturer
+also covers `num_tokens - 1` positions. vLLM's own buffer is `num_hidden_layers` wide with dense rows
+left at 0; the vLLM form written here keeps only the MoE layers, as the issue specifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from horizonlens.errors import RecordError
+from horizonlens.model.render import render
+from horizonlens.model.replay import ReplayConfig
+
+if TYPE_CHECKING:
+    from horizonlens.model.loader import LoadedModel
+
+
+@dataclass
+class RolloutRecord:
+    """One trajectory's routing as a decoding engine chose it, before it is exported."""
+
+    trajectory_id: str
+    checkpoint_id: str
+    dtype: str  # the precision the rollout ran in, e.g. "bfloat16"
+    token_ids: np.ndarray  # (N,) int32: the rendered trajectory, prompt and output alike
+    experts: np.ndarray  # (N, len(moe_layers), top_k) int32: the router's choice when token i was the input
+    moe_layers: list[int]  # real layer number of each column of `experts`
+    num_hidden_layers: int  # decoder layers, dense ones included: the SGLang array's layer axis
+    surprisal: np.ndarray  # (N,) float32 nats of each token given the ones before (NaN for the first)
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def top_k(self) -> int:
+        """Experts per token per MoE layer."""
+        return int(self.experts.shape[2])
+
+    def engine_rows(self, start_len: int = 0) -> np.ndarray:
+        """The rows an engine returns: positions [start_len, N - 1), MoE layers only."""
+        n = len(self.token_ids)
+        if not 0 <= start_len <= max(0, n - 1):
+            raise ValueError(f"start_len {start_len} is outside [0, {max(0, n - 1)}]")
+        return self.experts[start_len:max(start_len, n - 1)]
+
+    def sglang_array(self, start_len: int = 0) -> np.ndarray:
+        """(N - 1 - start_len, num_hidden_layers, top_k) int32, -1 in the slots of dense layers."""
+        rows = self.engine_rows(start_len)
+        out = np.full((rows.shape[0], self.num_hidden_layers, self.top_k), -1, dtype=np.int32)
+        out[:, self.moe_layers, :] = rows
+        return out
+
+
+def encode_sglang(array: np.ndarray) -> str:
+    """SGLang's wire form: base64 of the int32 array's bytes, little-endian, (token, layer, slot) order."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<i4").tobytes()).decode("ascii")
+
+
+def decode_sglang(text: str, num_hidden_layers: int, top_k: int) -> np.ndarray:
+    """SGLang's `routed_experts` string back to a (tokens, num_hidden_layers, top_k) int32 array."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise RecordError(f"routed_experts is not valid base64 ({exc})") from exc
+    per_token = num_hidden_layers * top_k * 4
+    if len(raw) % per_token:
+        raise RecordError(f"routed_experts holds {len(raw)} bytes, not a whole number of tokens of "
+                          f"{num_hidden_layers} layers x top-{top_k} int32 ({per_token} bytes each)")
+    return np.frombuffer(raw, dtype="<i4").reshape(-1, num_hidden_layers, top_k).astype(np.int32)
+
+
+def _at_dtype(loaded: "LoadedModel", dtype: str) -> "LoadedModel":
+    """The same checkpoint in `dtype`: `loaded` itself when it already is, else loaded again."""
+    from horizonlens.model.loader import load_checkpoint, resolve_device
+
+    _, wanted = resolve_device(str(loaded.device), dtype)
+    if wanted == loaded.dtype:
+        return loaded
+    raw = json.loads((loaded.path / "config.json").read_text())
+    # `loaded` exists, so whoever loaded it allowed what its files need: custom code, pickle weights
+    return load_checkpoint(loaded.path, device=str(loaded.device), dtype=dtype, allow_dense=True,
+                           trust_remote_code=bool(raw.get("auto_map")),
+                           allow_pickle=not any(loaded.path.glob("*.safetensors")))
+
+
+def record_rollout(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]], dtype: str = "bfloat16",
+                   config: ReplayConfig | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> RolloutRecord:
+    """Decode a trajectory token by token with a KV cache in `dtype`, recording each router's choice.
+
+    Rendering and length limits come from `config`, as for the replay, so both see the same tokens
+    (its chunk_size is not used: a decoder feeds one token per forward call). A model not already in
+    `dtype` is loaded again in it; pass one loaded in `dtype` to record many trajectories.
+    """
+    import torch
+
+    from horizonlens.model.capture import capture_routing
+    from horizonlens.model.replay import forward_chunks
+
+    config = config or ReplayConfig()
+    started = time.perf_counter()
+    engine = _at_dtype(loaded, dtype)
+    if not engine.routers:
+        raise RecordError(f"{loaded.path}: no router modules, so there is no routing to record")
+    rendered = render(engine.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
+    limit = min(engine.max_context, config.max_tokens or engine.max_context)
+    n = min(len(rendered), limit)
+    notes = list(rendered.notes)
+    if n < len(rendered):
+        notes.append(f"recorded the first {n:,} of {len(rendered):,} tokens (limit {limit:,})")
+    ids = torch.as_tensor(rendered.token_ids[:n], dtype=torch.long)[None, :]  # (1, N)
+    with capture_routing(engine) as recorder:
+        surprisal, _ = forward_chunks(engine, ids, 1, progress)
+        routing = recorder.take()
+    layers = sorted(routing)
+    experts = np.stack([routing[layer].experts.numpy() for layer in layers], axis=1).astype(np.int32)  # (N, L, k)
+    config_obj = getattr(engine.model, "config", None)
+    num_hidden_layers = int(getattr(config_obj, "num_hidden_layers", 0) or (max(layers) + 1))
+    return RolloutRecord(trajectory_id, loaded.checkpoint_id, str(engine.dtype).replace("torch.", ""),
+                         rendered.token_ids[:n].astype(np.int32), experts, layers, num_hidden_layers, surprisal,
+                         notes, time.perf_counter() - started)
+
+
+def sglang_record(record: RolloutRecord, start_len: int = 0, flat: bool = False) -> dict[str, Any]:
+    """One JSONL line as SGLang returns it (`meta_info`), or the flat form with `start_len`."""
+    routed = encode_sglang(record.sglang_array(start_len))
+    base = {"trajectory_id": record.trajectory_id, "token_ids": record.token_ids.tolist()}
+    if flat:
+        return {**base, "routed_experts": routed, "start_len": start_len}
+    return {**base, "meta_info": {"routed_experts": routed, "routed_experts_start_len": start_len}}
+
+
+def vllm_record(record: RolloutRecord) -> dict[str, Any]:
+    """One JSONL line with vLLM's `routed_experts` as nested lists (tokens, MoE layers, top-k)."""
+    return {"trajectory_id": record.trajectory_id, "token_ids": record.token_ids.tolist(),
+            "routed_experts": record.engine_rows().tolist()}
+
+
+def _write_atomic(path: Path | str, write: Callable[[Any], None], suffix: str = "") -> Path:
+    """Write through a temporary file beside `path`, then rename: a failed write leaves nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_jsonl(lines: Iterable[dict[str, Any]], path: Path | str) -> Path:
+    def write(fh: Any) -> None:
+        for line in lines:
+            fh.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+    return _write_atomic(path, write)
+
+
+def write_sglang_jsonl(records: Iterable[RolloutRecord], path: Path | str, start_len: int = 0,
+                       flat: bool = False) -> Path:
+    """SGLang-shaped JSONL, one trajectory per line (see the module docstring)."""
+    return _write_jsonl((sglang_record(r, start_len, flat) for r in records), path)
+
+
+def write_vllm_jsonl(records: Iterable[RolloutRecord], path: Path | str) -> Path:
+    """vLLM-shaped JSONL, one trajectory per line (see the module docstring)."""
+    return _write_jsonl((vllm_record(r) for r in records), path)
+
+
+def write_npz(record: RolloutRecord, path: Path | str, start_len: int = 0) -> Path:
+    """One trajectory's rollout as an .npz: token_ids, routed_experts, moe_layers, start_len, trajectory_id."""
+    def write(fh: Any) -> None:
+        np.savez(fh, trajectory_id=np.array(record.trajectory_id), token_ids=record.token_ids.astype(np.int32),
+                 routed_experts=record.engine_rows(start_len).astype(np.int32),
+                 moe_layers=np.asarray(record.moe_layers, dtype=np.int32), start_len=np.array(start_len))
+
+    return _write_atomic(path, write, suffix=".npz")
