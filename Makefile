@@ -21,7 +21,7 @@ $(BIN)/python:
 
 $(VENV)/.deps: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,ray]" --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e ".[test,ray,s3]" --config-settings editable_mode=strict
 	touch $@
 
 $(VENV)/.files: FORCE

@@ -20,10 +20,11 @@ def render() -> None:
 def _corpus() -> None:
     current = state.corpus_path()
     typed = st.text_input("Corpus directory", value=current, key="sidebar_corpus_input",
-                          help="A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md).")
+                          help="A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md), "
+                               "or s3://bucket/prefix (credentials from the AWS_* environment variables).")
     if typed != current:
         try:
-            read_manifest(Path(typed))
+            read_manifest(typed)
         except CorpusError as exc:
             st.error(ui.md(exc))
         else:

@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 import streamlit as st
 
 from horizonlens.app.ui import md
-from horizonlens.corpus import CorpusStore, open_store
+from horizonlens.corpus import CorpusStore, as_location, open_store
 from horizonlens.errors import HorizonLensError
 
 T = TypeVar("T")
@@ -57,9 +57,8 @@ def checkpoint_path() -> str:
 
 def get_store() -> CorpusStore | None:
     """The store for the corpus chosen in the sidebar, or None (with the error shown)."""
-    path = Path(corpus_path())
     try:
-        store = _store(str(path.resolve()))
+        store = _store(str(as_location(corpus_path()).resolve()))
         store.refresh()  # what other writers (imports, replays, labels) published since the last run
         return store
     except HorizonLensError as exc:

@@ -188,6 +188,8 @@ def bench_queries(store: CorpusStore, json_dir: Path | None, repeats: int = 5, s
                   python_fts: bool = True) -> dict[str, Any]:
     """Explore, exact search and open-trajectory timings beside their peers, interleaved; answers checked first."""
     root = store.root
+    if not isinstance(root, Path):  # the pandas and pure-Python baselines read local files
+        raise ValueError(f"{root}: the query benchmark runs on a local corpus")
     con = peer_connection()
     ids = store.query("SELECT trajectory_id FROM trajectories USING SAMPLE 200 ROWS (reservoir, 1)"
                       ).column(0).to_pylist()

@@ -160,7 +160,7 @@ def storage(result: ReplayResult) -> dict[str, Any]:
         write_s = time.perf_counter() - started
         tables = {table: sum(e.bytes for e in entries) for table, entries in cache.entries(result.trajectory_id)
                   .items() if entries}
-        legacy = cache.root / "format1.parquet"
+        legacy = Path(tmp) / "format1.parquet"
         write_table_atomic(format1_table(result), legacy)  # the writer format-1 caches were written with
         format1 = legacy.stat().st_size + tables.get("steps", 0)
     step_tier = tables.get("routing_steps", 0) + tables.get("routing_segments", 0)

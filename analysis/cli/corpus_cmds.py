@@ -33,7 +33,7 @@ def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corp
 
 
 @app.command()
-def sql(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def sql(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
         query: Annotated[str, typer.Argument(help="One read-only SELECT over the views trajectories, steps, "
                                                   "replay_steps, routing.")],
         row_cap: Annotated[int, typer.Option(help="At most this many rows.")] = 1000,
@@ -60,7 +60,8 @@ def sql(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
 
 @app.command("import")
 def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or directories to import.")],
-               into: Annotated[Path, typer.Option("--into", help="Corpus directory (created if missing).")],
+               into: Annotated[str, typer.Option("--into", help="Corpus directory or s3://bucket/prefix (created "
+                                                                 "if missing).")],
                fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
                                                                  "mini-swe-agent, inspect, swe-agent, openai-chat.")
                               ] = "auto",
@@ -96,7 +97,7 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
 
 
 @app.command()
-def index(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def index(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
           full: Annotated[bool, typer.Option(help="Recompute the aggregates from scratch instead of updating them."
                                              )] = False) -> None:
     """Build the search index and the corpus aggregates (imports keep them up to date; run after hand edits)."""

@@ -12,7 +12,7 @@ from horizonlens.cli.base import app, fail, json_records
 
 
 @app.command()
-def metrics(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def metrics(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
             by: Annotated[Optional[str], typer.Option(help="Facet: domain, agent, teacher, source or "
                                                            "label_category.")] = None,
             k: Annotated[int, typer.Option(min=1, max=1000, help="Early warning: predict a failed check within the "

@@ -8,11 +8,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from horizonlens.cli.base import app, fail, progress_bar, sample_checkpoint_path, sample_corpus_path
+from horizonlens.cli.base import app, fail, replay_progress, sample_checkpoint_path, sample_corpus_path
 
 
 @app.command()
-def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replays are cached inside it).")],
+def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix (replays are cached "
+                                                      "inside it).")],
            checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (default: the bundled "
                                                                    "sample checkpoint).")] = None,
            trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",
@@ -26,41 +27,105 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
            per_domain: Annotated[Optional[int], typer.Option(help="Only the first N trajectories (by id) per "
                                                                   "domain.")] = None,
            chunk_size: Annotated[int, typer.Option(help="Tokens per forward call.")] = 512,
-           device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+           device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ... (local engine)")] = "auto",
            dtype: Annotated[str, typer.Option(help="auto (CUDA: bfloat16, CPU: float32), float32, bfloat16.")
                             ] = "auto",
            device_map: Annotated[Optional[str], typer.Option(help="Spread a large model over GPUs, e.g. 'auto' "
-                                                                  "(needs accelerate).")] = None,
+                                                                  "(needs accelerate; local engine).")] = None,
            allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights; they can run code.")
                                    ] = False,
            trust_remote_code: Annotated[bool, typer.Option(help="Allow the checkpoint's own Python code.")] = False,
            allow_dense: Annotated[bool, typer.Option(help="Replay a non-MoE model (surprisal, no routing).")
                                   ] = False,
+           engine: Annotated[str, typer.Option(help="local (this process) or ray (a Ray cluster; needs "
+                                                    "horizonlens[ray]).")] = "local",
+           address: Annotated[Optional[str], typer.Option(help="Ray cluster to join: 'auto' (the one `ray start` "
+                                                               "runs), ray://HOST:10001; default: a local cluster "
+                                                               "for this run.")] = None,
+           replicas: Annotated[Optional[int], typer.Option(help="Ray actors, each with its own copy of the "
+                                                               "checkpoint (default: as many as the cluster fits).")
+                               ] = None,
+           gpus_per_replica: Annotated[float, typer.Option(help="GPUs per Ray actor: 0 replays on CPU; 2 spreads "
+                                                                "one model over two GPUs.")] = 0.0,
+           cpus_per_replica: Annotated[float, typer.Option(help="CPU cores per Ray actor.")] = 1.0,
+           batch_tokens: Annotated[Optional[int], typer.Option(help="Estimated tokens per batch (one commit of one "
+                                                                    "file per table; default: a few batches per "
+                                                                    "replica, at most 262,144).")] = None,
            routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
                                                      "routing) or steps (per-step aggregates only, ~6x smaller "
                                                      "at 40 x 256).")] = "tokens",
            force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
-    """Replay trajectories through a checkpoint into the corpus's replay cache (resumable)."""
-    from horizonlens.corpus.io import CorpusError
-    from horizonlens.corpus.store import TrajectoryFilter, open_store
-    from horizonlens.model.batch import replay_many
+    """Replay trajectories through a checkpoint into the corpus's replay cache (resumable, idempotent)."""
+    from horizonlens.corpus.store import open_store
+    from horizonlens.model.batch import BatchDone, ReplayPlan, plan_replay, replay_many
     from horizonlens.model.cache import ReplayCache
-    from horizonlens.model.loader import CheckpointError, load_checkpoint
     from horizonlens.model.replay import ReplayConfig
 
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, not {engine!r}")
     checkpoint = checkpoint or sample_checkpoint_path()
     config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
+    store = open_store(corpus)  # a HorizonLensError ends as one red line (base.py)
+    ids = _selected_ids(store, trajectory or [], domain or [], max_tokens, per_domain, limit)
+    load: dict[str, Any] = {"dtype": dtype, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code,
+            "allow_dense": allow_dense}
+    display: dict[str, Any] = {}
+
+    def on_plan(plan: ReplayPlan) -> None:
+        typer.echo(f"{len(ids)} trajectories: {plan.skipped} already cached, {plan.trajectories} to replay "
+                   f"(~{plan.tokens:,} tokens in {len(plan.batches)} batches)")
+        display["progress"], display["advance"] = replay_progress(plan.trajectories, plan.tokens)
+        display["progress"].start()
+
+    def on_batch(done: BatchDone) -> None:
+        display["advance"](done.trajectories, done.tokens, done.replayed_tokens)
+
     try:
-        store = open_store(corpus)
-        loaded = load_checkpoint(checkpoint, device=device, dtype=dtype, allow_pickle=allow_pickle,
-                                 trust_remote_code=trust_remote_code, allow_dense=allow_dense, device_map=device_map)
-    except (CorpusError, CheckpointError) as exc:
-        fail(str(exc))
-    trajectory, domain = trajectory or [], domain or []  # a repeatable option given no times arrives as None
+        if engine == "ray":
+            from horizonlens.model.ray_engine import RayOptions, replay_on_ray
+
+            options = RayOptions(address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
+                                 cpus_per_replica=cpus_per_replica, load=load)
+            run = replay_on_ray(store, checkpoint, ids, config, options, batch_tokens, on_plan=on_plan, force=force,
+                                on_start=lambda w: typer.echo(f"{len(w)} Ray workers: {', '.join(w)}"),
+                                on_batch=on_batch)
+            ckpt_id = _checkpoint_id(checkpoint)
+        else:
+            from horizonlens.model.loader import load_checkpoint
+
+            loaded = load_checkpoint(checkpoint, device=device, device_map=device_map, **load)
+            typer.echo(f"checkpoint {loaded.checkpoint_id} ({loaded.architecture}, {len(loaded.routers)} MoE layers, "
+                       f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')})")
+            plan = plan_replay(store, loaded.checkpoint_id, ids, batch_tokens=batch_tokens, force=force,
+                               tokens=routing == "tokens")
+            on_plan(plan)
+            run = replay_many(store, loaded, ids, config, plan=plan, on_batch=on_batch)
+            ckpt_id = loaded.checkpoint_id
+    finally:
+        if "progress" in display:
+            display["progress"].stop()
+    typer.echo(f"replayed {run.replayed}, already cached {run.skipped}; {run.tokens:,} tokens in {run.seconds:.1f}s "
+               f"({run.tokens_per_s:,.0f} tokens/s); cache: {ReplayCache(store.root, ckpt_id).root}")
+
+
+def _checkpoint_id(path: Path) -> str:
+    from horizonlens.model.loader import checkpoint_id
+
+    return checkpoint_id(path)
+
+
+def _selected_ids(store: Any, trajectory: list[str], domain: list[str], max_tokens: int | None,
+                  per_domain: int | None, limit: int | None) -> list[str]:
+    """The trajectories a replay command asks for: named ones, or the (filtered) corpus shortest first."""
+    from horizonlens.corpus.store import TrajectoryFilter
+
+    missing = [t for t in trajectory if store.trajectory(t) is None]
+    if missing:
+        fail(f"no such trajectory: {missing[0]}")
     ids = list(trajectory)
     if not ids:
         flt = TrajectoryFilter(domains=list(domain))
-        ids, offset = [], 0
+        offset = 0
         while True:  # page through the whole (filtered) corpus, shortest first
             page = store.list_trajectories(flt, sort="n_tokens", limit=1000, offset=offset)
             rows = page.rows.to_pylist()
@@ -72,17 +137,7 @@ def replay(corpus: Annotated[Path, typer.Argument(help="Corpus directory (replay
         ids = _first_per_domain(store, ids, per_domain)
     if limit is not None:
         ids = ids[:limit]
-    missing = [t for t in trajectory if store.trajectory(t) is None]  # ids from the corpus itself exist
-    if missing:
-        fail(f"no such trajectory: {missing[0]}")
-    cache = ReplayCache(store.root, loaded.checkpoint_id)
-    typer.echo(f"checkpoint {loaded.checkpoint_id} ({loaded.architecture}, {len(loaded.routers)} MoE layers, "
-               f"{loaded.device}, {str(loaded.dtype).replace('torch.', '')}); {len(ids)} trajectories")
-    progress, task = progress_bar(len(ids), "replaying")
-    with progress:
-        done, skipped = replay_many(store, loaded, ids, config, force=force,
-                                    on_done=lambda tid, ran: progress.advance(task, 1))
-    typer.echo(f"replayed {done}, already cached {skipped}; cache: {cache.root}")
+    return ids
 
 
 def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:

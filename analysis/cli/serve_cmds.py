@@ -36,8 +36,9 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
 
 
 @app.command()
-def serve(corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory to open (default: a copy of the "
-                                                              "bundled sample corpus, made on first use).")] = None,
+def serve(corpus: Annotated[Optional[str], typer.Option(help="Corpus directory or s3://bucket/prefix to open "
+                                                             "(default: a copy of the bundled sample corpus, made on "
+                                                             "first use).")] = None,
           checkpoint: Annotated[Optional[Path], typer.Option(help="MoE checkpoint directory (optional; default with "
                                                                   "the sample corpus: the bundled sample "
                                                                   "checkpoint).")] = None,
@@ -48,15 +49,19 @@ def serve(corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory 
     from importlib.resources import files
 
     from horizonlens.corpus.io import CorpusError, read_manifest
+    from horizonlens.corpus.storage import as_location
 
     if corpus is None:
-        corpus = sample_corpus_path()
+        location = as_location(sample_corpus_path())
         checkpoint = checkpoint or sample_checkpoint_path()
+    else:
+        location = as_location(corpus)
     try:
-        read_manifest(corpus)
+        read_manifest(location)
     except CorpusError as exc:
         fail(f"{exc}\n(create one with `horizonlens sample DIR`)")
-    env = dict(os.environ, HORIZONLENS_CORPUS=str(corpus.resolve()))
+    # the location only: credentials reach the app through the AWS_* variables this process passes on
+    env = dict(os.environ, HORIZONLENS_CORPUS=str(location.resolve()))
     env["HORIZONLENS_CHECKPOINT"] = ""
     if checkpoint is not None and checkpoint.exists():
         env["HORIZONLENS_CHECKPOINT"] = str(checkpoint.resolve())
@@ -70,7 +75,7 @@ def serve(corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory 
            # A served app does not reload its code, and a full garbage collection after every run (every step
            # change) cost as much as the step itself: together they were ~60% of the server's CPU per step.
            "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
-    typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {corpus})", err=True)
+    typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {location})", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # exec, not a child process: a supervisor's SIGTERM reaches the server itself, so nothing is left running

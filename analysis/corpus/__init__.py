@@ -6,7 +6,8 @@ schema (the tables), io (manifest, validation, atomic writes), layout (where rep
 text (what a step's text is), quoting and filters (SQL built from parts), store (queries),
 sql (the read-only console), derived (datasets computed from the corpus and kept up to date file by file),
 search_index and aggregates (the two derived datasets), indexes (both, built together), importers (agent
-logs in), annotations (labels on runs and steps) and label_files (label files in).
+logs in), annotations (labels on runs and steps), label_files (label files in), storage (a local directory
+or an s3:// prefix), object_lock (the writer lock there) and scan (how DuckDB reads files).
 """
 
 from horizonlens.corpus import annotations, label_files
@@ -50,6 +51,7 @@ from horizonlens.corpus.schema import (
 )
 from horizonlens.corpus.search_index import INDEX_DIR, build_index, index_is_fresh, query_words
 from horizonlens.corpus.sql import EXAMPLES, SqlResult, run_sql
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, is_remote, redact
 from horizonlens.corpus.store import LIST_COLUMNS, SORTABLE, CorpusStore, Page, open_store
 from horizonlens.corpus.text import approx_tokens, step_text, step_tokens_estimate
 from horizonlens.errors import CorpusError, SchemaError, SqlError, StoreError
@@ -78,7 +80,9 @@ __all__ = [
     "TABLES",
     "TRAJECTORIES",
     "CorpusError",
+    "CorpusPath",
     "CorpusStore",
+    "ObjectPath",
     "Label",
     "Page",
     "SchemaError",
@@ -89,6 +93,7 @@ __all__ = [
     "add_labels",
     "annotations",
     "approx_tokens",
+    "as_location",
     "build_index",
     "conform",
     "delete_label",
@@ -96,6 +101,7 @@ __all__ = [
     "export_labels",
     "file_stem",
     "index_is_fresh",
+    "is_remote",
     "label_files",
     "new_manifest",
     "open_corpus_files",
@@ -105,6 +111,7 @@ __all__ = [
     "quote_ident",
     "read_checkpoint_meta",
     "read_manifest",
+    "redact",
     "replay_checkpoints",
     "replay_dir",
     "replays_dir",

@@ -22,11 +22,11 @@ trajectory_id), so one set of aggregates serves every facet and filter. Readers 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from horizonlens.corpus.derived import DerivedSpec, DerivedTable, Rollup, UpdateReport, is_fresh, update
 from horizonlens.corpus.io import corpus_dataset
+from horizonlens.corpus.storage import CorpusPath, as_location
 from horizonlens.corpus.text import tool_names_sql
 
 AGGREGATES_DIR = "aggregates"
@@ -164,15 +164,15 @@ def cells(kind: str, cube: bool) -> str:
     return cube_view if cube else per_trajectory
 
 
-def aggregates_are_fresh(root: Path | str) -> bool:
+def aggregates_are_fresh(root: CorpusPath | str) -> bool:
     """The aggregates exist and summarise the corpus as it is now, by the current definitions."""
     return is_fresh(SPEC, corpus_dataset(root).snapshot())
 
 
-def build_aggregates(root: Path | str, full: bool = False, threads: int | None = None,
+def build_aggregates(root: CorpusPath | str, full: bool = False, threads: int | None = None,
                      log: Callable[[str], None] = lambda s: None) -> UpdateReport:
     """Build the aggregates of a corpus, or bring them up to date (only new or rewritten step files are read)."""
-    return update(SPEC, corpus_dataset(Path(root).resolve()), full=full, threads=threads, log=log)
+    return update(SPEC, corpus_dataset(as_location(root).resolve()), full=full, threads=threads, log=log)
 
 
 def recompute_sql() -> list[tuple[str, str]]:

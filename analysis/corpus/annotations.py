@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import Dataset, Snapshot, Transaction
+from horizonlens.corpus.storage import CorpusPath, as_location
 from horizonlens.errors import CorpusError, LabelError
 
 if TYPE_CHECKING:
@@ -93,9 +94,9 @@ class Label:
     source: str = "manual"
 
 
-def annotations_dataset(root: Path | str) -> Dataset:
+def annotations_dataset(root: CorpusPath | str) -> Dataset:
     """The annotations of a corpus, a dataset of its own (table `labels`)."""
-    return Dataset(Path(root) / ANNOTATIONS_DIR, (LABELS_TABLE,))
+    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,))
 
 
 def default_author() -> str:

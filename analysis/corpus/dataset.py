@@ -20,6 +20,11 @@ see a partial commit, and the next import never mistakes half-written data for c
 
 A manifest without a `files` list (a corpus written by hand, or by an older Horizon Lens) is read by
 listing the table folders; its first commit records the list.
+
+A dataset can also live in S3-compatible object storage (`s3://bucket/prefix`, corpus/storage.py). The
+rules are the same: new objects under fresh names, then one PUT of the manifest (an object is replaced
+whole, so readers see the old or the new manifest). The lock there is an object taken with a conditional
+PUT and held as a renewed lease (corpus/object_lock.py) instead of a flock.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -38,12 +44,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_metadata
 from horizonlens.errors import CorpusError, CorpusLockedError
+
+if TYPE_CHECKING:
+    from horizonlens.corpus.object_lock import ObjectLock
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -95,7 +105,7 @@ class DataFile:
 class Snapshot:
     """A dataset as of one version of its manifest: what readers query."""
 
-    root: Path
+    root: CorpusPath
     manifest: dict[str, Any]
     files: tuple[DataFile, ...]
     listed: bool  # False: the manifest has no file list and the folders were listed instead
@@ -121,12 +131,12 @@ class Snapshot:
         """The files of one table, in manifest order."""
         return [f for f in self.files if f.table == name]
 
-    def paths(self, name: str) -> list[Path]:
+    def paths(self, name: str) -> list[CorpusPath]:
         """Absolute paths of one table's files."""
         return [self.root / f.path for f in self.table(name)]
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: CorpusPath) -> Any:
     """Parse a small JSON file; CorpusError says which file and why."""
     try:
         with path.open("rb") as fh:
@@ -141,12 +151,15 @@ def read_json(path: Path) -> Any:
         raise CorpusError(f"{path}: not valid JSON ({str(exc)[:200]})") from exc
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+def write_json_atomic(data: dict[str, Any], path: CorpusPath) -> None:
     """Write JSON under a temporary name, fsync, rename over `path`: readers see old or new, never half.
 
     The file gets the usual permissions (0666 minus the umask): other users of the machine can read a
-    corpus they could read before.
+    corpus they could read before. In object storage one PUT replaces the object whole.
     """
+    if isinstance(path, ObjectPath):
+        path.write_bytes((json.dumps(data, indent=1, sort_keys=True, default=str) + "\n").encode("utf-8"))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
@@ -175,12 +188,45 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_parquet(table: pa.Table, path: Path, options: dict[str, Any] | None = None) -> None:
+class _Hashing:
+    """A write-only file that checksums and counts what passes through it (no second read of the file)."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += view.nbytes
+        self.raw.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.closed = True  # the caller closes the underlying file
+
+
+def _write_parquet(table: pa.Table, path: CorpusPath, options: dict[str, Any] | None = None) -> tuple[int, str]:
+    """Write one Parquet file (fsynced locally; one upload in object storage); returns (bytes, sha256).
+
+    `options`: pyarrow.parquet.write_table arguments that replace the defaults.
+    """
     with path.open("wb") as fh:
-        pq.write_table(table, fh, **{"compression": "zstd", "row_group_size": ROW_GROUP_SIZE,
-                                     "write_statistics": True, **(options or {})})
-        fh.flush()
-        os.fsync(fh.fileno())
+        out = _Hashing(fh)
+        pq.write_table(table, out, **{"compression": "zstd", "row_group_size": ROW_GROUP_SIZE,
+                                      "write_statistics": True, **(options or {})})
+        if not isinstance(path, ObjectPath):
+            fh.flush()
+            os.fsync(fh.fileno())
+    return out.size, out.sha.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -196,7 +242,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: CorpusPath) -> str:
     """Checksum of a file's bytes (to tell a damaged file from a complete one)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -212,13 +258,14 @@ def _now() -> str:
 class Dataset:
     """A folder of Parquet tables published through `manifest.json` (see the module docstring)."""
 
-    def __init__(self, root: Path | str, tables: Iterable[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
-        self.root = Path(root)
+    def __init__(self, root: CorpusPath | str, tables: Iterable[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+        self.root: CorpusPath = as_location(root)
         self.tables = tuple(tables)
         self.lock_timeout_s = lock_timeout_s
+        self.object_lock: ObjectLock | None = None  # held during a transaction on object storage
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> CorpusPath:
         """Where the published state lives."""
         return self.root / MANIFEST
 
@@ -228,7 +275,7 @@ class Dataset:
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest as a dict; CorpusError if it is missing or not a JSON object."""
-        if not self.root.is_dir():
+        if not isinstance(self.root, ObjectPath) and not self.root.is_dir():
             raise CorpusError(f"{self.root}: not a directory")
         if not self.exists():
             raise CorpusError(f"{self.root}: no {MANIFEST}")
@@ -255,7 +302,8 @@ class Dataset:
             folder = self.root / table
             if not folder.is_dir():
                 continue
-            for p in sorted(folder.rglob("*.parquet")):
+            found: list[Any] = sorted(folder.rglob("*.parquet"), key=str)
+            for p in found:
                 rel = p.relative_to(self.root)
                 if any(part.startswith(".") for part in rel.parts):
                     continue
@@ -293,6 +341,10 @@ class Dataset:
 
     @contextmanager
     def _lock(self, timeout_s: float) -> Iterator[None]:
+        if isinstance(self.root, ObjectPath):
+            with self._object_lock(self.root, timeout_s):
+                yield
+            return
         path = self.root / LOCK
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -319,20 +371,35 @@ class Dataset:
         finally:
             os.close(fd)  # closing releases the flock (the kernel also releases it if we are killed)
 
+    @contextmanager
+    def _object_lock(self, root: ObjectPath, timeout_s: float) -> Iterator[None]:
+        from horizonlens.corpus.object_lock import ObjectLock
+
+        lock = ObjectLock(root / LOCK)
+        lock.acquire(timeout_s)
+        self.object_lock = lock
+        try:
+            yield
+        finally:
+            self.object_lock = None
+            lock.release()
+
     def _remove_leftovers(self, snapshot: Snapshot) -> None:
         """Delete files a crashed writer left: only names this module makes, only if not listed."""
-        for old in self.root.glob(".import-*"):  # staging folders of Horizon Lens 0.1 imports
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+        remote = isinstance(self.root, ObjectPath)
+        if isinstance(self.root, Path):
+            for old in self.root.glob(".import-*"):  # staging folders of Horizon Lens 0.1 imports
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
         if not snapshot.listed:
             return
         listed = {f.path for f in snapshot.files}
         for folder in [self.root, *(self.root / t for t in self.tables)]:
-            if not folder.is_dir():
-                continue
-            walk = folder.rglob("*") if folder != self.root else folder.iterdir()
-            for p in list(walk):
-                if p.is_file() and OWN_FILE.match(p.name) and p.relative_to(self.root).as_posix() not in listed:
+            if not remote and not folder.is_dir():
+                continue  # (an object store lists a missing prefix as empty)
+            walk: list[Any] = list(folder.rglob("*") if folder != self.root else folder.iterdir())
+            for p in walk:
+                if OWN_FILE.match(p.name) and p.relative_to(self.root).as_posix() not in listed and p.is_file():
                     p.unlink(missing_ok=True)
 
 
@@ -359,6 +426,7 @@ class Transaction:
         self.updates: dict[str, Any] = {}
         self.committed = False
         self._count = 0
+        self._staged: dict[Path, str] = {}  # reserved local files of a dataset in object storage -> their path
 
     def new_path(self, table: str, partition: str | None = None, suffix: str = ".parquet") -> str:
         """A fresh relative path for a file of `table` (optionally under a hive partition folder)."""
@@ -379,27 +447,51 @@ class Transaction:
         rel = self.new_path(table, partition)
         path = self.dataset.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        # recorded before the write: an upload that fails half way is deleted by abort()
+        self.added.append(DataFile(table, rel, -1, -1))
         try:
-            _write_parquet(data, path, options)
+            size, sha = _write_parquet(data, path, options)
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise CorpusError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-        entry = DataFile(table, rel, data.num_rows, path.stat().st_size, sha256_file(path), dict(meta or {}))
-        self.added.append(entry)
+        entry = DataFile(table, rel, data.num_rows, size, sha, dict(meta or {}))
+        self.added[-1] = entry
         return entry
 
     def reserve(self, table: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
-        """A fresh path for a file that another writer (e.g. DuckDB's COPY) will create; `register` it after."""
+        """A fresh local path for a file that another writer (e.g. DuckDB's COPY) will create; `register` it after.
+
+        For a dataset in object storage the path is a local staging file that `register` uploads.
+        """
         if table not in self.dataset.tables:
             raise CorpusError(f"{self.dataset.root}: no table {table!r} in this dataset")
-        path = self.dataset.root / self.new_path(table, partition, suffix)
+        rel = self.new_path(table, partition, suffix)
+        root = self.dataset.root
+        if isinstance(root, ObjectPath):
+            path = Path(tempfile.mkdtemp(prefix=".tmp-horizonlens-")) / Path(rel).name
+            self._staged[path] = rel
+            return path
+        path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def register(self, table: str, path: Path, meta: dict[str, Any] | None = None) -> DataFile:
         """Add a file written at a `reserve`d path; it becomes visible at commit."""
-        rel = path.relative_to(self.dataset.root).as_posix()
         rows = count_rows(path)
+        if path in self._staged:  # upload the staged file under its reserved name
+            rel = self._staged.pop(path)
+            target = self.dataset.root / rel
+            self.added.append(DataFile(table, rel, -1, -1))
+            try:
+                with path.open("rb") as src, target.open("wb") as dst:
+                    out = _Hashing(dst)
+                    shutil.copyfileobj(src, out, 8 * 2**20)
+            finally:
+                shutil.rmtree(path.parent, ignore_errors=True)
+            self.added[-1] = DataFile(table, rel, rows, out.size, out.sha.hexdigest(), dict(meta or {}))
+            return self.added[-1]
+        assert isinstance(self.dataset.root, Path)
+        rel = path.relative_to(self.dataset.root).as_posix()
         entry = DataFile(table, rel, rows, path.stat().st_size, sha256_file(path), dict(meta or {}))
         self.added.append(entry)
         return entry
@@ -426,8 +518,11 @@ class Transaction:
         manifest["version"] = self.snapshot.version + 1
         manifest["updated_at"] = self.updates.get("updated_at") or _now()
         manifest.setdefault("dataset_id", uuid.uuid4().hex)
-        for f in self.added:
-            _fsync_path(self.dataset.root / f.path)
+        if isinstance(self.dataset.root, Path):
+            for f in self.added:
+                _fsync_path(self.dataset.root / f.path)
+        elif self.dataset.object_lock is not None:
+            self.dataset.object_lock.check()  # a lapsed lease publishes nothing
         write_json_atomic(manifest, self.dataset.manifest_path)
         self.committed = True
         for rel in self.removed:
@@ -439,6 +534,9 @@ class Transaction:
         for f in self.added:
             (self.dataset.root / f.path).unlink(missing_ok=True)
         self.added.clear()
+        for staged in self._staged:
+            shutil.rmtree(staged.parent, ignore_errors=True)
+        self._staged.clear()
 
 
 def count_rows(path: Path) -> int:
@@ -462,16 +560,16 @@ def _fsync_path(path: Path) -> None:
         pass
 
 
-def _describe(root: Path, f: DataFile) -> DataFile:
+def _describe(root: CorpusPath, f: DataFile) -> DataFile:
     """Row count of a file found by listing (recorded when a listed dataset is first committed to)."""
     try:
-        rows = pq.read_metadata(root / f.path).num_rows
+        rows = read_metadata(root / f.path).num_rows
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"{root / f.path}: not a readable Parquet file ({exc})") from exc
     return DataFile(f.table, f.path, rows, (root / f.path).stat().st_size, None, f.meta)
 
 
-def open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: CorpusPath) -> IO[bytes]:
     """Open a file for reading; CorpusError names it when it cannot be read."""
     try:
         return path.open("rb")

@@ -42,10 +42,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import DataFile, Dataset, Snapshot, Transaction
 from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
+from horizonlens.corpus.scan import FileScans
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_metadata
 from horizonlens.errors import CorpusError
 
 # A unit is at most this many source rows (a bigger file is a unit of its own): small enough
@@ -136,9 +137,9 @@ class DerivedSpec:
             h.update(f"{source}|{sql}".encode())
         return h.hexdigest()[:16]
 
-    def dataset(self, source_root: Path | str) -> Dataset:
+    def dataset(self, source_root: CorpusPath | str) -> Dataset:
         """The derived dataset of a source dataset rooted at `source_root`."""
-        return Dataset(Path(source_root) / self.folder, tuple(t.name for t in self.outputs))
+        return Dataset(as_location(source_root) / self.folder, tuple(t.name for t in self.outputs))
 
     def table(self, name: str) -> DerivedTable:
         """One table's definition by name."""
@@ -248,8 +249,8 @@ def _update_source(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, source: st
             written += [(t, path, unit) for t, path in zip(tables, _write_unit(con, spec, tables, snap, unit, txn),
                                                             strict=True)]
         split = [t.name for t in tables if t.unique_key and _has_duplicate_keys(
-            con, t.unique_key, [txn.dataset.root / d.path for d in kept[t.name]]
-            + [p for w, p, _ in written if w is t])] if written else []
+            con, t.unique_key, [txn.dataset.root / d.path for d in kept[t.name]], [p for w, p, _ in written if w is t])
+        ] if written else []
         if split:
             # some trajectory's rows span two units, so the per-unit rows are partial: compute it all as one unit
             for _, path, _ in written:
@@ -274,14 +275,13 @@ def _write_rollups(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, snap: Snap
         return
     files = txn.files()
     for table in spec.tables:
-        paths = [str(txn.dataset.root / f.path) for f in files if f.table == table.name]
+        paths = [txn.dataset.root / f.path for f in files if f.table == table.name]
         if table.suffix == ".parquet" and paths:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(table.name)} AS SELECT * FROM "
-                        f"read_parquet({sql_string_list(paths)})")
+                        f"{_scan(con, f'derived_{table.name}', paths)}")
     for name in dict.fromkeys(f.table for f in snap.files):
-        paths = [str(p) for p in snap.paths(name)]
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM read_parquet("
-                    f"{sql_string_list(paths)}, union_by_name = true, hive_partitioning = false)")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM "
+                    f"{_scan(con, f'source_{name}', snap.paths(name))}")
     for rollup in spec.rollups:
         log(f"  {rollup.name}")
         target = txn.reserve(rollup.name)
@@ -314,20 +314,19 @@ def _rows(snap: Snapshot, f: DataFile) -> int:
     if f.rows >= 0:
         return f.rows
     try:
-        return pq.read_metadata(snap.root / f.path).num_rows
-    except (OSError, pa.ArrowException):
+        return int(read_metadata(snap.root / f.path).num_rows)
+    except (OSError, pa.ArrowException, CorpusError):
         return UNIT_ROWS  # unreadable: a unit of its own; computing it reports the problem
 
 
 def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[DerivedTable], snap: Snapshot,
                 unit: list[DataFile], txn: Transaction) -> list[Path]:
     """Compute one unit into reserved (not yet registered) paths, one per table, in table order."""
-    paths = [str(snap.root / f.path) for f in unit]
     source = tables[0].source
     written: list[Path] = []
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM read_parquet({sql_string_list(paths)}, "
-                    f"union_by_name = true, hive_partitioning = false)")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM "
+                    f"{_scan(con, 'unit', [snap.root / f.path for f in unit])}")
         if spec.prepare.get(source):
             con.execute(spec.prepare[source])
         for table in tables:
@@ -351,15 +350,32 @@ def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[
     return written
 
 
-def _has_duplicate_keys(con: duckdb.DuckDBPyConnection, key: tuple[str, ...], paths: list[Path]) -> bool:
-    """Whether some combination of the `key` columns occurs in more than one row of these Parquet files."""
-    if not paths:
-        return False
+def _has_duplicate_keys(con: duckdb.DuckDBPyConnection, key: tuple[str, ...], kept: list[CorpusPath],
+                        written: list[Path]) -> bool:
+    """Whether some combination of the `key` columns occurs in more than one row of these Parquet files.
+
+    `kept`: published derived files (in object storage for a corpus there); `written`: this update's local files.
+    """
     cols = ", ".join(quote_ident(k) for k in key)
-    files = sql_string_list([str(p) for p in paths])
-    dup = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM read_parquet({files}) "
-                      f"GROUP BY ALL HAVING count(*) > 1 LIMIT 1)").fetchall()[0][0]
-    return bool(dup)
+    parts = [f"SELECT {cols} FROM {_scan(con, name, paths)}"
+             for name, paths in (("dup_kept", kept), ("dup_written", list(written))) if paths]
+    if not parts:
+        return False
+    dup = con.execute(f"SELECT count(*) FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
+                      ).fetchall()
+    return bool(dup and dup[0][0])
+
+
+def _scan(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[CorpusPath]) -> str:
+    """A FROM clause over Parquet files: `read_parquet` for local files, a registered dataset in object storage.
+
+    Columns are matched by name (files written at different times may differ in optional columns) and folder
+    names are not read as partition columns, so a derived table sees exactly the columns its files hold.
+    """
+    if paths and isinstance(paths[0], ObjectPath):
+        return FileScans(paths[0]).relation(con, name, list(paths), True)
+    return (f"read_parquet({sql_string_list([str(p) for p in paths])}, union_by_name = true, "
+            "hive_partitioning = false)")
 
 
 def relation_sql(spec: DerivedSpec, name: str, source: str) -> str:

@@ -8,17 +8,17 @@ derived datasets (`corpus/derived.py`) and are updated incrementally: only new o
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from horizonlens.corpus.aggregates import build_aggregates
 from horizonlens.corpus.search_index import build_index
+from horizonlens.corpus.storage import CorpusPath, as_location
 
 
-def build_all(root: Path | str, full: bool = False, threads: int | None = None,
+def build_all(root: CorpusPath | str, full: bool = False, threads: int | None = None,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Build (or bring up to date) the search indexes and the aggregates of a corpus; what each took."""
-    root = Path(root)
+    root = as_location(root)
     log("search index")
     index = build_index(root, full=full, threads=threads, log=log)
     log("aggregates")
@@ -27,9 +27,9 @@ def build_all(root: Path | str, full: bool = False, threads: int | None = None,
                                            "seconds": round(aggregates.seconds, 2)}}
 
 
-def after_import(root: Path | str, search: bool) -> None:
+def after_import(root: CorpusPath | str, search: bool) -> None:
     """Bring the derived data up to date after an import: the aggregates always, the search index if it existed."""
-    root = Path(root)
+    root = as_location(root)
     if search:
         build_index(root)
     build_aggregates(root)

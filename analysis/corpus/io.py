@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import (
     MANIFEST,
@@ -34,6 +33,7 @@ from horizonlens.corpus.dataset import (
     write_table_atomic,
 )
 from horizonlens.corpus.schema import SCHEMA_VERSION, TABLES, check_schema, validate_values
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_schema
 from horizonlens.errors import CorpusError, SchemaError
 
 __all__ = [
@@ -57,21 +57,21 @@ __all__ = [
 class CorpusFiles:
     """The Parquet files of one corpus, per table, validated against the schema."""
 
-    root: Path
+    root: CorpusPath
     manifest: dict[str, Any]
-    files: dict[str, list[Path]]
+    files: dict[str, list[CorpusPath]]
     snapshot: Snapshot
 
 
-def corpus_dataset(root: Path | str) -> Dataset:
+def corpus_dataset(root: CorpusPath | str) -> Dataset:
     """The corpus itself as a dataset (tables `trajectories` and `steps`)."""
-    return Dataset(Path(root), TABLES)
+    return Dataset(as_location(root), TABLES)
 
 
-def read_manifest(root: Path | str) -> dict[str, Any]:
+def read_manifest(root: CorpusPath | str) -> dict[str, Any]:
     """The corpus manifest, checked: CorpusError says what is wrong with the directory."""
-    root = Path(root)
-    if not root.is_dir():
+    root = as_location(root)
+    if isinstance(root, Path) and not root.is_dir():
         raise CorpusError(f"{root}: not a directory (expected a corpus directory with {MANIFEST})")
     if not (root / MANIFEST).exists():
         raise CorpusError(f"{root}: no {MANIFEST}; is this a Horizon Lens corpus? (see docs/corpus-format.md)")
@@ -91,7 +91,7 @@ def parquet_files(directory: Path) -> list[Path]:
                                                                         p.relative_to(directory).parts))
 
 
-def validate_file(path: Path, schema: pa.Schema, expected_bytes: int | None = None) -> None:
+def validate_file(path: CorpusPath, schema: pa.Schema, expected_bytes: int | None = None) -> None:
     """Open a Parquet footer and check its schema; damaged files raise CorpusError naming the file."""
     if expected_bytes is not None and expected_bytes >= 0:
         try:
@@ -102,7 +102,7 @@ def validate_file(path: Path, schema: pa.Schema, expected_bytes: int | None = No
             raise CorpusError(f"{path}: {size:,} bytes on disk but {expected_bytes:,} when written (truncated or "
                               "overwritten)")
     try:
-        actual = pq.read_schema(path)
+        actual = read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
     try:
@@ -111,12 +111,12 @@ def validate_file(path: Path, schema: pa.Schema, expected_bytes: int | None = No
         raise CorpusError(str(exc)) from exc
 
 
-def open_corpus_files(root: Path | str) -> CorpusFiles:
+def open_corpus_files(root: CorpusPath | str) -> CorpusFiles:
     """Validate a corpus directory and list its published files; raises CorpusError on the first problem."""
-    root = Path(root)
+    root = as_location(root)
     manifest = read_manifest(root)
     snapshot = corpus_dataset(root).snapshot(manifest)
-    files: dict[str, list[Path]] = {}
+    files: dict[str, list[CorpusPath]] = {}
     for name, schema in TABLES.items():
         entries = snapshot.table(name)
         if not entries and not snapshot.listed:
@@ -150,17 +150,22 @@ def new_manifest(sources: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
-def is_empty_dir(root: Path) -> bool:
+def is_empty_dir(root: CorpusPath) -> bool:
     """A folder with nothing in it but, possibly, the lock file an aborted writer left."""
+    if isinstance(root, ObjectPath):
+        return all(p.name == ".lock" for p in root.iterdir())  # a prefix without objects lists as empty
     return root.is_dir() and all(p.name == ".lock" for p in root.iterdir())
 
 
-def write_corpus(root: Path | str, trajectories: pa.Table, steps: pa.Table, manifest: dict[str, Any],
+def write_corpus(root: Path | str | ObjectPath, trajectories: pa.Table, steps: pa.Table, manifest: dict[str, Any],
                  overwrite: bool = False, tag: str | None = None) -> Path:
     """Write a whole corpus: built in a sibling staging folder, then renamed into place.
 
-    A failure at any point leaves whatever was at `root` untouched.
+    A failure at any point leaves whatever was at `root` untouched. (Local directories only: an object
+    store corpus is created by `horizonlens import --into s3://...`.)
     """
+    if isinstance(root, ObjectPath) or str(root).startswith("s3:"):
+        raise CorpusError(f"{root}: whole-corpus writes go to local directories; import into s3:// instead")
     root = Path(root)
     if root.exists() and not is_empty_dir(root) and not overwrite:
         raise CorpusError(f"{root}: exists and is not empty (pass overwrite to replace it)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +36,8 @@ from horizonlens.corpus.schema import (
     ROUTING_STEPS,
     ROUTING_TOKENS,
 )
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location
+from horizonlens.errors import CorpusError
 
 REPLAYS = "replays"
 # The tables (= folders) of a replay cache and the schema of each.
@@ -73,36 +74,38 @@ def file_stem(trajectory_id: str) -> str:
     return f"{safe}-{hashlib.sha1(trajectory_id.encode()).hexdigest()[:8]}"
 
 
-def replays_dir(corpus: Path | str) -> Path:
+def replays_dir(corpus: CorpusPath | str) -> CorpusPath:
     """The folder holding every checkpoint's replay cache."""
-    return Path(corpus) / REPLAYS
+    return as_location(corpus) / REPLAYS
 
 
-def replay_dir(corpus: Path | str, checkpoint_id: str) -> Path:
+def replay_dir(corpus: CorpusPath | str, checkpoint_id: str) -> CorpusPath:
     """The replay cache of one checkpoint; refuses ids that could escape the corpus."""
     if not CHECKPOINT_ID.match(checkpoint_id):
         raise ValueError(f"not a checkpoint id: {checkpoint_id!r}")
     return replays_dir(corpus) / checkpoint_id
 
 
-def replay_dataset(corpus: Path | str, checkpoint_id: str) -> Dataset:
+def replay_dataset(corpus: CorpusPath | str, checkpoint_id: str) -> Dataset:
     """The replay cache of one checkpoint as a dataset."""
     return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES))
 
 
-def replay_checkpoints(corpus: Path | str) -> list[str]:
+def replay_checkpoints(corpus: CorpusPath | str) -> list[str]:
     """Checkpoint ids that have a replay cache folder in this corpus, sorted."""
     base = replays_dir(corpus)
+    if isinstance(base, ObjectPath):  # one listing; a missing prefix lists as empty
+        return sorted(p.name for p in base.subdirs() if CHECKPOINT_ID.match(p.name))
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if p.is_dir() and CHECKPOINT_ID.match(p.name))
 
 
-def read_checkpoint_meta(corpus: Path | str, checkpoint_id: str) -> dict[str, Any]:
+def read_checkpoint_meta(corpus: CorpusPath | str, checkpoint_id: str) -> dict[str, Any]:
     """What was recorded about a checkpoint when its first replay was cached ({} if nothing readable)."""
     path = replay_dir(corpus, checkpoint_id) / CHECKPOINT_META
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, CorpusError):
         return {}
     return meta if isinstance(meta, dict) else {}

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from horizonlens.corpus.dataset import Dataset, Snapshot
 from horizonlens.corpus.derived import DerivedSpec, DerivedTable, UpdateReport, is_fresh, update
 from horizonlens.corpus.io import corpus_dataset
+from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location
 from horizonlens.corpus.text import STEP_TEXT_FIELDS, step_text_sql
 
 INDEX_DIR = "index"
@@ -116,20 +117,21 @@ def query_words(text: str) -> list[str]:
     return seen
 
 
-def index_dataset(root: Path | str) -> Dataset:
+def index_dataset(root: CorpusPath | str) -> Dataset:
     """The search index of a corpus, a dataset of its own."""
     return SPEC.dataset(root)
 
 
-def index_is_fresh(root: Path | str, corpus: Snapshot | None = None) -> bool:
+def index_is_fresh(root: CorpusPath | str, corpus: Snapshot | None = None) -> bool:
     """The index exists, was built from the corpus as it is now, and by the current definitions."""
     return is_fresh(SPEC, corpus or corpus_dataset(root).snapshot())
 
 
-def build_index(root: Path | str, full: bool = False, threads: int | None = None,
+def build_index(root: CorpusPath | str, full: bool = False, threads: int | None = None,
                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Build the search index of a corpus, or bring it up to date; returns the index manifest."""
-    report: UpdateReport = update(SPEC, corpus_dataset(Path(root).resolve()), full=full, threads=threads, log=log)
+    report: UpdateReport = update(SPEC, corpus_dataset(as_location(root).resolve()), full=full, threads=threads,
+                                  log=log)
     return {**report.manifest, "computed": report.computed, "seconds": round(report.seconds, 2)}
 
 
@@ -180,11 +182,15 @@ class _Chunk:
 class TextIndex:
     """The index's text copies, memory-mapped: a trajectory's text is decompressed only when it is a candidate."""
 
-    def __init__(self, paths: Sequence[Path]):
+    def __init__(self, paths: Sequence[CorpusPath]):
         self.chunks: list[_Chunk] = []
         for path in paths:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_file(source).read_all()  # zero-copy views of the mapped file
+            if isinstance(path, ObjectPath):  # object storage cannot be mapped: the copy is read into memory
+                with path.open("rb") as fh:
+                    table = pa.ipc.open_file(pa.BufferReader(fh.read())).read_all()
+            else:
+                with pa.memory_map(str(path)) as source:
+                    table = pa.ipc.open_file(source).read_all()  # zero-copy views of the mapped file
             for ids, sizes, blobs in zip(table.column(0).chunks, table.column(1).chunks, table.column(2).chunks,
                                          strict=True):
                 offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[blobs.offset:blobs.offset + len(blobs) + 1]

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from horizonlens.corpus.quoting import quote_ident
+from horizonlens.corpus.storage import redact
 from horizonlens.corpus.store import CorpusStore
 from horizonlens.errors import SqlError
 
@@ -163,7 +164,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise SqlError(f"could not parse the SQL: {exc}") from exc
+        raise SqlError(redact(f"could not parse the SQL: {exc}")) from exc
     if len(statements) != 1:
         raise SqlError(f"expected exactly one statement, got {len(statements)}")
     kind = statements[0].type
@@ -332,7 +333,7 @@ def _as_sql_error(exc: BaseException, timeout_s: float) -> SqlError:
     if isinstance(exc, duckdb.InterruptException):
         return SqlError(f"the query ran longer than {timeout_s:g} s and was stopped")
     if isinstance(exc, duckdb.PermissionException):
-        return SqlError(f"not allowed: {exc}")
+        return SqlError(redact(f"not allowed: {exc}"))
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return SqlError(f"the query needs more memory than the corpus store allows: {exc}")
-    return SqlError(str(exc) or type(exc).__name__)
+        return SqlError(redact(f"the query needs more memory than the corpus store allows: {exc}"))
+    return SqlError(redact(str(exc)) or type(exc).__name__)

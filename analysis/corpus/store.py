@@ -12,6 +12,12 @@ power-user SQL entry point (`horizonlens.corpus.sql`) can run on the same connec
 
 A replay-cache file that is missing, truncated or unreadable never stops the corpus from opening: it
 is left out of the views and reported in `problems` (its trajectory is simply replayed again).
+
+A corpus in object storage (`s3://bucket/prefix`) is read through pyarrow datasets over pyarrow's own
+S3 filesystem, registered with DuckDB, which pushes projections and filters into them. That path was
+picked by measurement (docs/scale-out.md): DuckDB's httpfs cannot be installed offline for DuckDB 2.x,
+and an fsspec filesystem registered with DuckDB was 2-5x slower and is refused once external access is
+off. DuckDB itself then reads no file at all, so its file access is switched off entirely.
 """
 
 from __future__ import annotations
@@ -23,11 +29,10 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.aggregates import SPEC as AGGREGATES
 from horizonlens.corpus.aggregates import recompute_sql
@@ -55,7 +60,7 @@ from horizonlens.corpus.layout import (
     replay_dataset,
     replays_dir,
 )
-from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
+from horizonlens.corpus.quoting import quote_ident, sql_string
 from horizonlens.corpus.routing_format import (
     SOURCE_TABLES,
     aggregate_view_sql,
@@ -63,9 +68,19 @@ from horizonlens.corpus.routing_format import (
     legacy_token_view_sql,
     token_view_sql,
 )
+from horizonlens.corpus.scan import FileScans, hive_keys
 from horizonlens.corpus.schema import TRAJECTORIES
 from horizonlens.corpus.search_index import SPEC as SEARCH_INDEX
 from horizonlens.corpus.search_index import TEXT_TABLES, ExactPlan, TextIndex, plan_exact, query_words
+from horizonlens.corpus.storage import (
+    CorpusPath,
+    ObjectPath,
+    as_location,
+    read_metadata,
+    read_schema,
+    read_table,
+    redact,
+)
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
 from horizonlens.errors import CorpusError, StoreError
 
@@ -91,23 +106,12 @@ class Page:
     limit: int
 
 
-def _hive_keys(paths: list[str]) -> list[str]:
-    """Partition keys (`key=value` folders) in a table's file paths."""
-    return sorted({part.split("=", 1)[0] for p in paths for part in p.split("/")[:-1] if "=" in part})
-
-
-def _read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> str:
-    names = [str(p) for p in paths]
-    hive = bool(_hive_keys([p.as_posix() for p in paths]))
-    return (f"read_parquet({sql_string_list(names)}, hive_partitioning = {str(hive).lower()}, "
-            f"union_by_name = {str(union).lower()}{', filename = true' if filename else ''})")
-
-
 class CorpusStore:
     """A read-only DuckDB view of one corpus directory. Thread-safe: each call uses its own cursor."""
 
-    def __init__(self, root: Path | str, memory_limit: str = "2GB", threads: int | None = None):
-        self.root = Path(root).resolve()
+    def __init__(self, root: CorpusPath | str, memory_limit: str = "2GB", threads: int | None = None):
+        self.root: CorpusPath = as_location(root).resolve()
+        self.scans = FileScans(self.root)
         self._lock = threading.RLock()
         self._aggregates_lock = threading.Lock()  # held while the aggregates are computed in memory
         self._list_lock = threading.Lock()  # held while the in-memory trajectory list is made
@@ -144,17 +148,18 @@ class CorpusStore:
         self._open_aggregates()
         self._open_replays()
         self._open_annotations()
-        # Harden: only the corpus directory (and the private spill folder) is readable from SQL from now on;
-        # nothing can change that.
-        self.con.execute(f"SET allowed_directories = [{sql_string(str(self.root) + '/')}]")
+        # Harden: only the corpus directory (and the private spill folder) is readable from SQL from now on (in
+        # object storage: no file at all, the views read through registered datasets); nothing can change that.
+        allowed = "" if isinstance(self.root, ObjectPath) else sql_string(str(self.root) + "/")
+        self.con.execute(f"SET allowed_directories = [{allowed}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
     # --- views ---------------------------------------------------------------------------------
-    def _stamp(self, manifest: Path) -> Any:
+    def _stamp(self, manifest: CorpusPath) -> Any:
         try:
             st = manifest.stat()
-        except OSError:
+        except (OSError, CorpusError):
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
@@ -163,26 +168,26 @@ class CorpusStore:
         self.manifest = files.manifest
         self.snapshot = files.snapshot
         for name, paths in files.files.items():
-            schemas = {pq.read_schema(p).remove_metadata().to_string() for p in paths}
+            schemas = {read_schema(p).remove_metadata().to_string() for p in paths}
             # union_by_name makes DuckDB read every file's schema on every query (~3x slower on a
             # 1M-trajectory corpus); it is only needed when files differ in columns or column order.
             self._create_view(name, paths, union=len(schemas) > 1)
         self._stamps["corpus"] = self._stamp(self.root / MANIFEST)
         self._fingerprints["corpus"] = self.snapshot.fingerprint
 
-    def _create_view(self, name: str, paths: list[Path], union: bool) -> None:
-        keys = _hive_keys([p.as_posix() for p in paths])
+    def _create_view(self, name: str, paths: Sequence[CorpusPath], union: bool) -> None:
+        keys = hive_keys([p.as_posix() for p in paths])
         if keys:  # remember partition keys: lookups by trajectory can prune partitions
             self.partitions[name] = keys
         self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM "
-                         f"{_read_parquet_sql(paths, union)}")
+                         f"{self.scans.relation(self.con, name, paths, union)}")
 
     def _open_derived(self, spec: DerivedSpec, key: str) -> Snapshot | None:
         """Views over a derived dataset's tables if it was built from the corpus as it is now; its snapshot then."""
         dataset = spec.dataset(self.root)
         self._stamps[key] = self._stamp(dataset.manifest_path)
         snap = dataset.snapshot() if is_fresh(spec, self.snapshot) else None
-        views: dict[str, list[Path]] = {}
+        views: dict[str, list[CorpusPath]] = {}
         for table in spec.outputs:
             if table.view:
                 views.setdefault(table.view, []).extend(snap.paths(table.name) if snap else [])
@@ -265,6 +270,7 @@ class CorpusStore:
         self._stamps["replays"] = self._replay_stamps()
         parts: dict[str, list[str]] = {view: [] for view in REPLAY_VIEWS}
         found, problems = [], []
+        self.scans.forget(self.con, "replay_")
         for ckpt in replay_checkpoints(self.root):
             dataset = replay_dataset(self.root, ckpt)
             try:
@@ -282,7 +288,11 @@ class CorpusStore:
                         problems.append(f"left out of the views: {exc}")
                         continue
                     good.setdefault(table, []).append(entry)
-            for view, select in _replay_selects(snap.root, good):
+
+            def rel(key: str, entries: list[DataFile], root: CorpusPath = snap.root, ckpt: str = ckpt) -> str:
+                return self.scans.relation(self.con, f"replay_{key}_{ckpt}", [root / e.path for e in entries], True)
+
+            for view, select in _replay_selects(snap.root, good, rel):
                 parts[view].append(f"SELECT *, {sql_string(ckpt)} AS checkpoint_id FROM ({select})")
             if good.get("steps"):
                 found.append(ckpt)
@@ -310,7 +320,7 @@ class CorpusStore:
         self._stamps["annotations"] = self._stamp(dataset.manifest_path)
         self.label_problems: list[str] = []
         self._fingerprints.pop("annotations", None)
-        good: list[Path] = []
+        good: list[CorpusPath] = []
         if dataset.exists():
             try:
                 snap = dataset.snapshot()
@@ -325,7 +335,8 @@ class CorpusStore:
                         self.label_problems.append(f"left out of the labels: {exc}")
                         continue
                     good.append(snap.root / entry.path)
-        history = f"SELECT * FROM {_read_parquet_sql(good, union=True)}" if good else empty_history_sql()
+        history = (f"SELECT * FROM {self.scans.relation(self.con, 'annotations', good, True)}" if good
+                   else empty_history_sql())
         self.con.execute(f"CREATE OR REPLACE VIEW {HISTORY_VIEW} AS {history}")
         self.con.execute(f"CREATE OR REPLACE VIEW {CURRENT_VIEW} AS {current_view_sql()}")
 
@@ -426,7 +437,7 @@ class CorpusStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one query (DuckDB cursors are not shared between threads)."""
         with self._lock:
-            return self.con.cursor()
+            return self.scans.attach(self.con.cursor())
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run one of this module's parameterized queries; errors become StoreError.
@@ -441,9 +452,9 @@ class CorpusStore:
             except duckdb.IOException as exc:
                 if attempt == 0 and self.refresh():
                     continue
-                raise StoreError(f"query failed: {exc}") from exc
+                raise StoreError(redact(f"query failed: {exc}")) from None
             except duckdb.Error as exc:
-                raise StoreError(f"query failed: {exc}") from exc
+                raise StoreError(redact(f"query failed: {exc}")) from None
             finally:
                 cur.close()
         raise AssertionError("unreachable")
@@ -635,44 +646,41 @@ class CorpusStore:
         self._remove_spill()
 
 
-def _replay_selects(root: Path, files: dict[str, list[DataFile]]) -> list[tuple[str, str]]:
-    """(view, SELECT) pairs over one checkpoint's validated replay-cache files."""
-    def rel(entries: list[DataFile]) -> str:
-        return _read_parquet_sql([root / e.path for e in entries], union=True)
-
+def _replay_selects(root: CorpusPath, files: dict[str, list[DataFile]],
+                    rel: Callable[[str, list[DataFile]], str]) -> list[tuple[str, str]]:
+    """(view, SELECT) pairs over one checkpoint's validated replay-cache files; `rel(key, files)` scans files."""
     out = []
     if files.get("steps"):
-        out.append(("replay_steps", f"SELECT * FROM {rel(files['steps'])}"))
+        out.append(("replay_steps", f"SELECT * FROM {rel('steps', files['steps'])}"))
     for view, table in (("routing", TOKEN_TIER), ("routing_rollout", SOURCE_TABLES["rollout"])):
         by_k: dict[int, list[DataFile]] = {}
         for entry in files.get(table, []):
             k = _top_k(root, entry)
             if k:
                 by_k.setdefault(k, []).append(entry)
-        out += [(view, token_view_sql(rel(entries), k)) for k, entries in sorted(by_k.items())]
+        out += [(view, token_view_sql(rel(f"{view}_k{k}", entries), k)) for k, entries in sorted(by_k.items())]
     for view, key in zip(STEP_TIER, ("step", "segment"), strict=True):
         if files.get(view):
-            out.append((view, aggregate_view_sql(rel(files[view]), key)))
-    out += [(table, f"SELECT * FROM {rel(files[table])}") for table in COMPARE_TABLES if files.get(table)]
+            out.append((view, aggregate_view_sql(rel(view, files[view]), key)))
+    out += [(table, f"SELECT * FROM {rel(table, files[table])}") for table in COMPARE_TABLES if files.get(table)]
     legacy = files.get(LEGACY_ROUTING)
     if legacy:  # format 1: token rows only; the step tier is computed from them
-        out.append(("routing", legacy_token_view_sql(rel(legacy))))
-        out += [(view, legacy_aggregate_sql(rel(legacy), key))
+        out.append(("routing", legacy_token_view_sql(rel("legacy", legacy))))
+        out += [(view, legacy_aggregate_sql(rel("legacy", legacy), key))
                 for view, key in zip(STEP_TIER, ("step", "segment"), strict=True)]
     return out
 
 
-def _top_k(root: Path, entry: DataFile) -> int:
+def _top_k(root: CorpusPath, entry: DataFile) -> int:
     """Experts per token of a token-tier file: from its manifest entry, else its first row (0: no rows)."""
     k = entry.meta.get("top_k")
     if isinstance(k, int) and k > 0:
         return k
     try:
-        first = pq.ParquetFile(root / entry.path)
-        if first.metadata.num_rows == 0:
+        if read_metadata(root / entry.path).num_rows == 0:
             return 0
-        value = first.read_row_group(0, columns=["experts"]).column(0)[0].as_py()
-    except (OSError, pa.ArrowException, IndexError):
+        value = read_table(root / entry.path, columns=["experts"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, IndexError, CorpusError):
         return 0
     return len(value or [])
 
@@ -682,4 +690,4 @@ def open_store(root: Path | str) -> CorpusStore:
     try:
         return CorpusStore(root)
     except duckdb.Error as exc:
-        raise CorpusError(f"{root}: DuckDB could not open the corpus ({exc})") from exc
+        raise CorpusError(redact(f"{root}: DuckDB could not open the corpus ({exc})")) from None

@@ -5,11 +5,12 @@ torch and transformers are imported inside functions only, so importing this fac
 
 from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.align import Alignment, align_tokens
-from horizonlens.model.batch import ensure_replayed, replay_many
+from horizonlens.model.batch import BatchDone, ReplayPlan, ReplayRun, ensure_replayed, plan_replay, replay_many
 from horizonlens.model.cache import ReplayCache, list_checkpoints
 from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
 from horizonlens.model.compact import CompactReport, compact
 from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint, load_tokenizer
+from horizonlens.model.ray_engine import RayOptions, replay_on_ray
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
 from horizonlens.model.replay import (
     ROUTING_MODES,
@@ -31,6 +32,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "AlignedRollout",
     "Alignment",
+    "BatchDone",
     "CheckpointError",
     "CompactReport",
     "Continuation",
@@ -38,13 +40,16 @@ __all__ = [
     "LoadedModel",
     "NotMoEError",
     "Reference",
+    "RayOptions",
     "Rendered",
     "ReplayCache",
     "ReplayConfig",
     "ReplayError",
+    "ReplayPlan",
     "ReplayResult",
     "RolloutRecord",
     "RolloutRouting",
+    "ReplayRun",
     "RouterSite",
     "RoutingShape",
     "Shape",
@@ -63,8 +68,10 @@ __all__ = [
     "load_tokenizer",
     "read_rollouts",
     "record_rollout",
+    "plan_replay",
     "render",
     "replay_many",
+    "replay_on_ray",
     "replay_trajectory",
     "resolve_ids",
     "router_margin",

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import DataFile, Snapshot, Transaction, write_json_atomic
 from horizonlens.corpus.io import validate_file
@@ -39,6 +38,7 @@ from horizonlens.corpus.layout import (
     replay_dir,
 )
 from horizonlens.corpus.routing_format import FORMAT_VERSION, SOURCE_TABLES, decode_token_table, write_options
+from horizonlens.corpus.storage import CorpusPath, as_location, read_schema, read_table
 from horizonlens.errors import CorpusError
 
 if TYPE_CHECKING:
@@ -80,11 +80,11 @@ def required_tables(notes: dict[str, Any] | None, tokens: bool = False) -> tuple
 class ReplayCache:
     """The cache of one checkpoint's replays inside one corpus."""
 
-    corpus: Path
+    corpus: CorpusPath
     checkpoint_id: str
 
     @property
-    def root(self) -> Path:
+    def root(self) -> CorpusPath:
         """The cache folder of this checkpoint."""
         return replay_dir(self.corpus, self.checkpoint_id)
 
@@ -196,7 +196,7 @@ class ReplayCache:
             others = [t for t in ids if t not in wanted] if isinstance(ids, list) else []
             if others:
                 try:
-                    data = pq.read_table(snap.root / entry.path)
+                    data = read_table(snap.root / entry.path)
                 except (OSError, pa.ArrowException):
                     continue  # a damaged shared file: its other trajectories are replayed again on demand
                 keep = data.filter(pc.is_in(data["trajectory_id"], value_set=pa.array(others)))
@@ -213,7 +213,7 @@ class ReplayCache:
             return None
         parts = []
         for e in entries:
-            data = pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
+            data = read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
             parts.append(data.replace_schema_metadata(None))
         return pa.concat_tables(parts)
 
@@ -292,7 +292,7 @@ class ReplayCache:
         entries = self.entries(trajectory_id, snap)[table]
         if not entries:
             return None
-        return pa.concat_tables([pq.read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
+        return pa.concat_tables([read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
                                  .replace_schema_metadata(None) for e in entries])
 
     def read_notes(self, trajectory_id: str) -> dict[str, str]:
@@ -304,7 +304,7 @@ class ReplayCache:
                 return {k: str(v) for k, v in notes.items() if k in NOTE_KEYS}
             if not snap.listed:  # an old cache kept its notes in the file's schema metadata
                 try:
-                    raw = pq.read_schema(snap.root / e.path).metadata or {}
+                    raw = read_schema(snap.root / e.path).metadata or {}
                 except (OSError, pa.ArrowException):
                     return {}
                 return {k.decode(): v.decode() for k, v in raw.items() if k.decode() in NOTE_KEYS}
@@ -321,7 +321,7 @@ class ReplayCache:
                 ids.update(t for t in listed if not tokens or _token_level(notes.get(t)))
                 continue
             try:
-                ids.update(pq.read_table(snap.root / e.path, columns=["trajectory_id"]).column(0).unique().to_pylist())
+                ids.update(read_table(snap.root / e.path, columns=["trajectory_id"]).column(0).unique().to_pylist())
             except (OSError, pa.ArrowException):
                 continue
         return ids
@@ -345,6 +345,6 @@ def write_batch_files(txn: Transaction, batch: dict[str, tuple[dict[str, pa.Tabl
     txn.update(routing_format=FORMAT_VERSION)
 
 
-def list_checkpoints(corpus: Path | str) -> list[str]:
+def list_checkpoints(corpus: CorpusPath | str) -> list[str]:
     """Checkpoint ids with a replay cache in this corpus."""
-    return [c for c in replay_checkpoints(corpus) if ReplayCache(Path(corpus), c).snapshot().table("steps")]
+    return [c for c in replay_checkpoints(corpus) if ReplayCache(as_location(corpus), c).snapshot().table("steps")]

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from horizonlens.app import state, ui
+from horizonlens.corpus import as_location
 from horizonlens.corpus.importers import FORMATS, import_paths
 from horizonlens.corpus.importers.targets import (
     MAX_UPLOAD_BYTES,
@@ -62,6 +63,6 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
             if len(report.problems) > 100:
                 st.warning(f"… and {len(report.problems) - 100} more problems")
             state.clear_query_cache()
-            if into != Path(state.corpus_path()).resolve():
+            if str(into) != str(as_location(state.corpus_path())):
                 st.session_state["corpus_path"] = str(into)
             st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")

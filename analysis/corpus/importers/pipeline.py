@@ -31,6 +31,7 @@ from horizonlens.corpus.importers.registry import BY_NAME, FORMATS, convert
 from horizonlens.corpus.importers.writer import StagedImport
 from horizonlens.corpus.indexes import after_import
 from horizonlens.corpus.search_index import INDEX_DIR
+from horizonlens.corpus.storage import CorpusPath, as_location
 from horizonlens.errors import ImportFailed, RecordError
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
@@ -102,7 +103,7 @@ def _cut_notice(raw: Raw) -> Problem:
                                         f"{MAX_STRING_BYTES / MIB:g} MB (the largest had {largest:,.1f} MB)")
 
 
-def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto", replace: bool = False,
+def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str = "auto", replace: bool = False,
                  strict: bool = False, batch_size: int = 500,
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every record of `paths` into the corpus at `into` (created if missing).
@@ -115,7 +116,8 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
     started = time.perf_counter()
     files = input_files(paths)
     report = ImportReport(files=len(files))
-    with StagedImport(Path(into), replace=replace, batch_size=batch_size) as staged:
+    into = as_location(into)
+    with StagedImport(into, replace=replace, batch_size=batch_size) as staged:
         for path in files:
             for raw in records_of(path):
                 if isinstance(raw, Problem):
@@ -142,10 +144,10 @@ def import_paths(paths: Iterable[Path | str], into: Path | str, fmt: str = "auto
         if report.records == 0 and report.problems and not staged.corpus_exists:
             staged.abort()
             raise ImportFailed("nothing readable to import:\n" + "\n".join(map(str, report.problems[:20])))
-        had_index = (Path(into) / INDEX_DIR / "manifest.json").exists()
+        had_index = (into / INDEX_DIR / "manifest.json").exists()
         staged.commit()
     # aggregates, and the search index if there was one, are brought up to date with the new files
-    after_import(Path(into), search=had_index)
+    after_import(into, search=had_index)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from horizonlens.corpus.io import MANIFEST, is_empty_dir
+from horizonlens.corpus.storage import ObjectPath, as_location, is_remote
 from horizonlens.errors import ImportFailed
 
 MAX_UPLOAD_FILES = 20  # files per import from the app
@@ -29,10 +30,19 @@ def check_uploads(sizes: list[int]) -> None:
                            f"{MAX_UPLOAD_BYTES / 2**20:,.0f} MB at a time (use `horizonlens import` for more)")
 
 
-def upload_target(typed: str, current: Path | str, data_home: Path | str) -> Path:
-    """The corpus folder an app import may write to, from what was typed; ImportFailed if it may not."""
+def upload_target(typed: str, current: Path | str, data_home: Path | str) -> Path | ObjectPath:
+    """The corpus folder an app import may write to, from what was typed; ImportFailed if it may not.
+
+    In object storage the app imports only into the current corpus (the same s3:// location).
+    """
     if not typed.strip():
         raise ImportFailed("no target corpus given")
+    if "://" in typed or "://" in str(current):
+        location = as_location(typed.strip())
+        if is_remote(location) and str(location) == str(as_location(str(current))):
+            return location
+        raise ImportFailed("with a corpus in object storage the app imports only into that corpus; use "
+                           "`horizonlens import PATH... --into s3://...` for another one")
     current_dir = Path(current).resolve()
     candidate = Path(typed.strip())
     if not candidate.is_absolute():  # a bare name means a new corpus beside the current one

@@ -16,12 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from horizonlens.corpus.dataset import Transaction
 from horizonlens.corpus.io import MANIFEST, conform, corpus_dataset, is_empty_dir, new_manifest, read_manifest
 from horizonlens.corpus.layout import file_stem, replay_checkpoints, replay_dataset
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
+from horizonlens.corpus.storage import CorpusPath, as_location, read_table
 from horizonlens.corpus.text import step_tokens_estimate
 from horizonlens.errors import CorpusError, RecordError
 
@@ -50,8 +50,9 @@ class StagedImport:
     empty), leaving without `commit()` discards everything staged.
     """
 
-    def __init__(self, root: Path, replace: bool = False, batch_size: int = 500, lock_timeout_s: float | None = None):
-        self.root = Path(root)
+    def __init__(self, root: CorpusPath | str, replace: bool = False, batch_size: int = 500,
+                 lock_timeout_s: float | None = None):
+        self.root = as_location(root)
         self.replace = replace
         self.batch_size = batch_size
         self.lock_timeout_s = lock_timeout_s
@@ -80,8 +81,8 @@ class StagedImport:
         for entry in self.txn.snapshot.table("trajectories"):
             path = self.root / entry.path
             try:
-                self.existing.update(pq.read_table(path, columns=["trajectory_id"]).column(0).to_pylist())
-            except (OSError, pa.ArrowException) as exc:
+                self.existing.update(read_table(path, columns=["trajectory_id"]).column(0).to_pylist())
+            except (OSError, pa.ArrowException, CorpusError) as exc:
                 self._cm.__exit__(None, None, None)
                 raise CorpusError(f"{path}: not a readable Parquet file ({exc}); the corpus is damaged") from exc
         return self
@@ -159,7 +160,7 @@ class StagedImport:
         assert self.txn is not None
         value_set = pa.array(sorted(ids))
         for entry in self.txn.snapshot.files:
-            data = pq.read_table(self.root / entry.path)
+            data = read_table(self.root / entry.path)
             keep = data.filter(pc.invert(pc.is_in(data["trajectory_id"], value_set=value_set)))
             if keep.num_rows == data.num_rows:
                 continue
