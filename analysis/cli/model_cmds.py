@@ -197,6 +197,9 @@ def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to writ
 
     With --shape and --random-init, write an untrained checkpoint with a real model's routing topology instead.
     """
+    if shape is not None or random_init or layers is not None or experts is not None:
+        _build_shape(out, shape, random_init, layers, experts, seed)
+        return
     import tempfile
 
     from horizonlens.corpus.store import open_store
