@@ -15,13 +15,14 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from horizonlens.bench.browser import serving, wait_ready
 from horizonlens.cli import app
 from horizonlens.corpus import open_store, run_sql
 from horizonlens.corpus.dataset import Dataset
 from horizonlens.corpus.storage import ObjectPath, as_location, redact
 from horizonlens.errors import CorpusError, CorpusLockedError, SqlError
 from tests.s3_server import S3Server, s3_server
-from tests.test_browser import _serve, _shot, _wait, browser  # noqa: F401  (browser: the shared Chromium fixture)
+from tests.test_browser import _shot, browser  # noqa: F401  (browser: the shared Chromium fixture)
 
 pytestmark = [pytest.mark.slow]
 runner = CliRunner()
@@ -199,19 +200,20 @@ def test_explore_and_trajectory_pages_over_s3(s3: S3Server, browser, tmp_path: P
     _run(["import", str(src), "--into", uri], [])
     _run(["replay", uri, "--checkpoint", str(tiny_checkpoint), "-t", "tau-bench:7:0", "--chunk-size", "128"], [])
     texts = []
-    with _serve(uri, tiny_checkpoint) as url:  # type: ignore[arg-type]
+    with serving(uri, tiny_checkpoint) as app:  # type: ignore[arg-type]
+        url = app.url
         page = browser.new_page(viewport={"width": 1440, "height": 1400})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
-        _wait(page)
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        wait_ready(page)
         assert page.get_by_text("16", exact=True).first.is_visible()  # trajectories in the S3 corpus
         _shot(page, "s3-01-explore")
         texts.append(page.locator("body").inner_text())
         page.goto(f"{url}/trajectory?trajectory=tau-bench:7:0&step=2")
-        _wait(page)
-        assert page.get_by_role("heading", name="Trajectory").is_visible()
+        page.get_by_role("heading", name="Trajectory").wait_for(timeout=60_000)
+        wait_ready(page)
         page.get_by_text("Experts chosen in step", exact=False).first.wait_for(timeout=60_000)  # the S3 cache
         assert page.get_by_text("find_flight", exact=False).first.is_visible()
         _shot(page, "s3-02-trajectory")
