@@ -66,7 +66,7 @@ def test_timeline_hover_and_specialization(hostile_corpus: Path) -> None:
     strings = _assert_text_only(rfig.timeline_strip(tl, 1))
     assert any(plain(HTML_LINK) in s for s in strings)  # the error label, shown as typed
     load = pd.DataFrame({"layer": [0, 0], "group": [HTML_LINK, "search"], "expert": [0, 1],
-                         "specialization": [1.5, 0.5]})
+                         "share": [0.75, 0.25], "uniform": [0.5, 0.5], "specialization": [1.5, 0.5]})
     _assert_text_only(rfig.specialization(load, 0, "domain"))
     _assert_text_only(rfig.agreement(pd.DataFrame({"layer": [0], "agreement": [1.0], "top1_agreement": [1.0]}),
                                       HTML_LINK, "<b>b</b>"))

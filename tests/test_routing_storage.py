@@ -228,8 +228,9 @@ def test_compact_the_bundled_format_1_cache(tmp_path: Path) -> None:
 
 def test_compact_merges_small_files_losslessly(corpus: Path, tiny_checkpoint: Path) -> None:
     runner = CliRunner()
-    args = ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "--limit", "3", "--chunk-size", "256"]
-    assert runner.invoke(app, args).exit_code == 0  # one commit, one file per table, per trajectory
+    args = ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "--limit", "3", "--chunk-size", "256",
+            "--batch-tokens", "1"]
+    assert runner.invoke(app, args).exit_code == 0  # batches of one: one commit, one file per table, per trajectory
     ckpt = load_checkpoint(tiny_checkpoint).checkpoint_id
     files = sorted((corpus / "replays" / ckpt).glob("*/*.parquet"))
     assert len(files) == 3 * 4
@@ -247,8 +248,8 @@ def test_compact_merges_small_files_losslessly(corpus: Path, tiny_checkpoint: Pa
 
 def test_compact_failure_leaves_the_cache_as_it_was(corpus: Path, tiny_checkpoint: Path) -> None:
     runner = CliRunner()
-    assert runner.invoke(app, ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "--limit", "2"]
-                         ).exit_code == 0
+    assert runner.invoke(app, ["replay", str(corpus), "--checkpoint", str(tiny_checkpoint), "--limit", "2",
+                               "--batch-tokens", "1"]).exit_code == 0
     ckpt = load_checkpoint(tiny_checkpoint).checkpoint_id
     manifest = (corpus / "replays" / ckpt / "manifest.json").read_text()
     victim = sorted((corpus / "replays" / ckpt).glob("routing_tokens/*.parquet"))[-1]

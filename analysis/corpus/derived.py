@@ -361,9 +361,9 @@ def _has_duplicate_keys(con: duckdb.DuckDBPyConnection, key: tuple[str, ...], ke
              for name, paths in (("dup_kept", kept), ("dup_written", list(written))) if paths]
     if not parts:
         return False
-    dup = con.execute(f"SELECT count(*) FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
-                      ).fetchall()
-    return bool(dup and dup[0][0])
+    dup = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM ({' UNION ALL '.join(parts)}) "
+                      f"GROUP BY ALL HAVING count(*) > 1 LIMIT 1)").fetchall()[0][0]
+    return bool(dup)
 
 
 def _scan(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[CorpusPath]) -> str:
