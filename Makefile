@@ -41,10 +41,13 @@ run: setup
 	$(BIN)/horizonlens serve --corpus $(CORPUS) --checkpoint $(CHECKPOINT) --port $(PORT)
 
 # Regenerate the bundled corpus's replays (docs/replay.md): the same 60 trajectories, replayed again with
-# the current code, then compacted into one file per table.
+# the current code, then compacted into one file per table; then its aggregates. The search index is not
+# shipped (docs/sample-corpus.md), so it is removed again.
 sample-replays: setup
 	$(BIN)/horizonlens replay $(CORPUS) --checkpoint $(CHECKPOINT) --per-domain 10 --max-tokens 20000 --force
 	$(BIN)/horizonlens compact $(CORPUS)
+	$(BIN)/horizonlens index $(CORPUS)
+	rm -rf $(CORPUS)/index
 
 # Static checks: lint, types on the package, and the layer contract.
 check: setup

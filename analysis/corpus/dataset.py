@@ -561,12 +561,16 @@ def _fsync_path(path: Path) -> None:
 
 
 def _describe(root: CorpusPath, f: DataFile) -> DataFile:
-    """Row count of a file found by listing (recorded when a listed dataset is first committed to)."""
+    """Row count and checksum of a file found by listing (recorded when a listed dataset is first committed to).
+
+    The checksum costs one read of each such file, once; from then on derived data can recognise the file by
+    content, not by its modification time (which a copy or a git checkout changes).
+    """
     try:
         rows = read_metadata(root / f.path).num_rows
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"{root / f.path}: not a readable Parquet file ({exc})") from exc
-    return DataFile(f.table, f.path, rows, (root / f.path).stat().st_size, None, f.meta)
+    return DataFile(f.table, f.path, rows, (root / f.path).stat().st_size, sha256_file(root / f.path), f.meta)
 
 
 def open_binary(path: CorpusPath) -> IO[bytes]:
