@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from horizonlens.bench.browser import CHROMIUM_ARGS
-from horizonlens.bench.shape_app import served, wait_routing_drawn, wait_step_drawn
+from horizonlens.bench.browser import CHROMIUM_ARGS, serving
+from horizonlens.bench.shape_app import wait_routing_drawn, wait_step_drawn
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.model]
@@ -27,7 +27,8 @@ def test_next_and_prev_page_through_steps(shape_corpus) -> None:
     corpus, checkpoint, ids = shape_corpus
     tid = ids[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with served(corpus, checkpoint) as url, playwright.sync_playwright() as p:
+    with serving(corpus, checkpoint) as app, playwright.sync_playwright() as p:
+        url = app.url
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 2400})

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.bench.shape import report_lines as shape_lines
+from horizonlens.bench.shape_app import report_lines as shape_app_lines
 
 
 def _ms(x: float | None) -> str:
@@ -109,6 +110,11 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{r['raw_fp32_logits_bytes_per_token_layer']} bytes of raw fp32 router logits "
                   f"({r['raw_fp32_logits_bytes_per_token_layer'] / r['routing_bytes_per_token_layer']:.1f}× smaller)."]
     lines += shape_lines(results)
+    shape_app = results.get("shape_app")
+    if shape_app and "error" not in shape_app:
+        lines += ["", *shape_app_lines(shape_app)]
+    elif shape_app:
+        lines += ["", f"App timings at the shapes failed: {shape_app['error']}"]
     mem = results.get("replay_memory")
     if mem:
         lines += ["", "Peak RSS of replay by trajectory length (chunked, bounded):", "",

@@ -182,6 +182,13 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     if shapes:  # replay and routing storage at real routing shapes (bench/shape.py)
         results["shapes"] = bench_shapes(list(shapes), data, _child, log)
         results["command"] += "".join(f" --shape {name}" for name in shapes)
+        if with_app:  # the app in Chromium at those shapes (bench/shape_app.py)
+            from horizonlens.bench.shape_app import bench_shape_app
+
+            try:
+                results["shape_app"] = bench_shape_app(list(shapes), data, log)
+            except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+                results["shape_app"] = {"error": str(exc)[:500]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from horizonlens.bench.report import write_report

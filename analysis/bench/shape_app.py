@@ -14,57 +14,16 @@ while the replay is cached on disk, as it is for a user who opens a replayed tra
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from horizonlens.bench.browser import CHROMIUM_ARGS, READY, free_port
+from horizonlens.bench.browser import CHROMIUM_ARGS, READY, serving
 
 SETTLE_TIMEOUT_MS = 180_000  # a page that takes longer than this is a failure, not a slow figure
 STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing chart title (figures.routing)
-
-
-@contextmanager
-def served(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> Iterator[str]:
-    """`horizonlens serve` on a free port for the duration of the block; yields its URL, stops it after."""
-    with _server(corpus, checkpoint, startup_s) as (url, _):
-        yield url
-
-
-@contextmanager
-def _server(corpus: Path, checkpoint: Path | None, startup_s: float = 120.0) -> Iterator[tuple[str, int]]:
-    """The server of `served`, also yielding its process id (for CPU accounting)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
-    if checkpoint is not None:
-        cmd += ["--checkpoint", str(checkpoint)]
-    env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start on port {port}") from None
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _cpu_s(server_pid: int) -> tuple[float, float]:
@@ -173,7 +132,8 @@ def _session(browser: Any, target: AppTarget, nexts: int, width: int) -> dict[st
     """One fresh server and page: open the trajectory, press Next `nexts` times, visit Routing twice."""
     out: dict[str, list[_Action]] = {k: [] for k in ACTIONS}
     step0 = target.start_step
-    with _server(target.corpus, target.checkpoint) as (url, pid):
+    with serving(target.corpus, target.checkpoint) as app:
+        url, pid = app.url, app.process.pid
         page = browser.new_page(viewport={"width": width, "height": 1400})
         try:
             with _Action(pid) as act:
