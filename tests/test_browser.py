@@ -166,7 +166,7 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
             page.goto(f"{app.url}/{path}")
             _settled(page, _heading(page, content))
             _assert_no_planted_markup(page)
-        page.get_by_label("Facet by").click()
+        page.get_by_role("combobox", name="Facet by").click()
         page.get_by_role("option", name="agent").click()
         legend = page.locator("text.legendtext", has_text=MARKDOWN_IMAGE.split("]")[0]).first  # names the agent
         legend.wait_for(state="attached", timeout=120_000)
@@ -175,7 +175,7 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         _shot(page, "07-hostile-compounding")
         page.goto(f"{app.url}/sql")
         _settled(page, _heading(page, "SQL"))
-        page.get_by_label("Examples").click()
+        page.get_by_role("combobox", name="Examples").click()
         page.get_by_role("option", name="(write your own)").click()
         area = page.locator("textarea").first
         area.wait_for()
@@ -187,7 +187,7 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         page.goto(f"{app.url}/?")
         _settled(page, page.locator(".js-plotly-plot").first)
         for label in ("Agent", "Teacher", "Uses tool"):  # option lists hold names from the corpus
-            page.get_by_label(label, exact=True).first.click()
+            page.get_by_role("combobox", name=label, exact=True).first.click()
             page.get_by_role("option").first.wait_for()
             _assert_no_planted_markup(page)
             page.keyboard.press("Escape")

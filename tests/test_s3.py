@@ -80,8 +80,10 @@ def test_import_query_index_metrics_replay_match_local_disk(s3: S3Server, tmp_pa
     keys = _keys(s3, "rt/corpus/")
     assert "rt/corpus/manifest.json" in keys and not any(k.endswith(".lock") for k in keys)
     manifest = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="rt/corpus/manifest.json")["Body"].read())
-    assert sorted(f"rt/corpus/{f['path']}" for f in manifest["files"]) == sorted(k for k in keys if
-                                                                                 k.endswith(".parquet"))
+    corpus_files = [k for k in keys if k.endswith(".parquet") and k.split("/")[2] in ("trajectories", "steps")]
+    assert sorted(f"rt/corpus/{f['path']}" for f in manifest["files"]) == sorted(corpus_files)
+    assert any(k.startswith("rt/corpus/aggregates/") for k in keys)  # imports keep the aggregates, in S3 too
+    assert open_store(uri).has_aggregates
     remote_store, local_store = open_store(uri), open_store(local)
     order = "SELECT * EXCLUDE (metadata) FROM trajectories ORDER BY trajectory_id"
     assert remote_store.query(order).equals(local_store.query(order))
@@ -110,7 +112,7 @@ def test_import_query_index_metrics_replay_match_local_disk(s3: S3Server, tmp_pa
         a, b = remote_store.query(q), local_store.query(q)
         assert a.num_rows > 0 and a.equals(b), view
     cache_keys = [k for k in _keys(s3, "rt/corpus/replays/") if k.endswith(".parquet")]
-    assert 2 <= len(cache_keys) < 12  # batches of several trajectories: fewer files than 2 per trajectory
+    assert 4 <= len(cache_keys) < 4 * 6  # batches of several trajectories: fewer files than 4 tables per trajectory
     assert not [o for o in outputs if s3.leaks(o)], "a credential appeared in a command's output"
 
 

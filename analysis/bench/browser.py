@@ -173,7 +173,7 @@ def timed_interaction(page: Any, action: Callable[[], None], then: Callable[[Any
 
 def _choose(page: Any, label: str, option: str) -> Callable[[], None]:
     """Open a selectbox/multiselect by its label (untimed) and return the click on one option (timed)."""
-    page.get_by_label(label, exact=True).first.click()
+    page.get_by_role("combobox", name=label, exact=True).first.click()
     target = page.get_by_role("option", name=option, exact=True).first
     target.wait_for(timeout=30_000)
     return target.click
@@ -234,7 +234,7 @@ def _sql_run(page: Any) -> float:
 
 def _routing_trajectory(page: Any) -> float:
     """Switch the routing view to another replayed trajectory (NaN when fewer than two are replayed)."""
-    box = page.get_by_label("Trajectory", exact=True)
+    box = page.get_by_role("combobox", name="Trajectory", exact=True)
     if not box.count():
         return float("nan")
     current = box.first.input_value() if box.first.evaluate("e => e.tagName") == "INPUT" else ""

@@ -58,7 +58,11 @@ def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str
     with tempfile.TemporaryDirectory() as tmp:
         cache = ReplayCache(Path(tmp), loaded.checkpoint_id)
         cache.write(full)
-        routing_bytes = sum(e.bytes for e in cache.entries(trajectory_id)["routing"])
+        entries = cache.entries(trajectory_id)
+        # both routing tiers (docs/corpus-format.md): the token tier and the per-step and per-segment tables
+        by_table = {t: sum(e.bytes for e in entries.get(t, [])) for t in ("routing_tokens", "routing_steps",
+                                                                            "routing_segments")}
+        routing_bytes = sum(by_table.values())
     token_layers = full.n_replayed * len(full.routing)
     base = timings["plain_forward"]["median_s"]
     return {
@@ -70,5 +74,6 @@ def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str
         "full_trajectory": {"tokens": full.n_replayed, "wall_s": full.wall_s,
                             "tokens_per_s": full.n_replayed / full.wall_s if full.wall_s else None},
         "routing_bytes_per_token_layer": routing_bytes / max(1, token_layers),
+        "routing_bytes_by_table": by_table,
         "raw_fp32_logits_bytes_per_token_layer": 4 * loaded.num_experts,
     }

@@ -106,7 +106,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"Whole trajectory replay (render + chunked forward + capture): {r['full_trajectory']['tokens']:,} "
                   f"tokens in {r['full_trajectory']['wall_s']:.2f} s = "
                   f"{r['full_trajectory']['tokens_per_s']:,.0f} tokens/s.", "",
-                  f"Routing on disk: {r['routing_bytes_per_token_layer']:.2f} bytes per (token, layer) vs "
+                  f"Routing on disk (token tier and step tier): {r['routing_bytes_per_token_layer']:.2f} bytes per "
+                  f"(token, layer) vs "
                   f"{r['raw_fp32_logits_bytes_per_token_layer']} bytes of raw fp32 router logits "
                   f"({r['raw_fp32_logits_bytes_per_token_layer'] / r['routing_bytes_per_token_layer']:.1f}× smaller)."]
     lines += shape_lines(results)
