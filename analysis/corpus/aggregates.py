@@ -63,6 +63,7 @@ WITH c AS (
 ), s AS (
   SELECT trajectory_id, count(*) AS steps, bool_or(is_decisive_error) AS has_decisive,
          min(step) FILTER (WHERE is_decisive_error) AS decisive_step,
+         list(step ORDER BY step) FILTER (WHERE is_decisive_error) AS decisive_steps,
          min(step) FILTER (WHERE check_passed = false) AS first_failed_check,
          max(step) FILTER (WHERE check_passed = false) AS last_failed_check,
          list_sort(list_distinct(flatten(list({tool_names_sql('{src}')})))) AS tools
@@ -77,7 +78,7 @@ SELECT s.trajectory_id, s.steps, coalesce(checks.checks, 0) AS checks, coalesce(
        coalesce(recovery.failed_agent_checks, 0) AS failed_agent_checks,
        coalesce(recovery.next_check_passed, 0) AS next_check_passed,
        coalesce(recovery.retried, 0) AS retried, coalesce(recovery.recovered, 0) AS recovered,
-       s.has_decisive, s.decisive_step, s.first_failed_check, s.last_failed_check, s.tools
+       s.has_decisive, s.decisive_step, s.decisive_steps, s.first_failed_check, s.last_failed_check, s.tools
 FROM s LEFT JOIN checks USING (trajectory_id) LEFT JOIN recovery USING (trajectory_id)
 ORDER BY s.trajectory_id"""
 

@@ -14,7 +14,7 @@ from horizonlens.corpus import CorpusStore, TrajectoryFilter
 from horizonlens.figures import compounding as cfig
 from horizonlens.figures import early_warning as ewfig
 from horizonlens.metrics import attribution, compounding, early_warning
-from horizonlens.metrics.attribution import LabelSet, accuracy
+from horizonlens.metrics.attribution import LabelSet
 
 store = state.require_store()
 st.title("Error compounding")
@@ -99,8 +99,7 @@ def _attribution(ckpt_id: str | None, flt: TrajectoryFilter) -> None:
     truth = None if truth_name == importer else LabelSet.parse(truth_name)
     chosen = a[1].multiselect("Also score these labels as predictors", [x.name for x in sets if x.name != truth_name],
                               key="comp_attr_predictors", help="E.g. a judge's predicted steps imported as labels.")
-    preds = state.cached(attribution.predictions, store, ckpt_id, flt, truth, [LabelSet.parse(n) for n in chosen])
-    acc = accuracy(preds)
+    acc = state.cached(attribution.scores, store, ckpt_id, flt, truth, [LabelSet.parse(n) for n in chosen])
     if acc.empty:
         st.info("No trajectory here carries the chosen truth (for the importer's decisive step: a failed run with "
                 "one).")
