@@ -42,12 +42,14 @@ WATCH = """() => {
   const app = document.querySelector('[data-testid=stApp]');
   window.__hlRun = {started: false, ended: false};
   if (window.__hlObserver) window.__hlObserver.disconnect();
-  window.__hlObserver = new MutationObserver(() => {
+  // A fast run can start and end before the callback runs: the records' old values still show it started.
+  window.__hlObserver = new MutationObserver((records) => {
     const state = app.getAttribute('data-test-script-state');
-    if (state === 'running') window.__hlRun.started = true;
-    else if (window.__hlRun.started) window.__hlRun.ended = true;
+    if (state === 'running' || records.some(r => r.oldValue === 'running')) window.__hlRun.started = true;
+    if (window.__hlRun.started && state !== 'running') window.__hlRun.ended = true;
   });
-  window.__hlObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  window.__hlObserver.observe(app, {attributes: true, attributeOldValue: true,
+                                    attributeFilter: ['data-test-script-state']});
 }"""
 RUN_OVER = f"() => window.__hlRun && window.__hlRun.ended && ({SETTLED})()"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
