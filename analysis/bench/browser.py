@@ -283,6 +283,7 @@ def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, rep
         for bench in pages:
             loads: list[float] = []
             acts: list[float] = []
+            failures: list[str] = []
             for _ in range(repeats):
                 page = browser.new_page(viewport=VIEWPORT)
                 try:
@@ -290,10 +291,14 @@ def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, rep
                     if bench.interact is not None:
                         n = interactions if bench.name == "trajectory" else 1
                         acts += [bench.interact(page) for _ in range(n)]
+                except Exception as exc:  # noqa: BLE001 - a sample that times out is reported, the others count
+                    failures.append(str(exc).splitlines()[0][:300])
                 finally:
                     page.close()
             acts = [a for a in acts if a == a]  # NaN: the page had nothing to interact with
-            out[bench.name] = {"first_load_s": statistics.median(loads), "cold_s": loads[0],
+            out[bench.name] = {"first_load_s": statistics.median(loads) if loads else None,
+                               "cold_s": loads[0] if loads else None,
                                "interaction_s": statistics.median(acts) if acts else None,
-                               "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts}
+                               "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts,
+                               "failures": failures}
     return out

@@ -47,14 +47,16 @@ def _pages(results: dict[str, Any]) -> list[str]:
         for row in rows:
             target = TARGETS.get(name)
             verdict = ""
-            if target and int(row["trajectories"]) >= 1_000_000:
+            if target and int(row["trajectories"]) >= 1_000_000 and row["first_load_s"] is not None:
                 ok = row["first_load_s"] <= target[0] and (target[1] is None or row["interaction_s"] is None
                                                            or row["interaction_s"] <= target[1])
                 verdict = f"{'met' if ok else 'missed'} (≤ {target[0]:g} s" + (
                     f", ≤ {target[1]:g} s)" if target[1] else ")")
+            failed = len(row.get("failures") or [])
+            note = f" ({failed} sample(s) timed out, left out)" if failed else ""
             lines.append(f"| {name} | {int(row['trajectories']):,} | {_ms(row['first_load_s'])} | "
-                         f"{_ms(row.get('cold_s'))} | {row.get('interaction', '')} | {_ms(row.get('interaction_s'))} | "
-                         f"{verdict} |")
+                         f"{_ms(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
+                         f"{_ms(row.get('interaction_s'))} | {verdict} |")
     return lines
 
 
