@@ -241,6 +241,7 @@ def test_upload_hostile_files(browser, tiny_corpus: Path, tmp_path: Path) -> Non
         page.get_by_text("huge-number.json").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Import", exact=True).click()
         page.get_by_text("3 trajectories added", exact=False).first.wait_for(timeout=60_000)
+        wait_ready(page)  # the problems are listed after the summary line: read the page once the run is over
         body = page.inner_text("body")
         assert "encrypted" in body and "line 1: not JSON" in body and "4,300 digits" in body
         assert "Traceback" not in body and not page.evaluate("window.__pwned === 1")
