@@ -27,7 +27,6 @@ from horizonlens.model.capture import router_margin  # noqa: E402
 from horizonlens.model.loader import load_checkpoint  # noqa: E402
 from horizonlens.model.replay import ReplayConfig, replay_trajectory  # noqa: E402
 from horizonlens.model.shapes import build_shape  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.model
 # small versions of the real shapes; DeepSeek-V3 keeps all 256 experts in its 8 groups of 32
@@ -203,20 +202,25 @@ def _view_results(corpus: Path) -> dict:
             "replay_steps": store.query("SELECT * FROM replay_steps ORDER BY trajectory_id, step").to_pylist()}
 
 
-def test_compact_the_bundled_format_1_cache(tmp_path: Path) -> None:
-    """The sample corpus's 60 format-1 replays (one file per trajectory and table), compacted in a copy."""
-    source = REPO / "sample_data" / "corpus"
-    ckpts = list((source / "replays").glob("*/routing/*.parquet"))
-    if not ckpts:
-        pytest.skip("the bundled corpus has no format-1 replays (already regenerated)")
-    corpus = Path(shutil.copytree(source, tmp_path / "corpus"))
+def test_compact_converts_a_format_1_cache(corpus: Path, tiny_checkpoint: Path) -> None:
+    """Format-1 replays (token rows only, one file per trajectory and table, as caches before the two tiers were
+    written), compacted: same views, fewer and smaller files."""
+    from horizonlens.bench.shape import format1_table
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    store = open_store(corpus)
+    tids = store.query("SELECT trajectory_id FROM trajectories ORDER BY n_tokens LIMIT 3").column(0).to_pylist()
+    cache = ReplayCache(corpus, loaded.checkpoint_id)
+    for tid in tids:
+        result = replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(chunk_size=256))
+        cache.write_tables(tid, {"steps": result.step_table(), "routing": format1_table(result)}, notes={})
     before = _view_results(corpus)
     result = CliRunner().invoke(app, ["compact", str(corpus), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)[0]
-    assert report["trajectories"] == report["converted"] == len(before["tids"]) == 60
-    assert report["files_before"] == 120 and report["files_after"] == 4
-    assert report["bytes_after"] < report["bytes_before"] / 3
+    assert report["trajectories"] == report["converted"] == len(before["tids"]) == 3
+    assert report["files_before"] == 6 and report["files_after"] == 4
+    assert report["bytes_after"] < report["bytes_before"]
     assert set(report["tables_after"]) == {"steps", "routing_steps", "routing_segments", "routing_tokens"}
     after = _view_results(corpus)
     assert after == before  # every routing view answers the same after compaction
