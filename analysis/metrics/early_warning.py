@@ -65,10 +65,6 @@ def _auroc_binned(inv: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float((pos * (below + 0.5 * neg)).sum() / (w_pos * w_neg))
 
 
-def _has_routing(store: CorpusStore) -> bool:
-    return bool(store.scalar("SELECT count(*) FROM duckdb_views() WHERE view_name = 'routing'"))
-
-
 def step_table(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: TrajectoryFilter | None = None,
                drift: bool = True) -> pd.DataFrame:
     """One row per replayed agent step: the signals and baselines at t, checks and failures in t+1..t+k, the event.
@@ -102,7 +98,7 @@ def step_table(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: 
       ORDER BY s.trajectory_id, s.step""", [checkpoint_id, checkpoint_id, *params]).to_pandas()
     for col in ("surprisal", "max_surprisal", "entropy"):
         frame[col] = frame[col].astype("float64")
-    if drift and not frame.empty and _has_routing(store):
+    if drift and not frame.empty and "routing" in store.replay_views:
         parts = []
         for tid in frame["trajectory_id"].unique():
             d = routing_drift(store, checkpoint_id, str(tid), per_layer=True)

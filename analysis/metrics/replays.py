@@ -9,6 +9,14 @@ import pandas as pd
 from horizonlens.corpus.store import CorpusStore
 
 
+def checkpoint_scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias: str) -> tuple[str, list[Any]]:
+    """SQL condition (and its parameters) selecting one checkpoint's rows of a replay view, optionally some runs."""
+    sql, params = f"{alias}.checkpoint_id = ?", [checkpoint_id]
+    if trajectory_ids:
+        sql += f" AND {alias}.trajectory_id IN ({', '.join('?' for _ in trajectory_ids)})"
+        params += list(trajectory_ids)
+    return sql, params
+
 def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> pd.DataFrame:
     """The cached per-step replay rows of one trajectory (empty if not replayed)."""
     if checkpoint_id not in store.replay_checkpoints:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from horizonlens.corpus.schema import ROLLOUT_COMPARE, ROLLOUT_COMPARE_STEPS
 from horizonlens.corpus.store import CorpusStore
+from horizonlens.metrics.replays import checkpoint_scope
 
 if TYPE_CHECKING:
     from horizonlens.model.cache import ReplayCache
@@ -208,21 +209,9 @@ def _conform(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 # --- summaries over the stored comparison --------------------------------------------------------
-def _scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias: str = "c") -> tuple[str, list[Any]]:
-    sql, params = f"{alias}.checkpoint_id = ?", [checkpoint_id]
-    if trajectory_ids:
-        sql += f" AND {alias}.trajectory_id IN ({', '.join('?' for _ in trajectory_ids)})"
-        params += list(trajectory_ids)
-    return sql, params
-
-
-def _has_view(store: CorpusStore, name: str) -> bool:
-    return bool(store.scalar("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [name]))
-
-
 def has_comparison(store: CorpusStore, checkpoint_id: str) -> bool:
     """Whether any rollout of this checkpoint has been compared with its replay."""
-    if not _has_view(store, "rollout_compare_steps"):
+    if "rollout_compare_steps" not in store.replay_views:
         return False
     return bool(store.scalar("SELECT count(*) > 0 FROM rollout_compare_steps WHERE checkpoint_id = ?",
                              [checkpoint_id]))
@@ -230,7 +219,7 @@ def has_comparison(store: CorpusStore, checkpoint_id: str) -> bool:
 
 def compared_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
     """Trajectories whose rollout routing was compared with the replay, sorted."""
-    if not _has_view(store, "rollout_compare_steps"):
+    if "rollout_compare_steps" not in store.replay_views:
         return []
     return store.query("SELECT DISTINCT trajectory_id FROM rollout_compare_steps WHERE checkpoint_id = ? ORDER BY 1",
                        [checkpoint_id]).column(0).to_pylist()
@@ -238,7 +227,7 @@ def compared_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
 
 def layer_mismatch(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str] | None = None) -> pd.DataFrame:
     """Per MoE layer: compared tokens, set and top-1 mismatch rates, mean Jaccard, near-tie share of mismatches."""
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "c")
     return store.query(f"""
       SELECT layer, sum(tokens)::BIGINT AS tokens,
              sum(set_mismatch) / sum(tokens) AS set_mismatch, sum(top1_mismatch) / sum(tokens) AS top1_mismatch,
@@ -270,7 +259,7 @@ def step_token_comparison(store: CorpusStore, checkpoint_id: str, trajectory_id:
     `state`: 0 = the same experts, 1 = different at a near-tie of the replay router, 2 = different with a
     clear margin. Reads the token rows of this one step only.
     """
-    if not _has_view(store, "routing_rollout") or not _has_view(store, "routing"):
+    if "routing_rollout" not in store.replay_views or "routing" not in store.replay_views:
         return pd.DataFrame(columns=["token_index", "token_id", "segment", "layer", "replay", "rollout", "margin",
                                      "state"])
     df = store.query("""
@@ -289,7 +278,7 @@ def step_token_comparison(store: CorpusStore, checkpoint_id: str, trajectory_id:
 def _rates(store: CorpusStore, sql_key: str, checkpoint_id: str, trajectory_ids: list[str] | None,
            extra_params: list[Any] | None = None) -> pd.DataFrame:
     """Any-layer and per-cell mismatch rates grouped by a key expression over step rows (c) and layer rows."""
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "c")
     pre = list(extra_params or [])
     return store.query(f"""
       WITH s AS (SELECT {sql_key} AS key, sum(tokens) AS tokens, sum(any_mismatch) AS any_mismatch
@@ -324,7 +313,7 @@ def around_failures(store: CorpusStore, checkpoint_id: str, window: int = AROUND
     share, and profile gives the any-layer share at each step offset −window..window from failed and
     passed checks (offset 0 = the checked step).
     """
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "c")
     near_failed = f"""EXISTS (SELECT 1 FROM steps f WHERE f.trajectory_id = c.trajectory_id AND f.check_passed = false
                        AND c.step BETWEEN f.step - {int(window)} AND f.step)"""
     groups = _rates(store, f"CASE WHEN {near_failed} THEN 'before_failed' ELSE 'elsewhere' END", checkpoint_id,
@@ -359,7 +348,7 @@ def _float(value: Any) -> float | None:
 
 def summary(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str] | None = None) -> dict[str, Any]:
     """The `rollout_routing` object of `horizonlens metrics --json` (see docs/routing.md for each field)."""
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "c")
     if not has_comparison(store, checkpoint_id):
         return {"tokens_compared": 0, "token_any_layer_mismatch": None, "per_layer": [], "by_position": [],
                 "by_segment": [], "around_failures": None, "near_tie_share": None, "trajectories": 0}

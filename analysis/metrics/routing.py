@@ -24,17 +24,10 @@ import pandas as pd
 from horizonlens.corpus.layout import read_checkpoint_meta
 from horizonlens.corpus.store import CorpusStore
 from horizonlens.metrics.info import entropy
+from horizonlens.metrics.replays import checkpoint_scope
 
 # Token-tier statistics over a whole corpus read at most this many (token, layer) rows by default.
 MAX_ROWS = 2_000_000
-
-
-def _scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias: str = "r") -> tuple[str, list[Any]]:
-    sql, params = f"{alias}.checkpoint_id = ?", [checkpoint_id]
-    if trajectory_ids:
-        sql += f" AND {alias}.trajectory_id IN ({', '.join('?' for _ in trajectory_ids)})"
-        params += list(trajectory_ids)
-    return sql, params
 
 
 
@@ -58,7 +51,7 @@ def expert_load(store: CorpusStore, checkpoint_id: str, by: str | None = None,
     if "routing_segments" not in store.replay_views:
         return pd.DataFrame(columns=["layer", "group", "expert", "assignments", "share", "uniform",
                                      "specialization"])
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "r")
     key = {"segment": "r.segment", "domain": "t.domain", None: "'all'"}[by]
     join = "JOIN trajectories t ON t.trajectory_id = r.trajectory_id" if by == "domain" else ""
     df = store.query(f"""
@@ -145,7 +138,7 @@ def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[st
     """
     if "routing" not in store.replay_views:
         return [], {"trajectories": 0, "of_trajectories": 0, "tokens": 0, "of_tokens": 0, "sampled": False}
-    scope, params = _scope(checkpoint_id, trajectory_ids)
+    scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "r")
     rows = store.query(f"""
       SELECT s.trajectory_id, sum(s.n_tokens)::BIGINT AS tokens FROM replay_steps s
       WHERE s.checkpoint_id = ? AND s.trajectory_id IN (SELECT DISTINCT r.trajectory_id FROM routing r
@@ -188,7 +181,7 @@ def coactivation(store: CorpusStore, checkpoint_id: str, layer: int,
     empty.attrs["sample"] = note
     if not ids:
         return empty
-    scope, params = _scope(checkpoint_id, ids)
+    scope, params = checkpoint_scope(checkpoint_id, ids, "r")
     flat = _sets(store.query(f"SELECT r.expert_set FROM routing r WHERE {scope} AND r.layer = ?",
                              [*params, int(layer)]).column(0))
     if flat is None or flat.shape[1] < 2:  # top-1 routing has no pairs
@@ -223,7 +216,7 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
     out.attrs["sample"] = note
     if not ids:
         return out
-    scope, params = _scope(checkpoint_id, ids)
+    scope, params = checkpoint_scope(checkpoint_id, ids, "r")
     rows = store.query(f"SELECT r.trajectory_id, r.layer, r.token_index, r.top1_expert, r.expert_set FROM routing r "
                        f"WHERE {scope}", params)
     sets = _sets(rows["expert_set"])
