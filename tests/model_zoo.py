@@ -59,3 +59,35 @@ def build(arch: str, out: Path, tokenizer: Any, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def record_expert_inputs(loaded: Any, run: Any) -> tuple[Any, dict[int, tuple[Any, Any]], dict[int, Any]]:
+    """Run `run()` recording, per MoE layer, what the experts module received and the router's raw scores.
+
+    The independent source the capture is checked against: (top_k_index, top_k_weights as float) as the experts
+    module's forward gets them, concatenated over calls, and the router's first output. Returns
+    (run's result, {layer: (index, weights)}, {layer: logits}) as torch tensors.
+    """
+    import torch
+
+    seen: dict[int, list[Any]] = {}
+    logits: dict[int, list[Any]] = {}
+    handles = []
+    for site in loaded.routers:
+        parent = loaded.model.get_submodule(site.name.rsplit(".", 1)[0])
+
+        def pre_hook(module: Any, args: Any, layer: int = site.layer) -> None:
+            seen.setdefault(layer, []).append((args[1].detach().clone(), args[2].detach().float().clone()))
+
+        def router_hook(module: Any, args: Any, output: Any, layer: int = site.layer) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            logits.setdefault(layer, []).append(out.detach().float().clone())
+
+        handles += [parent.experts.register_forward_pre_hook(pre_hook), site.module.register_forward_hook(router_hook)]
+    try:
+        result = run()
+    finally:
+        for h in handles:
+            h.remove()
+    inputs = {layer: (torch.cat([i for i, _ in v]), torch.cat([w for _, w in v])) for layer, v in seen.items()}
+    return result, inputs, {layer: torch.cat(v) for layer, v in logits.items()}

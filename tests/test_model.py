@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from horizonlens.model.capture import capture_routing  # noqa: E402
 from horizonlens.model.loader import CheckpointError, NotMoEError, checkpoint_id, load_checkpoint  # noqa: E402
 from horizonlens.model.replay import ReplayConfig, continue_from, replay_trajectory  # noqa: E402
-from tests.model_zoo import MOE_LAYERS, build, configs  # noqa: E402
+from tests.model_zoo import MOE_LAYERS, build, configs, record_expert_inputs  # noqa: E402
 
 pytestmark = pytest.mark.model
 ARCHS = sorted(configs())
@@ -46,23 +46,14 @@ def test_capture_matches_what_the_experts_receive(zoo, arch: str) -> None:
     """The independent source: the (top_k_index, top_k_weights) arguments the experts module gets."""
     loaded = load_checkpoint(zoo[arch])
     assert [r.layer for r in loaded.routers] == MOE_LAYERS.get(arch, [0, 1, 2])
-    seen: dict[int, tuple] = {}
-    handles = []
-    for site in loaded.routers:
-        parent = loaded.model.get_submodule(site.name.rsplit(".", 1)[0])
-
-        def pre_hook(module, args, layer=site.layer):
-            seen[layer] = (args[1].clone(), args[2].clone())
-
-        handles.append(parent.experts.register_forward_pre_hook(pre_hook))
     ids = torch.randint(1, 480, (1, 37))
-    try:
+
+    def run() -> dict:
         with capture_routing(loaded) as rec, torch.inference_mode():
             loaded.model(input_ids=ids)
-            captured = rec.take()
-    finally:
-        for h in handles:
-            h.remove()
+            return rec.take()
+
+    captured, seen, _ = record_expert_inputs(loaded, run)
     assert set(captured) == set(seen)
     for layer, (index, weights) in seen.items():
         assert torch.equal(captured[layer].experts.long(), index.long()), (arch, layer)

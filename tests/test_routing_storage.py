@@ -27,6 +27,7 @@ from horizonlens.model.capture import router_margin  # noqa: E402
 from horizonlens.model.loader import load_checkpoint  # noqa: E402
 from horizonlens.model.replay import ReplayConfig, replay_trajectory  # noqa: E402
 from horizonlens.model.shapes import build_shape  # noqa: E402
+from tests.model_zoo import record_expert_inputs  # noqa: E402
 
 pytestmark = pytest.mark.model
 # small versions of the real shapes; DeepSeek-V3 keeps all 256 experts in its 8 groups of 32
@@ -48,28 +49,10 @@ def corpus(tmp_path: Path, tiny_corpus: Path) -> Path:
 
 
 def _oracle(loaded, run):  # noqa: ANN001, ANN202
-    """Run `run()` recording, per MoE layer, the experts module's (index, weights) inputs and the router logits."""
-    seen: dict[int, list] = {}
-    logits: dict[int, list] = {}
-    handles = []
-    for site in loaded.routers:
-        parent = loaded.model.get_submodule(site.name.rsplit(".", 1)[0])
-
-        def pre_hook(module, args, layer=site.layer):  # noqa: ANN001, ANN202
-            seen.setdefault(layer, []).append((args[1].detach().clone(), args[2].detach().float().clone()))
-
-        def router_hook(module, args, output, layer=site.layer):  # noqa: ANN001, ANN202
-            logits.setdefault(layer, []).append(output[0].detach().float().clone())
-
-        handles += [parent.experts.register_forward_pre_hook(pre_hook), site.module.register_forward_hook(router_hook)]
-    try:
-        result = run()
-    finally:
-        for h in handles:
-            h.remove()
-    merged = {layer: (torch.cat([i for i, _ in v]).numpy(), torch.cat([w for _, w in v]).numpy())
-              for layer, v in seen.items()}
-    return result, merged, {layer: torch.cat(v).numpy() for layer, v in logits.items()}
+    """`record_expert_inputs` with numpy arrays: per MoE layer the experts module's (index, weights), and logits."""
+    result, seen, logits = record_expert_inputs(loaded, run)
+    return (result, {layer: (i.numpy(), w.numpy()) for layer, (i, w) in seen.items()},
+            {layer: v.numpy() for layer, v in logits.items()})
 
 
 def _margin_numpy(logits: np.ndarray, chosen: np.ndarray, module) -> np.ndarray:  # noqa: ANN001

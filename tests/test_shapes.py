@@ -17,6 +17,7 @@ from horizonlens.model.capture import capture_routing  # noqa: E402
 from horizonlens.model.loader import load_checkpoint  # noqa: E402
 from horizonlens.model.replay import ReplayConfig, replay_trajectory  # noqa: E402
 from horizonlens.model.shapes import SHAPES, build_shape, resolve  # noqa: E402
+from tests.model_zoo import record_expert_inputs  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -85,27 +86,9 @@ def test_attention_patterns_and_routing_kinds(shapes: dict[str, Path]) -> None:
 
 
 def _with_oracle(loaded, run):  # noqa: ANN001, ANN202
-    """Run `run()` while recording what each experts module received and each router's raw logits."""
-    seen: dict[int, list] = {}
-    logits: dict[int, list] = {}
-    handles = []
-    for site in loaded.routers:
-        parent = loaded.model.get_submodule(site.name.rsplit(".", 1)[0])
-
-        def pre_hook(module, args, layer=site.layer):  # noqa: ANN001, ANN202
-            seen.setdefault(layer, []).append(args[1].detach().clone())  # top_k_index as the experts get it
-
-        def router_hook(module, args, output, layer=site.layer):  # noqa: ANN001, ANN202
-            logits.setdefault(layer, []).append(output[0].detach().float().clone())
-
-        handles.append(parent.experts.register_forward_pre_hook(pre_hook))
-        handles.append(site.module.register_forward_hook(router_hook))
-    try:
-        result = run()
-    finally:
-        for h in handles:
-            h.remove()
-    return result, {k: torch.cat(v) for k, v in seen.items()}, {k: torch.cat(v) for k, v in logits.items()}
+    """`record_expert_inputs`, keeping of the experts module's inputs the top_k_index it got."""
+    result, seen, logits = record_expert_inputs(loaded, run)
+    return result, {layer: index for layer, (index, _) in seen.items()}, logits
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
