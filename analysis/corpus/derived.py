@@ -44,9 +44,9 @@ import duckdb
 import pyarrow as pa
 
 from horizonlens.corpus.dataset import DataFile, Dataset, Snapshot, Transaction
-from horizonlens.corpus.quoting import quote_ident, sql_string, sql_string_list
+from horizonlens.corpus.quoting import quote_ident, sql_string
 from horizonlens.corpus.scan import FileScans
-from horizonlens.corpus.storage import CorpusPath, ObjectPath, as_location, read_metadata
+from horizonlens.corpus.storage import CorpusPath, as_location, read_metadata
 from horizonlens.errors import CorpusError
 
 # A unit is at most this many source rows (a bigger file is a unit of its own): small enough
@@ -372,10 +372,7 @@ def _scan(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[CorpusPath]
     Columns are matched by name (files written at different times may differ in optional columns) and folder
     names are not read as partition columns, so a derived table sees exactly the columns its files hold.
     """
-    if paths and isinstance(paths[0], ObjectPath):
-        return FileScans(paths[0]).relation(con, name, list(paths), True)
-    return (f"read_parquet({sql_string_list([str(p) for p in paths])}, union_by_name = true, "
-            "hive_partitioning = false)")
+    return FileScans(paths[0]).relation(con, name, list(paths), union=True, hive=False)
 
 
 def relation_sql(spec: DerivedSpec, name: str, source: str) -> str:

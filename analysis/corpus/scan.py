@@ -18,10 +18,10 @@ def hive_keys(paths: list[str]) -> list[str]:
     return sorted({part.split("=", 1)[0] for p in paths for part in p.split("/")[:-1] if "=" in part})
 
 
-def read_parquet_sql(paths: list[Path], union: bool, filename: bool = False) -> str:
-    """DuckDB's `read_parquet` over local files."""
+def read_parquet_sql(paths: list[Path], union: bool, filename: bool = False, hive: bool | None = None) -> str:
+    """DuckDB's `read_parquet` over local files; `hive`: `key=value` folders as columns (None: if there are any)."""
     names = [str(p) for p in paths]
-    hive = bool(hive_keys([p.as_posix() for p in paths]))
+    hive = bool(hive_keys([p.as_posix() for p in paths])) if hive is None else hive
     return (f"read_parquet({sql_string_list(names)}, hive_partitioning = {str(hive).lower()}, "
             f"union_by_name = {str(union).lower()}{', filename = true' if filename else ''})")
 
@@ -37,15 +37,19 @@ class FileScans:
         self.root = root
         self.datasets: dict[str, Any] = {}
 
-    def relation(self, con: duckdb.DuckDBPyConnection, key: str, paths: Sequence[CorpusPath], union: bool) -> str:
-        """A FROM clause that scans these files (`key` names the part of a view they are)."""
+    def relation(self, con: duckdb.DuckDBPyConnection, key: str, paths: Sequence[CorpusPath], union: bool,
+                 hive: bool | None = None) -> str:
+        """A FROM clause that scans these files (`key` names the part of a view they are).
+
+        `hive`: read `key=value` folders as partition columns (None: when the paths have any).
+        """
         if not isinstance(self.root, ObjectPath):
-            return read_parquet_sql([Path(str(p)) for p in paths], union)
+            return read_parquet_sql([Path(str(p)) for p in paths], union, hive=hive)
         schemas = [read_schema(p).remove_metadata() for p in (paths if union else paths[:1])]
         schema = _scannable(pa.unify_schemas(schemas))
         base = None
         first = paths[0]
-        if hive_keys([str(p) for p in paths]) and isinstance(first, ObjectPath):
+        if hive is not False and hive_keys([str(p) for p in paths]) and isinstance(first, ObjectPath):
             base = self.root / first.relative_to(self.root).parts[0]  # partition columns: folders below the table's
         registered = "_files_" + "".join(c if c.isalnum() else "_" for c in key)
         self.datasets[registered] = arrow_dataset(list(paths), schema, base)
