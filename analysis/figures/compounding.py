@@ -121,9 +121,12 @@ def success_vs_length(points: pd.DataFrame, fits: pd.DataFrame) -> go.Figure:
                             name=f"{plain(grp)} fit")
             for q, dash in ((50, "dot"), (80, "dash")):
                 v = fit[f"steps_at_{q}"].iloc[0]
-                if v is not None and np.isfinite(v):
-                    fig.add_vline(x=v, line=dict(color=c, dash=dash, width=1),
-                                  annotation_text=f"{q}%: {v:.0f}", annotation_position="top")
+                if v is not None and np.isfinite(v) and v > 0:
+                    # the line in data units; its label apart, because annotations on a log axis take log10(x)
+                    # (add_vline's own label at x=41 stretched the axis to 10^41)
+                    fig.add_vline(x=v, line=dict(color=c, dash=dash, width=1))
+                    fig.add_annotation(x=np.log10(v), y=1, yref="paper", yanchor="bottom", showarrow=False,
+                                       text=f"{q}%: {v:.0f}", font=dict(size=10, color=c))
     return layout(fig, "Success vs horizon length", xaxis_type="log", xaxis_title="steps (log scale)",
                   yaxis_title="success rate", yaxis_range=[0, 1.05], yaxis_tickformat=".0%")
 
