@@ -275,6 +275,7 @@ def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkp
     timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2, browser=browser)
     assert set(timings) == {p.name for p in PAGES}
     for name, t in timings.items():
+        assert not t["failures"], (name, t["failures"])
         assert t["first_load_s"] > 0 and t["cold_s"] > 0, name
         assert t["interaction_s"] is not None and t["interaction_s"] > 0, name
     assert len(timings["trajectory"]["interactions_s"]) == 2

@@ -162,12 +162,18 @@ def timed_load(page: Any, url: str, ready: Callable[[Any], None]) -> float:
 
 
 def timed_interaction(page: Any, action: Callable[[], None], then: Callable[[Any], None] | None = None,
-                      timeout_ms: int = 180_000) -> float:
-    """Seconds from `action` (a click) to the end of the rerun it starts (and `then`, a content check)."""
+                      timeout_ms: int = 180_000, effect: str | None = None) -> float:
+    """Seconds from `action` (a click) to the end of the rerun it starts (and `then`, a content check).
+
+    `effect`: a JavaScript predicate that is true once the action has taken effect. A fragment rerun of a few
+    milliseconds can start and end within one render, so the app's run state never changes and no run is seen;
+    the interaction then ends when its effect is on a settled page.
+    """
     page.evaluate(WATCH)
     started = time.perf_counter()
     action()
-    page.wait_for_function(RUN_OVER, timeout=timeout_ms, polling=10)
+    over = RUN_OVER if effect is None else f"() => ({RUN_OVER})() || (({effect})() && ({SETTLED})())"
+    page.wait_for_function(over, timeout=timeout_ms, polling=10)
     if then:
         then(page)
     return time.perf_counter() - started
@@ -226,7 +232,8 @@ def _facet(page: Any) -> float:
 
 
 def _compare_toggle(page: Any) -> float:
-    return timed_interaction(page, page.get_by_text("Only steps where the actions differ").first.click)
+    return timed_interaction(page, page.get_by_text("Only steps where the actions differ").first.click,
+                             effect="() => !!document.querySelector('.st-key-cmp_only_diff input:checked')")
 
 
 def _sql_run(page: Any) -> float:
