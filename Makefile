@@ -1,9 +1,7 @@
 # One venv, created idempotently; torch is pinned first so pip takes the CPU wheel
 # (a bare `torch` would pull a multi-GB CUDA build). GPU users: see docs/install.md.
 #
-# The package is installed in strict editable mode: build/__editable__*/horizonlens is a tree of links
-# to analysis/, app/ and sample_data/, so every tool (python, mypy, import-linter) sees one ordinary
-# package named `horizonlens`. Adding or removing a file changes .venv/.files and re-links.
+# The package is installed editable: analysis/ is its source root, so new files are seen without a reinstall.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,24 +9,16 @@ TORCH ?= torch==2.13.0
 CORPUS ?= sample_data/corpus
 CHECKPOINT ?= sample_data/checkpoint
 PORT ?= 8501
-PKG_FILES := $(shell find analysis app sample_data -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null | sort | md5sum | cut -c1-32)
 
-.PHONY: run test check setup browser clean sample-replays FORCE
+.PHONY: run test check setup browser clean sample-replays
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.deps: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,ray,s3]" --config-settings editable_mode=strict
-	touch $@
-
-$(VENV)/.files: FORCE
-	@test "$$(cat $@ 2>/dev/null)" = "$(PKG_FILES)" || echo "$(PKG_FILES)" > $@
-
-$(VENV)/.installed: $(VENV)/.deps $(VENV)/.files
-	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e ".[test,ray,s3]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -56,7 +46,7 @@ check: setup
 	$(BIN)/lint-imports
 
 test: setup browser check
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=25
 
 clean:
 	rm -rf $(VENV) build .pytest_cache test-artifacts

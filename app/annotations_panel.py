@@ -1,6 +1,6 @@
 """Labels on the Trajectory page: the run's and the current step's labels; add, edit (new version), delete.
 
-Every write is one transaction on the corpus's annotations dataset (horizonlens.corpus.annotations);
+Every write is one transaction on the corpus's annotations dataset (horizonlens.labels.annotations);
 the store then picks the new state up and the cached queries key on it. Label text is untrusted: it is
 shown in tables and code blocks, never as markdown.
 """
@@ -13,9 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import CorpusStore, annotations
-from horizonlens.corpus.annotations import Label
 from horizonlens.errors import HorizonLensError
+from horizonlens.labels import annotations
+from horizonlens.labels.annotations import Label
+from horizonlens.query import CorpusStore
+from horizonlens.query import labels as label_queries
 
 SHOWN = ["step", "label", "category", "note", "agent", "author", "source", "created_at", "version"]
 SUGGESTED_CATEGORIES = ["note", "error", "decisive", "failure", "root_cause", "recovery", "good"]
@@ -29,7 +31,7 @@ def render(store: CorpusStore, trajectory_id: str, step: int) -> None:
     flash = st.session_state.pop(FLASH, None)
     if flash:
         st.success(flash)
-    labels = state.cached(annotations.labels_of, store, trajectory_id).to_pandas()
+    labels = state.cached(label_queries.labels_of, store, trajectory_id).to_pandas()
     here = labels[labels["step"].isna() | (labels["step"] == step)]
     if here.empty:
         st.caption(f"No label on this run or on step {step} yet.")
@@ -50,7 +52,7 @@ def render(store: CorpusStore, trajectory_id: str, step: int) -> None:
 
 
 def _categories(store: CorpusStore) -> list[str]:
-    used = state.cached(annotations.label_categories, store).column("category").to_pylist()
+    used = state.cached(label_queries.label_categories, store).column("category").to_pylist()
     return list(dict.fromkeys([*SUGGESTED_CATEGORIES, *(c for c in used if c)]))
 
 
@@ -121,13 +123,13 @@ def _edit_form(store: CorpusStore, trajectory_id: str, labels: pd.DataFrame) -> 
             _write(lambda: annotations.delete_label(store.root, chosen, author=author),
                    "Label deleted (its history is kept).")
     with st.expander("History of this label"):
-        history = state.cached(annotations.label_history, store, chosen).to_pandas()
+        history = state.cached(label_queries.label_history, store, chosen).to_pandas()
         st.dataframe(history[["version", "deleted", *[c for c in SHOWN if c != "version"]]], hide_index=True)
 
 
 def _export(store: CorpusStore) -> None:
     history = st.checkbox("Every version (edits and deletions included)", key="labels_export_history")
-    table = state.cached(annotations.all_labels, store, history)
+    table = state.cached(label_queries.all_labels, store, history)
     st.caption(f"{table.num_rows:,} {'label versions' if history else 'current labels'} in this corpus. "
                "The same as `horizonlens annotate export`.")
     name = "label-history" if history else "labels"

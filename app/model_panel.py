@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from horizonlens.app import rollout_panel, state, ui
-from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import expert_rank, replays, routing
 from horizonlens.metrics.replays import step_tokens
-from horizonlens.model import ReplayCache
+from horizonlens.query import CorpusStore
+from horizonlens.replays import ReplayCache
 
 BUSIEST_NAMED = 5  # (layer, expert) pairs named in words under the step's routing chart
 

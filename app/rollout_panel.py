@@ -11,9 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import CorpusStore
 from horizonlens.figures import rollout as rofig
 from horizonlens.metrics import rollout, timeline
+from horizonlens.query import CorpusStore
 
 MAX_TOKENS_SHOWN = 64  # tokens in the strip at a time: the token text on the axis must stay readable
 

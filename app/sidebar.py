@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import CorpusError, read_manifest
+from horizonlens.corpus import read_manifest
+from horizonlens.errors import CorpusError
 
 
 def render() -> None:

@@ -14,8 +14,9 @@ from typing import Any, Callable, TypeVar
 import streamlit as st
 
 from horizonlens.app.ui import md
-from horizonlens.corpus import CorpusStore, as_location, open_store
 from horizonlens.errors import HorizonLensError
+from horizonlens.query import CorpusStore, open_store
+from horizonlens.storage import as_location
 
 T = TypeVar("T")
 

@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from horizonlens.corpus.io import new_manifest, write_corpus
-from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.sample.generate import generate_corpus
-from tests import processes
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _shared_datasets() -> Path:
-    """The real datasets: $HORIZONLENS_DATASETS, else ../shared/datasets beside the checkout or one level up.
-
-    A git worktree sits one folder deeper than the main checkout, so both places are tried; tests that
-    need a dataset skip cleanly when none has it.
-    """
-    env = os.environ.get("HORIZONLENS_DATASETS")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets"]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-SHARED_DATASETS = _shared_datasets()
-# A host no browser can reach (.invalid never resolves): any request for it means untrusted text became markup.
-PLANTED_HOST = "planted.invalid"
-MARKDOWN_IMAGE = f"![pwn](http://{PLANTED_HOST}/pwn.png) [click](javascript:alert(1))"
-TOOL_IMAGE = f"![tool](http://{PLANTED_HOST}/tool.png)"  # a tool's name: rendered in a label on the Trajectory page
-BARE_URLS = f"see https://{PLANTED_HOST}/bare, www.{PLANTED_HOST}/www and leak@{PLANTED_HOST}"  # GFM autolinks
-HTML_LINK = f"<a href='http://{PLANTED_HOST}/html'>x</a><b>bold</b>"
-HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=alert(1)> '; DROP TABLE steps; -- %_\\ ünïcødé 漢字 🚀"
+from tests.support import processes
+from tests.support.browser import launch_browser
+from tests.support.corpora import (
+    BARE_URLS,
+    HOSTILE,
+    HTML_LINK,
+    MARKDOWN_IMAGE,
+    TOOL_IMAGE,
+    make_corpus,
+    step_row,
+    traj_row,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,31 +50,6 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     generate_corpus(str(out), 48, seed=7)
     return out
-
-
-def step_row(tid: str, step: int, source: str = "agent", check: bool | None = True, **kw: object) -> dict:
-    row = {name: None for name in STEPS.names}
-    row.update(trajectory_id=tid, step=step, source=source, check_passed=check, tool_calls=[], observations=[],
-               n_tokens=10, label_source="verifier" if check is not None else None)
-    row.update(kw)
-    return row
-
-
-def traj_row(tid: str, n_steps: int, outcome: str = "success", **kw: object) -> dict:
-    row = {name: None for name in TRAJECTORIES.names}
-    row.update(trajectory_id=tid, task_id=tid.split("-t")[0], trial=0, source="test", domain="search", agent="a",
-               teacher="t", task=f"task {tid}", outcome=outcome, reward=1.0 if outcome == "success" else 0.0,
-               n_steps=n_steps, n_tokens=10 * n_steps, n_failed_checks=0,
-               started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), metadata=json.dumps({}))
-    row.update(kw)
-    return row
-
-
-def make_corpus(root: Path, trajectories: list[dict], steps: list[dict]) -> Path:
-    """Write a hand-built corpus (rows as dicts, missing columns null)."""
-    write_corpus(root, pa.Table.from_pylist(trajectories, schema=TRAJECTORIES),
-                 pa.Table.from_pylist(steps, schema=STEPS), new_manifest(["test"]))
-    return root
 
 
 @pytest.fixture()
@@ -134,7 +92,7 @@ def tiny_tokenizer(tiny_corpus: Path):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
     """A random tiny Qwen3.5-MoE saved with the tiny tokenizer (the app and cache tests replay with it)."""
-    from tests.model_zoo import build
+    from tests.support.model_zoo import build
 
     return build("qwen3_5_moe", tmp_path_factory.mktemp("tiny_ckpt") / "qwen3_5_moe", tiny_tokenizer)
 
@@ -148,10 +106,10 @@ def shape_corpus(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, ti
     """
     import shutil
 
-    from horizonlens.corpus.store import open_store
     from horizonlens.model.batch import ensure_replayed
     from horizonlens.model.loader import load_checkpoint
     from horizonlens.model.shapes import build_shape
+    from horizonlens.query.store import open_store
 
     root = tmp_path_factory.mktemp("shape")
     checkpoint = root / "agents-a1-4x32"
@@ -164,3 +122,9 @@ def shape_corpus(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path, ti
     for tid in ids:
         ensure_replayed(store, loaded, tid)
     return corpus, checkpoint, ids
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201 - a Playwright browser
+    """Headless Chromium (Debian's package) for one test module."""
+    yield from launch_browser()

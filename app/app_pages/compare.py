@@ -8,8 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import CorpusStore
 from horizonlens.metrics import compare
+from horizonlens.query import CorpusStore
 
 store = state.require_store()
 st.title("Compare trajectories")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import CorpusStore, TrajectoryFilter
 from horizonlens.figures import compounding as cfig
 from horizonlens.figures import early_warning as ewfig
 from horizonlens.metrics import attribution, compounding, early_warning
 from horizonlens.metrics.attribution import LabelSet
+from horizonlens.query import CorpusStore, TrajectoryFilter
 
 store = state.require_store()
 st.title("Error compounding")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import SORTABLE, CorpusStore, TrajectoryFilter, annotations
 from horizonlens.figures import corpus as corpus_figs
+from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
+from horizonlens.query import labels as label_queries
 
 PAGE_SIZE = 50
 MATCH_WORDS, MATCH_EXACT = "all words", "exact text"
@@ -31,7 +32,7 @@ cols[5].metric("Runs with a failed check", f"{summary['share_with_failed_checks'
 
 def build_indexes() -> None:
     """Build (or bring up to date) the search index and the aggregates, then rerun the whole page."""
-    from horizonlens.corpus import build_all
+    from horizonlens.derived import build_all
 
     with st.spinner("Indexing and summarising the corpus…"):
         build_all(store.root)
@@ -99,7 +100,7 @@ def trajectory_list() -> None:
                              f"through its {how}.")
         sort = h3.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
         descending = h4.toggle("Descending", value=True, key="explore_desc")
-        labels = st.multiselect("Has label", state.cached(annotations.label_values, store), key="explore_labels",
+        labels = st.multiselect("Has label", state.cached(label_queries.label_values, store), key="explore_labels",
                                 help="Runs with one of these labels, on any step or on the whole run.")
 
     flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, sources=sources, outcomes=outcomes,

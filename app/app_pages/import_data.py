@@ -8,17 +8,17 @@ from pathlib import Path
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import as_location
-from horizonlens.corpus.importers import FORMATS, import_paths
-from horizonlens.corpus.importers.targets import (
+from horizonlens.errors import HorizonLensError
+from horizonlens.ingest import FORMATS, import_paths
+from horizonlens.ingest.targets import (
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_FILES,
     UPLOAD_ROOT,
     check_uploads,
     upload_target,
 )
-from horizonlens.errors import HorizonLensError
 from horizonlens.sample.bundled import data_home
+from horizonlens.storage import as_location
 
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "

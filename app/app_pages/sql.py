@@ -8,7 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import state, ui
-from horizonlens.corpus import EXAMPLES, SqlError, run_sql
+from horizonlens.errors import SqlError
+from horizonlens.query import EXAMPLES, run_sql
 
 store = state.require_store()
 st.title("SQL")

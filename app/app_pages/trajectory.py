@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import annotations_panel, model_panel, state, ui
-from horizonlens.corpus import CorpusStore
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline
 from horizonlens.metrics.timeline import timeline_summary
+from horizonlens.query import CorpusStore
 
 store = state.require_store()
 tid = state.selected_trajectory()

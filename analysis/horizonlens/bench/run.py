@@ -1,0 +1,197 @@
+"""`horizonlens bench`: build the scaled corpora once, measure everything, write RESULTS.md and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from horizonlens.bench.queries import bench_queries, peers_row
+from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.shape import bench_shapes
+from horizonlens.derived.aggregates import AGGREGATES_DIR
+from horizonlens.derived.build import build_all
+from horizonlens.derived.search_index import INDEX_DIR
+from horizonlens.sample.bundled import bundled_dir
+
+JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
+
+
+def _child(code: str, timeout: int = 1800) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; it prints one JSON line last. Adds the child's peak RSS."""
+    # VmHWM (peak RSS) from /proc: unlike ru_maxrss it is not inherited from the parent across fork+exec
+    wrapped = code + "\nimport json as _j, re as _re\n_hwm = int(_re.search(r'VmHWM:\\s+(\\d+)', " \
+                     "open('/proc/self/status').read()).group(1))\n" \
+                     "print(_j.dumps({'peak_rss_mb': _hwm / 1024, **RESULT}))"
+    out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def query_memory(corpus: Path) -> dict[str, Any]:
+    """Peak RSS of a process that opens the store and runs the Explore, search and open queries."""
+    return _child(f"""
+from horizonlens.query.store import open_store
+from horizonlens.bench.queries import explore_store, fts_store, open_store_steps
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(limit=1).rows['trajectory_id'][0].as_py()
+RESULT = {{'explore_total': explore_store(s), 'fts_hits': fts_store(s, 'exact'),
+          'fts_word_hits': fts_store(s, 'words') if s.has_word_index else None, 'steps': open_store_steps(s, tid)}}
+""")
+
+
+def replay_memory(checkpoint: Path, corpus: Path, tokens: int) -> dict[str, Any]:
+    """Peak RSS of replaying the longest sample trajectory up to `tokens` tokens (chunked)."""
+    return _child(f"""
+from horizonlens.query.store import open_store
+from horizonlens.model.loader import load_checkpoint
+from horizonlens.model.replay import replay_trajectory, ReplayConfig
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
+m = load_checkpoint({str(checkpoint)!r})
+r = replay_trajectory(m, tid, s.steps(tid).to_pylist(), ReplayConfig(chunk_size=512, max_tokens={tokens}))
+RESULT = {{'tokens': r.n_replayed, 'wall_s': r.wall_s, 'trajectory': tid}}
+""")
+
+
+def replay_bench(checkpoint: Path, corpus: Path, repeats: int) -> dict[str, Any]:
+    """Replay timings of the longest sample trajectory, each beside one plain forward, in a fresh process."""
+    return _child(f"""
+from horizonlens.query.store import open_store
+from horizonlens.model.loader import load_checkpoint
+from horizonlens.bench.replay import bench_replay
+s = open_store({str(corpus)!r})
+tid = s.list_trajectories(sort='n_tokens', descending=True, limit=1).rows['trajectory_id'][0].as_py()
+m = load_checkpoint({str(checkpoint)!r})
+RESULT = bench_replay(m, tid, s.steps(tid).to_pylist(), tokens=2048, repeats={repeats})
+RESULT['trajectory'] = tid
+""")
+
+
+def replay_some(checkpoint: Path, corpus: Path, count: int = 2) -> list[str]:
+    """Replay a few failed, mid-length trajectories of a corpus in a fresh process; their ids.
+
+    The Trajectory and Routing pages then have cached replays to show; the page benchmark opens the first.
+    """
+    return _child(f"""
+from horizonlens.query.store import open_store
+from horizonlens.model.batch import ensure_replayed
+from horizonlens.model.loader import load_checkpoint
+s = open_store({str(corpus)!r})
+ids = s.query("SELECT trajectory_id FROM trajectories WHERE outcome = 'failure' AND n_failed_checks > 0 "
+              "AND n_steps BETWEEN 20 AND 40 AND n_tokens < 4000 ORDER BY trajectory_id LIMIT ?",
+              [{count}]).column(0).to_pylist()
+m = load_checkpoint({str(checkpoint)!r})
+for tid in ids:
+    ensure_replayed(s, m, tid)
+RESULT = {{'trajectories': ids}}
+""")["trajectories"]
+
+
+def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[str, Any]:
+    """Every page in headless Chromium on one corpus (see `bench.browser.measure_pages`)."""
+    from horizonlens.bench.browser import measure_pages
+
+    ids = replay_some(checkpoint, corpus)
+    return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
+
+
+def machine() -> dict[str, Any]:
+    """The machine and library versions the figures were measured with."""
+    import duckdb
+    import pyarrow
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
+        log: Callable[[str], None] = print, shapes: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the benchmarks of one scale (`none`: only `shapes`), write RESULTS.md and the results JSON; the results."""
+    from horizonlens.query.store import open_store
+
+    if scale not in SCALES and scale != "none":
+        raise ValueError(f"scale must be one of {', '.join(SCALES)} or none")
+    base = bundled_dir("corpus")
+    checkpoint = bundled_dir("checkpoint")
+    data = data or out / "data"
+    results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
+                               .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
+                               "corpora": {}}
+    pages: dict[str, list[dict[str, Any]]] = {}
+    peers: dict[str, list[dict[str, Any]]] = {}
+    for n in SCALES.get(scale, []):
+        log(f"corpus of {n:,} trajectories")
+        started = time.perf_counter()
+        corpus = build_scaled_corpus(base, data / f"corpus-{n}", n, log)
+        built = time.perf_counter() - started
+        json_dir = write_json_files(base, data / f"json-{n}", n) if n <= JSON_BASELINE_MAX else None
+        log("  search index and aggregates")
+        derived = build_all(corpus, log=lambda m: log(f"  {m}"))
+        store = open_store(corpus)
+        size = {folder: sum(p.stat().st_size for p in (corpus / folder).rglob("*") if p.is_file())
+                for folder in ("trajectories", "steps", INDEX_DIR, AGGREGATES_DIR)}
+        log("  queries")
+        entry = {"trajectories": n, "steps": store.summary()["steps"],
+                 "parquet_bytes": size["trajectories"] + size["steps"], "build_s": round(built, 1),
+                 "index": {"rows": derived["index"]["rows"], "build_s": derived["index"]["build_s"],
+                           "bytes": size[INDEX_DIR]},
+                 "aggregates": {"rows": derived["aggregates"]["rows"], "build_s": derived["aggregates"]["build_s"],
+                                "bytes": size[AGGREGATES_DIR]},
+                 **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
+        for query in ("explore", "search_exact", "open_trajectory"):
+            peers.setdefault(query, []).append(peers_row(n, entry[query]))
+        log("  memory")
+        entry["query_memory"] = query_memory(corpus)
+        results["corpora"][str(n)] = entry
+        store.close()
+        if with_app:
+            log("  pages in headless Chromium")
+            try:
+                for name, t in page_timings(corpus, checkpoint, n, repeats=max(3, repeats // 2)).items():
+                    pages.setdefault(name, []).append({"trajectories": n, **t})
+            except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+                results.setdefault("page_errors", []).append(f"{n}: {str(exc)[:500]}")
+    if scale != "none":
+        results["pages"] = pages
+        results["peers"] = peers
+        log("replay")
+        results["replay"] = replay_bench(checkpoint, base, repeats)
+        results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]
+    if shapes:  # replay and routing storage at real routing shapes (bench/shape.py)
+        results["shapes"] = bench_shapes(list(shapes), data, _child, log)
+        results["command"] += "".join(f" --shape {name}" for name in shapes)
+        if with_app:  # the app in Chromium at those shapes (bench/shape_app.py)
+            from horizonlens.bench.shape_app import bench_shape_app
+
+            try:
+                results["shape_app"] = bench_shape_app(list(shapes), data, log)
+            except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+                results["shape_app"] = {"error": str(exc)[:500]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    from horizonlens.bench.report import write_report
+
+    write_report(results, out)
+    return results

@@ -1,0 +1,1 @@
+"""One module per source format; `horizonlens.ingest.registry` lists them by priority."""

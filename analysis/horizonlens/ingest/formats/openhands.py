@@ -1,0 +1,97 @@
+"""OpenHands evaluation output (`output.jsonl`): an event history of actions and observations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from horizonlens.errors import RecordError
+from horizonlens.ingest.base import Converted, Format, new_step, number, obj, require, trajectory
+from horizonlens.ingest.chat import text_of
+from horizonlens.ingest.formats.openai_chat import first_user
+from horizonlens.ingest.readers import Raw
+
+
+def detect(sample: Any) -> bool:
+    """An `instance_id` with a `history` list."""
+    return isinstance(sample, dict) and "instance_id" in sample and isinstance(sample.get("history"), list)
+
+
+def convert(raw: Raw) -> Iterator[Converted]:
+    """One trajectory per instance, id `openhands:<instance_id>`; exit codes set the checks."""
+    v = raw.value
+    steps: list[dict[str, Any]] = []
+    by_id: dict[str, dict[str, Any]] = {}
+    for i, event in enumerate(require(v, "history", list)):
+        if isinstance(event, list) and len(event) == 2:  # older output: [action, observation] pairs
+            for part in event:
+                _event(part, steps, by_id, i)
+            continue
+        _event(event, steps, by_id, i)
+    result = obj(v.get("test_result"))
+    resolved = result.get("resolved")
+    if resolved is None:
+        resolved = obj(result.get("report")).get("resolved")
+    outcome = "unknown" if resolved is None else ("success" if resolved else "failure")
+    instruction = v.get("instruction")
+    iid = v.get("instance_id")
+    if iid is None:
+        raise RecordError("missing field 'instance_id'")
+    yield trajectory(f"openhands:{iid}", "openhands", steps, task_id=f"openhands:{iid}",
+                     task=instruction if isinstance(instruction, str) else first_user(steps),
+                     domain="engineering", outcome=outcome, reward=None if resolved is None else float(bool(resolved)),
+                     cost_usd=number(obj(v.get("metrics")).get("accumulated_cost"), "metrics.accumulated_cost"),
+                     metadata={"error": v.get("error")})
+
+
+def _key(value: Any) -> str:
+    """Event ids as dictionary keys (ids may be any JSON value)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _event(e: Any, steps: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], i: int) -> None:
+    if not isinstance(e, dict):
+        raise RecordError(f"history[{i}] is not an object")
+    args = obj(e.get("args"))
+    if "observation" in e:
+        _observation(e, steps, by_id)
+        return
+    action = e.get("action")
+    source = e.get("source")
+    if source == "user" or action == "system":
+        steps.append(new_step(len(steps), "system" if action == "system" else "user",
+                              message=text_of(e.get("message") or args.get("content"))))
+        return
+    thought = args.get("thought") if isinstance(args.get("thought"), str) else None
+    if action in ("message", "finish") and not args.get("command"):
+        steps.append(new_step(len(steps), "agent", message=text_of(args.get("content") or e.get("message")),
+                              reasoning=thought or None))
+        by_id[_key(e.get("id"))] = steps[-1]
+        return
+    call_args = {k: val for k, val in args.items() if k != "thought"}
+    call = {"id": str(e.get("id")), "name": text_of(action), "arguments": json.dumps(call_args, default=str)}
+    steps.append(new_step(len(steps), "agent", reasoning=thought or None, tool_calls=[call]))
+    by_id[_key(e.get("id"))] = steps[-1]
+
+
+def _observation(e: dict[str, Any], steps: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> None:
+    """An observation attaches to the action it answers (`cause`); an exit code sets that step's check."""
+    owner = by_id.get(_key(e.get("cause")))
+    content = e.get("content") if isinstance(e.get("content"), str) else json.dumps(e.get("content"), default=str)
+    obs = {"call_id": str(e.get("cause")) if e.get("cause") is not None else None, "content": content}
+    extras = obj(e.get("extras"))
+    code = extras.get("exit_code", obj(extras.get("metadata")).get("exit_code"))
+    is_code = isinstance(code, int) and not isinstance(code, bool)
+    failed = e.get("observation") == "error" or (is_code and code != 0)
+    if owner is None:
+        steps.append(new_step(len(steps), "environment", observations=[obs]))
+        return
+    owner["observations"].append(obs)
+    if e.get("observation") == "error" or is_code:
+        owner.update(check_passed=not failed, label_source="heuristic",
+                     check_detail=f"exit code {code}" if is_code else "error observation",
+                     error_label="tool_error" if failed else None)
+
+FORMAT = Format("openhands", "OpenHands evaluation output (instance_id + history)", priority=50, detect=detect,
+                convert=convert)

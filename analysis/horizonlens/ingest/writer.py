@@ -1,0 +1,185 @@
+"""All-or-nothing imports into a corpus: one dataset transaction from the first record to the commit.
+
+The corpus lock is held for the whole import, so two imports into one corpus run one after the other
+and the second sees the first's trajectories (no duplicate ids, no doubled steps). Converted rows are
+flushed in batches to new Parquet files that stay invisible until `commit()` publishes them together
+with the manifest switch (corpus/dataset.py): a crash at any moment leaves the corpus as it was, and the
+next writer removes the half-written files. Replaced trajectories: files that hold them are rewritten
+without them in the same commit, and their cached replays are dropped first (a crash in between only
+costs a replay, never data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from horizonlens.corpus.files import MANIFEST, conform, corpus_dataset, is_empty_dir, new_manifest, read_manifest
+from horizonlens.corpus.schema import STEPS, TRAJECTORIES
+from horizonlens.corpus.text import step_tokens_estimate
+from horizonlens.errors import CorpusError, RecordError
+from horizonlens.replays.layout import file_stem, replay_checkpoints, replay_dataset
+from horizonlens.storage.dataset import Transaction
+from horizonlens.storage.location import CorpusPath, as_location, read_table
+
+
+def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fill derived columns (ids, counts, token estimates, first failure) of a converted trajectory."""
+    tid = traj["trajectory_id"]
+    for i, s in enumerate(steps):
+        s["trajectory_id"] = tid
+        s["step"] = i
+        if s.get("n_tokens") is None:
+            s["n_tokens"] = step_tokens_estimate(s)
+    failed = [s["step"] for s in steps if s.get("check_passed") is False]
+    traj.update(n_steps=len(steps), n_tokens=sum(int(s["n_tokens"] or 0) for s in steps), n_failed_checks=len(failed),
+                first_failed_step=failed[0] if failed else None)
+    if traj.get("duration_s") is None:
+        durations = [s["duration_s"] for s in steps if isinstance(s.get("duration_s"), (int, float))]
+        traj["duration_s"] = float(sum(durations)) if durations else None
+    return traj, steps
+
+
+class StagedImport:
+    """Collects converted trajectories and publishes them into a corpus in one commit.
+
+    Use as a context manager: entering takes the corpus lock (creating the corpus if `root` is missing or
+    empty), leaving without `commit()` discards everything staged.
+    """
+
+    def __init__(self, root: CorpusPath | str, replace: bool = False, batch_size: int = 500,
+                 lock_timeout_s: float | None = None):
+        self.root = as_location(root)
+        self.replace = replace
+        self.batch_size = batch_size
+        self.lock_timeout_s = lock_timeout_s
+        self.corpus_exists = (self.root / MANIFEST).exists()
+        if self.corpus_exists:
+            read_manifest(self.root)  # a clear error for a corpus of another schema version, before any work
+        elif self.root.exists() and not is_empty_dir(self.root):
+            raise CorpusError(f"{self.root}: exists, is not empty and has no {MANIFEST}; refusing to import into it")
+        self.seen: set[str] = set()
+        self.to_replace: set[str] = set()
+        self.sources: set[str] = set()
+        self.trajs: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
+        self.written = 0
+        self.existing: set[str] = set()
+        self._cm: Any = None
+        self.txn: Transaction | None = None
+        self.done = False
+
+    def __enter__(self) -> StagedImport:
+        self._cm = corpus_dataset(self.root).transaction(create=new_manifest([]), timeout_s=self.lock_timeout_s)
+        self.txn = self._cm.__enter__()
+        self.corpus_exists = not self.txn.created
+        # the ids already there, read under the lock: what this import adds to or replaces
+        self.existing = set()
+        for entry in self.txn.snapshot.table("trajectories"):
+            path = self.root / entry.path
+            try:
+                self.existing.update(read_table(path, columns=["trajectory_id"]).column(0).to_pylist())
+            except (OSError, pa.ArrowException, CorpusError) as exc:
+                self._cm.__exit__(None, None, None)
+                raise CorpusError(f"{path}: not a readable Parquet file ({exc}); the corpus is damaged") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+        self.done = True
+
+    def validate(self, traj: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        """Raise RecordError if the converted rows do not fit the corpus schema."""
+        finalize(traj, steps)
+        row = {k: v for k, v in traj.items() if not k.startswith("_")}
+        try:
+            conform(pa.Table.from_pylist([row], schema=TRAJECTORIES), "trajectories")
+            if steps:
+                pa.Table.from_pylist(steps, schema=STEPS)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, CorpusError, OverflowError) as exc:
+            raise RecordError(f"does not fit the corpus schema: {exc}") from exc
+
+    def add(self, traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+        """Stage one trajectory: 'added', 'replaced', 'exists' (skipped) or 'duplicate' (skipped)."""
+        tid = traj["trajectory_id"]
+        if tid in self.seen:
+            return "duplicate"
+        self.seen.add(tid)
+        status = "added"
+        if tid in self.existing:
+            if not self.replace:
+                return "exists"
+            self.to_replace.add(tid)
+            status = "replaced"
+        self.sources.add(traj["source"])
+        self.trajs.append({k: v for k, v in traj.items() if not k.startswith("_")})
+        self.steps.extend(steps)
+        if len(self.trajs) >= self.batch_size:
+            self.flush()
+        return status
+
+    def flush(self) -> None:
+        """Write the staged batch as new (still unpublished) files."""
+        if not self.trajs:
+            return
+        assert self.txn is not None, "use StagedImport as a context manager"
+        trajs = conform(pa.Table.from_pylist(self.trajs, schema=TRAJECTORIES), "trajectories")
+        steps = conform(pa.Table.from_pylist(self.steps, schema=STEPS), "steps").sort_by(
+            [("trajectory_id", "ascending"), ("step", "ascending")])
+        self.txn.write("trajectories", trajs)
+        self.txn.write("steps", steps)
+        self.written += 1
+        self.trajs, self.steps = [], []
+
+    def abort(self) -> None:
+        """Discard everything staged (the corpus stays as it was)."""
+        if self.txn is not None:
+            self.txn.abort()
+
+    def commit(self) -> None:
+        """Publish the import: one manifest switch."""
+        assert self.txn is not None, "use StagedImport as a context manager"
+        self.flush()
+        if self.txn.created and self.written == 0:  # a new corpus with nothing in it is still a valid corpus
+            self.txn.write("trajectories", TRAJECTORIES.empty_table())
+            self.txn.write("steps", STEPS.empty_table())
+        if self.to_replace:
+            self._drop_stale_replays()
+            self._rewrite_without(self.to_replace)
+        manifest = self.txn.snapshot.manifest
+        self.txn.update(sources=sorted(set(manifest.get("sources") or []) | self.sources))
+        self.txn.commit()
+        self.done = True
+
+    def _rewrite_without(self, ids: set[str]) -> None:
+        """Existing files that hold replaced ids: rewritten without them, in this transaction."""
+        assert self.txn is not None
+        value_set = pa.array(sorted(ids))
+        for entry in self.txn.snapshot.files:
+            data = read_table(self.root / entry.path)
+            keep = data.filter(pc.invert(pc.is_in(data["trajectory_id"], value_set=value_set)))
+            if keep.num_rows == data.num_rows:
+                continue
+            self.txn.remove([entry])
+            if keep.num_rows:
+                self.txn.write(entry.table, keep)
+
+    def _drop_stale_replays(self) -> None:
+        """Cached replays of replaced trajectories no longer match their steps: drop them first."""
+        for ckpt in replay_checkpoints(self.root):
+            dataset = replay_dataset(self.root, ckpt)
+            with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": ckpt}) as txn:
+                drop = [e for e in txn.snapshot.files if set(e.meta.get("trajectories") or []) & self.to_replace
+                        or _legacy_holds(e.path, self.to_replace)]
+                if drop:
+                    # files shared with other trajectories go too: those are replayed again on demand
+                    txn.remove(drop)
+                    txn.commit()
+
+
+def _legacy_holds(path: str, ids: set[str]) -> bool:
+    return Path(path).stem in {file_stem(t) for t in ids}

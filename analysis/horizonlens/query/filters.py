@@ -1,0 +1,145 @@
+"""The trajectory filter of the Explore page, as data, and the SQL conditions it stands for.
+
+Like datasette's `Filters.build_where_clauses()`, a filter returns `(clauses, params)`: a list of SQL
+conditions over the `trajectories` view aliased `t`, and their bound parameters. Callers join them at
+the edge (`where_sql`), so extending a query with more conditions never pastes keywords around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
+from horizonlens.derived.search_index import ExactPlan, query_words
+from horizonlens.errors import StoreError
+from horizonlens.storage.quoting import quote_ident
+
+Clauses = tuple[list[str], list[Any]]
+# The filter fields that are columns of the aggregate cubes (corpus/aggregates.py: the facets and the outcome).
+FACET_FIELDS = frozenset({"domains", "agents", "teachers", "sources", "outcomes"})
+# A single-word exact search names at most this many vocabulary words inline; more are matched by a subquery.
+INLINE_WORDS = 2_000
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What the store offers a filter beyond the corpus tables (derived views, a resolved exact search).
+
+    A filter that needs something else (say, a label view) adds a field here and checks it in `clauses`.
+    """
+
+    word_index: bool = False  # view `search_words` (and `search_vocab`) is up to date
+    aggregates: bool = False  # view `agg_trajectories` is queryable (per-trajectory tool lists)
+    exact: ExactPlan | None = None  # the filter's exact-text query, resolved through the search index
+    exact_table: str | None = None  # the table holding `exact.hits` in the store's database
+
+
+@dataclass
+class TrajectoryFilter:
+    """What the Explore page filters on; every field optional."""
+
+    domains: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    teachers: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    min_steps: int | None = None
+    max_steps: int | None = None
+    has_failed_checks: bool | None = None
+    tool: str | None = None  # trajectories where some step calls this tool
+    text: str | None = None  # full-text query over task and step content (see text_mode)
+    text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
+    task_id: str | None = None
+    labels: list[str] = field(default_factory=list)  # trajectories with a current label (any step) among these
+
+    def facet_only(self) -> bool:
+        """Whether only facet columns (domain, agent, teacher, source, outcome) are filtered on.
+
+        Such a filter can be answered from the aggregate cubes, whose cells are facet combinations.
+        """
+        return self.uses_only(FACET_FIELDS)
+
+    def uses_only(self, names: frozenset[str]) -> bool:
+        """Whether every field set (not at its default) is one of `names`; a field added later counts too."""
+        default = TrajectoryFilter()
+        return all(getattr(self, f.name) == getattr(default, f.name) for f in fields(self) if f.name not in names)
+
+    def clauses(self, ctx: FilterContext | None = None) -> Clauses:
+        """SQL conditions over `trajectories t` and their parameters; ([], []) when nothing is filtered.
+
+        `ctx` says which derived views the store has (see FilterContext); without it, searches scan.
+        """
+        ctx = ctx or FilterContext()
+        word_index = ctx.word_index
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, values in (("domain", self.domains), ("agent", self.agents), ("teacher", self.teachers),
+                               ("source", self.sources), ("outcome", self.outcomes)):
+            if values:
+                clauses.append(f"t.{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if self.min_steps is not None:
+            clauses.append("t.n_steps >= ?")
+            params.append(int(self.min_steps))
+        if self.max_steps is not None:
+            clauses.append("t.n_steps <= ?")
+            params.append(int(self.max_steps))
+        if self.has_failed_checks is not None:
+            clauses.append("t.n_failed_checks > 0" if self.has_failed_checks else "coalesce(t.n_failed_checks, 0) = 0")
+        if self.task_id:
+            clauses.append("t.task_id = ?")
+            params.append(self.task_id)
+        if self.tool and ctx.aggregates:
+            clauses.append("t.trajectory_id IN (SELECT a.trajectory_id FROM agg_trajectories a "
+                           "WHERE list_contains(a.tools, ?))")
+            params.append(self.tool)
+        elif self.tool:
+            clauses.append(f"t.trajectory_id IN (SELECT s.trajectory_id FROM steps s "
+                           f"WHERE list_contains({tool_names_sql('s')}, ?))")
+            params.append(self.tool)
+        if self.labels:  # the `annotations` view exists in every store (empty without labels)
+            clauses.append(f"t.trajectory_id IN (SELECT a.trajectory_id FROM annotations a "
+                           f"WHERE a.label IN ({', '.join('?' for _ in self.labels)}))")
+            params.extend(self.labels)
+        words = query_words(self.text) if self.text else []
+        if self.text and words and self.text_mode != "exact" and (word_index or self.text_mode == "words"):
+            if not word_index:
+                raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "
+                                 "or search for the exact text")
+            clauses.append(f"t.trajectory_id IN (SELECT trajectory_id FROM search_words WHERE word IN "
+                           f"({', '.join('?' for _ in words)}) GROUP BY trajectory_id HAVING count(DISTINCT word) = ?)")
+            params.extend([*words, len(words)])
+        elif self.text and ctx.exact is not None:
+            clauses.append(_exact_clause(ctx, params))
+        elif self.text:
+            pattern = like_pattern(self.text)
+            match, n = step_text_match("s")
+            clauses.append(f"(t.task ILIKE ? ESCAPE '\\' OR t.trajectory_id IN "
+                           f"(SELECT s.trajectory_id FROM steps s WHERE {match}))")
+            params.extend([pattern] * (n + 1))
+        return clauses, params
+
+
+def _exact_clause(ctx: FilterContext, params: list[Any]) -> str:
+    """The condition for an exact-text search the index resolved (see search_index.plan_exact)."""
+    plan = ctx.exact
+    assert plan is not None
+    if plan.words is not None:  # a single word run: the postings of every vocabulary word containing it
+        if not plan.words:
+            return "false"
+        if len(plan.words) <= INLINE_WORDS:
+            params.extend(plan.words)
+            return (f"t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
+                    f"({', '.join('?' for _ in plan.words)}))")
+        params.append(plan.needle)
+        return ("t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
+                "(SELECT v.word FROM search_vocab v WHERE contains(v.word, ?)))")
+    if ctx.exact_table is None:
+        raise StoreError("an exact search through the index needs its hits table")
+    return f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.exact_table)} h)"
+
+
+def where_sql(clauses: list[str], keyword: str = "WHERE") -> str:
+    """Join conditions after `keyword` (WHERE, or AND to extend an existing WHERE); '' without any."""
+    return f" {keyword} " + " AND ".join(clauses) if clauses else ""

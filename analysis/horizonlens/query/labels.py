@@ -1,0 +1,79 @@
+"""Labels read back: a run's labels, a label's versions, the labels in use, and label exports."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+
+from horizonlens.errors import LabelError
+from horizonlens.labels.annotations import CURRENT_VIEW, HISTORY_VIEW, export_bytes
+from horizonlens.query.store import CorpusStore
+
+
+def labels_of(store: CorpusStore, trajectory_id: str) -> pa.Table:
+    """The current labels of one trajectory: run-level ones first, then by step and time."""
+    return store.query(f"SELECT * FROM {CURRENT_VIEW} WHERE trajectory_id = ? "
+                       "ORDER BY step NULLS FIRST, created_at, annotation_id", [trajectory_id])
+
+
+def label_history(store: CorpusStore, annotation_id: str) -> pa.Table:
+    """Every version of one annotation, oldest first (tombstones included)."""
+    return store.query(f"SELECT * FROM {HISTORY_VIEW} WHERE annotation_id = ? ORDER BY version",
+                       [annotation_id])
+
+
+def label_values(store: CorpusStore, limit: int = 2_000) -> list[str]:
+    """The labels in use (for the 'has label' filter), sorted; the `limit` most used when there are more."""
+    return store.query(f"SELECT label FROM (SELECT label, count(*) AS n FROM {CURRENT_VIEW} WHERE label IS NOT NULL "
+                       "GROUP BY label ORDER BY n DESC, label LIMIT ?) ORDER BY label", [int(limit)]
+                       ).column(0).to_pylist()
+
+
+def label_categories(store: CorpusStore) -> pa.Table:
+    """Per (category, source) of the current labels: how many labels, runs and steps carry it."""
+    return store.query(f"SELECT category, source, count(*) AS labels, count(DISTINCT trajectory_id) AS trajectories, "
+                       f"count(step) AS step_labels FROM {CURRENT_VIEW} GROUP BY ALL ORDER BY category, source")
+
+
+def all_labels(store: CorpusStore, history: bool = False) -> pa.Table:
+    """Every current label (or, with `history`, every version including tombstones), in a stable order."""
+    view = HISTORY_VIEW if history else CURRENT_VIEW
+    return store.query(f"SELECT * FROM {view} ORDER BY trajectory_id, step NULLS FIRST, annotation_id"
+                       + (", version" if history else ""))
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def export_labels(store: CorpusStore, path: Path | str, fmt: str | None = None, history: bool = False) -> int:
+    """Write the labels to a CSV or Parquet file (format from `fmt` or the suffix); returns the row count."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise LabelError(f"cannot export to {fmt or 'a file without a suffix'!r}; choose csv or parquet")
+    table = all_labels(store, history)
+    data = export_bytes(table, fmt)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise LabelError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table.num_rows
+
+
+def known_trajectories(store: CorpusStore, ids: Iterable[str]) -> set[str]:
+    """Which of these trajectory ids the corpus has."""
+    wanted = sorted(set(ids))
+    found: set[str] = set()
+    for i in range(0, len(wanted), 10_000):
+        chunk = wanted[i:i + 10_000]
+        found.update(store.query(f"SELECT trajectory_id FROM trajectories WHERE trajectory_id IN "
+                                 f"({', '.join('?' for _ in chunk)})", chunk).column(0).to_pylist())
+    return found

@@ -1,0 +1,33 @@
+"""Storage: datasets and their manifests, transactions, local or S3 locations, locks, atomic writes, scans.
+
+Everything a corpus part (the corpus tables, a replay cache, labels, derived data) is stored as goes
+through here; nothing in this room knows what the tables mean.
+"""
+
+from horizonlens.storage.dataset import (
+    MANIFEST,
+    DataFile,
+    Dataset,
+    Snapshot,
+    Transaction,
+    write_json_atomic,
+    write_table_atomic,
+)
+from horizonlens.storage.location import (
+    CorpusPath,
+    ObjectPath,
+    as_location,
+    is_remote,
+    read_metadata,
+    read_schema,
+    read_table,
+    redact,
+)
+from horizonlens.storage.quoting import quote_ident, sql_string
+from horizonlens.storage.scan import FileScans, hive_keys
+
+__all__ = [
+    "CorpusPath", "DataFile", "Dataset", "FileScans", "MANIFEST", "ObjectPath", "Snapshot", "Transaction",
+    "as_location", "hive_keys", "is_remote", "quote_ident", "read_metadata", "read_schema", "read_table", "redact",
+    "sql_string", "write_json_atomic", "write_table_atomic"
+]

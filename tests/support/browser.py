@@ -1,0 +1,54 @@
+"""Headless Chromium for the browser tests: the launcher, waits for settled pages, screenshots and timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from horizonlens.bench.browser import CHROMIUM_ARGS, wait_ready
+from tests.support.corpora import REPO
+
+CHROMIUM = os.environ.get("HORIZONLENS_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+SHOTS = ARTIFACTS / "screenshots"
+TIMINGS: dict[str, float] = {}
+
+
+def settled(page, content, timeout_ms: int = 120_000) -> None:
+    """Wait for content the last action must produce, then for Streamlit to finish that run (never a fixed time)."""
+    content.wait_for(timeout=timeout_ms)
+    wait_ready(page, timeout_ms)
+
+
+def heading(page, name: str):  # noqa: ANN202 - a Playwright locator
+    return page.get_by_role("heading", name=name, exact=True).first
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def timed(name: str, page, action, content) -> None:  # noqa: ANN001
+    start = time.perf_counter()
+    action()
+    settled(page, content)
+    TIMINGS[name] = round(time.perf_counter() - start, 3)
+
+
+def launch_browser():  # noqa: ANN201 - a generator of Playwright browsers
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser); writes the timings after."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (make test installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(TIMINGS, indent=2))
+    print(f"\nscreenshots: {SHOTS}\ntimings: {TIMINGS}")

@@ -1,0 +1,81 @@
+"""Figures built from a hostile corpus: names from the data reach Plotly only as text, never as its HTML subset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from horizonlens.figures import compounding as cfig
+from horizonlens.figures import corpus as corpus_figs
+from horizonlens.figures import routing as rfig
+from horizonlens.figures.style import plain
+from horizonlens.metrics import compounding, timeline
+from horizonlens.query import TrajectoryFilter, open_store
+from tests.support.corpora import HTML_LINK, MARKDOWN_IMAGE
+
+# the markup the figure builders write themselves; anything else that looks like a tag came from the data
+OWN_MARKUP = re.compile(r"<br>|<extra></extra>")
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _strings(value)
+    elif hasattr(node, "tolist"):
+        yield from _strings(node.tolist())
+
+
+def _assert_text_only(fig: go.Figure) -> list[str]:
+    strings = list(_strings(fig.to_plotly_json()))
+    for s in strings:
+        assert "<" not in OWN_MARKUP.sub("", s), s
+    return strings
+
+
+def test_plain_escapes_plotly_markup_and_cuts() -> None:
+    assert plain("<a href='x'>y</a> & <b>") == "&lt;a href='x'&gt;y&lt;/a&gt; &amp; &lt;b&gt;"
+    assert plain("x" * 500, limit=10) == "x" * 10 + "…"
+
+
+def test_group_rates_and_compounding_legends(hostile_corpus: Path) -> None:
+    store = open_store(hostile_corpus)
+    groups = store.by_group("agent").to_pandas()
+    strings = _assert_text_only(corpus_figs.group_rates(groups, "agent"))
+    assert plain(f"{MARKDOWN_IMAGE} {HTML_LINK}") in strings  # the agent's name is there, as text
+    flt = TrajectoryFilter()
+    for fig in (cfig.survival(compounding.survival(store, "agent", flt)),
+                cfig.self_conditioning(compounding.self_conditioning(store, "agent", flt)),
+                cfig.pass_k(compounding.pass_k(store, "agent", flt))):
+        _assert_text_only(fig)
+    store.close()
+
+
+def test_timeline_hover_and_specialization(hostile_corpus: Path) -> None:
+    store = open_store(hostile_corpus)
+    tl = timeline.error_timeline(store, "evil-t0")
+    strings = _assert_text_only(rfig.timeline_strip(tl, 1))
+    assert any(plain(HTML_LINK) in s for s in strings)  # the error label, shown as typed
+    load = pd.DataFrame({"layer": [0, 0], "group": [HTML_LINK, "search"], "expert": [0, 1],
+                         "share": [0.75, 0.25], "uniform": [0.5, 0.5], "specialization": [1.5, 0.5]})
+    _assert_text_only(rfig.specialization(load, 0, "domain"))
+    _assert_text_only(rfig.agreement(pd.DataFrame({"layer": [0], "agreement": [1.0], "top1_agreement": [1.0]}),
+                                      HTML_LINK, "<b>b</b>"))
+    store.close()
+
+
+@pytest.mark.parametrize("token", ["<a href='http://planted.invalid/t'>t</a>", "<b>", "&amp;"])
+def test_token_view_labels(token: str) -> None:
+    tokens = pd.DataFrame({"token_index": [0, 1], "text": [token, "ok"]})
+    routing = pd.DataFrame({"token_index": [0, 1], "layer": [0, 0], "experts": [[1, 2], [0, 3]],
+                            "weights": [[0.6, 0.4], [0.5, 0.5]], "entropy": [1.0, 1.2]})
+    _assert_text_only(rfig.token_expert_view(tokens, routing, 4))

@@ -1,0 +1,29 @@
+"""docs/security.md states the limits the code enforces: each constant's value appears in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from horizonlens.model import files
+from horizonlens.query import console as sql
+from tests.support.corpora import REPO
+
+DOC = (REPO / "docs" / "security.md").read_text()
+
+
+@pytest.mark.parametrize("value, unit", [
+    (sql.MAX_SQL_CHARS, "characters"), (sql.MAX_SQL_TOKENS, "tokens"), (sql.MAX_NESTING, "deep"),
+    (sql.MAX_OPERATOR_RUN, "operators in a row"), (sql.MAX_CELL_CHARS, "characters"),
+    (sql.MAX_LIST_ITEMS, "items"), (sql.MAX_NESTED_CHARS, "characters"), (sql.DEFAULT_RESULT_BYTES // 2**20, "MB"),
+    (files.META_MAX_BYTES // 2**20, "MB"), (files.MAX_ENTRIES, "entries"),
+])
+def test_limit_is_documented(value: int, unit: str) -> None:
+    assert f"{value:,} {unit}" in DOC.replace("**", ""), f"{value:,} {unit}"
+
+
+def test_ui_limits_documented() -> None:
+    ui = pytest.importorskip("horizonlens.app.ui")
+    from horizonlens.figures.style import plain
+
+    assert f"{ui.LABEL_MAX:,} characters" in DOC and f"{ui.TEXT_MAX:,} characters" in DOC
+    assert plain("x" * 100).endswith("…") and len(plain("x" * 100)) == 61 and "after 60 characters" in DOC
