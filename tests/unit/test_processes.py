@@ -42,7 +42,7 @@ def test_an_orphan_is_found_by_its_mark() -> None:
 
 def test_a_session_that_leaks_a_process_fails(tmp_path: Path) -> None:
     """A pytest session with the suite's check and one test that leaves a sleeper running: it fails, naming it."""
-    (tmp_path / "conftest.py").write_text("from tests.support.corpora import no_process_left_behind, pytest_configure  "
+    (tmp_path / "conftest.py").write_text("from tests.conftest import no_process_left_behind, pytest_configure  "
                                           "# noqa: F401\n")
     (tmp_path / "test_leak.py").write_text(
         "import subprocess, sys\n\n"
