@@ -83,7 +83,7 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
     """
     path = state.checkpoint_path()
     ckpt_id = state.checkpoint_id_of(path) if path else None
-    if not ckpt_id or ckpt_id not in store.replay_checkpoints:
+    if not ckpt_id:
         return
     replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
     row = replay[replay["step"] == step] if not replay.empty else replay

@@ -5,19 +5,23 @@ The console is a fragment: choosing an example or running a query reruns the con
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.errors import SqlError
-from horizonlens.query import EXAMPLES, run_sql
+from horizonlens.query import EXAMPLES, CorpusStore, run_sql
 
 store = state.require_store()
 st.title("SQL")
-views = ["trajectories", "steps"] + (["replay_steps", "routing"] if store.replay_checkpoints else [])
-if store.has_aggregates:
-    views += ["agg_trajectories", "agg_checks_by_j"]
-st.caption("One read-only SELECT over the views " + ", ".join(f"`{v}`" for v in views) + ". Writes, COPY, "
+views = state.cached(CorpusStore.views, store)
+st.caption("One read-only SELECT over the views " + ", ".join(f"`{v.name}`" for v in views) + ". Writes, COPY, "
            "ATTACH, settings and files outside the corpus are refused.")
+with st.expander("Views and their columns"):
+    # column names come from the corpus files (extra columns are allowed): shown as table cells, i.e. as text
+    st.dataframe(pd.DataFrame([{"view": v.name, "dataset": v.part, "holds": v.doc,
+                                "columns": ", ".join(f"{c} {t}" for c, t in v.columns)} for v in views]),
+                 hide_index=True, key="sql_views")
 
 
 @st.fragment

@@ -199,10 +199,18 @@ def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
 
     at = make_app(monkeypatch, tiny_corpus, page="sql")
     at.run()
+    # every view the store has is listed with its columns, replay and label views too (empty here, but there)
+    store = open_store(tiny_corpus)
+    views = at.dataframe[0].value
+    assert list(views["view"]) == [v.name for v in store.views()]
+    assert {"routing_steps", "routing_rollout", "rollout_compare_steps", "annotations"} <= set(views["view"])
+    steps = views.set_index("view").loc["routing_steps", "columns"]
+    assert steps.startswith("trajectory_id VARCHAR, step INTEGER, layer SMALLINT, expert INTEGER")
+    assert all(f"`{v.name}`" in at.caption[0].value for v in store.views())
     at.button(key="sql_run").click().run()
-    assert not at.exception and at.dataframe
-    expected = run_sql(open_store(tiny_corpus), EXAMPLES["Failure rate by domain"]).table.to_pandas()
-    assert at.dataframe[0].value.reset_index(drop=True).equals(expected)
+    assert not at.exception and len(at.dataframe) == 2
+    expected = run_sql(store, EXAMPLES["Failure rate by domain"]).table.to_pandas()
+    assert at.dataframe[1].value.reset_index(drop=True).equals(expected)
     at.selectbox(key="sql_example").select("(write your own)").run()
     area = next(t for t in at.text_area)
     area.set_value("COPY steps TO 'x.csv'").run()

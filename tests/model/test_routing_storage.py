@@ -28,6 +28,7 @@ from horizonlens.query.store import open_store  # noqa: E402
 from horizonlens.replays import codec as rf  #noqa: E402
 from horizonlens.replays.cache import ReplayCache  # noqa: E402
 from tests.support.model_zoo import record_expert_inputs  # noqa: E402
+from tests.support.old_formats import write_format1_cache  # noqa: E402
 
 pytestmark = pytest.mark.model
 # small versions of the real shapes; DeepSeek-V3 keeps all 256 experts in its 8 groups of 32
@@ -86,7 +87,7 @@ def test_stored_routing_is_what_the_experts_received(shapes, corpus: Path, name:
     tid = store.list_trajectories(sort="n_tokens", descending=True, limit=1).rows["trajectory_id"][0].as_py()
     result, seen, logits = _oracle(loaded, lambda: replay_trajectory(
         loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(max_tokens=TOKENS, chunk_size=97)))
-    ReplayCache(corpus, loaded.checkpoint_id).write(result)
+    ReplayCache(corpus, loaded.checkpoint_id).write([result])
     store.refresh_replays()
     rows = store.query("SELECT token_index, layer, experts, weights, expert_set, top1_expert, margin FROM routing "
                        "WHERE checkpoint_id = ? ORDER BY token_index, layer", [loaded.checkpoint_id]).to_pandas()
@@ -153,7 +154,8 @@ def test_routing_steps_writes_no_token_tier(corpus: Path, tiny_checkpoint: Path)
     assert not list(cache_dir.glob("routing_tokens/*.parquet")) and list(cache_dir.glob("routing_steps/*.parquet"))
     store = open_store(corpus)
     tids = replays.replayed_trajectories(store, ckpt)
-    assert len(tids) == 2 and "routing" not in store.replay_views and "routing_steps" in store.replay_views
+    assert len(tids) == 2 and store.scalar("SELECT count(*) FROM routing") == 0
+    assert store.scalar("SELECT count(*) FROM routing_steps") > 0
     assert replays.step_routing(store, ckpt, tids[0], 1).empty and not replays.has_token_routing(store, ckpt, tids[0])
     assert not routing.step_expert_load(store, ckpt, tids[0]).empty and replays.moe_layers(store, ckpt) == [0, 1, 2]
     cache = ReplayCache(corpus, ckpt)
@@ -185,32 +187,45 @@ def _view_results(corpus: Path) -> dict:
             "replay_steps": store.query("SELECT * FROM replay_steps ORDER BY trajectory_id, step").to_pylist()}
 
 
-def test_compact_converts_a_format_1_cache(corpus: Path, tiny_checkpoint: Path) -> None:
-    """Format-1 replays (token rows only, one file per trajectory and table, as caches before the two tiers were
-    written), compacted: same views, fewer and smaller files."""
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_migrate_converts_a_format_1_cache(corpus: Path, tiny_checkpoint: Path, with_manifest: bool) -> None:
+    """Format-1 replays (token rows only, one file per trajectory and table, with or without the first manifests):
+    left out of the views with the upgrade named, then converted by `migrate` into what a replay writes now."""
     from horizonlens.bench.shape import format1_table
 
     loaded = load_checkpoint(tiny_checkpoint)
     store = open_store(corpus)
     tids = store.query("SELECT trajectory_id FROM trajectories ORDER BY n_tokens LIMIT 3").column(0).to_pylist()
-    cache = ReplayCache(corpus, loaded.checkpoint_id)
-    for tid in tids:
-        result = replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(chunk_size=256))
-        cache.write_tables(tid, {"steps": result.step_table(), "routing": format1_table(result)}, notes={})
-    before = _view_results(corpus)
-    result = CliRunner().invoke(app, ["compact", str(corpus), "--json"])
+    results = [replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(chunk_size=256))
+               for tid in tids]
+    # the reference: the same replays written by the current code, in a copy of the corpus
+    current = Path(shutil.copytree(corpus, corpus.parent / "current"))
+    ReplayCache(current, loaded.checkpoint_id).write(results)
+    write_format1_cache(corpus, loaded.checkpoint_id,
+                        {r.trajectory_id: {"steps": r.step_table(), "routing": format1_table(r)} for r in results},
+                        notes={r.trajectory_id: {"template": r.rendered.template} for r in results},
+                        manifest=with_manifest)
+    old = open_store(corpus)  # the corpus opens; the old cache is left out and the upgrade named
+    assert old.replay_checkpoints == [] and any("horizonlens migrate" in p for p in old.problems), old.problems
+    refused = CliRunner().invoke(app, ["compact", str(corpus)])
+    assert refused.exit_code == 1 and "horizonlens migrate" in refused.output
+    result = CliRunner().invoke(app, ["migrate", str(corpus), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)[0]
-    assert report["trajectories"] == report["converted"] == len(before["tids"]) == 3
+    report = json.loads(result.stdout)["caches"][0]
+    assert report["trajectories"] == report["converted"] == 3
     assert report["files_before"] == 6 and report["files_after"] == 4
-    assert report["bytes_after"] < report["bytes_before"]
     assert set(report["tables_after"]) == {"steps", "routing_steps", "routing_segments", "routing_tokens"}
-    after = _view_results(corpus)
-    assert after == before  # every routing view answers the same after compaction
-    cache = ReplayCache(corpus, open_store(corpus).replay_checkpoints[0])
-    tid = before["tids"][0]
+    after, want = _view_results(corpus), _view_results(current)
+    # the step tier and the sets are exact; weights went through float16 in format 1, so compare what is exact
+    for key in ("tids", "problems", "segments", "domains", "steps", "sets", "replay_steps", "coact"):
+        assert after[key] == want[key], key
+    cache = ReplayCache(corpus, loaded.checkpoint_id)
+    tid = tids[0]
     assert cache.has(tid, tokens=True) and cache.read_notes(tid)["routing"] == "tokens"
+    assert cache.read_notes(tid)["template"] == results[0].rendered.template  # notes kept, wherever they were
     assert not list((corpus / "replays").glob("*/routing/*.parquet"))  # the format-1 files are gone
+    again = CliRunner().invoke(app, ["migrate", str(corpus)])
+    assert again.exit_code == 0 and "nothing to do" in again.output
 
 
 def test_compact_merges_small_files_losslessly(corpus: Path, tiny_checkpoint: Path) -> None:
@@ -256,13 +271,13 @@ def test_a_rollout_source_lands_beside_the_replay(corpus: Path, tiny_checkpoint:
     steps = store.steps(tid).to_pylist()
     result = replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200))
     cache = ReplayCache(corpus, loaded.checkpoint_id)
-    cache.write(result)
+    cache.write([result])
     layers = sorted(result.routing)
     engine = np.stack([result.routing[layer].experts.numpy() for layer in layers], axis=1)[:, :, ::-1]
     rollout = rf.token_table(tid, layers, engine, None, None, None, loaded.num_experts, source="rollout",
                              steps=result.rendered.steps[:200], segments=result.rendered.segments[:200],
                              token_ids=result.rendered.token_ids[:200])
-    cache.write_tables(tid, {"rollout_tokens": rollout}, notes={})
+    cache.write_rollouts([({tid: {"rollout_tokens": rollout}}, {})])
     store.refresh_replays()
     assert cache.has(tid, tokens=True)  # the replay is still whole
     counts = store.query("SELECT source, count(*) AS n FROM (SELECT source FROM routing UNION ALL "
@@ -273,9 +288,9 @@ def test_a_rollout_source_lands_beside_the_replay(corpus: Path, tiny_checkpoint:
                         "JOIN routing_rollout b USING (trajectory_id, token_index, layer)").to_pylist()[0]
     assert agree["same_set"] == 1.0 and agree["same_top1"] < 1.0  # same sets; the engine listed them reversed
     # replaying again with the step tier only removes the replay's token rows, not the rollout's
-    cache.write(replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200, routing="steps")))
+    cache.write([replay_trajectory(loaded, tid, steps, ReplayConfig(max_tokens=200, routing="steps"))])
     store.refresh_replays()
-    assert "routing" not in store.replay_views and "routing_rollout" in store.replay_views
+    assert store.scalar("SELECT count(*) FROM routing") == 0
     assert store.scalar("SELECT count(*) FROM routing_rollout") == 200 * len(layers)
 
 
@@ -285,7 +300,7 @@ def test_readers_equal_a_direct_computation_from_full_precision_routing(shapes, 
     store = open_store(corpus)
     tid = store.list_trajectories(sort="n_tokens", descending=True, limit=1).rows["trajectory_id"][0].as_py()
     result = replay_trajectory(loaded, tid, store.steps(tid).to_pylist(), ReplayConfig(max_tokens=TOKENS))
-    ReplayCache(corpus, loaded.checkpoint_id).write(result)
+    ReplayCache(corpus, loaded.checkpoint_id).write([result])
     store.refresh_replays()
     ckpt, layers = loaded.checkpoint_id, sorted(result.routing)
     experts = np.stack([result.routing[layer].experts.numpy() for layer in layers], 1).astype(np.int64)  # (N, L, k)

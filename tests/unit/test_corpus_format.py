@@ -14,6 +14,7 @@ from horizonlens.corpus import files as io
 from horizonlens.corpus.files import CorpusError, open_corpus_files, write_corpus
 from horizonlens.corpus.schema import SCHEMA_VERSION, STEPS, TRAJECTORIES
 from horizonlens.query.store import open_store
+from horizonlens.replays.migrate import migrate
 from tests.support.corpora import make_corpus, step_row, traj_row
 
 
@@ -22,10 +23,16 @@ def _part(root: Path, table: str) -> Path:
 
 
 def _hand_made(root: Path) -> Path:
-    """The same corpus as if written by hand: a manifest without a file list (files found by listing)."""
+    """The same corpus as if written by hand: a manifest without a file list (to be upgraded by `migrate`)."""
     manifest = json.loads((root / "manifest.json").read_text())
     manifest.pop("files")
     (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _migrated(root: Path) -> Path:
+    """A hand-made corpus after `horizonlens migrate` recorded its files as they are now."""
+    assert migrate(_hand_made(root)).corpus_listed
     return root
 
 
@@ -50,19 +57,21 @@ def test_round_trip_keeps_rows_and_sorts_steps(tmp_path: Path) -> None:
 
 
 def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
-    root = _hand_made(make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)]))
+    root = make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)])
     part = _part(root, "steps")
     pq.write_table(pq.read_table(part).drop_columns(["check_passed"]), part)
+    _migrated(root)
     with pytest.raises(CorpusError, match=rf"{part.name}.*missing column 'check_passed'"):
         open_corpus_files(root)
 
 
 def test_wrong_type_names_file_and_column(tmp_path: Path) -> None:
-    root = _hand_made(make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)]))
+    root = make_corpus(tmp_path / "c", [traj_row("a-t0", 1)], [step_row("a-t0", 0)])
     part = _part(root, "trajectories")
     table = pq.read_table(part)
     table = table.set_column(table.schema.get_field_index("n_steps"), "n_steps", pa.array(["many"]))
     pq.write_table(table, part)
+    _migrated(root)
     with pytest.raises(CorpusError, match=r"trajectories.*column 'n_steps' has type string"):
         open_corpus_files(root)
 
@@ -75,8 +84,11 @@ def test_corrupt_parquet_gives_clear_error(tmp_path: Path, damage: str) -> None:
     part.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(300), "empty": b""}[damage])
     with pytest.raises(CorpusError, match=rf"{part.name}: .*bytes on disk but .* when written"):
         open_store(root)  # the manifest's recorded size catches it before any Parquet is parsed
+    with pytest.raises(CorpusError, match="horizonlens migrate"):
+        open_store(_hand_made(root))  # without a file list: refused, naming the upgrade
     with pytest.raises(CorpusError, match=rf"{part.name}: not a readable Parquet file"):
-        open_store(_hand_made(root))  # without a file list, the footer check catches it
+        migrate(root)  # which checks each footer before it records a file
+    assert "files" not in json.loads((root / "manifest.json").read_text())  # and records nothing then
 
 
 def test_manifest_problems(tmp_path: Path) -> None:
@@ -116,9 +128,9 @@ def test_failure_during_write_leaves_corpus_untouched(tmp_path: Path, monkeypatc
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    from horizonlens.storage import dataset
+    from horizonlens.storage import atomic
 
-    monkeypatch.setattr(dataset, "write_json_atomic", boom)
+    monkeypatch.setattr(atomic, "write_json_atomic", boom)
     with pytest.raises(OSError, match="disk full"):
         write_corpus(root, trajs, steps, io.new_manifest(["t"]), overwrite=True)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

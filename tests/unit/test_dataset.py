@@ -1,9 +1,10 @@
-"""Datasets publish atomically: crashes at every point of a commit, concurrent writers, locks, permissions."""
+"""Datasets publish atomically and read only valid manifests: crashes, concurrent writers, locks, hostile manifests."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -88,31 +89,31 @@ def test_manifest_paths_cannot_leave_the_dataset(tmp_path: Path) -> None:
 CRASH = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from horizonlens.storage import dataset
+    from horizonlens.storage import atomic
     from horizonlens.ingest import import_paths
 
     point = sys.argv[3]
-    real_write_json, real_replace = dataset.write_json_atomic, os.replace
+    real_write_json, real_replace = atomic.write_json_atomic, os.replace
 
     def die(*a, **k):
         os._exit(9)
 
     if point == "before-manifest":
-        dataset.write_json_atomic = die
+        atomic.write_json_atomic = die
     elif point == "manifest-written-not-renamed":
         def replace(src, dst):
             if str(dst).endswith("manifest.json"):
                 os._exit(9)
             return real_replace(src, dst)
-        dataset.os.replace = replace
+        atomic.os.replace = replace
     elif point == "after-switch":
         def write_then_die(data, path):
             real_write_json(data, path)
             if path.name == "manifest.json" and "files" in data:
                 os._exit(9)
-        dataset.write_json_atomic = write_then_die
+        atomic.write_json_atomic = write_then_die
     elif point == "mid-flush":
-        real_write = dataset._write_parquet
+        real_write = atomic.write_parquet
         calls = []
         def write(table, path, options=None):
             calls.append(path)
@@ -121,7 +122,7 @@ CRASH = textwrap.dedent("""
                     fh.write(b"PAR1" + b"x" * 100)
                 os._exit(9)
             return real_write(table, path, options)
-        dataset._write_parquet = write
+        atomic.write_parquet = write
     import_paths([Path(sys.argv[1])], Path(sys.argv[2]), replace=True, batch_size=1)
 """)
 
@@ -251,20 +252,28 @@ def test_read_only_corpus_gives_a_clear_error(tmp_path: Path) -> None:
         root.chmod(0o755)
 
 
-def test_a_hand_written_corpus_is_listed_then_recorded_on_first_commit(tmp_path: Path) -> None:
+def test_a_hand_written_corpus_is_refused_until_migrate_records_its_files(tmp_path: Path) -> None:
+    """A manifest without a file list (by hand, or an older Horizon Lens) names the upgrade; `migrate` lists it."""
+    from horizonlens.replays.migrate import migrate
+
     root = _corpus(tmp_path / "c")
     manifest = json.loads((root / "manifest.json").read_text())
     manifest.pop("files")
     (root / "manifest.json").write_text(json.dumps(manifest))
     extra = root / "steps" / "by-hand.parquet"  # a file a user dropped in: found by listing
     pq.write_table(pq.read_table(next(p for p in (root / "steps").glob("hl-*.parquet"))).slice(0, 0), extra)
+    for reader in (lambda: corpus_dataset(root).snapshot(), lambda: open_store(root)):
+        with pytest.raises(CorpusError, match=r"no file list.*`horizonlens migrate CORPUS`"):
+            reader()
+    with pytest.raises(CorpusError, match="horizonlens migrate"):  # nor is it written to as it is
+        with corpus_dataset(root).transaction():
+            pass
+    assert migrate(root).corpus_listed
     snap = corpus_dataset(root).snapshot()
-    assert not snap.listed and "steps/by-hand.parquet" in [f.path for f in snap.files]
-    with corpus_dataset(root).transaction() as txn:
-        txn.commit()
-    snap = corpus_dataset(root).snapshot()
-    assert snap.listed and "steps/by-hand.parquet" in [f.path for f in snap.files]
-    assert all(f.rows >= 0 for f in snap.files)
+    assert "steps/by-hand.parquet" in [f.path for f in snap.files]
+    assert all(f.rows >= 0 and f.sha256 for f in snap.files) and snap.version == manifest.get("version", 0) + 1
+    assert _consistent(root)[0] == 4
+    assert not migrate(root).corpus_listed  # current: nothing to do
 
 
 def test_a_file_written_then_removed_in_one_transaction_is_not_published(tmp_path: Path) -> None:
@@ -279,3 +288,172 @@ def test_a_file_written_then_removed_in_one_transaction_is_not_published(tmp_pat
     assert [f.path for f in snap.files] == [second.path]
     assert not (dataset.root / first.path).exists() and (dataset.root / second.path).exists()
     assert pq.read_table(dataset.root / second.path).num_rows == 2
+
+
+# --- hostile manifests: one validator, parts left out, derived data rebuilt ---------------------------------------
+def _sample(tmp_path: Path) -> Path:
+    """A copy of the bundled corpus: its replay cache (top-2 of 16 experts) and aggregates included."""
+    import shutil
+
+    from tests.support.corpora import REPO
+
+    return Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "sample"))
+
+
+def _edit(manifest_path: Path, change) -> dict:  # noqa: ANN001
+    manifest = json.loads(manifest_path.read_text())
+    change(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def _replay_manifest(root: Path) -> Path:
+    return next((root / "replays").glob("*/manifest.json"))
+
+
+def test_a_file_listed_twice_is_refused_not_counted_twice(tmp_path: Path) -> None:
+    root = _sample(tmp_path)
+    steps = open_store(root).scalar("SELECT count(*) FROM steps")
+    corpus = _edit(root / "manifest.json", lambda m: m["files"].append(dict(m["files"][-1])))
+    with pytest.raises(CorpusError, match="listed twice"):
+        open_store(root)
+    corpus["files"].pop()
+    (root / "manifest.json").write_text(json.dumps(corpus))
+    # in a part: the part is left out and reported, the corpus opens, and compact writes nothing out
+    cache = _replay_manifest(root)
+    _edit(cache, lambda m: m["files"].append(dict(next(f for f in m["files"] if f["table"] == "steps"))))
+    before = cache.read_text()
+    store = open_store(root)
+    assert store.scalar("SELECT count(*) FROM steps") == steps
+    assert store.scalar("SELECT count(*) FROM replay_steps") == 0
+    assert any("listed twice" in p for p in store.problems), store.problems
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+
+    result = CliRunner().invoke(app, ["compact", str(root)])
+    assert result.exit_code == 1 and "listed twice" in result.output
+    assert cache.read_text() == before
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda f: f.update(rows="12"), "'rows' is '12'"),
+    (lambda f: f.update(rows=True), "'rows' is True"),
+    (lambda f: f.update(bytes=-1), "'bytes' is -1"),
+    (lambda f: f.update(bytes=1.5), "'bytes' is 1.5"),
+    (lambda f: f.update(path="/etc/passwd"), "absolute"),
+    (lambda f: f.update(path="steps/../../x.parquet"), "leaves the dataset folder"),
+    (lambda f: f.update(path="steps/./part-00000.parquet"), "not normalised"),
+    (lambda f: f.update(path="steps//part-00000.parquet"), "not normalised"),
+    (lambda f: f.update(path="steps/a\x00.parquet"), "NUL"),
+    (lambda f: f.update(path="steps\\part-00000.parquet"), "backslash"),
+    (lambda f: f.update(path="trajectories/part-00000.parquet"), "not inside the folder of its table"),
+    (lambda f: f.update(table="secrets"), "names table 'secrets'"),
+    (lambda f: f.update(sha256="zz"), "sha256"),
+    (lambda f: f.update(meta=[1]), "'meta' that is not an object"),
+])
+def test_hostile_corpus_manifest_entries_are_refused_with_a_message(tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    root = _sample(tmp_path)
+    _edit(root / "manifest.json", lambda m: change(next(f for f in m["files"] if f["table"] == "steps")))
+    with pytest.raises(CorpusError, match=message):
+        open_store(root)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.update(schema_version=2), "schema_version 2; this Horizon Lens reads 1"),
+    (lambda m: m.update(schema_version="1"), "schema_version '1'"),
+    (lambda m: m.update(version="3"), "'version' is '3'"),
+    (lambda m: m.update(files={"a": 1}), "'files' is not a list"),
+])
+def test_hostile_corpus_manifest_keys_are_refused_with_a_message(tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    root = _sample(tmp_path)
+    _edit(root / "manifest.json", change)
+    with pytest.raises(CorpusError, match=message):
+        open_store(root)
+
+
+def _token_entry(m: dict) -> dict:
+    return next(f for f in m["files"] if f["table"] == "routing_tokens")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: _token_entry(m)["meta"].update(top_k=1000), "top_k.* is 1000, not a whole number from 1 to 16"),
+    (lambda m: _token_entry(m)["meta"].update(top_k=17), "top_k.* is 17, not a whole number from 1 to 16"),
+    (lambda m: (m.pop("checkpoint"), _token_entry(m)["meta"].update(top_k=65)), "top_k.* is 65, .* from 1 to 64"),
+    (lambda m: _token_entry(m)["meta"].update(top_k="2"), "top_k.*'2'"),
+    (lambda m: _token_entry(m)["meta"].update(top_k=0), "top_k.*0"),
+    (lambda m: _token_entry(m)["meta"].update(trajectories="all"), "meta.trajectories"),
+    (lambda m: _token_entry(m)["meta"].update(notes=[]), "meta.notes"),
+    (lambda m: m.update(routing_format=3), "routing_format 3"),
+    (lambda m: _token_entry(m).update(rows="many"), "'rows' is 'many'"),
+])
+def test_a_hostile_replay_manifest_leaves_the_cache_out_and_the_corpus_opens(tmp_path: Path, change,  # noqa: ANN001
+                                                                               message: str) -> None:
+    root = _sample(tmp_path)
+    _edit(_replay_manifest(root), change)
+    store = open_store(root)
+    assert store.scalar("SELECT count(*) FROM trajectories") == 2400
+    assert store.scalar("SELECT count(*) FROM routing") == 0 and store.replay_checkpoints == []
+    assert any(re.search(message, p) for p in store.problems), store.problems
+    # the views still exist, with their columns, and the metrics read them as "nothing replayed"
+    from horizonlens.metrics import replays, routing
+
+    ckpt = _replay_manifest(root).parent.name
+    assert replays.replayed_trajectories(store, ckpt) == [] and routing.expert_load(store, ckpt).empty
+
+
+@pytest.mark.parametrize("damage", ["truncate", "manifest", "bytes"])
+def test_damaged_derived_data_falls_back_to_the_corpus_and_names_the_rebuild(tmp_path: Path, damage: str) -> None:
+    root = _sample(tmp_path)
+    q = "SELECT * FROM agg_cube_trajectories ORDER BY ALL"
+    fresh = open_store(root)
+    assert fresh.has_aggregates
+    want, summary = fresh.query(q), fresh.by_group("domain")
+    agg = root / "aggregates"
+    if damage == "truncate":
+        victim = next(agg.glob("cube_trajectories/*.parquet"))
+        victim.write_bytes(victim.read_bytes()[:100])
+    elif damage == "manifest":
+        (agg / "manifest.json").write_text('{"files": [{"table": "agg_trajectories"')
+    else:
+        _edit(agg / "manifest.json", lambda m: m["files"][0].update(bytes="huge"))
+    store = open_store(root)
+    assert not store.has_aggregates
+    assert any("horizonlens index CORPUS" in p for p in store.problems), store.problems
+    assert store.query(q).equals(want)  # computed from the corpus by the same SQL
+    assert store.by_group("domain").equals(summary)
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+
+    rebuilt = CliRunner().invoke(app, ["index", str(root)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    again = open_store(root)
+    assert again.has_aggregates and not again.problems and again.query(q).equals(want)
+
+
+def test_a_bad_labels_manifest_leaves_the_labels_out_and_the_corpus_opens(tmp_path: Path) -> None:
+    from horizonlens.labels.annotations import Label, add_labels
+
+    root = _sample(tmp_path)
+    add_labels(root, [Label("search-00000-t0", "wrong tool", step=1)])
+    assert open_store(root).scalar("SELECT count(*) FROM annotations") == 1
+    _edit(root / "annotations" / "manifest.json", lambda m: m["files"][0].update(path="../manifest.json"))
+    store = open_store(root)
+    assert store.scalar("SELECT count(*) FROM annotations") == 0
+    assert store.label_problems and "leaves the dataset folder" in store.label_problems[0]
+
+
+def test_every_view_exists_with_the_same_columns_when_its_dataset_is_empty(tmp_path: Path) -> None:
+    import shutil
+
+    root = _sample(tmp_path)
+    full = {v.name: v.columns for v in open_store(root).views()}
+    shutil.rmtree(root / "replays")
+    shutil.rmtree(root / "aggregates")
+    empty = open_store(root)
+    assert {v.name: v.columns for v in empty.views()} == full
+    assert all(cols for cols in full.values()), full
+    for view in ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout",
+                 "rollout_compare", "rollout_compare_steps", "annotations", "annotation_history"):
+        assert empty.scalar(f"SELECT count(*) FROM {view}") == 0

@@ -15,7 +15,7 @@ from horizonlens.corpus.schema import REPLAY_STEPS
 from horizonlens.metrics import early_warning as ew
 from horizonlens.metrics.routing import routing_drift
 from horizonlens.query import open_store
-from horizonlens.replays.cache import ReplayCache
+from horizonlens.replays.cache import ReplayCache, StoredReplay
 from tests.support.corpora import REPO, make_corpus, step_row, traj_row
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -51,7 +51,7 @@ def replayed(tmp_path: Path) -> Path:
     for tid, values in surprisal.items():
         rows = [{"trajectory_id": tid, "step": s, "n_tokens": 5, "n_scored": 3, "surprisal": v, "max_surprisal": v * 2,
                  "top1_agreement": 0.5, "entropy": 1.0 + s, "truncated": False} for s, v in enumerate(values, 1)]
-        ReplayCache(corpus, CKPT).write_tables(tid, {"steps": pa.Table.from_pylist(rows, schema=REPLAY_STEPS)}, {})
+        ReplayCache(corpus, CKPT).write([StoredReplay(tid, {"steps": pa.Table.from_pylist(rows, schema=REPLAY_STEPS)})])
     return corpus
 
 

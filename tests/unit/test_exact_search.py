@@ -91,7 +91,7 @@ def _check(store, needles: list[str]) -> None:
     for needle in needles:
         expected = plain_scan(store, needle)
         got, total = through_index(store, needle)
-        assert store._exact(needle) is not None, needle  # the index answered, not a scan
+        assert store.lists.exact(needle) is not None, needle  # the index answered, not a scan
         assert got == expected and total == len(expected), (needle, len(got), len(expected))
 
 

@@ -15,8 +15,10 @@ from horizonlens.metrics import replays, routing
 from horizonlens.metrics.info import js_distance
 from horizonlens.query.store import open_store
 from horizonlens.replays import codec as rf
-from horizonlens.replays.cache import ReplayCache
+from horizonlens.replays.cache import ReplayCache, StoredReplay
+from horizonlens.replays.migrate import migrate
 from tests.support.corpora import make_corpus, step_row, traj_row
+from tests.support.old_formats import write_format1_cache
 
 TOKEN_STEPS = [0, 0, 1, 1, 2, 2]
 SEGMENTS = ["user", "user", "reasoning", "reasoning", "tool_call", "tool_call"]
@@ -31,14 +33,16 @@ def _write(root: Path, ckpt: str, layers: dict[int, list[list[int]]], layout: st
                                    "surprisal": 1.0 + s, "max_surprisal": 2.0, "top1_agreement": 0.5,
                                    "entropy": 1.0, "truncated": False} for s in range(3)], schema=REPLAY_STEPS)
     cache = ReplayCache(root, ckpt)
-    if layout == "format1":
+    if layout == "format1":  # an old cache, upgraded by `horizonlens migrate` (the store reads only the current one)
         rows = []
         for t in range(6):
             for layer, experts in layers.items():
                 rows.append({"trajectory_id": "T-t0", "step": TOKEN_STEPS[t], "segment": SEGMENTS[t],
                              "token_index": t, "token_id": 100 + t, "layer": layer, "experts": experts[t],
                              "weights": [0.6, 0.4], "entropy": 1.0})
-        cache.write_tables("T-t0", {"steps": steps, "routing": pa.Table.from_pylist(rows, schema=ROUTING)}, notes={})
+        routing_rows = pa.Table.from_pylist(rows, schema=ROUTING)
+        write_format1_cache(root, ckpt, {"T-t0": {"steps": steps, "routing": routing_rows}})
+        assert [r.converted for r in migrate(root).caches] == [1]
     else:
         order = sorted(layers)
         experts = np.array([[layers[layer][t] for layer in order] for t in range(6)])  # (tokens, layers, k)
@@ -48,7 +52,7 @@ def _write(root: Path, ckpt: str, layers: dict[int, list[list[int]]], layout: st
         if layout == "tokens":
             tables["routing_tokens"] = rf.token_table("T-t0", order, experts, weights, np.ones(experts.shape[:2]),
                                                       None, 4, token_ids=np.arange(100, 106), **per_token)
-        cache.write_tables("T-t0", tables, notes={"routing": layout})
+        cache.write([StoredReplay("T-t0", tables, {"routing": layout})])
     (cache.root / "checkpoint.json").write_text('{"num_experts": 4}')
 
 

@@ -7,6 +7,9 @@ be equal; every output is searched for the planted credentials.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -191,6 +194,75 @@ def test_locations_and_redaction(s3: S3Server) -> None:
         assert not s3.leaks(str(err.value))
     result = runner.invoke(app, ["sql", "s3://no-such-bucket-here/x", "SELECT 1"])
     assert result.exit_code == 1 and not s3.leaks(result.output)
+
+
+def test_compact_and_migrate_work_on_s3(s3: S3Server, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    uri = s3.uri("compact/corpus")
+    src = tmp_path / "runs.json"
+    src.write_text(json.dumps(tau_records(2)))
+    outputs: list[str] = []
+    _run(["import", str(src), "--into", uri], outputs)
+    replay = ["replay", uri, "--checkpoint", str(tiny_checkpoint), "--limit", "3", "--chunk-size", "128",
+              "--batch-tokens", "1"]
+    assert "replayed 3" in _run(replay, outputs)  # batches of one: a file per table per trajectory
+    view = "SELECT * FROM routing ORDER BY trajectory_id, token_index, layer"
+    before = open_store(uri).query(view)
+    cache = [k for k in _keys(s3, "compact/corpus/replays/") if k.endswith(".parquet")]
+    assert len(cache) == 3 * 4
+    out = _run(["compact", uri], outputs)
+    assert "12 files" in out and "-> 4 files" in out
+    assert len([k for k in _keys(s3, "compact/corpus/replays/") if k.endswith(".parquet")]) == 4
+    assert open_store(uri).query(view).equals(before)
+    assert "already cached 3" in _run(replay, outputs)
+    assert "nothing to do" in _run(["migrate", uri], outputs)
+    assert not [o for o in outputs if s3.leaks(o)]
+
+
+SPELLED_IMPORT = textwrap.dedent("""
+    import sys
+    from horizonlens.errors import HorizonLensError
+    from horizonlens.ingest import import_paths
+    try:
+        report = import_paths([sys.argv[2]], sys.argv[1], batch_size=20)
+    except HorizonLensError as exc:
+        print("refused:", exc)
+        sys.exit(3)
+    print("added", report.added)
+""")
+
+
+def test_two_spellings_of_one_corpus_take_one_lock(s3: S3Server, tmp_path: Path) -> None:
+    """Concurrent imports through two spellings of one S3 corpus: every import that reports success is kept.
+
+    pyarrow resolves `.` and `..` in object keys while the lock object is named by the raw key, so a spelling
+    with them wrote the same corpus under a lock of its own, and the two imports overwrote each other's manifest.
+    """
+    halves = []
+    for n in range(2):  # 115 tasks x 2 trials each, no overlap: 460 runs in all
+        path = tmp_path / f"half{n}.json"
+        path.write_text(json.dumps([dict(r, task_id=r["task_id"] + 115 * n) for r in tau_records(115)]))
+        halves.append(path)
+    script = tmp_path / "spelled.py"
+    script.write_text(SPELLED_IMPORT)
+    spellings = [s3.uri("dual/corpus"), s3.uri("dual/x/../corpus")]
+    procs = [subprocess.Popen([sys.executable, str(script), where, str(src)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for where, src in zip(spellings, halves, strict=True)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode in (0, 3) for p in procs), [o[1][-1500:] for o in outs]
+    reported = sum(int(o[0].split()[-1]) for p, o in zip(procs, outs, strict=True) if p.returncode == 0)
+    kept = open_store(spellings[0]).scalar("SELECT count(*) FROM trajectories")
+    assert kept == reported == 230, (kept, reported)  # the refused spelling wrote nothing
+    assert procs[0].returncode == 0 and procs[1].returncode == 3 and "normalised" in outs[1][0]
+    assert not s3.leaks(outs[1][0])
+    assert not [k for k in _keys(s3, "dual/") if "/x/" in k]  # no lock or data under the other spelling
+    # spellings that name the same objects are one location, with one lock; others are refused
+    same = [as_location(s3.uri(p)) for p in ("dual/corpus", "dual/corpus/")]
+    assert same[0] == same[1] and (same[0] / ".lock").key == (same[1] / ".lock").key
+    for bad in ("dual/./corpus", "dual//corpus", "../other-bucket/corpus", "dual/corpus/..", "a/\x00/b"):
+        with pytest.raises(CorpusError, match="normalised"):
+            as_location(s3.uri(bad))
+    with pytest.raises(CorpusError, match="leaves the corpus"):
+        same[0] / "../../other"
 
 
 @pytest.mark.browser

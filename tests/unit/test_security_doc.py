@@ -6,6 +6,8 @@ import pytest
 
 from horizonlens.model import files
 from horizonlens.query import console as sql
+from horizonlens.replays import codec
+from horizonlens.storage import manifest
 from tests.support.corpora import REPO
 
 DOC = (REPO / "docs" / "security.md").read_text()
@@ -16,6 +18,7 @@ DOC = (REPO / "docs" / "security.md").read_text()
     (sql.MAX_OPERATOR_RUN, "operators in a row"), (sql.MAX_CELL_CHARS, "characters"),
     (sql.MAX_LIST_ITEMS, "items"), (sql.MAX_NESTED_CHARS, "characters"), (sql.DEFAULT_RESULT_BYTES // 2**20, "MB"),
     (files.META_MAX_BYTES // 2**20, "MB"), (files.MAX_ENTRIES, "entries"),
+    (manifest.MAX_MANIFEST_BYTES // 2**20, "MB"), (codec.MAX_TOP_K, "experts per token"),
 ])
 def test_limit_is_documented(value: int, unit: str) -> None:
     assert f"{value:,} {unit}" in DOC.replace("**", ""), f"{value:,} {unit}"

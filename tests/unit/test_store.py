@@ -128,3 +128,16 @@ def test_group_and_distinct(store, raw) -> None:
     assert store.distinct("domain") == sorted({t["domain"] for t in trajs})
     with pytest.raises(StoreError):
         store.by_group("task; select 1")
+
+
+def test_docs_list_every_view_with_its_columns() -> None:
+    """docs/corpus-format.md ("Querying") lists what `views()` answers for the bundled corpus, column by column."""
+    from tests.support.corpora import REPO
+
+    doc = (REPO / "docs" / "corpus-format.md").read_text().split("## Querying")[1]
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}
+    views = open_store(REPO / "sample_data" / "corpus").views()
+    assert [v.name for v in views] == list(rows)
+    for v in views:
+        assert v.name in rows and v.doc in rows[v.name], v.name
+        assert ", ".join(f"{c} {t}" for c, t in v.columns) in rows[v.name], v.name

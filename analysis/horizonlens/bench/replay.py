@@ -57,7 +57,7 @@ def bench_replay(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str
     full = replay_trajectory(loaded, trajectory_id, steps, ReplayConfig(chunk_size=chunk_size))
     with tempfile.TemporaryDirectory() as tmp:
         cache = ReplayCache(Path(tmp), loaded.checkpoint_id)
-        cache.write(full)
+        cache.write([full])
         entries = cache.entries(trajectory_id)
         # both routing tiers (docs/corpus-format.md): the token tier and the per-step and per-segment tables
         by_table = {t: sum(e.bytes for e in entries.get(t, [])) for t in ("routing_tokens", "routing_steps",

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from horizonlens.corpus.files import MANIFEST, ROW_GROUP_SIZE, new_manifest, write_json_atomic
+from horizonlens.corpus.files import MANIFEST, ROW_GROUP_SIZE, corpus_dataset, new_manifest
+from horizonlens.storage.atomic import write_json_atomic
 
 SCALES = {"tiny": [2_000], "small": [10_000], "medium": [10_000, 100_000], "large": [10_000, 100_000, 1_000_000]}
 REPLICAS_PER_FILE = 16
@@ -45,7 +46,7 @@ def build_scaled_corpus(base: Path, out: Path, n_trajectories: int,
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         existing = json.loads(manifest_path.read_text())
-        if existing.get("bench", {}).get("trajectories") == n_trajectories:
+        if existing.get("bench", {}).get("trajectories") == n_trajectories and "files" in existing:
             return out
     trajs = pq.read_table(base / "trajectories")
     steps = pq.read_table(base / "steps")
@@ -93,6 +94,7 @@ def build_scaled_corpus(base: Path, out: Path, n_trajectories: int,
     manifest = new_manifest(["horizonlens-sample (replicated)"], bench={"trajectories": n_trajectories,
                                                                           "base": str(base), "replicas": replicas})
     write_json_atomic(manifest, manifest_path)
+    corpus_dataset(out).record_listing()  # the files written above, with their rows, sizes and checksums
     return out
 
 

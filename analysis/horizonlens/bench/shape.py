@@ -150,13 +150,13 @@ def storage(result: ReplayResult) -> dict[str, Any]:
     import time
 
     from horizonlens.replays.cache import ReplayCache
-    from horizonlens.storage.dataset import write_table_atomic
+    from horizonlens.storage.atomic import write_table_atomic
 
     cells = max(1, result.n_replayed * len(result.routing))
     with tempfile.TemporaryDirectory() as tmp:
         cache = ReplayCache(Path(tmp), result.checkpoint_id)
         started = time.perf_counter()
-        cache.write_many([result])
+        cache.write([result])
         write_s = time.perf_counter() - started
         tables = {table: sum(e.bytes for e in entries) for table, entries in cache.entries(result.trajectory_id)
                   .items() if entries}
@@ -187,7 +187,7 @@ def measure_replay(checkpoint: Path, corpus: Path, trajectory_id: str) -> dict[s
     result = replay_trajectory(loaded, trajectory_id, steps, ReplayConfig(chunk_size=CHUNK_SIZE))
     measured = storage(result)
     # keep it: prepare_shape_corpus (the browser timings) then finds this replay in the corpus copy
-    ReplayCache(corpus, loaded.checkpoint_id).write(result, {**loaded.describe(), "path": checkpoint.name})
+    ReplayCache(corpus, loaded.checkpoint_id).write([result], {**loaded.describe(), "path": checkpoint.name})
     return {"checkpoint_id": loaded.checkpoint_id, "moe_layers": len(loaded.routers), "experts": loaded.num_experts,
             "top_k": loaded.top_k, "parameters": loaded.describe()["parameters"], "tokens": result.n_replayed,
             "replay_s": result.wall_s, "tokens_per_s": result.n_replayed / result.wall_s if result.wall_s else None,

@@ -8,8 +8,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from horizonlens.cli.base import app, fail, progress_bar
+
+
+class _SqlCommand(TyperCommand):
+    """`sql`, whose help ends with the views a query can use (listed by the store, only when help is shown)."""
+
+    @property
+    def epilog(self) -> str:
+        """The views, from the store's own list (query/store.py)."""
+        from horizonlens.query.store import catalog
+
+        return ("Views: " + ", ".join(catalog()) + ". The SQL page lists their columns; so does "
+                "docs/corpus-format.md.")
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass  # the epilog is computed, never set
 
 
 @app.command()
@@ -32,10 +49,9 @@ def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corp
     typer.echo(f"wrote {trajectories} trajectories to {out} (seed {manifest['generator']['seed']})")
 
 
-@app.command()
+@app.command(cls=_SqlCommand)
 def sql(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
-        query: Annotated[str, typer.Argument(help="One read-only SELECT over the views trajectories, steps, "
-                                                  "replay_steps, routing.")],
+        query: Annotated[str, typer.Argument(help="One read-only SELECT over the corpus views (listed below).")],
         row_cap: Annotated[int, typer.Option(help="At most this many rows.")] = 1000,
         timeout: Annotated[float, typer.Option(help="Stop the query after this many seconds.")] = 30.0,
         as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False) -> None:
@@ -94,6 +110,23 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     if len(report.problems) > 50:
         typer.secho(f"... and {len(report.problems) - 50} more problems", fg=typer.colors.YELLOW, err=True)
     typer.echo(report.summary())
+
+
+@app.command()
+def migrate(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Upgrade what an older Horizon Lens wrote (manifests without a file list, format-1 replay caches)."""
+    from horizonlens.replays.migrate import migrate as run
+
+    report = run(corpus, log=lambda m: typer.echo(m, err=True))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+        return
+    done = [what for what, did in (("recorded the corpus's file list", report.corpus_listed),
+                                   ("recorded the labels' file list", report.annotations_listed)) if did]
+    done += [f"{r.checkpoint_id}: {r.trajectories} trajectories upgraded ({r.converted} converted from routing "
+             f"format 1)" for r in report.caches]
+    typer.echo("\n".join(done) if done else f"{corpus}: already in the current format; nothing to do")
 
 
 @app.command()

@@ -153,12 +153,13 @@ def _first_per_domain(store: Any, ids: list[str], n: int) -> list[str]:
 
 
 @app.command()
-def compact(corpus: Annotated[Path, typer.Argument(help="Corpus directory whose replay caches to compact.")],
+def compact(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix whose replay caches "
+                                                      "to compact.")],
             checkpoint_id: Annotated[Optional[str], typer.Option("--checkpoint-id",
                                                                  help="Only this checkpoint's cache (default: "
                                                                       "all).")] = None,
             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
-    """Rewrite replay caches as a few multi-trajectory files in the current routing format (atomic)."""
+    """Rewrite replay caches as a few multi-trajectory files, trajectories in id order (atomic)."""
     from horizonlens.replays.compact import compact as run
 
     reports = run(corpus, checkpoint_id, log=lambda m: typer.echo(m, err=True))
@@ -168,9 +169,8 @@ def compact(corpus: Annotated[Path, typer.Argument(help="Corpus directory whose 
     if not reports:
         typer.echo(f"{corpus}: no replay caches")
     for r in reports:
-        typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories ({r.converted} converted from format 1); "
-                   f"{r.files_before} files, {r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, "
-                   f"{r.bytes_after / 2**20:,.2f} MB")
+        typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories; {r.files_before} files, "
+                   f"{r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, {r.bytes_after / 2**20:,.2f} MB")
 
 
 @app.command("build-checkpoint")

@@ -1,15 +1,8 @@
 """Corpus directories: the manifest, validation against the contract, and whole-corpus writes.
 
-Layout (docs/corpus-format.md):
-
-    corpus/
-      manifest.json                 schema version, sources, and the published file list (corpus/dataset.py)
-      trajectories/*.parquet
-      steps/*.parquet
-      replays/<checkpoint_id>/...   one dataset per checkpoint (corpus/layout.py)
-
-The corpus itself is a `Dataset` with the tables `trajectories` and `steps`; every write goes through
-one of its transactions, so readers see a corpus either before or after a write.
+The corpus itself is a `Dataset` (storage/dataset.py) with the tables `trajectories` and `steps` and the
+layout of docs/corpus-format.md; every write goes through one of its transactions, so readers see a corpus
+either before or after a write.
 """
 
 from __future__ import annotations
@@ -26,20 +19,17 @@ import pyarrow as pa
 
 from horizonlens.corpus.schema import SCHEMA_VERSION, TABLES, check_schema, validate_values
 from horizonlens.errors import CorpusError, SchemaError
-from horizonlens.storage.dataset import (
-    MANIFEST,
-    ROW_GROUP_SIZE,
-    Dataset,
-    Snapshot,
-    write_json_atomic,
-    write_table_atomic,
-)
+from horizonlens.storage.atomic import ROW_GROUP_SIZE
+from horizonlens.storage.dataset import Dataset, Snapshot
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location, read_schema
+from horizonlens.storage.manifest import MANIFEST, ManifestRules
 
 __all__ = [
     "MANIFEST",
     "ROW_GROUP_SIZE",
+    "CORPUS_RULES",
     "CorpusFiles",
+    "UPGRADE",
     "conform",
     "corpus_dataset",
     "new_manifest",
@@ -48,9 +38,11 @@ __all__ = [
     "read_manifest",
     "validate_file",
     "write_corpus",
-    "write_json_atomic",
-    "write_table_atomic",
 ]
+
+# The one command that upgrades data an older Horizon Lens wrote (docs/cli.md).
+UPGRADE = "horizonlens migrate CORPUS"
+CORPUS_RULES = ManifestRules(kind="corpus", versions={"schema_version": (SCHEMA_VERSION,)}, upgrade=UPGRADE)
 
 
 @dataclass(frozen=True)
@@ -65,22 +57,21 @@ class CorpusFiles:
 
 def corpus_dataset(root: CorpusPath | str) -> Dataset:
     """The corpus itself as a dataset (tables `trajectories` and `steps`)."""
-    return Dataset(as_location(root), TABLES)
+    return Dataset(as_location(root), TABLES, rules=CORPUS_RULES)
 
 
-def read_manifest(root: CorpusPath | str) -> dict[str, Any]:
-    """The corpus manifest, checked: CorpusError says what is wrong with the directory."""
-    root = as_location(root)
+def _snapshot(root: CorpusPath) -> Snapshot:
+    """The corpus's published state, its manifest checked; CorpusError says what is wrong with the directory."""
     if isinstance(root, Path) and not root.is_dir():
         raise CorpusError(f"{root}: not a directory (expected a corpus directory with {MANIFEST})")
     if not (root / MANIFEST).exists():
         raise CorpusError(f"{root}: no {MANIFEST}; is this a Horizon Lens corpus? (see docs/corpus-format.md)")
-    manifest = corpus_dataset(root).read_manifest()
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise CorpusError(f"{root / MANIFEST}: schema_version {version!r}, this Horizon Lens reads version "
-                          f"{SCHEMA_VERSION}")
-    return manifest
+    return corpus_dataset(root).snapshot()
+
+
+def read_manifest(root: CorpusPath | str) -> dict[str, Any]:
+    """The corpus manifest, checked: CorpusError says what is wrong with the directory."""
+    return _snapshot(as_location(root)).manifest
 
 
 def parquet_files(directory: Path) -> list[Path]:
@@ -91,8 +82,12 @@ def parquet_files(directory: Path) -> list[Path]:
                                                                         p.relative_to(directory).parts))
 
 
-def validate_file(path: CorpusPath, schema: pa.Schema, expected_bytes: int | None = None) -> None:
-    """Open a Parquet footer and check its schema; damaged files raise CorpusError naming the file."""
+def validate_file(path: CorpusPath, schema: pa.Schema | None, expected_bytes: int | None = None) -> None:
+    """Check a dataset file: its size against the manifest, its Parquet footer and its schema (when given).
+
+    Damaged files raise CorpusError naming the file. An Arrow IPC file (derived data) is checked by size only;
+    its reader reports what else is wrong.
+    """
     if expected_bytes is not None and expected_bytes >= 0:
         try:
             size = path.stat().st_size
@@ -101,10 +96,14 @@ def validate_file(path: CorpusPath, schema: pa.Schema, expected_bytes: int | Non
         if size != expected_bytes:
             raise CorpusError(f"{path}: {size:,} bytes on disk but {expected_bytes:,} when written (truncated or "
                               "overwritten)")
+    if path.name.endswith(".arrow"):
+        return
     try:
         actual = read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise CorpusError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if schema is None:
+        return
     try:
         check_schema(actual, schema, str(path))
     except SchemaError as exc:
@@ -114,17 +113,14 @@ def validate_file(path: CorpusPath, schema: pa.Schema, expected_bytes: int | Non
 def open_corpus_files(root: CorpusPath | str) -> CorpusFiles:
     """Validate a corpus directory and list its published files; raises CorpusError on the first problem."""
     root = as_location(root)
-    manifest = read_manifest(root)
-    snapshot = corpus_dataset(root).snapshot(manifest)
+    snapshot = _snapshot(root)
     files: dict[str, list[CorpusPath]] = {}
     for name, schema in TABLES.items():
         entries = snapshot.table(name)
-        if not entries and not snapshot.listed:
-            raise CorpusError(f"{root / name}: no Parquet files (every corpus has a '{name}' table)")
         for entry in entries:
-            validate_file(root / entry.path, schema, entry.bytes if snapshot.listed else None)
+            validate_file(root / entry.path, schema, entry.bytes)
         files[name] = [root / e.path for e in entries]
-    return CorpusFiles(root=root, manifest=manifest, files=files, snapshot=snapshot)
+    return CorpusFiles(root=root, manifest=snapshot.manifest, files=files, snapshot=snapshot)
 
 
 def conform(table: pa.Table, name: str, where: str = "") -> pa.Table:

@@ -108,7 +108,7 @@ ROUTING = pa.schema(
     ]
 )
 
-# The routing tiers (corpus/routing_format.py has the encoding; docs/corpus-format.md the layout). Expert
+# The routing tiers (replays/codec.py has the encoding; docs/corpus-format.md the layout). Expert
 # ids are written in the narrowest unsigned type that holds the checkpoint's expert count (uint8 up to
 # 256 experts); any integer type is accepted on read.
 ROUTING_TOKENS = pa.schema(

@@ -2,7 +2,7 @@
 
 A step's searchable text is its reasoning, message, knowledge, each tool call's name and arguments, and
 each observation's content. `STEP_TEXT_FIELDS` gives each field as a DuckDB expression over a step row
-aliased `{a}` (matching field by field is ~2x faster than one lowered concatenation, and list fields are
+aliased `{a}` (matching field by field is faster than one lowered concatenation, and list fields are
 never cast to VARCHAR); `step_text` is the same thing in Python.
 """
 

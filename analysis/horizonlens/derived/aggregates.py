@@ -1,28 +1,17 @@
 """Corpus aggregates: per-trajectory summaries of the steps, so corpus-wide metrics never re-read every step.
 
-`corpus/aggregates/` is a derived dataset (`corpus/derived.py`): built by `horizonlens index CORPUS`, brought
-up to date by every import (only the new or rewritten step files are summarised), and stale, hence bypassed,
-when the corpus changed without it. Two tables, each one row per trajectory (or per trajectory and j), computed
-by one pass of window functions over each trajectory's steps:
-
-- `agg_trajectories`: step and check counts, the first-failure time and event (for survival), the checks after
-  a passed and after a failed check (for the previous-step rates), what follows each failed agent check (for
-  recovery), the annotated decisive step and the first and last failed check (for attribution), and the tools
-  the trajectory calls (for the tool filter and the tool list);
-- `agg_checks_by_j`: checks and failed checks per number j of earlier failed checks in the run (for
-  self-conditioning; capped at query time, so any cap works).
-
-The horizon index t counts checked steps (1 = the first step with a check), as in `metrics/compounding.py`.
-Facets and filters are not in the aggregates: they come from the `trajectories` view at query time (a join on
-trajectory_id), so one set of aggregates serves every facet and filter. Readers query the views
-`agg_trajectories` and `agg_checks_by_j`; `CorpusStore.aggregates()` provides them either over these files
-(fresh) or computed once from the corpus by the same SQL (stale or missing).
+`aggregates/` is a derived dataset (derived/spec.py), built by `horizonlens index CORPUS` and brought up to date
+by every import. Two tables computed by one pass of window functions over each trajectory's steps
+(`agg_trajectories`, one row per trajectory; `agg_checks_by_j`, one row per trajectory and number j of earlier
+failed checks) and rollups summed per cell of the facets (`agg_cube_*`, `agg_tools`); docs/corpus-format.md
+lists what each holds. The horizon index t counts checked steps (1 = the first step with a check), as in
+metrics/compounding.py. Facets and filters come from the `trajectories` view at query time, so one set of
+aggregates serves every filter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from horizonlens.corpus.files import corpus_dataset
 from horizonlens.corpus.text import tool_names_sql
@@ -174,18 +163,3 @@ def build_aggregates(root: CorpusPath | str, full: bool = False, threads: int | 
                      log: Callable[[str], None] = lambda s: None) -> UpdateReport:
     """Build the aggregates of a corpus, or bring them up to date (only new or rewritten step files are read)."""
     return update(SPEC, corpus_dataset(as_location(root).resolve()), full=full, threads=threads, log=log)
-
-
-def recompute_sql() -> list[tuple[str, str]]:
-    """(view, SQL) of every aggregate over the whole corpus, in dependency order.
-
-    This is what the store runs when the aggregate files are stale: the per-trajectory tables from `steps`, then
-    the rollups from them.
-    """
-    out = [(t.view, t.sql.format(src="steps")) for t in SPEC.tables if t.view and t.sql is not None]
-    return out + [(r.view, r.sql) for r in SPEC.rollups if r.view]
-
-
-def describe() -> list[dict[str, Any]]:
-    """The aggregate tables and what each holds (for docs and the SQL page)."""
-    return [{"view": t.view, "doc": t.doc} for t in SPEC.outputs]

@@ -2,7 +2,7 @@
 
 `horizonlens index CORPUS` calls `build_all`; an import calls `after_import` once its commit is published, so
 that the aggregates (always) and the search indexes (when the corpus had them) cover the new files. Both are
-derived datasets (`corpus/derived.py`) and are updated incrementally: only new or rewritten step files are read.
+derived datasets (derived/spec.py) and are updated incrementally: only new or rewritten step files are read.
 """
 
 from __future__ import annotations

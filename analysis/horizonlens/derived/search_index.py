@@ -1,30 +1,14 @@
 """The search index: word postings and a compressed text copy, so that neither search mode scans every step.
 
-`corpus/index/` is a derived dataset (`corpus/derived.py`), built by `horizonlens index CORPUS` and brought up to
-date by every import, unit by unit. Its tables, per unit of the source tables:
+`index/` is a derived dataset (derived/spec.py), built by `horizonlens index CORPUS` and brought up to date by
+every import; docs/corpus-format.md lists its tables. Two search modes:
 
-- `words` / `task_words`: one row per (word, trajectory): the lower-cased words of the step fields the text
-  filter searches (`corpus/text.py`) / of the task, sorted by word so row-group statistics skip to a word;
-  both are the view `search_words`;
-- `vocab` / `task_vocab`: each distinct word with the number of trajectories it occurs in (view `search_vocab`);
-- `texts` / `task_texts`: Arrow IPC files, one row per trajectory: its lower-cased searchable text (each field
-  lower-cased with DuckDB's `lower`, fields and steps joined by NUL) compressed with LZ4, memory-mapped by the
-  reader so that one trajectory's text is read without touching the others.
-
-Two search modes:
-
-- **all words** (`words`): every word of the query occurs somewhere in the trajectory, as a whole word; answered
-  by the postings alone.
-- **exact text**: a literal, case-insensitive substring of one field, as `ILIKE '%text%'` over each field of a
-  plain scan defines it. A query made of word characters only (`[a-z0-9_]` once lower-cased) occurs in a field
-  exactly when it occurs inside one of the field's words, so the answer is the union of the postings of every
-  vocabulary word containing it: no text is read. Any other query is cut into its word runs; each run constrains
-  the word it falls in (a whole word between two separators, a prefix after one, a suffix before one, an infix
-  otherwise); the postings of the most selective runs give candidate trajectories, and their compressed texts
-  are then searched for the query. A query without any word character (punctuation only) searches every text.
-
-The manifest records the corpus state it was built from; a stale index is bypassed (searches scan) until it is
-brought up to date.
+- **all words**: every word of the query occurs in the trajectory as a whole word; answered by the postings.
+- **exact text**: a literal, case-insensitive substring of one field, as `ILIKE '%text%'` over each field
+  defines it. A query of word characters only occurs in a field exactly when it occurs inside one of the field's
+  words, so the postings of every vocabulary word containing it answer it. Any other query is cut into its word
+  runs, each constraining the word it falls in (whole, prefix, suffix or infix); the postings of the most
+  selective runs give candidates, whose memory-mapped text copies are then searched (`plan_exact`).
 """
 
 from __future__ import annotations
@@ -53,9 +37,9 @@ CODEC = "lz4"  # decompresses at several GB/s: checking a candidate's text costs
 SEPARATOR = "\x00"  # between fields and steps in the text copy: a query never matches across it
 TEXT_BATCH = 4096
 
-_TOKENS = f"""CREATE OR REPLACE TEMP TABLE unit_words AS
-SELECT DISTINCT word, trajectory_id FROM (
-  SELECT unnest(string_split_regex(lower({{text}}), '{SPLIT}')) AS word, trajectory_id FROM src s)
+# The words of each trajectory of `{src}`, once per unit: the temp table `unit_words` both word tables read.
+_TOKENS = f"""SELECT DISTINCT word, trajectory_id FROM (
+  SELECT unnest(string_split_regex(lower({{text}}), '{SPLIT}')) AS word, trajectory_id FROM {{{{src}}}} s)
 WHERE word <> ''"""
 _WORDS = "SELECT word, trajectory_id FROM unit_words ORDER BY word, trajectory_id"
 _VOCAB = "SELECT word, count(*) AS trajectories FROM unit_words GROUP BY word ORDER BY word"
@@ -90,12 +74,13 @@ def write_task_texts(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 SPEC = DerivedSpec(INDEX_DIR, kind="search index", extra={"tokenizer": SPLIT, "codec": CODEC}, prepare={
-    "steps": _TOKENS.format(text=step_text_sql("s")),
-    "trajectories": _TOKENS.format(text="coalesce(s.task, '')"),
+    "steps": ("unit_words", _TOKENS.format(text=step_text_sql("s"))),
+    "trajectories": ("unit_words", _TOKENS.format(text="coalesce(s.task, '')")),
 }, tables=(
     DerivedTable("words", source="steps", sql=_WORDS, view="search_words", row_group_size=16_384,
-                 doc="(word, trajectory) for the words of the step fields"),
-    DerivedTable("vocab", source="steps", sql=_VOCAB, view="search_vocab", doc="words and their trajectory counts"),
+                 doc="(word, trajectory) for the lower-cased words of each trajectory's step fields and task"),
+    DerivedTable("vocab", source="steps", sql=_VOCAB, view="search_vocab",
+                 doc="each word with the trajectories it occurs in, per part of the index (sum them per word)"),
     DerivedTable("texts", source="steps", writer=write_step_texts, suffix=".arrow",
                  doc="per trajectory: its steps' lower-cased searchable text, LZ4-compressed"),
     DerivedTable("task_words", source="trajectories", sql=_WORDS, view="search_words", row_group_size=16_384,

@@ -1,53 +1,39 @@
 """Derived datasets: tables computed from a source dataset and kept up to date file by file.
 
-The corpus aggregates (`corpus/aggregates.py`) and the search indexes (`corpus/search_index.py`) are derived
-datasets; a replay cache's routing aggregates can be one too. Each is a `Dataset` of its own, in a folder next to
-its source's tables, declared as a `DerivedSpec`: a list of `DerivedTable`s, each naming the source table it reads
-and how a *unit* of that table (a few of its Parquet files) becomes rows, either an SQL SELECT over `{src}` or a
-writer function. Its manifest records
+The corpus aggregates (derived/aggregates.py) and the search index (derived/search_index.py) are derived datasets,
+each a `Dataset` of its own in a folder next to its source's tables, declared as a `DerivedSpec`: `DerivedTable`s
+that each turn a *unit* of one source table (a few of its files) into rows, by an SQL SELECT over `{src}` or a
+writer function, and `Rollup`s recomputed whole from them. The manifest records the source state it was brought
+up to date at (`built_from`), a hash of the definitions (`definition`) and, per file, the source files it came
+from (`meta.sources`).
 
-- `built_from`: the source dataset's fingerprint when it was last brought up to date (stale once the source
-  commits again);
-- `definition`: a hash of the table definitions (stale once the code that derives them changes);
-- for every derived file, `meta.sources`: the source files (path, size, checksum) it was computed from.
-
-`update()` brings a derived dataset up to date incrementally, in one transaction: a derived file whose source
-files are all still published is kept, any other is dropped, and the source files no kept file covers are
-computed in units of bounded size. An import that adds one file costs one unit; a replace that rewrites a file
-costs the unit that held it. A table that must hold one row per key (one row per trajectory, from window
-functions over its steps) is checked after each update; if some trajectory's rows span two units (possible in a
-corpus written by hand), that table is rebuilt as one unit.
-
-The API, as the corpus aggregates use it:
-
-    SPEC = DerivedSpec("aggregates", kind="corpus aggregates", tables=(
-        DerivedTable("agg_trajectories", source="steps", sql="SELECT trajectory_id, ... FROM {src} GROUP BY 1",
-                     unique_key=("trajectory_id",)),))
-    update(SPEC, corpus_dataset(root))     # build, or bring up to date (under the derived dataset's lock)
-    is_fresh(SPEC, corpus_snapshot)        # built from exactly this source state, with these definitions?
-    SPEC.dataset(root).snapshot().paths("agg_trajectories")   # the files a reader opens
-
-A routing aggregate would be declared the same way with `source="routing"` and updated against a checkpoint's
-replay dataset (`corpus.layout.replay_dataset`).
+`update()` brings a derived dataset up to date in one transaction: derived files whose sources are all still
+published are kept, the rest dropped, and only uncovered source files are computed, in units of bounded size. A
+table that must hold one row per key is checked after each update and rebuilt as one unit if a key spans two
+units. Damaged derived data (a bad manifest, a truncated file) is built again from nothing. Readers that find it
+stale or damaged compute the same views from the source with `fallback_sql()` (docs/corpus-format.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from horizonlens.errors import CorpusError
-from horizonlens.storage.dataset import DataFile, Dataset, Snapshot, Transaction
-from horizonlens.storage.location import CorpusPath, as_location, read_metadata
+from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
+from horizonlens.storage.location import CorpusPath, as_location
+from horizonlens.storage.manifest import DataFile, ManifestRules, string_list
 from horizonlens.storage.quoting import quote_ident, sql_string
 from horizonlens.storage.scan import FileScans
+
+REBUILD = "horizonlens index CORPUS"  # the command that builds derived data again
 
 # A unit is at most this many source rows (a bigger file is a unit of its own): small enough
 # that a window pass over one unit stays well inside memory, large enough that a 1M-trajectory corpus has tens
@@ -109,6 +95,13 @@ class Rollup:
         return f"rollup|{self.name}|{self.sql}"
 
 
+def _check_entry(entry: DataFile, manifest: dict[str, Any], where: str) -> None:
+    string_list(entry.meta.get("sources", []), "'meta.sources'", f"{where}: {entry.path}")
+
+
+DERIVED_RULES = ManifestRules(kind="derived data", upgrade=REBUILD, entry=_check_entry)
+
+
 @dataclass(frozen=True)
 class DerivedSpec:
     """A derived dataset: where it lives (relative to its source's root), what it holds."""
@@ -116,9 +109,9 @@ class DerivedSpec:
     folder: str
     kind: str
     tables: tuple[DerivedTable, ...]
-    # per source table, SQL run once per unit before its tables are written (e.g. a temp table that several
-    # derived tables read, so the unit's rows are tokenised once)
-    prepare: dict[str, str] = field(default_factory=dict)
+    # per source table, a temp table computed once per unit before its tables are written, (name, SELECT over
+    # `{src}`), so that several derived tables read the unit's rows tokenised once
+    prepare: dict[str, tuple[str, str]] = field(default_factory=dict)
     rollups: tuple[Rollup, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # manifest keys recorded at each update
 
@@ -133,13 +126,50 @@ class DerivedSpec:
         h = hashlib.sha256()
         for table in self.outputs:
             h.update(table.definition.encode())
-        for source, sql in sorted(self.prepare.items()):
-            h.update(f"{source}|{sql}".encode())
+        for source in sorted(self.prepare):
+            h.update(f"{source}|{self.prepare_sql(source)}".encode())
         return h.hexdigest()[:16]
+
+    def prepare_sql(self, source: str) -> str | None:
+        """The statement that makes one unit's temp table of `source` (None: the tables read `{src}` alone)."""
+        if source not in self.prepare:
+            return None
+        name, select = self.prepare[source]
+        return f"CREATE OR REPLACE TEMP TABLE {name} AS\n{select.format(src='src')}"
+
+    def views(self) -> dict[str, str]:
+        """The views readers query, each with what it holds."""
+        out: dict[str, str] = {}
+        for t in self.outputs:
+            if t.view:
+                out[t.view] = out.get(t.view) or t.doc
+        return out
+
+    def fallback_sql(self, sources: dict[str, str] | None = None) -> dict[str, str]:
+        """Per view, a SELECT computing it from the source views instead of the derived files, in dependency order.
+
+        What a reader uses while the derived data is stale or damaged: the same SQL, over the whole source table
+        (`sources` renames the source tables' views; by default they are named like the tables).
+        """
+        parts: dict[str, list[str]] = {}
+        for t in self.tables:
+            if t.view and t.sql is not None:
+                src = (sources or {}).get(t.source, t.source)
+                prep = self.prepare.get(t.source)
+                sql = t.sql.format(src=src)
+                if prep is not None:
+                    sql = f"WITH {prep[0]} AS ({prep[1].format(src=src)}) {sql}"
+                parts.setdefault(t.view, []).append(sql)
+        for r in self.rollups:
+            if r.view:
+                parts.setdefault(r.view, []).append(r.sql)
+        return {view: sqls[0] if len(sqls) == 1 else " UNION ALL BY NAME ".join(f"SELECT * FROM ({q})" for q in sqls)
+                for view, sqls in parts.items()}
 
     def dataset(self, source_root: CorpusPath | str) -> Dataset:
         """The derived dataset of a source dataset rooted at `source_root`."""
-        return Dataset(as_location(source_root) / self.folder, tuple(t.name for t in self.outputs))
+        return Dataset(as_location(source_root) / self.folder, tuple(t.name for t in self.outputs),
+                       rules=DERIVED_RULES)
 
     def table(self, name: str) -> DerivedTable:
         """One table's definition by name."""
@@ -162,7 +192,7 @@ class UpdateReport:
 
 
 def source_key(snapshot: Snapshot, f: DataFile) -> str:
-    """Identifies one published source file: path, size and checksum (or modification time when unlisted)."""
+    """Identifies one published source file: path, size and checksum (or modification time without one)."""
     stamp = f.sha256
     if not stamp:
         try:
@@ -172,17 +202,43 @@ def source_key(snapshot: Snapshot, f: DataFile) -> str:
     return f"{f.path}|{f.bytes}|{stamp}"
 
 
+def built_from(spec: DerivedSpec, built: Snapshot, source: Snapshot) -> bool:
+    """Whether this state of the derived dataset was brought up to date at `source`, by these definitions."""
+    return (built.manifest.get("built_from") == source.fingerprint
+            and built.manifest.get("definition") == spec.definition)
+
+
 def is_fresh(spec: DerivedSpec, source: Snapshot) -> bool:
     """The derived dataset exists, was brought up to date at this source state, and by these definitions."""
     target = spec.dataset(source.root)
     if not target.exists():
         return False
     try:
-        built = target.snapshot()
+        return built_from(spec, target.snapshot(), source)
     except CorpusError:
         return False
-    return (built.manifest.get("built_from") == source.fingerprint
-            and built.manifest.get("definition") == spec.definition)
+
+
+@contextmanager
+def _transaction(target: Dataset, kind: str) -> Iterator[tuple[Transaction, bool]]:
+    """A transaction on the derived dataset, and whether it starts from nothing because the old one was damaged."""
+    try:
+        snap = target.snapshot(missing_ok=True)
+        damaged = any(not _intact(target.root, f) for f in snap.files)
+    except CorpusError:  # a manifest that cannot be read: the files it listed are unknown, so start over
+        with target.upgrade(create={"kind": kind}, start_over=True) as (txn, _):
+            yield txn, True
+        return
+    with target.transaction(create={"kind": kind}) as txn:
+        yield txn, damaged
+
+
+def _intact(root: CorpusPath, f: DataFile) -> bool:
+    """Whether a derived file is there with the size it was written with."""
+    try:
+        return (root / f.path).stat().st_size == f.bytes
+    except (OSError, CorpusError):
+        return False
 
 
 def update(spec: DerivedSpec, source: Dataset, full: bool = False, threads: int | None = None,
@@ -191,9 +247,9 @@ def update(spec: DerivedSpec, source: Dataset, full: bool = False, threads: int 
     started = time.perf_counter()
     report = UpdateReport()
     target = spec.dataset(source.root)
-    with target.transaction(create={"kind": spec.kind}) as txn:
+    with _transaction(target, spec.kind) as (txn, damaged):
         snap = source.snapshot()
-        rebuild = full or txn.snapshot.manifest.get("definition") != spec.definition
+        rebuild = full or damaged or txn.snapshot.manifest.get("definition") != spec.definition
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET enable_progress_bar = false")
@@ -203,8 +259,7 @@ def update(spec: DerivedSpec, source: Dataset, full: bool = False, threads: int 
                 con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
             for name in dict.fromkeys(t.source for t in spec.tables):
                 _update_source(con, spec, name, snap, txn, rebuild, report, log)
-            current = (txn.snapshot.manifest.get("built_from") == snap.fingerprint
-                       and txn.snapshot.manifest.get("definition") == spec.definition)
+            current = built_from(spec, txn.snapshot, snap) and not damaged
             missing = any(not txn.snapshot.table(r.name) for r in spec.rollups)
             if txn.added or txn.removed or not current or missing:
                 _write_rollups(con, spec, snap, txn, log)
@@ -299,7 +354,7 @@ def _units(snap: Snapshot, files: Sequence[DataFile]) -> list[list[DataFile]]:
     units: list[list[DataFile]] = []
     size = 0.0
     for f in files:
-        weight = _rows(snap, f) / UNIT_ROWS
+        weight = f.rows / UNIT_ROWS
         if units and size + weight <= 1:
             units[-1].append(f)
             size += weight
@@ -307,16 +362,6 @@ def _units(snap: Snapshot, files: Sequence[DataFile]) -> list[list[DataFile]]:
             units.append([f])
             size = weight
     return units
-
-
-def _rows(snap: Snapshot, f: DataFile) -> int:
-    """A source file's row count: from the manifest, or from its footer for a corpus listed by folder."""
-    if f.rows >= 0:
-        return f.rows
-    try:
-        return int(read_metadata(snap.root / f.path).num_rows)
-    except (OSError, pa.ArrowException, CorpusError):
-        return UNIT_ROWS  # unreadable: a unit of its own; computing it reports the problem
 
 
 def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[DerivedTable], snap: Snapshot,
@@ -327,8 +372,9 @@ def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM "
                     f"{_scan(con, 'unit', [snap.root / f.path for f in unit])}")
-        if spec.prepare.get(source):
-            con.execute(spec.prepare[source])
+        prepare = spec.prepare_sql(source)
+        if prepare:
+            con.execute(prepare)
         for table in tables:
             target = txn.reserve(table.name, suffix=table.suffix)
             written.append(target)
@@ -373,15 +419,3 @@ def _scan(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[CorpusPath]
     names are not read as partition columns, so a derived table sees exactly the columns its files hold.
     """
     return FileScans(paths[0]).relation(con, name, list(paths), union=True, hive=False)
-
-
-def relation_sql(spec: DerivedSpec, name: str, source: str) -> str:
-    """A derived table's SELECT with `{src}` bound to a relation of the source table (e.g. the `steps` view).
-
-    The store uses this to compute an aggregate from the corpus when the derived dataset is stale: the same
-    SQL, over the whole table instead of one unit.
-    """
-    table = spec.table(name)
-    if table.sql is None:
-        raise ValueError(f"derived table {name!r} is written by a function, not SQL")
-    return table.sql.format(src=source)

@@ -11,7 +11,6 @@ costs a replay, never data).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +20,7 @@ from horizonlens.corpus.files import MANIFEST, conform, corpus_dataset, is_empty
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.corpus.text import step_tokens_estimate
 from horizonlens.errors import CorpusError, RecordError
-from horizonlens.replays.layout import file_stem, replay_checkpoints, replay_dataset
+from horizonlens.replays.layout import new_cache, replay_checkpoints, replay_dataset
 from horizonlens.storage.dataset import Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
 
@@ -172,14 +171,10 @@ class StagedImport:
         """Cached replays of replaced trajectories no longer match their steps: drop them first."""
         for ckpt in replay_checkpoints(self.root):
             dataset = replay_dataset(self.root, ckpt)
-            with dataset.transaction(create={"kind": "replay cache", "checkpoint_id": ckpt}) as txn:
-                drop = [e for e in txn.snapshot.files if set(e.meta.get("trajectories") or []) & self.to_replace
-                        or _legacy_holds(e.path, self.to_replace)]
+            with dataset.transaction(create=new_cache(ckpt)) as txn:
+                drop = [e for e in txn.snapshot.files if set(e.meta["trajectories"]) & self.to_replace]
                 if drop:
                     # files shared with other trajectories go too: those are replayed again on demand
                     txn.remove(drop)
                     txn.commit()
 
-
-def _legacy_holds(path: str, ids: set[str]) -> bool:
-    return Path(path).stem in {file_stem(t) for t in ids}

@@ -1,25 +1,10 @@
 """Annotations: labels that people and label files put on runs and steps, stored beside the corpus.
 
-`corpus/annotations/` is a dataset (corpus/dataset.py) with one append-only table, `labels`. A row is one
-*version* of one annotation:
-
-    annotation_id  stable id of the annotation across its versions
-    version        1 for a new label, +1 for each edit; the highest version is the current one
-    trajectory_id  the run it labels
-    step           the step it labels (null: the whole run)
-    label          the label itself, e.g. "wrong refund amount" (untrusted text, shown as text)
-    category       what kind of label: note, decisive, failure, root_cause, ... (free text)
-    note           free text
-    agent          the agent the label names, when it names one (Who&When's mistake_agent)
-    author         who wrote it (default: the OS user)
-    created_at     when this version was written (UTC)
-    source         where it came from: manual, who-and-when, agentrx, a judge's name, ...
-    deleted        a tombstone: the annotation was deleted in this version
-
-Nothing is ever rewritten in place: an edit appends a new version, a delete appends a tombstone, so the
-history stays readable (view `annotation_history`). The view `annotations` shows the current labels: the
-latest version of each annotation that is not a tombstone. Every write is one transaction under the
-dataset's lock, so two writers never lose each other's rows, and versions are numbered under that lock.
+`annotations/` is a dataset with one append-only table, `labels`: a row is one *version* of one annotation
+(docs/annotations.md has the columns). An edit appends a new version and a delete appends a tombstone, so the
+history stays readable (view `annotation_history`); the view `annotations` shows the current labels. Every write
+is one transaction under the dataset's lock, so two writers never lose each other's rows, and versions are
+numbered under that lock.
 """
 
 from __future__ import annotations
@@ -36,9 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from horizonlens.corpus.files import UPGRADE
 from horizonlens.errors import CorpusError, LabelError
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
-from horizonlens.storage.location import CorpusPath, as_location
+from horizonlens.storage.location import CorpusPath, as_location, read_table
+from horizonlens.storage.manifest import ManifestRules
 
 ANNOTATIONS_DIR = "annotations"
 LABELS_TABLE = "labels"
@@ -63,10 +50,6 @@ ANNOTATIONS = pa.schema(
         pa.field("deleted", pa.bool_()),
     ]
 )
-# The same columns as DuckDB types, for the empty views of a corpus without annotations.
-_DUCKDB_TYPES = {"annotation_id": "VARCHAR", "version": "INTEGER", "trajectory_id": "VARCHAR", "step": "INTEGER",
-                 "label": "VARCHAR", "category": "VARCHAR", "note": "VARCHAR", "agent": "VARCHAR",
-                 "author": "VARCHAR", "created_at": "TIMESTAMPTZ", "source": "VARCHAR", "deleted": "BOOLEAN"}
 # Columns of the current-labels view and of an export (the tombstone flag is not one of them).
 COLUMNS = tuple(n for n in ANNOTATIONS.names if n != "deleted")
 # The content of a label: two current labels with equal content are the same label (re-imports add nothing).
@@ -91,9 +74,12 @@ class Label:
     source: str = "manual"
 
 
+LABEL_RULES = ManifestRules(kind="annotations", upgrade=UPGRADE)
+
+
 def annotations_dataset(root: CorpusPath | str) -> Dataset:
     """The annotations of a corpus, a dataset of its own (table `labels`)."""
-    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,))
+    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,), rules=LABEL_RULES)
 
 
 def default_author() -> str:
@@ -150,7 +136,7 @@ def read_history(snapshot: Snapshot) -> pa.Table:
     tables = []
     for path in snapshot.paths(LABELS_TABLE):
         try:
-            tables.append(pq.read_table(path).select(list(ANNOTATIONS.names)).cast(ANNOTATIONS))
+            tables.append(read_table(path).select(list(ANNOTATIONS.names)).cast(ANNOTATIONS))
         except (OSError, pa.ArrowException, KeyError) as exc:
             raise CorpusError(f"{path}: not a readable annotations file ({exc})") from exc
     return pa.concat_tables(tables) if tables else ANNOTATIONS.empty_table()
@@ -269,10 +255,8 @@ def as_label(row: dict[str, Any], **changes: Any) -> Label:
 
 
 # --- views ---------------------------------------------------------------------------------------
-def empty_history_sql() -> str:
-    """A SELECT with the history's columns and no rows (the view of a corpus without annotations)."""
-    cols = ", ".join(f"CAST(NULL AS {_DUCKDB_TYPES[n]}) AS {n}" for n in ANNOTATIONS.names)
-    return f"SELECT {cols} WHERE false"
+VIEWS = {HISTORY_VIEW: "every version of every label, tombstones included (docs/annotations.md)",
+         CURRENT_VIEW: "the current labels: the latest version of each label that is not a tombstone"}
 
 
 def current_view_sql() -> str:

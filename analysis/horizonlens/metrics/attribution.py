@@ -95,7 +95,7 @@ def predictions(store: CorpusStore, checkpoint_id: str | None = None, flt: Traje
     ctes = [truth_sql]
     cols = ["c.first_failed_check", "c.last_failed_check"]
     joins = ["LEFT JOIN agg_trajectories c ON c.trajectory_id = truth.trajectory_id"]
-    if checkpoint_id and checkpoint_id in store.replay_checkpoints:
+    if checkpoint_id:
         ctes.append("r AS (SELECT trajectory_id, arg_max(step, surprisal) AS hs FROM replay_steps "
                     "WHERE checkpoint_id = ? AND surprisal IS NOT NULL GROUP BY trajectory_id)")
         params.append(checkpoint_id)

@@ -74,8 +74,6 @@ def step_table(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: 
     """
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
         raise ValueError("k is a whole number of steps from 1 to 1000")
-    if checkpoint_id not in store.replay_checkpoints:
-        return pd.DataFrame()
     clauses, params = store.filter_clauses(flt)
     # k is a checked int: the window frame needs a literal
     frame = store.query(f"""
@@ -98,7 +96,7 @@ def step_table(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: 
       ORDER BY s.trajectory_id, s.step""", [checkpoint_id, checkpoint_id, *params]).to_pandas()
     for col in ("surprisal", "max_surprisal", "entropy"):
         frame[col] = frame[col].astype("float64")
-    if drift and not frame.empty and "routing" in store.replay_views:
+    if drift and not frame.empty:
         parts = []
         for tid in frame["trajectory_id"].unique():
             d = routing_drift(store, checkpoint_id, str(tid), per_layer=True)

@@ -19,8 +19,6 @@ def checkpoint_scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias
 
 def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> pd.DataFrame:
     """The cached per-step replay rows of one trajectory (empty if not replayed)."""
-    if checkpoint_id not in store.replay_checkpoints:
-        return pd.DataFrame()
     return store.query("SELECT * EXCLUDE (checkpoint_id) FROM replay_steps WHERE checkpoint_id = ? "
                        "AND trajectory_id = ? ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
 
@@ -32,8 +30,6 @@ def step_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str, ste
     quantized (docs/corpus-format.md). At 40 layers x 256 experts a step has thousands of these rows: a
     view of the step's expert load reads `routing.step_layer_load` instead.
     """
-    if checkpoint_id not in store.replay_checkpoints or "routing" not in store.replay_views:
-        return pd.DataFrame()
     return store.query("SELECT token_index, token_id, segment, layer, experts, weights, entropy FROM routing "
                        "WHERE checkpoint_id = ? AND trajectory_id = ? AND step = ? ORDER BY token_index, layer",
                        [checkpoint_id, trajectory_id, int(step)]).to_pandas()
@@ -50,24 +46,18 @@ def step_tokens(routing: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
 
 def replayed_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
     """Ids of the trajectories with cached replays through this checkpoint, sorted."""
-    if checkpoint_id not in store.replay_checkpoints:
-        return []
     return store.query("SELECT DISTINCT trajectory_id FROM replay_steps WHERE checkpoint_id = ? ORDER BY 1",
                        [checkpoint_id]).column(0).to_pylist()
 
 
 def moe_layers(store: CorpusStore, checkpoint_id: str) -> list[int]:
     """The MoE layers whose routing the cached replays of this checkpoint recorded, in order (step tier)."""
-    if checkpoint_id not in store.replay_checkpoints or "routing_steps" not in store.replay_views:
-        return []
     return store.query("SELECT DISTINCT layer FROM routing_steps WHERE checkpoint_id = ? ORDER BY 1",
                        [checkpoint_id]).column(0).to_pylist()
 
 
 def has_token_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> bool:
     """Whether this trajectory's replay stored its token tier (`--routing tokens`), so token views can show it."""
-    if checkpoint_id not in store.replay_checkpoints or "routing" not in store.replay_views:
-        return False
     return store.scalar("SELECT count(*) FROM (SELECT 1 FROM routing WHERE checkpoint_id = ? AND trajectory_id = ? "
                         "LIMIT 1)", [checkpoint_id, trajectory_id]) == 1
 
@@ -85,8 +75,6 @@ def step_token_window(store: CorpusStore, checkpoint_id: str, trajectory_id: str
     The token view's window: only these tokens' rows are read and sent to the browser, so a step of a
     45k-token trajectory with thousands of tokens is paged, never held whole. Same columns as `step_routing`.
     """
-    if checkpoint_id not in store.replay_checkpoints or "routing" not in store.replay_views:
-        return pd.DataFrame()
     scope = "checkpoint_id = ? AND trajectory_id = ? AND step = ?"
     params: list[Any] = [checkpoint_id, trajectory_id, int(step)]
     return store.query(f"""

@@ -211,16 +211,12 @@ def _conform(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 # --- summaries over the stored comparison --------------------------------------------------------
 def has_comparison(store: CorpusStore, checkpoint_id: str) -> bool:
     """Whether any rollout of this checkpoint has been compared with its replay."""
-    if "rollout_compare_steps" not in store.replay_views:
-        return False
     return bool(store.scalar("SELECT count(*) > 0 FROM rollout_compare_steps WHERE checkpoint_id = ?",
                              [checkpoint_id]))
 
 
 def compared_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:
     """Trajectories whose rollout routing was compared with the replay, sorted."""
-    if "rollout_compare_steps" not in store.replay_views:
-        return []
     return store.query("SELECT DISTINCT trajectory_id FROM rollout_compare_steps WHERE checkpoint_id = ? ORDER BY 1",
                        [checkpoint_id]).column(0).to_pylist()
 
@@ -259,9 +255,6 @@ def step_token_comparison(store: CorpusStore, checkpoint_id: str, trajectory_id:
     `state`: 0 = the same experts, 1 = different at a near-tie of the replay router, 2 = different with a
     clear margin. Reads the token rows of this one step only.
     """
-    if "routing_rollout" not in store.replay_views or "routing" not in store.replay_views:
-        return pd.DataFrame(columns=["token_index", "token_id", "segment", "layer", "replay", "rollout", "margin",
-                                     "state"])
     df = store.query("""
       SELECT r.token_index, r.token_id, r.segment, r.layer, r.experts AS replay, o.experts AS rollout, r.margin,
              r.expert_set = o.expert_set AS same_set

@@ -37,8 +37,6 @@ def num_experts(store: CorpusStore, checkpoint_id: str) -> int:
         return int(read_checkpoint_meta(store.root, checkpoint_id)["num_experts"])
     except (KeyError, ValueError, TypeError):
         pass
-    if "routing_steps" not in store.replay_views:
-        return 0
     value = store.scalar("SELECT max(expert) FROM routing_steps WHERE checkpoint_id = ?", [checkpoint_id])
     return int(value if value is not None else -1) + 1
 
@@ -48,9 +46,6 @@ def expert_load(store: CorpusStore, checkpoint_id: str, by: str | None = None,
     """Share of assignments per (layer, [segment|domain], expert) vs the uniform 1/E baseline (step tier)."""
     if by not in (None, "segment", "domain"):
         raise ValueError("expert load is split by segment or domain")
-    if "routing_segments" not in store.replay_views:
-        return pd.DataFrame(columns=["layer", "group", "expert", "assignments", "share", "uniform",
-                                     "specialization"])
     scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "r")
     key = {"segment": "r.segment", "domain": "t.domain", None: "'all'"}[by]
     join = "JOIN trajectories t ON t.trajectory_id = r.trajectory_id" if by == "domain" else ""
@@ -58,6 +53,9 @@ def expert_load(store: CorpusStore, checkpoint_id: str, by: str | None = None,
       SELECT r.layer, {key} AS "group", r.expert, sum(r.tokens)::BIGINT AS assignments
       FROM routing_segments r {join} WHERE {scope}
       GROUP BY ALL ORDER BY layer, "group", expert""", params).to_pandas()
+    if df.empty:
+        return pd.DataFrame(columns=["layer", "group", "expert", "assignments", "share", "uniform",
+                                     "specialization"])
     E = num_experts(store, checkpoint_id)
     full = _complete(df, E)
     totals = full.groupby(["layer", "group"])["assignments"].transform("sum")
@@ -97,8 +95,6 @@ def layer_usage(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str
 def step_expert_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str,
                      layer: int | None = None) -> pd.DataFrame:
     """For one trajectory: share of each step's assignments per expert, per layer (heatmap data; step tier)."""
-    if "routing_steps" not in store.replay_views:
-        return pd.DataFrame(columns=["step", "layer", "expert", "assignments", "share"])
     params: list[Any] = [checkpoint_id, trajectory_id]
     layer_sql = ""
     if layer is not None:
@@ -118,8 +114,6 @@ def step_layer_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str, 
     The step panel's data at any shape: it reads the step tier (rows for the experts the step used),
     never the step's token rows.
     """
-    if "routing_steps" not in store.replay_views:
-        return pd.DataFrame(columns=["layer", "expert", "assignments", "share", "mean_weight"])
     df = store.query("""
       SELECT layer, expert, tokens AS assignments, mean_weight FROM routing_steps
       WHERE checkpoint_id = ? AND trajectory_id = ? AND step = ? ORDER BY layer, expert""",
@@ -136,8 +130,6 @@ def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[st
     Only trajectories with a token tier count. The order is a hash of the id (stable as the cache grows),
     so the sample is the same from run to run. Returns the ids and a note for `attrs["sample"]`.
     """
-    if "routing" not in store.replay_views:
-        return [], {"trajectories": 0, "of_trajectories": 0, "tokens": 0, "of_tokens": 0, "sampled": False}
     scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "r")
     rows = store.query(f"""
       SELECT s.trajectory_id, sum(s.n_tokens)::BIGINT AS tokens FROM replay_steps s
@@ -210,7 +202,7 @@ def consecutive_same_expert(store: CorpusStore, checkpoint_id: str,
     """
     columns = ["layer", "pairs", "same_top1", "any_overlap", "random_baseline_top1"]
     n_layers = max(1, len(store.query("SELECT DISTINCT layer FROM routing_steps WHERE checkpoint_id = ?",
-                                      [checkpoint_id]))) if "routing_steps" in store.replay_views else 1
+                                      [checkpoint_id])))
     ids, note = token_sample(store, checkpoint_id, trajectory_ids, None if max_rows is None else max_rows // n_layers)
     out = pd.DataFrame(columns=columns)
     out.attrs["sample"] = note
@@ -300,8 +292,6 @@ def js_distances(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def checkpoint_agreement(store: CorpusStore, checkpoint_a: str, checkpoint_b: str,
                          trajectory_id: str) -> pd.DataFrame:
     """|E_A ∩ E_B| / k per layer on the same tokens (requires the same tokenization; token tier)."""
-    if "routing" not in store.replay_views:
-        return pd.DataFrame(columns=["layer", "tokens", "agreement", "top1_agreement"])
     return store.query("""
       SELECT a.layer, count(*) AS tokens,
              avg(len(list_intersect(a.expert_set, b.expert_set)) / len(a.expert_set)) AS agreement,

@@ -3,7 +3,7 @@
 A batch replay is planned once (`plan_replay`): trajectories already in the cache are skipped (so a run
 that was killed resumes where it stopped), the rest are packed into batches balanced by token count,
 longest first. Each batch is replayed trajectory by trajectory with `replay_batch` (the same call in the
-local loop and in a Ray actor, see model/ray_engine.py) and published with one `ReplayCache.write_many`
+local loop and in a Ray actor, see model/ray_engine.py) and published with one `ReplayCache.write`
 commit: one file per table for the whole batch, visible all at once or not at all. Only the process that
 planned the run (the driver) writes the cache.
 """
@@ -175,7 +175,7 @@ def ensure_replayed(store: "CorpusStore", loaded: "LoadedModel", trajectory_id: 
     if not steps:
         raise ReplayError(f"no trajectory {trajectory_id!r} in {store.root}")
     result = replay_trajectory(loaded, trajectory_id, steps, config, progress)
-    cache.write_many([result], cache_meta(loaded.describe(), config))
+    cache.write([result], cache_meta(loaded.describe(), config))
     store.refresh_replays()
     return True
 
@@ -197,7 +197,7 @@ def replay_many(store: "CorpusStore", loaded: "LoadedModel", trajectory_ids: Ite
     for batch in plan.batches:
         t0 = time.perf_counter()
         results = replay_batch(loaded, batch_steps(store, batch), config)
-        cache.write_many(results, meta)
+        cache.write(results, meta)
         done = BatchDone(len(results), batch.tokens, sum(r.n_replayed for r in results),
                          time.perf_counter() - t0, run.workers[0])
         run.replayed += done.trajectories

@@ -4,7 +4,7 @@ The driver (the process that runs `horizonlens replay --engine ray`) plans the r
 engine does (model/batch.py: skip what is cached, token-balanced batches, longest first), starts
 `replicas` actors that each load the checkpoint once (on their own GPU(s), or on CPU), and hands batches
 to whichever actor is free through Ray's `ActorPool`. Actors return `ReplayResult`s; the driver publishes
-each batch with `ReplayCache.write_many`, so it is the only writer of the cache manifest and the dataset
+each batch with `ReplayCache.write`, so it is the only writer of the cache manifest and the dataset
 lock keeps its meaning. Actors run `replay_batch`, the call the local engine makes.
 
 Failures: an actor that dies (out of memory, a killed process, a lost node) is restarted by Ray and its
@@ -225,7 +225,7 @@ def _drain(ray: Any, pool: Any, store: "CorpusStore", plan: ReplayPlan, cache: R
             raise ReplayError(f"a Ray worker failed (after Ray's restarts and retries): {str(inner)[:500]}. "
                               f"{run.replayed} trajectories were cached; run the same command again to resume.") \
                 from exc
-        cache.write_many(results, meta)
+        cache.write(results, meta)
         done = BatchDone(len(results), tokens_of.get(tuple(r.trajectory_id for r in results), 0),
                          sum(r.n_replayed for r in results), seconds, worker)
         run.replayed += done.trajectories

@@ -126,7 +126,7 @@ class ReplayResult:
                                 steps=r.steps[:n], segments=r.segments[:n], scale=weight_scale(weights))
 
     def tables(self) -> dict[str, pa.Table]:
-        """Every table this replay stores, by replay-cache table name (what `ReplayCache.write_many` writes)."""
+        """Every table this replay stores, by replay-cache table name (what `ReplayCache.write` writes)."""
         out = {"steps": self.step_table(), **self.aggregate_tables()}
         if self.routing and self.routing_mode == "tokens":
             out["routing_tokens"] = self.routing_table()

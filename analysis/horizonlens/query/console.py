@@ -1,20 +1,9 @@
 """The power-user SQL entry point: one read-only SELECT over the corpus views, bounded in size and time.
 
-Four layers keep a query typed by a user harmless:
-
-1. **Bounds before parsing.** DuckDB's parser runs before any timer and outside DuckDB's memory limit, and
-   its cost on a syntax error grows with the square of the parser's stack: 4,000 unclosed parentheses
-   take 2 GB, 20,000 exhaust the machine. So the text is measured first with DuckDB's own lexer (linear,
-   the same tokens the parser sees): its length, its number of tokens, how deep brackets nest and how
-   many operators follow each other (`- - - … 1` stacks the parser as deep as parentheses do).
-2. **One SELECT.** The statement must parse as exactly one SELECT, so COPY, ATTACH, INSTALL, SET,
-   PRAGMA, CREATE, INSERT … are refused before they run.
-3. **A locked connection.** The store's connection reads only files inside the corpus (and a private
-   spill folder of its own), and its configuration is locked.
-4. **Bounded results.** The whole request runs against one deadline (parse, bind, run, fetch): a worker
-   thread does the work and is interrupted at the deadline, and the caller gets its answer then. Rows
-   are capped, text cells are cut, lists shortened and nested cells too large to show are left empty
-   (all inside DuckDB, so nothing huge ever reaches Python), and the rows stop at a byte budget.
+Four layers keep a query typed by a user harmless (docs/security.md, "SQL reads only the corpus and is bounded"):
+the text is bounded before DuckDB's parser sees it (the parser's cost on a syntax error grows with the square of
+its stack, outside any timer or memory limit), it must parse as exactly one SELECT, it runs on the store's locked
+connection, and one deadline and caps on rows, bytes and cells bound what it returns.
 """
 
 from __future__ import annotations

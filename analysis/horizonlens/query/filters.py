@@ -16,7 +16,7 @@ from horizonlens.errors import StoreError
 from horizonlens.storage.quoting import quote_ident
 
 Clauses = tuple[list[str], list[Any]]
-# The filter fields that are columns of the aggregate cubes (corpus/aggregates.py: the facets and the outcome).
+# The filter fields that are columns of the aggregate cubes (derived/aggregates.py: the facets and the outcome).
 FACET_FIELDS = frozenset({"domains", "agents", "teachers", "sources", "outcomes"})
 # A single-word exact search names at most this many vocabulary words inline; more are matched by a subquery.
 INLINE_WORDS = 2_000

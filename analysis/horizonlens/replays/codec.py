@@ -1,44 +1,14 @@
 """The routing storage format: two tiers, their quantization, and the SQL that decodes them.
 
-Routing is what a MoE router decided for every (token, MoE layer): the top-k experts and the weights
-they received. At the Agents-A1 shape (40 layers x 256 experts, top-8, ~45k tokens) that is 14M
-decisions per trajectory, so it is stored in two tiers (docs/corpus-format.md, "The replay cache"):
+Routing is what a MoE router decided for every (token, MoE layer). It is stored in two tiers: the step tier
+(`routing_steps`, `routing_segments`: per step or segment, layer and expert, the tokens routed and their mean
+gate weight), written on every replay, and the optional token tier (`routing_tokens`, and `rollout_tokens` for
+an inference engine's routing): per (token, layer) the expert set as gaps between sorted ids, the top-1's
+position, quantized weights, the router's margin and entropy. docs/corpus-format.md ("The replay cache") is the
+specification: every column, each code and its largest error, and the bytes each tier takes.
 
-- the **step tier**, written on every replay: per (trajectory, step, layer, expert) the number of the
-  step's tokens routed to the expert and their mean gate weight (`routing_steps`), and the same per
-  (trajectory, segment, layer, expert) (`routing_segments`). Views of loads, drift and usage read only
-  these, a few hundred rows per step.
-- the **token tier** (`routing_tokens`, optional per replay): per (token, layer) the expert set, the
-  quantized weights, the router's margin and entropy, in about 8 bytes at the Agents-A1 shape.
-
-How the token tier gets small (bytes measured at the Agents-A1 shape are in docs/corpus-format.md):
-
-- *experts* are stored as a sorted set, as gaps between consecutive ids (`gaps[0] = e0`,
-  `gaps[i] = e_i - e_{i-1} - 1`) in the narrowest unsigned type that holds the expert count (one byte up
-  to 256 experts). A set of 8 of 256 holds log2 C(256, 8) = 49 bits where an ordered list holds 64; small
-  gaps are also what zstd codes well. The order the router ranked them in is kept where it carries
-  meaning: `top1` is the position of the expert with the largest gate weight, and the view lists the rest
-  by decreasing weight (ties by id).
-- *weights* are quantized to WEIGHT_BITS-bit codes on a per-trajectory scale (`weight_scale`, the largest
-  weight of the trajectory's routing): w ~ code / WEIGHT_LEVELS * weight_scale, so the error is at most
-  weight_scale / (2 * WEIGHT_LEVELS).
-- the *margin* (capture.router_margin: the router's k-th score minus the best score it passed over) is a
-  log-scale code: MARGIN_STEPS codes per octave from 2**MARGIN_MIN_LOG2, code 0 for anything smaller (a
-  tie); the decoded value is within a factor 2**(1 / (2 * MARGIN_STEPS)) of the true one.
-- *entropy* (nats, of the full router distribution) is an ENTROPY_BITS-bit code of entropy / ln E: the
-  error is at most ln E / (2 * ENTROPY_LEVELS).
-- Parquet encodings chosen by measurement: dictionary codes for the expert gaps and weight codes,
-  BYTE_STREAM_SPLIT for the other one-byte columns (their zero high bytes compress away), deltas for
-  token_index; zstd level ZSTD_LEVEL.
-
-The step tier keeps the mean gate weight as a 6-bit code on the same scale (error at most
-weight_scale / 126): the step tier is computed from the full-precision weights, before the token
-tier's quantization.
-
-A second *source* of routing for the same checkpoint (`rollout`: the experts an inference engine such as
-vLLM or SGLang chose for the same tokens) has the same token-tier schema with `source = 'rollout'` and no
-weights, margin or entropy; it lives in its own table (SOURCE_TABLES) so a replay cache's completeness
-never depends on it.
+Each encoder here has its inverse twice, as numpy (`decode_*`, for one trajectory in Python) and as the SQL of
+the views (`*_view_sql`); tests/unit/test_routing_format.py holds them equal.
 """
 
 from __future__ import annotations
@@ -51,7 +21,7 @@ import pyarrow as pa
 
 from horizonlens.corpus.schema import ROUTING_SEGMENTS, ROUTING_STEPS, ROUTING_TOKENS
 
-FORMAT_VERSION = 2  # 1: one row per (token, layer) with experts list<int16>, weights list<float16> (legacy)
+FORMAT_VERSION = 2  # the two tiers; `horizonlens migrate` upgrades format 1 (replays/migrate.py)
 WEIGHT_BITS = 4
 WEIGHT_LEVELS = 2**WEIGHT_BITS - 1
 STEP_WEIGHT_LEVELS = 63  # the step tier's mean weight: a 6-bit code on the same scale
@@ -60,10 +30,13 @@ ENTROPY_LEVELS = 2**ENTROPY_BITS - 1
 MARGIN_STEPS = 2  # codes per octave (factor 2): the decoded margin is within ±19% of the true one
 MARGIN_MIN_LOG2 = -24  # margins below 2**-24 (and exact ties) are code 0
 MARGIN_MAX_CODE = 255
-ZSTD_LEVEL = 15  # ~5% of replay time at the Agents-A1 shape; 0.4 byte per (token, layer) less than level 9
+ZSTD_LEVEL = 15  # routing is written once and read many times: a high level pays (docs/corpus-format.md)
 ROW_GROUP = 65_536  # rows: ~1,600 tokens at 40 layers, a few steps per group (reading one step prunes the rest)
 SOURCES = ("replay", "rollout")
-# the token-tier table of each source inside a replay cache (a dataset, corpus/dataset.py)
+# Experts per token a cache may declare: the views' SQL is unrolled over k and grows with k squared (token_view_sql);
+# real routers choose 1 to 16 experts.
+MAX_TOP_K = 64
+# the token-tier table of each source inside a replay cache
 SOURCE_TABLES = {"replay": "routing_tokens", "rollout": "rollout_tokens"}
 _KEY = 2**32  # order of a token's experts: sort key (not top-1) * 2**40 + (255 - weight code) * 2**32 + id
 SMALL_INT_COLUMNS = ("top1", "margin", "entropy")
@@ -359,7 +332,7 @@ def _grid(experts: np.ndarray, weights: np.ndarray, tokens: np.ndarray, num_expe
 
 
 def write_options(table: str) -> dict[str, Any]:
-    """pyarrow.parquet.write_table options for a routing table (see the module docstring); {} for others."""
+    """pyarrow.parquet.write_table options for a routing table (docs/corpus-format.md, encodings); {} for others."""
     split: tuple[str, ...]
     delta: tuple[str, ...] = ()
     if table in SOURCE_TABLES.values():
@@ -386,13 +359,14 @@ def token_view_sql(relation: str, top_k: int) -> str:
     """A SELECT over ROUTING_TOKENS rows (`relation`: a table expression) giving TOKEN_VIEW_COLUMNS.
 
     `experts` lists the top-1 (largest weight) first, then by decreasing weight, ties by id; `weights`
-    follow it (decoded, see the module docstring); `expert_set` is the sorted set and `top1_expert` the
+    follow it (decoded as docs/corpus-format.md specifies); `expert_set` is the sorted set and `top1_expert` the
     top-1, both cheap (no sort) for set statistics. The expressions are unrolled for `top_k` (the list
-    length of every row of `relation`): DuckDB evaluates them without lambdas, ~10x faster.
+    length of every row of `relation`), since DuckDB evaluates them much faster than lambdas; the text grows
+    with top_k squared, so top_k is bounded by MAX_TOP_K.
     """
     k = int(top_k)
-    if k < 1:
-        raise ValueError("top_k must be at least 1")
+    if not 1 <= k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be from 1 to {MAX_TOP_K}")
     ids = [" + ".join(f"experts[{j}]::BIGINT" for j in range(1, i + 1)) + f" + {i - 1}" for i in range(1, k + 1)]
     keys = [f"(top1 <> {i - 1})::BIGINT * {_KEY * 256} + (255 - coalesce(weights[{i}], 0)::BIGINT) * {_KEY} "
             f"+ ({ids[i - 1]})" for i in range(1, k + 1)]
@@ -408,22 +382,7 @@ def token_view_sql(relation: str, top_k: int) -> str:
             f"FROM (SELECT *, list_sort([{', '.join(keys)}]) AS _keys, [{', '.join(ids)}] AS _set FROM {relation})")
 
 
-def legacy_token_view_sql(relation: str) -> str:
-    """The same columns from format-1 rows (experts in the router's order, float16 weights, no margin)."""
-    return ("SELECT trajectory_id, step, segment, token_index, token_id, layer, experts::INTEGER[] AS experts, "
-            "weights::FLOAT[] AS weights, entropy::FLOAT AS entropy, NULL::FLOAT AS margin, "
-            "list_sort(experts)::INTEGER[] AS expert_set, experts[1]::INTEGER AS top1_expert, "
-            f"'replay' AS source FROM {relation}")
-
-
 def aggregate_view_sql(relation: str, key: str) -> str:
     """A SELECT over ROUTING_STEPS / ROUTING_SEGMENTS rows (`key`: step or segment) with the mean weight decoded."""
     return (f"SELECT trajectory_id, {key}, layer, expert::INTEGER AS expert, tokens::BIGINT AS tokens, "
             f"weight * weight_scale / {STEP_WEIGHT_LEVELS} AS mean_weight FROM {relation}")
-
-
-def legacy_aggregate_sql(relation: str, key: str) -> str:
-    """The step tier computed from format-1 token rows (exact: they kept float16 weights)."""
-    return (f"SELECT trajectory_id, {key}, layer, expert, count(*)::BIGINT AS tokens, avg(weight) AS mean_weight "
-            f"FROM (SELECT trajectory_id, {key}, layer, unnest(experts)::INTEGER AS expert, "
-            f"unnest(weights)::DOUBLE AS weight FROM {relation}) GROUP BY ALL")

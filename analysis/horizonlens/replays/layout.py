@@ -1,77 +1,57 @@
-"""Where things live inside a corpus directory: the one place the replay-cache layout is spelled out.
+"""The replay-cache layout, spelled out in one place: its folders, tables, views and manifest rules.
 
-corpus/
-manifest.json, trajectories/, steps/          the corpus tables (docs/corpus-format.md)
-index/                                        derived search indexes
 replays/<checkpoint_id>/manifest.json         the replay cache of one checkpoint: a dataset
 replays/<checkpoint_id>/checkpoint.json       what the checkpoint was (architecture, experts, ...)
-replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint, one folder per table:
-  steps/             per-step results (view `replay_steps`)
-  routing_steps/     routing per (trajectory, step, layer, expert)     the step tier, written by every replay
-  routing_segments/  routing per (trajectory, segment, layer, expert)  (views of the same names)
-  routing_tokens/    routing per (token, layer), compact               the token tier (view `routing`)
-  rollout_tokens/    the same, as an inference engine routed it       (view `routing_rollout`)
-  rollout_compare/   rollout vs replay per (trajectory, step, segment, layer)  (views of the same names;
-  rollout_compare_steps/  ... per (trajectory, step, segment), across layers   metrics/rollout.py)
-  routing/           format-1 token rows (one file per trajectory); read, converted by `horizonlens compact`
+replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint, one folder per table
+                                              (CACHE_TABLES; docs/corpus-format.md says what each holds)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 
 import pyarrow as pa
 
+from horizonlens.corpus.files import UPGRADE
 from horizonlens.corpus.schema import (
     REPLAY_STEPS,
     ROLLOUT_COMPARE,
     ROLLOUT_COMPARE_STEPS,
-    ROUTING,
     ROUTING_SEGMENTS,
     ROUTING_STEPS,
     ROUTING_TOKENS,
 )
 from horizonlens.errors import CorpusError
-from horizonlens.replays.codec import SOURCE_TABLES
+from horizonlens.replays.codec import FORMAT_VERSION, MAX_TOP_K, SOURCE_TABLES
 from horizonlens.storage.dataset import Dataset
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location
+from horizonlens.storage.manifest import DataFile, ManifestRules, positive_int, read_json, string_list
 
 REPLAYS = "replays"
 # The tables (= folders) of a replay cache and the schema of each.
-LEGACY_ROUTING = "routing"  # format 1 (corpus/routing_format.py)
 STEP_TIER = ("routing_steps", "routing_segments")
 TOKEN_TIER = SOURCE_TABLES["replay"]
+TOKEN_TABLES = tuple(SOURCE_TABLES.values())
 CACHE_TABLES: dict[str, pa.Schema] = {
     "steps": REPLAY_STEPS,
     "routing_steps": ROUTING_STEPS,
     "routing_segments": ROUTING_SEGMENTS,
     SOURCE_TABLES["replay"]: ROUTING_TOKENS,
     SOURCE_TABLES["rollout"]: ROUTING_TOKENS,
-    LEGACY_ROUTING: ROUTING,
     "rollout_compare": ROLLOUT_COMPARE,
     "rollout_compare_steps": ROLLOUT_COMPARE_STEPS,
 }
+# Format 1 kept per-token rows in a table of this name; only `horizonlens migrate` reads it (replays/migrate.py).
+FORMAT1_TABLE = "routing"
 # The rollout's own table and the comparison derived from it and the replay. A replay written again keeps
 # the rollout but drops the comparison (it was made against the old replay); a rollout imported again
 # replaces all three.
 ROLLOUT_TABLES = (SOURCE_TABLES["rollout"], "rollout_compare", "rollout_compare_steps")
 COMPARE_TABLES = ROLLOUT_TABLES[1:]
-# The views over every checkpoint's replay cache (each with a checkpoint_id column).
-REPLAY_VIEWS = ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout", *COMPARE_TABLES)
 CHECKPOINT_META = "checkpoint.json"
 # A checkpoint id as Horizon Lens makes it (architecture-hash); ids found on disk must match it.
 CHECKPOINT_ID = re.compile(r"^[a-z0-9_.-]{1,64}$")
-# SQL regex that recovers the checkpoint id from a replay file's path.
-CHECKPOINT_FROM_PATH_SQL = r"replays/([^/]+)/"
-
-
-def file_stem(trajectory_id: str) -> str:
-    """A file-system-safe, collision-free name for a trajectory id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", trajectory_id)[:80]
-    return f"{safe}-{hashlib.sha1(trajectory_id.encode()).hexdigest()[:8]}"
 
 
 def replays_dir(corpus: CorpusPath | str) -> CorpusPath:
@@ -86,9 +66,43 @@ def replay_dir(corpus: CorpusPath | str, checkpoint_id: str) -> CorpusPath:
     return replays_dir(corpus) / checkpoint_id
 
 
+def _check_format(manifest: dict[str, Any], where: str) -> None:
+    """A format-1 cache (a `routing` table of per-token rows) is recognised and sent to the upgrade."""
+    files = manifest.get("files")
+    if isinstance(files, list) and any(isinstance(f, dict) and f.get("table") == FORMAT1_TABLE for f in files):
+        raise REPLAY_RULES.too_old(where, "a replay cache in routing format 1")
+
+
+def _check_entry(entry: DataFile, manifest: dict[str, Any], where: str) -> None:
+    """What a cache file's `meta` must hold: its trajectories, their notes, and for routing tokens their top-k."""
+    at = f"{where}: {entry.path}"
+    string_list(entry.meta.get("trajectories"), "'meta.trajectories'", at)
+    for key in ("notes", "alignment"):
+        value = entry.meta.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise CorpusError(f"{at}: 'meta.{key}' is not an object of objects")
+    if entry.table in TOKEN_TABLES and entry.rows:
+        checkpoint = manifest.get("checkpoint")
+        experts = checkpoint.get("num_experts") if isinstance(checkpoint, dict) else None
+        known = experts if isinstance(experts, int) and not isinstance(experts, bool) and experts > 0 else None
+        limit = min(MAX_TOP_K, known) if known else MAX_TOP_K
+        what = f"experts per token, of the checkpoint's {known}" if known else "experts per token"
+        positive_int(entry.meta.get("top_k"), f"'meta.top_k' ({what})", limit, at)
+
+
+REPLAY_RULES = ManifestRules(kind="replay cache", versions={"routing_format": (FORMAT_VERSION, None)},
+                             upgrade=UPGRADE, check=_check_format, entry=_check_entry)
+
+
 def replay_dataset(corpus: CorpusPath | str, checkpoint_id: str) -> Dataset:
     """The replay cache of one checkpoint as a dataset."""
-    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES))
+    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES), rules=REPLAY_RULES)
+
+
+def new_cache(checkpoint_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest keys of a new replay cache (what `Dataset.transaction(create=...)` takes)."""
+    return {"kind": "replay cache", "checkpoint_id": checkpoint_id, "routing_format": FORMAT_VERSION,
+            **({"checkpoint": meta} if meta else {})}
 
 
 def replay_checkpoints(corpus: CorpusPath | str) -> list[str]:
@@ -103,9 +117,8 @@ def replay_checkpoints(corpus: CorpusPath | str) -> list[str]:
 
 def read_checkpoint_meta(corpus: CorpusPath | str, checkpoint_id: str) -> dict[str, Any]:
     """What was recorded about a checkpoint when its first replay was cached ({} if nothing readable)."""
-    path = replay_dir(corpus, checkpoint_id) / CHECKPOINT_META
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, CorpusError):
+        meta = read_json(replay_dir(corpus, checkpoint_id) / CHECKPOINT_META, limit=2**20)
+    except CorpusError:
         return {}
     return meta if isinstance(meta, dict) else {}

@@ -1,7 +1,10 @@
 """Where a corpus lives: a local directory (`pathlib.Path`) or a prefix in S3-compatible object storage.
 
 A location is parsed once, where it enters (the CLI, the app's state, `open_store`), by `as_location`:
-`s3://bucket/prefix` becomes an `ObjectPath`, anything else a `Path`. An `ObjectPath` offers the few
+`s3://bucket/prefix` becomes an `ObjectPath`, anything else a `Path`. An object key is normalised when an
+`ObjectPath` is made: `.`, `..` and empty segments are refused, so one object has one spelling, a location
+cannot climb out of its bucket, and everything named after a location (its lock above all) is the same
+however the user spelled it. An `ObjectPath` offers the few
 `pathlib.Path` operations the corpus code uses (`/`, `exists`, `read_bytes`, `iterdir`, `stat`, ...) over
 pyarrow's own `S3FileSystem`, so most code reads the same for both; what differs (locks, atomic
 replacement, how DuckDB scans files) branches on `is_remote`.
@@ -93,7 +96,7 @@ class ObjectPath:
     is_remote = True
 
     def __init__(self, key: str):
-        self.key = key.strip("/")  # "bucket/prefix/...", as pyarrow's S3FileSystem names it
+        self.key = normalise_key(key)  # "bucket/prefix/...", as pyarrow's S3FileSystem names it
 
     @classmethod
     def from_uri(cls, uri: str) -> ObjectPath:
@@ -106,7 +109,8 @@ class ObjectPath:
                               "variables, never in the location")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", parts.netloc):
             raise CorpusError(f"s3://{parts.netloc}: not a valid bucket name")
-        return cls(f"{parts.netloc}/{parts.path.strip('/')}")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        return cls(f"{parts.netloc}/{path.rstrip('/')}" if path.strip("/") else parts.netloc)
 
     @property
     def fs(self) -> Any:
@@ -115,10 +119,12 @@ class ObjectPath:
 
     # --- pathlib-like ---------------------------------------------------------------------------
     def __truediv__(self, part: str | PurePosixPath) -> ObjectPath:
-        part = str(part).strip("/")
+        part = str(part)
+        if not part or part == ".":
+            return self
         if ".." in part.split("/"):
-            raise CorpusError(f"{self}: path {part!r} leaves the corpus")
-        return ObjectPath(f"{self.key}/{part}" if part else self.key)
+            raise CorpusError(f"{self}: path {part[:200]!r} leaves the corpus")
+        return ObjectPath(f"{self.key}/{part.rstrip('/')}")
 
     def __str__(self) -> str:
         return f"s3://{self.key}"
@@ -263,6 +269,19 @@ class ObjectPath:
 
 
 CorpusPath = Union[Path, ObjectPath]
+
+
+def normalise_key(key: str) -> str:
+    """`bucket/prefix/...` with no `.`, `..` or empty segments (one trailing slash is dropped); CorpusError if not."""
+    text = key[:-1] if key.endswith("/") else key
+    parts = text.split("/")
+    bad = next((p for p in parts if p in ("", ".", "..")), None)
+    if bad is not None or "\x00" in text:
+        what = "climbs out with '..'" if bad == ".." else "has an empty or '.' segment" if bad is not None \
+            else "has a NUL character"
+        raise CorpusError(f"s3://{text[:200]}: not a normalised object location (it {what}); spell it "
+                          "s3://bucket/prefix with each folder named once")
+    return text
 
 
 def as_location(value: str | os.PathLike[str] | ObjectPath) -> CorpusPath:

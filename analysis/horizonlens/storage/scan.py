@@ -69,6 +69,31 @@ class FileScans:
         return cur
 
 
+_SQL_TYPES = {pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+              pa.uint8(): "UTINYINT", pa.uint16(): "USMALLINT", pa.uint32(): "UINTEGER", pa.uint64(): "UBIGINT",
+              pa.float16(): "FLOAT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+              pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.binary(): "BLOB", pa.large_binary(): "BLOB"}
+
+
+def sql_type(t: pa.DataType) -> str:
+    """The DuckDB type a Parquet column of this Arrow type reads as."""
+    if t in _SQL_TYPES:
+        return _SQL_TYPES[t]
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP WITH TIME ZONE" if t.tz else "TIMESTAMP"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"{sql_type(t.value_type)}[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{quote_ident(f.name)} {sql_type(f.type)}" for f in t) + ")"
+    raise ValueError(f"no DuckDB type for {t}")
+
+
+def empty_relation(schema: pa.Schema) -> str:
+    """A FROM clause with these columns and no rows (what a table without files reads as)."""
+    cols = ", ".join(f"CAST(NULL AS {sql_type(f.type)}) AS {quote_ident(f.name)}" for f in schema)
+    return f"(SELECT {cols} WHERE false)"
+
+
 def _widen(t: pa.DataType) -> pa.DataType:
     if pa.types.is_float16(t):
         return pa.float32()

@@ -69,18 +69,23 @@ def build(tmp: Path) -> dict[str, Path]:
     return files
 
 
-def run(path: Path, pythonpath: str | None) -> dict:
+def child(script: str, args: list[str], pythonpath: str | None, timeout: float = 900) -> dict:
+    """Run `script` in a fresh interpreter (with `pythonpath` first, if given); the JSON its last line prints."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        return {"failed": proc.stderr.strip().splitlines()[-1][:200] if proc.stderr else f"rc {proc.returncode}",
+                "wall_s": time.perf_counter() - t}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(path: Path, pythonpath: str | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(Path(out) / "c")], capture_output=True,
-                              text=True, env=env, timeout=900)
-        if proc.returncode != 0:
-            return {"failed": proc.stderr.strip().splitlines()[-1][:200] if proc.stderr else f"rc {proc.returncode}",
-                    "wall_s": time.perf_counter() - t}
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return child(CHILD, [str(path), str(Path(out) / "c")], pythonpath)
 
 
 def main() -> None:

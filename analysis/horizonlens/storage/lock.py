@@ -1,4 +1,9 @@
-"""A dataset's writer lock on object storage, where there is no flock: a lock object made by a conditional PUT.
+"""A dataset's writer lock: an advisory `flock` on local disk, a leased lock object in object storage.
+
+Locally the lock is `<dataset>/.lock`, held with `flock`; the kernel releases it when the writer dies, and any
+spelling of the folder reaches the same file. Object storage has no flock, so there the lock is an object
+made by a conditional PUT, named after the normalised location (storage/location.py), so that every spelling
+of one dataset takes the same lock:
 
 `PUT .lock` with `If-None-Match: *` succeeds for exactly one writer (S3 has honoured it since 2024; so do
 MinIO and moto). The holder renews its lease in the background with `If-Match: <etag>` and deletes the
@@ -12,19 +17,78 @@ data files and manifests are written through pyarrow.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 from horizonlens.errors import CorpusError, CorpusLockedError
-from horizonlens.storage.location import ObjectPath, redact
+from horizonlens.storage.location import CorpusPath, ObjectPath, redact
 
+LOCK = ".lock"
 DEFAULT_LEASE_S = 120.0
+
+
+@contextmanager
+def writer_lock(root: CorpusPath, timeout_s: float) -> Iterator[ObjectLock | None]:
+    """Hold the writer lock of the dataset at `root`; yields the object lock (to check its lease) or None."""
+    if isinstance(root, ObjectPath):
+        lock = ObjectLock(root / LOCK)
+        lock.acquire(timeout_s)
+        try:
+            yield lock
+        finally:
+            lock.release()
+        return
+    with _file_lock(root, timeout_s):
+        yield None
+
+
+@contextmanager
+def _file_lock(root: Path, timeout_s: float) -> Iterator[None]:
+    path = root / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise CorpusError(f"{root}: read-only for this user; cannot write here "
+                              "(import into a copy, or ask the owner)") from exc
+        raise CorpusError(f"{path}: cannot open the lock file ({exc.strerror})") from exc
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CorpusLockedError(f"{root}: another writer holds the lock{_holder(fd)}; it did not "
+                                            f"finish within {timeout_s:g} s. Try again when it is done.") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} since {now}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock (the kernel also releases it if we are killed)
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return f" ({text})" if text else ""
 
 
 def _client() -> Any:
