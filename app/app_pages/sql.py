@@ -21,7 +21,9 @@ with st.expander("Views and their columns"):
     # column names come from the corpus files (extra columns are allowed): shown as table cells, i.e. as text
     st.dataframe(pd.DataFrame([{"view": v.name, "dataset": v.part, "holds": v.doc,
                                 "columns": ", ".join(f"{c} {t}" for c, t in v.columns)} for v in views]),
-                 hide_index=True, key="sql_views")
+                 hide_index=True, key="sql_views",
+                 column_config={"holds": st.column_config.TextColumn(width="medium"),
+                                "columns": st.column_config.TextColumn(width="large")})
 
 
 @st.fragment

@@ -18,8 +18,8 @@ class _SqlCommand(TyperCommand):
 
     @property
     def epilog(self) -> str:
-        """The views, from the store's own list (query/store.py)."""
-        from horizonlens.query.store import catalog
+        """The views, from the store's own list (query/catalog.py)."""
+        from horizonlens.query.catalog import catalog
 
         return ("Views: " + ", ".join(catalog()) + ". The SQL page lists their columns; so does "
                 "docs/corpus-format.md.")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
 
-from horizonlens.errors import LabelError
+from horizonlens.errors import CorpusError, LabelError
 from horizonlens.labels.annotations import CURRENT_VIEW, HISTORY_VIEW, export_bytes
 from horizonlens.query.store import CorpusStore
+from horizonlens.storage.atomic import write_bytes_atomic
 
 
 def labels_of(store: CorpusStore, trajectory_id: str) -> pa.Table:
@@ -55,16 +55,10 @@ def export_labels(store: CorpusStore, path: Path | str, fmt: str | None = None, 
     if fmt not in EXPORT_FORMATS:
         raise LabelError(f"cannot export to {fmt or 'a file without a suffix'!r}; choose csv or parquet")
     table = all_labels(store, history)
-    data = export_bytes(table, fmt)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as exc:
-        raise LabelError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_bytes_atomic(export_bytes(table, fmt), path)
+    except CorpusError as exc:
+        raise LabelError(str(exc)) from exc
     return table.num_rows
 
 

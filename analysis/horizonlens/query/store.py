@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ from horizonlens.derived.aggregates import SPEC as AGGREGATES
 from horizonlens.derived.search_index import SPEC as SEARCH_INDEX
 from horizonlens.derived.search_index import TEXT_TABLES, TextIndex
 from horizonlens.errors import CorpusError, StoreError
-from horizonlens.labels.annotations import VIEWS as LABEL_VIEWS
 from horizonlens.labels.annotations import annotations_dataset
 from horizonlens.query import reads
+from horizonlens.query.catalog import View, catalog, describe
 from horizonlens.query.filters import TrajectoryFilter
 from horizonlens.query.listing import LIST_COLUMNS, SORTABLE, Page, TrajectoryList
 from horizonlens.query.mounts import (
@@ -45,33 +44,12 @@ from horizonlens.query.mounts import (
     stamp,
 )
 from horizonlens.replays.layout import replay_checkpoints, replay_dataset
-from horizonlens.replays.views import REPLAY_VIEWS
 from horizonlens.storage.dataset import Snapshot
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location, redact
 from horizonlens.storage.quoting import quote_ident, sql_string
 from horizonlens.storage.scan import FileScans
 
 __all__ = ["LIST_COLUMNS", "SORTABLE", "CorpusStore", "Page", "View", "catalog", "open_store"]
-CORPUS_VIEWS = {"trajectories": "one row per trajectory", "steps": "one row per step of each trajectory, in order"}
-
-
-def catalog() -> dict[str, tuple[str, str]]:
-    """Every view a store has, in a stable order: name -> (the dataset it shows, what it holds)."""
-    return {**{v: ("corpus", d) for v, d in CORPUS_VIEWS.items()},
-            **{v: ("labels", d) for v, d in LABEL_VIEWS.items()},
-            **{v: ("replays", d) for v, d in REPLAY_VIEWS.items()},
-            **{v: (SEARCH_INDEX.kind, d) for v, d in SEARCH_INDEX.views().items()},
-            **{v: (AGGREGATES.kind, d) for v, d in AGGREGATES.views().items()}}
-
-
-@dataclass(frozen=True)
-class View:
-    """A view of the store: its name, the dataset it shows, what it holds, and its columns (name, SQL type)."""
-
-    name: str
-    part: str
-    doc: str
-    columns: tuple[tuple[str, str], ...]
 
 
 class CorpusStore:
@@ -202,8 +180,6 @@ class CorpusStore:
         assert self.corpus_mount.snapshot is not None
         return self.corpus_mount.snapshot
 
-    corpus_snapshot = snapshot
-
     @property
     def manifest(self) -> dict[str, Any]:
         """The corpus manifest (sources, generator, planted parameters, ...)."""
@@ -240,15 +216,8 @@ class CorpusStore:
         return self.aggregate_mount.snapshot is not None
 
     def views(self) -> list[View]:
-        """Every view a query can use, with what it holds and its columns, in a stable order."""
-        docs = catalog()
-        rows = self.query("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                          f"WHERE table_name IN ({', '.join('?' for _ in docs)}) ORDER BY ordinal_position",
-                          list(docs)).to_pylist()
-        columns: dict[str, list[tuple[str, str]]] = {}
-        for r in rows:
-            columns.setdefault(r["table_name"], []).append((r["column_name"], r["data_type"]))
-        return [View(name, part, doc, tuple(columns.get(name, ()))) for name, (part, doc) in docs.items()]
+        """Every view a query can use, with what it holds and its columns, in a stable order (query/catalog.py)."""
+        return describe(self)
 
     # --- running queries ----------------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -329,10 +298,6 @@ class CorpusStore:
     def warm(self) -> None:
         """Start making the in-memory trajectory list in the background (a server calls this on opening)."""
         self.lists.warm()
-
-    def trajectory_list(self) -> str:
-        """The name of the in-memory table of every trajectory's list columns (made once per corpus state)."""
-        return self.lists.table()
 
     def trajectory(self, trajectory_id: str) -> dict[str, Any] | None:
         """One trajectory's row as a dict, or None if the corpus has no such id."""

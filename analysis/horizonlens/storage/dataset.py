@@ -127,6 +127,8 @@ class Dataset:
 
     def unlisted_data(self) -> bool:
         """Whether a table folder holds Parquet files while there is no manifest (data from before manifests)."""
+        if not self.root.is_dir():  # one request in object storage instead of one listing per table
+            return False
         return any(self.table_files(table) for table in self.tables)
 
     @contextmanager
