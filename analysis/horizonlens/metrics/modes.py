@@ -357,3 +357,20 @@ def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConf
     members = steps[["trajectory_id", "step", "mode"]].reset_index(drop=True)
     return ModeResult(pd.DataFrame(rows), members, pd.DataFrame(facets), pd.DataFrame(positions),
                       pd.DataFrame(examples), note)
+
+
+def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "modes") -> tuple[int, int]:
+    """Label every step of one mode (category `mode`, the mode's label as text), so it flows into filters,
+    facets and attribution; returns (labels added, labels already present)."""
+    from horizonlens.labels.annotations import Label, add_labels
+
+    found = result.modes[result.modes["mode"] == mode]
+    if found.empty:
+        raise StoreError(f"no mode {mode}; the modes are {', '.join(str(m) for m in result.modes['mode'])}")
+    text = str(found.iloc[0]["label"])[:500]
+    members = result.members[result.members["mode"] == mode]
+    labels = [Label(trajectory_id=str(t), step=int(s), label=text, category="mode", source=source,
+                    note=f"failure mode {mode}: {found.iloc[0]['terms']}")
+              for t, s in zip(members["trajectory_id"], members["step"], strict=True)]
+    ids, present = add_labels(root, labels)
+    return len(ids), present
