@@ -237,7 +237,7 @@ class ModeResult:
 
     def to_json(self) -> dict[str, Any]:
         """`horizonlens modes --json`: every mode with its label, size and members [[trajectory_id, step], ...]."""
-        members = {int(m): g[["trajectory_id", "step"]].to_numpy().tolist()
+        members = {int(str(m)): g[["trajectory_id", "step"]].to_numpy().tolist()
                    for m, g in self.members.groupby("mode", sort=False)}
         modes = []
         for r in self.modes.to_dict("records"):
@@ -360,8 +360,10 @@ def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConf
 
 
 def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "modes") -> tuple[int, int]:
-    """Label every step of one mode (category `mode`, the mode's label as text), so it flows into filters,
-    facets and attribution; returns (labels added, labels already present)."""
+    """Label every step of one mode (category `mode`); returns (labels added, labels already present).
+
+    The label's text is the mode's label, so the mode flows into filters, facets and attribution.
+    """
     from horizonlens.labels.annotations import Label, add_labels
 
     found = result.modes[result.modes["mode"] == mode]
@@ -374,3 +376,23 @@ def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "mo
               for t, s in zip(members["trajectory_id"], members["step"], strict=True)]
     ids, present = add_labels(root, labels)
     return len(ids), present
+
+
+def routing_split(store: CorpusStore, checkpoint_id: str, members: pd.DataFrame, groups: int = 4,
+                  seed: int = 0) -> pd.DataFrame:
+    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures."""
+    from sklearn.cluster import KMeans
+
+    from horizonlens.metrics.routing_probe import step_signatures
+
+    if members.empty:
+        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+    ids = sorted(members["trajectory_id"].astype(str).unique().tolist())
+    sig = step_signatures(store, checkpoint_id, ids)
+    keys = sig.keys.assign(row=range(len(sig.keys))).merge(members, on=["trajectory_id", "step"])
+    if len(keys) < groups:
+        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+    found = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit_predict(sig.matrix[keys["row"].to_numpy()])
+    keys["routing_group"] = [f"R{g + 1}" for g in found]
+    out = keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()
+    return out

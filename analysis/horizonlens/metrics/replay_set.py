@@ -27,7 +27,7 @@ STRATA = ("domain", "outcome")
 
 
 def stratified_sample(candidates: pd.DataFrame, n: int, seed: int, strata: tuple[str, ...] = STRATA) -> list[str]:
-    """n trajectory ids drawn at random within strata, each stratum getting its proportional share.
+    """N trajectory ids drawn at random within strata, each stratum getting its proportional share.
 
     Shares are rounded by largest remainder (ties: the stratum listed first), so they add up to n; within a
     stratum the ids are a seeded random choice. `candidates` has trajectory_id and the strata columns.

@@ -75,7 +75,8 @@ def step_signatures(store: CorpusStore, checkpoint_id: str, trajectory_ids: list
         counts = store.query(f"SELECT r.trajectory_id, count(DISTINCT r.step) AS n FROM routing_steps r WHERE {scope} "
                              f"GROUP BY 1", params).to_pylist()
         per = {r["trajectory_id"]: int(r["n"]) for r in counts}
-        chosen, used = [], 0
+        chosen: list[str] = []
+        used = 0
         for tid in _ordered(list(per)):
             if chosen and used + per[tid] > max_steps:
                 break
@@ -199,7 +200,8 @@ def routing_probe(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[s
         X, yk, groups = sig.matrix[keep], y[keep].astype(str), meta["trajectory_id"].to_numpy()[keep]
         scopes: list[tuple[str | int, Any]] = [("all", X)]
         if per_layer:
-            scopes += [(layer, X[:, i * sig.num_experts:(i + 1) * sig.num_experts]) for i, layer in enumerate(sig.layers)]
+            E = sig.num_experts
+            scopes += [(layer, X[:, i * E:(i + 1) * E]) for i, layer in enumerate(sig.layers)]
         for layer, Xl in scopes:
             found = probe_one(Xl, yk, groups, seed=seed)
             if found is not None:

@@ -30,9 +30,9 @@ from horizonlens.replays.codec import FORMAT_VERSION, SOURCE_TABLES, decode_toke
 from horizonlens.replays.layout import (
     CACHE_TABLES,
     CHECKPOINT_META,
-    SELECTION_META,
     LEGACY_ROUTING,
     ROLLOUT_TABLES,
+    SELECTION_META,
     STEP_TIER,
     TOKEN_TIER,
     file_stem,
