@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from horizonlens.derived.aggregates import SPEC as AGGREGATES
 from horizonlens.derived.search_index import SPEC as SEARCH_INDEX
+from horizonlens.derived.tool_use import SPEC as TOOL_USE
 from horizonlens.labels.annotations import VIEWS as LABEL_VIEWS
 from horizonlens.query.base import Store
 from horizonlens.replays.views import REPLAY_VIEWS
@@ -33,7 +34,8 @@ def catalog() -> dict[str, tuple[str, str]]:
             **{v: ("labels", d) for v, d in LABEL_VIEWS.items()},
             **{v: ("replays", d) for v, d in REPLAY_VIEWS.items()},
             **{v: (SEARCH_INDEX.kind, d) for v, d in SEARCH_INDEX.views().items()},
-            **{v: (AGGREGATES.kind, d) for v, d in AGGREGATES.views().items()}}
+            **{v: (AGGREGATES.kind, d) for v, d in AGGREGATES.views().items()},
+            **{v: (TOOL_USE.kind, d) for v, d in TOOL_USE.views().items()}}
 
 
 def describe(store: Store) -> list[View]:

@@ -13,11 +13,7 @@ registered with DuckDB (storage/scan.py; docs/scale-out.md says why), so DuckDB 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
-import weakref
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,10 +23,12 @@ from horizonlens.corpus.files import corpus_dataset
 from horizonlens.derived.aggregates import SPEC as AGGREGATES
 from horizonlens.derived.search_index import SPEC as SEARCH_INDEX
 from horizonlens.derived.search_index import TEXT_TABLES, TextIndex
+from horizonlens.derived.tool_use import SPEC as TOOL_USE
 from horizonlens.errors import CorpusError, StoreError
 from horizonlens.labels.annotations import annotations_dataset
 from horizonlens.query import reads
 from horizonlens.query.catalog import View, catalog, describe
+from horizonlens.query.connection import connect, harden
 from horizonlens.query.filters import TrajectoryFilter
 from horizonlens.query.listing import LIST_COLUMNS, SORTABLE, Page, TrajectoryList
 from horizonlens.query.mounts import (
@@ -45,8 +43,8 @@ from horizonlens.query.mounts import (
 )
 from horizonlens.replays.layout import replay_checkpoints, replay_dataset
 from horizonlens.storage.dataset import Snapshot
-from horizonlens.storage.location import CorpusPath, ObjectPath, as_location, redact
-from horizonlens.storage.quoting import quote_ident, sql_string
+from horizonlens.storage.location import CorpusPath, as_location, redact
+from horizonlens.storage.quoting import quote_ident
 from horizonlens.storage.scan import FileScans
 
 __all__ = ["LIST_COLUMNS", "SORTABLE", "CorpusStore", "Page", "View", "catalog", "open_store"]
@@ -60,25 +58,14 @@ class CorpusStore:
         self.lock = threading.RLock()  # held while views change and while cursors are made
         self._aggregates_lock = threading.Lock()  # held while the aggregates are computed in memory
         self._aggregates_in_memory = False
-        # DuckDB may always read its temp directory, by default `<cwd>/.tmp/`, where anyone could plant a
-        # file: spill to a private folder of this store instead (mode 0700, removed on close)
-        self.spill_dir = Path(tempfile.mkdtemp(prefix="horizonlens-duckdb-"))
-        self._remove_spill = weakref.finalize(self, shutil.rmtree, self.spill_dir, ignore_errors=True)
-        self.con = duckdb.connect(":memory:", config={"temp_directory": str(self.spill_dir)})
-        self.con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
-        # keep Parquet footers in memory between queries: opening one trajectory then costs no footer reads
-        self.con.execute("SET parquet_metadata_cache = true")
-        # large scans (distinct tool names, window functions over all checks) need not keep row order; this
-        # keeps them inside the memory limit on a 1M-trajectory corpus
-        self.con.execute("SET preserve_insertion_order = false")
+        self.con, self.spill_dir, self._remove_spill = connect(self, memory_limit, threads)
         self.scans = FileScans(self.root)
         self.views_ = Views(self.con, self.scans)
         self.lists = TrajectoryList(self)
         self.corpus_mount = CorpusMount(corpus_dataset(self.root))
         self.index_mount = DerivedMount(SEARCH_INDEX, self.corpus_mount)
         self.aggregate_mount = DerivedMount(AGGREGATES, self.corpus_mount)
+        self.tool_use_mount = DerivedMount(TOOL_USE, self.corpus_mount)
         self.label_mount = AnnotationsMount(annotations_dataset(self.root))
         self.replay_mounts: dict[str, ReplayMount] = {}
         self._replay_stamps: Any = None
@@ -86,12 +73,7 @@ class CorpusStore:
             self._mount_corpus()
             self._mount_replays()
             self._mount(self.label_mount)
-        # Harden: only the corpus directory (and the private spill folder) is readable from SQL from now on (in
-        # object storage: no file at all, the views read through registered datasets); nothing can change that.
-        allowed = "" if isinstance(self.root, ObjectPath) else sql_string(str(self.root) + "/")
-        self.con.execute(f"SET allowed_directories = [{allowed}]")
-        self.con.execute("SET enable_external_access = false")
-        self.con.execute("SET lock_configuration = true")
+        harden(self.con, self.root)
 
     # --- mounts -------------------------------------------------------------------------------------------------
     def _mount(self, mount: CorpusMount | DerivedMount | AnnotationsMount) -> None:
@@ -102,6 +84,7 @@ class CorpusStore:
         self._mount(self.corpus_mount)
         self._mount_index()
         self._mount_aggregates()
+        self._mount(self.tool_use_mount)
 
     def _mount_index(self) -> None:
         self._mount(self.index_mount)
@@ -141,7 +124,8 @@ class CorpusStore:
                 changed = True
             else:
                 for mount, remount in ((self.index_mount, self._mount_index),
-                                       (self.aggregate_mount, self._mount_aggregates)):
+                                       (self.aggregate_mount, self._mount_aggregates),
+                                       (self.tool_use_mount, lambda: self._mount(self.tool_use_mount))):
                     if mount.changed():
                         remount()
                         changed = True
@@ -167,7 +151,7 @@ class CorpusStore:
     def mounts(self) -> list[Mount]:
         """Every mount: the corpus, the labels, each checkpoint's replays, the search index, the aggregates."""
         return [self.corpus_mount, self.label_mount, *self.replay_mounts.values(), self.index_mount,
-                self.aggregate_mount]
+                self.aggregate_mount, self.tool_use_mount]
 
     @property
     def version(self) -> tuple[Any, ...]:
@@ -179,6 +163,11 @@ class CorpusStore:
         """The published state of the corpus tables the views show."""
         assert self.corpus_mount.snapshot is not None
         return self.corpus_mount.snapshot
+
+    @property
+    def corpus_snapshot(self) -> Snapshot:
+        """The published state of the corpus tables (the same as `snapshot`)."""
+        return self.snapshot
 
     @property
     def manifest(self) -> dict[str, Any]:

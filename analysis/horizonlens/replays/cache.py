@@ -27,6 +27,7 @@ from horizonlens.replays.layout import (
     CACHE_TABLES,
     CHECKPOINT_META,
     ROLLOUT_TABLES,
+    SELECTION_META,
     STEP_TIER,
     TOKEN_TABLES,
     TOKEN_TIER,
@@ -38,7 +39,7 @@ from horizonlens.replays.layout import (
 from horizonlens.storage.atomic import write_json_atomic
 from horizonlens.storage.dataset import Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
-from horizonlens.storage.manifest import DataFile
+from horizonlens.storage.manifest import DataFile, read_json
 
 NOTE_KEYS = ("notes", "n_replayed", "n_rendered", "template", "routing")
 Batch = dict[str, tuple[dict[str, pa.Table], dict[str, str]]]  # trajectory_id -> (tables by name, notes)
@@ -188,6 +189,23 @@ class ReplayCache:
             if written:
                 txn.commit()
         return written
+
+    def write_selection(self, record: dict[str, Any]) -> None:
+        """Record how the replayed runs were chosen (a stratified random sample: method, seed, strata, ids).
+
+        Kept beside the checkpoint meta, outside the manifest, so rewriting or compacting the cache keeps it;
+        a new record replaces the old one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, self.root / SELECTION_META)
+
+    def read_selection(self) -> dict[str, Any] | None:
+        """The selection record (None when none was written or it cannot be read)."""
+        try:
+            value = read_json(self.root / SELECTION_META)
+        except CorpusError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def drop(self, trajectory_ids: Iterable[str]) -> int:
         """Remove these trajectories from the cache (e.g. when their steps were replaced); returns files changed."""

@@ -2,6 +2,7 @@
 
 replays/<checkpoint_id>/manifest.json         the replay cache of one checkpoint: a dataset
 replays/<checkpoint_id>/checkpoint.json       what the checkpoint was (architecture, experts, ...)
+replays/<checkpoint_id>/selection.json        how the replayed runs were chosen (a random sample's record)
 replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint, one folder per table
                                               (CACHE_TABLES; docs/corpus-format.md says what each holds)
 """
@@ -50,6 +51,8 @@ FORMAT1_TABLE = "routing"
 ROLLOUT_TABLES = (SOURCE_TABLES["rollout"], "rollout_compare", "rollout_compare_steps")
 COMPARE_TABLES = ROLLOUT_TABLES[1:]
 CHECKPOINT_META = "checkpoint.json"
+# How the replayed trajectories were chosen (`replay --sample`): a record beside the checkpoint meta.
+SELECTION_META = "selection.json"
 # A checkpoint id as Horizon Lens makes it (architecture-hash); ids found on disk must match it.
 CHECKPOINT_ID = re.compile(r"^[a-z0-9_.-]{1,64}$")
 
