@@ -55,16 +55,17 @@ class Views:
         return empty_relation(schema)
 
     def create(self, name: str, sql: str) -> None:
-        """Create or replace one view (dropping a table of that name first)."""
-        self.drop(name)
-        self.con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
+        """Create or replace one view (a table of that name, say aggregates computed in memory, is dropped first)."""
+        self.drop(name, keep_views=True)
+        self.con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
 
-    def drop(self, name: str) -> None:
-        """Drop a view or table of this connection by name, whichever it is."""
+    def drop(self, name: str, keep_views: bool = False) -> None:
+        """Drop a view or table of this connection by name, whichever it is (`keep_views`: tables only)."""
         kinds = self.con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ?",
                                  [name]).fetchall()
         for (kind,) in kinds:
-            self.con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {quote_ident(name)}")
+            if kind != "VIEW" or not keep_views:
+                self.con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {quote_ident(name)}")
 
 
 class Mount:
