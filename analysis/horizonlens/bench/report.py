@@ -7,11 +7,7 @@ from typing import Any
 
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
-
-
-def _ms(x: float | None) -> str:
-    return "—" if x is None else f"{x * 1000:,.1f} ms" if x < 1 else f"{x:,.2f} s"
-
+from horizonlens.figures.formatting import seconds
 
 # Targets of issue 13 at 1M trajectories (seconds): first load, and the interaction the page benchmark times.
 TARGETS = {"explore": (1.5, 0.5), "trajectory": (1.0, 0.3), "compounding": (2.0, 0.5), "sql": (1.0, None)}
@@ -54,9 +50,9 @@ def _pages(results: dict[str, Any]) -> list[str]:
                     f", ≤ {target[1]:g} s)" if target[1] else ")")
             failed = len(row.get("failures") or [])
             note = f" ({failed} sample(s) timed out, left out)" if failed else ""
-            lines.append(f"| {name} | {int(row['trajectories']):,} | {_ms(row['first_load_s'])} | "
-                         f"{_ms(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
-                         f"{_ms(row.get('interaction_s'))} | {verdict} |")
+            lines.append(f"| {name} | {int(row['trajectories']):,} | {seconds(row['first_load_s'])} | "
+                         f"{seconds(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
+                         f"{seconds(row.get('interaction_s'))} | {verdict} |")
     return lines
 
 
@@ -98,13 +94,14 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{r['tokens']:,} tokens, chunk {r['chunk_size']}, {r['moe_layers']} MoE layers × "
                   f"{r['experts']} experts.", "",
                   "| what | median | ratio to one plain forward |", "|---|---|---|",
-                  f"| plain forward (baseline) | {_ms(t['plain_forward']['median_s'])} | 1.00× |",
-                  f"| forward with router capture | {_ms(t['captured_forward']['median_s'])} | "
+                  f"| plain forward (baseline) | {seconds(t['plain_forward']['median_s'])} | 1.00× |",
+                  f"| forward with router capture | {seconds(t['captured_forward']['median_s'])} | "
                   f"{r['capture_overhead_ratio']:.3f}× |",
-                  f"| chunked replay with cache | {_ms(t['chunked_replay']['median_s'])} | "
+                  f"| chunked replay with cache | {seconds(t['chunked_replay']['median_s'])} | "
                   f"{r['chunked_vs_one_forward_ratio']:.2f}× |",
                   f"| re-forwarding each growing prefix ({r['prefix_points']} step boundaries) | "
-                  f"{_ms(r['prefix_reforward']['median_s'])} | {r['prefix_reforward_vs_one_forward_ratio']:.1f}× |", "",
+                  f"{seconds(r['prefix_reforward']['median_s'])} | "
+                  f"{r['prefix_reforward_vs_one_forward_ratio']:.1f}× |", "",
                   f"Whole trajectory replay (render + chunked forward + capture): {r['full_trajectory']['tokens']:,} "
                   f"tokens in {r['full_trajectory']['wall_s']:.2f} s = "
                   f"{r['full_trajectory']['tokens_per_s']:,.0f} tokens/s.", "",

@@ -7,7 +7,14 @@ from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.align import Alignment, align_tokens
 from horizonlens.model.batch import BatchDone, ReplayPlan, ReplayRun, ensure_replayed, plan_replay, replay_many
 from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
-from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint, load_tokenizer
+from horizonlens.model.loader import (
+    LoadedModel,
+    check_files,
+    checkpoint_id,
+    load_checkpoint,
+    load_tokenizer,
+    usable_checkpoint_id,
+)
 from horizonlens.model.ray_engine import RayOptions, replay_on_ray
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
 from horizonlens.model.replay import (
@@ -78,4 +85,5 @@ __all__ = [
     "routing_shape",
     "train_tokenizer",
     "trajectory_text",
+    "usable_checkpoint_id",
 ]

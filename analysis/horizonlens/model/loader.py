@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from horizonlens.errors import CheckpointError, NotMoEError
+from horizonlens.errors import CheckpointError, HorizonLensError, NotMoEError
 from horizonlens.model.files import (
     META_MAX_BYTES,
     PICKLE_SUFFIXES,
@@ -92,6 +92,17 @@ def checkpoint_id(path: Path | str) -> str:
     # the id names a folder of the replay cache and is shown in the app: keep letters, digits and _
     name = re.sub(r"[^a-z0-9_]+", "", str(arch).lower())[:40] or "model"
     return f"{name}-{h.hexdigest()[:12]}"
+
+
+def usable_checkpoint_id(path: Path | str) -> str | None:
+    """The id of the checkpoint at `path`, or None when the folder is not a usable checkpoint (nothing to show)."""
+    if not str(path):
+        return None
+    try:
+        check_files(Path(path), allow_pickle=True)
+        return checkpoint_id(path)
+    except (HorizonLensError, OSError, ValueError):
+        return None
 
 
 def check_files(path: Path, allow_pickle: bool) -> None:
