@@ -41,7 +41,7 @@ def test_no_generic_top_level_names_are_imported() -> None:
 
     repo = Path(__file__).resolve().parents[2]
     bad = []
-    for path in [*repo.glob("analysis/**/*.py"), *repo.glob("app/**/*.py"), *repo.glob("tests/*.py")]:
+    for path in [*repo.glob("analysis/**/*.py"), *repo.glob("app/**/*.py"), *repo.glob("tests/**/*.py")]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(r"\s*(from|import)\s+(analysis|app)(\.|\s|$)", line):
                 bad.append(f"{path.relative_to(repo)}:{n}: {line.strip()}")

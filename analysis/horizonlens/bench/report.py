@@ -131,22 +131,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _plot(results: dict[str, Any], out: Path) -> None:
-    """cost-vs-size.html: median latency of each query against corpus size (log-log)."""
-    import plotly.graph_objects as go
+    """cost-vs-size.html (and .png): median latency of each query against corpus size."""
+    from horizonlens.figures.bench import cost_vs_size
 
-    sizes = [int(n) for n in results["corpora"]]
-    if len(sizes) < 2:
+    fig = cost_vs_size(results["corpora"])
+    if fig is None:
         return
-    fig = go.Figure()
-    queries = (("explore", "Explore"), ("search_exact", "exact search"), ("open_trajectory", "open trajectory"))
-    for key, label in queries:
-        for variant in ("horizonlens", "polars", "duckdb_raw", "pandas"):
-            ys = [c.get(key, {}).get(variant, {}).get("median_s") for c in results["corpora"].values()]
-            if all(y is None for y in ys):
-                continue
-            fig.add_scatter(x=sizes, y=ys, mode="lines+markers", name=f"{label}: {variant}")
-    fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="trajectories", yaxis_title="median seconds",
-                      title="Query cost vs corpus size", template="plotly_white", height=500, width=900)
     fig.write_html(out / "cost-vs-size.html", include_plotlyjs=True)
     _png(out / "cost-vs-size.html", out / "cost-vs-size.png")
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from horizonlens.model.capture import RouterSite
+    from horizonlens.model.routers import RouterSite
 
 # config keys for "experts per MoE layer" and "experts per token" across architectures
 EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
@@ -195,7 +195,7 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from horizonlens.model.capture import find_routers
+    from horizonlens.model.routers import find_routers
 
     path = Path(path).resolve()
     check_files(path, allow_pickle)

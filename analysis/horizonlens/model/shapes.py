@@ -138,7 +138,7 @@ def perturb_routers(model: Any, seed: int) -> None:
     """
     import torch
 
-    from horizonlens.model.capture import find_routers
+    from horizonlens.model.routers import find_routers
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
