@@ -144,16 +144,12 @@ def _plot(results: dict[str, Any], out: Path) -> None:
 def _png(html: Path, png: Path) -> None:
     """Render the plot to PNG in headless Chromium when it is available (a small file to commit)."""
     try:
-        from playwright.sync_api import sync_playwright
+        from horizonlens.bench.browser import chromium
 
-        from horizonlens.bench.browser import CHROMIUM_ARGS
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 940, "height": 540})
             page.goto(html.resolve().as_uri())
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
             page.screenshot(path=str(png))
-            browser.close()
     except Exception:  # noqa: BLE001 - the HTML plot is still there
         pass
