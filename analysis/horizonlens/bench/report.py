@@ -9,7 +9,7 @@ from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
 
-# Targets of issue 13 at 1M trajectories (seconds): first load, and the interaction the page benchmark times.
+# What each page should stay within at 1M trajectories (seconds): first load, and the interaction it is timed on.
 TARGETS = {"explore": (1.5, 0.5), "trajectory": (1.0, 0.3), "compounding": (2.0, 0.5), "sql": (1.0, None)}
 PEER_NAMES = (("horizonlens_ms", "Horizon Lens"), ("polars_ms", "Polars lazy"), ("duckdb_raw_ms", "DuckDB raw SQL"),
               ("pandas_ms", "pandas"))

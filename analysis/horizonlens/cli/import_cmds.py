@@ -1,61 +1,14 @@
-"""Corpus commands: generate the sample, import logs, build the word index, run read-only SQL."""
+"""`horizonlens import` and `horizonlens index`: agent logs into a corpus, and its derived data brought up to date."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from horizonlens.cli.base import app, fail, progress_bar
-
-
-@app.command()
-def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corpus to.")],
-           trajectories: Annotated[int, typer.Option(help="Number of trajectories.")] = 1200,
-           seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
-           trials: Annotated[int, typer.Option(help="Trials per task (for pass^k).")] = 4,
-           overwrite: Annotated[bool, typer.Option(help="Replace an existing corpus at OUT.")] = False) -> None:
-    """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
-    from horizonlens.corpus.files import CorpusError
-    from horizonlens.sample.generate import generate_corpus
-
-    progress, task = progress_bar(trajectories, "simulating")
-    try:
-        with progress:
-            manifest = generate_corpus(str(out), trajectories, seed=seed, trials=trials, overwrite=overwrite,
-                                       progress=lambda n: progress.advance(task, n))
-    except CorpusError as exc:
-        fail(str(exc))
-    typer.echo(f"wrote {trajectories} trajectories to {out} (seed {manifest['generator']['seed']})")
-
-
-@app.command()
-def sql(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
-        query: Annotated[str, typer.Argument(help="One read-only SELECT over the views trajectories, steps, "
-                                                  "replay_steps, routing.")],
-        row_cap: Annotated[int, typer.Option(help="At most this many rows.")] = 1000,
-        timeout: Annotated[float, typer.Option(help="Stop the query after this many seconds.")] = 30.0,
-        as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False) -> None:
-    """Run a read-only SQL query over a corpus."""
-    from horizonlens.corpus.files import CorpusError
-    from horizonlens.query.console import SqlError, run_sql
-    from horizonlens.query.store import open_store
-
-    try:
-        store = open_store(corpus)
-        result = run_sql(store, query, row_cap=row_cap, timeout_s=timeout)
-    except (CorpusError, SqlError) as exc:
-        fail(str(exc))
-    if as_json:
-        for row in result.table.to_pylist():
-            typer.echo(json.dumps(row, default=str, ensure_ascii=False))
-    else:
-        typer.echo(result.table.to_pandas().to_string(index=False, max_colwidth=60))
-    for note in result.notes:  # rows stopped by a cap, cells cut to fit
-        typer.secho(f"({note})", err=True)
+from horizonlens.cli.base import app, fail
 
 
 @app.command("import")

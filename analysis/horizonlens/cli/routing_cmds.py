@@ -35,7 +35,7 @@ app.add_typer(routing_app, name="routing")
 
 @dataclass
 class RolloutImport:
-    """What `routing import` did, for the CLI and the closing note."""
+    """What `routing import` did: the counts the command prints."""
 
     records: int = 0
     imported: list[str] = field(default_factory=list)
