@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 # `horizonlens --help` lists commands in the order of a user's work, not of the modules that define them;
 # a command missing here follows these, in the order it was registered.
-HELP_ORDER = ("sample", "sql", "import", "index", "metrics", "replay", "compact", "build-checkpoint", "bench", "serve")
+HELP_ORDER = ("sample", "sql", "import", "index", "metrics", "replay", "compact", "build-checkpoint", "modes", "bench",
+              "serve")
 
 
 class _Commands(TyperGroup):

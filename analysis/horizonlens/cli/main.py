@@ -11,6 +11,7 @@ from horizonlens.cli import (
     bench_cmds,
     import_cmds,
     metrics_cmds,
+    modes_cmds,
     replay_cmds,
     routing_cmds,
     sample_cmds,
@@ -19,8 +20,8 @@ from horizonlens.cli import (
 )
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "bench_cmds", "import_cmds", "main", "metrics_cmds", "replay_cmds", "routing_cmds",
-           "sample_cmds", "serve_cmds", "sql_cmds"]
+__all__ = ["annotate_cmds", "app", "bench_cmds", "import_cmds", "main", "metrics_cmds", "modes_cmds", "replay_cmds",
+           "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry
