@@ -155,8 +155,8 @@ def _step_body(row: dict, step: int) -> None:
         ui.untrusted(f"Tool call · {call.get('name')}", args or "(no arguments)", key=f"c_{step}_{i}", language=lang)
     for i, obs in enumerate(row.get("observations") or []):
         ui.untrusted("Observation", obs.get("content") or "(empty)", key=f"o_{step}_{i}")
-    st.caption(f"{fmt.count(row.get('n_tokens') or 0)} tokens · {fmt.seconds(row.get('duration_s') or 0)} · "
-               f"{fmt.usd(row.get('cost_usd') or 0)}")
+    st.caption(f"{fmt.count(row.get('n_tokens') or 0)} tokens · {fmt.seconds(row.get('duration_s'))} · "
+               f"{fmt.usd(row.get('cost_usd'))}")
 
 
 step_panel()
