@@ -7,7 +7,8 @@ import streamlit as st
 from horizonlens.app import state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.ingest import FORMATS
-from horizonlens.ingest.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UPLOAD_ROOT, Upload, import_uploads
+from horizonlens.ingest.targets import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UPLOAD_ROOT
+from horizonlens.ingest.uploads import Upload, import_uploads
 from horizonlens.sample.bundled import data_home
 
 st.title("Import trajectories")

@@ -1,4 +1,4 @@
-"""Where the app's Import page may write, and how much it may upload."""
+"""Where the app's Import page may write, how much it may upload, and what it reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from horizonlens.ingest import ImportFailed, import_paths
-from horizonlens.ingest.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, check_uploads, upload_target
+from horizonlens.ingest.targets import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, check_uploads, upload_target
 from tests.support.hostile.cases import tau
 
 
