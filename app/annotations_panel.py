@@ -14,7 +14,7 @@ import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.errors import HorizonLensError
-from horizonlens.labels import annotations
+from horizonlens.labels import annotations as label_store
 from horizonlens.labels.annotations import Label
 from horizonlens.query import CorpusStore
 from horizonlens.query import labels as label_queries
@@ -71,20 +71,20 @@ def _add_form(store: CorpusStore, trajectory_id: str, step: int) -> None:
     with st.form(key="labels_add", clear_on_submit=True):
         scope = st.radio("On", [f"step {step}", "the whole run"], horizontal=True, key="labels_add_scope")
         c = st.columns([2, 1])
-        text = c[0].text_input("Label", key="labels_add_label", max_chars=annotations.MAX_LEN["label"],
+        text = c[0].text_input("Label", key="labels_add_label", max_chars=label_store.MAX_LEN["label"],
                                placeholder="e.g. wrong refund amount")
         category = c[1].selectbox("Category", _categories(store), key="labels_add_category", accept_new_options=True,
                                   help="What kind of label: pick one or type a new one.")
-        note = st.text_area("Note (optional)", key="labels_add_note", max_chars=annotations.MAX_LEN["note"], height=80)
-        c = st.columns(2)
-        agent = c[0].text_input("Agent it names (optional)", key="labels_add_agent",
-                                max_chars=annotations.MAX_LEN["agent"])
-        author = c[1].text_input("Author", value=annotations.default_author(), key="labels_add_author",
-                                 max_chars=annotations.MAX_LEN["author"])
+        note = st.text_area("Note (optional)", key="labels_add_note", max_chars=label_store.MAX_LEN["note"], height=80)
+        who = st.columns(2)
+        agent = who[0].text_input("Agent it names (optional)", key="labels_add_agent",
+                                max_chars=label_store.MAX_LEN["agent"])
+        author = who[1].text_input("Author", value=label_store.default_author(), key="labels_add_author",
+                                 max_chars=label_store.MAX_LEN["author"])
         if st.form_submit_button("Add label", type="primary"):
             label = Label(trajectory_id=trajectory_id, label=text, category=category or "note",
                           step=None if scope == "the whole run" else step, note=note or None, agent=agent or None)
-            _write(lambda: annotations.add_labels(store.root, [label], author=author, skip_existing=False),
+            _write(lambda: label_store.add_labels(store.root, [label], author=author, skip_existing=False),
                    f"Label added to {'the run' if label.step is None else f'step {step}'}.")
 
 
@@ -98,29 +98,30 @@ def _edit_form(store: CorpusStore, trajectory_id: str, labels: pd.DataFrame) -> 
     if labels.empty:
         st.caption("This run has no labels to edit.")
         return
-    rows = {r["annotation_id"]: r for r in labels.to_dict(orient="records")}
+    rows = {str(r["annotation_id"]): {str(k): v for k, v in r.items()} for r in labels.to_dict(orient="records")}
     chosen = st.selectbox("Label", list(rows), format_func=lambda a: _describe(rows[a]), key="labels_edit_pick")
     row = rows[chosen]
     with st.form(key=f"labels_edit_{chosen}_{row['version']}"):
         c = st.columns([2, 1, 1])
-        text = c[0].text_input("Label", value=row["label"], max_chars=annotations.MAX_LEN["label"])
+        text = c[0].text_input("Label", value=row["label"], max_chars=label_store.MAX_LEN["label"])
         cats = _categories(store)
         category = c[1].selectbox("Category", cats, index=cats.index(row["category"]) if row["category"] in cats else 0,
                                   accept_new_options=True)
         step_value = c[2].number_input("Step (empty: whole run)", min_value=0, step=1,
                                        value=None if pd.isna(row["step"]) else int(row["step"]))
-        note = st.text_area("Note", value=row["note"] or "", max_chars=annotations.MAX_LEN["note"], height=80)
-        c = st.columns(2)
-        agent = c[0].text_input("Agent", value=row["agent"] or "", max_chars=annotations.MAX_LEN["agent"])
-        author = c[1].text_input("Author", value=annotations.default_author(), max_chars=annotations.MAX_LEN["author"])
+        note = st.text_area("Note", value=row["note"] or "", max_chars=label_store.MAX_LEN["note"], height=80)
+        who = st.columns(2)
+        agent = who[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
+        author = who[1].text_input("Author", value=label_store.default_author(),
+                                   max_chars=label_store.MAX_LEN["author"])
         save, delete = st.columns([1, 4])
         if save.form_submit_button("Save as new version", type="primary"):
-            label = annotations.as_label(row, label=text, category=category or "note", note=note or None,
+            label = label_store.as_label(row, label=text, category=category or "note", note=note or None,
                                          agent=agent or None, step=None if step_value is None else int(step_value))
-            _write(lambda: annotations.edit_label(store.root, chosen, label, author=author),
+            _write(lambda: label_store.edit_label(store.root, chosen, label, author=author),
                    f"Saved version {row['version'] + 1} of the label.")
         if delete.form_submit_button("Delete label"):
-            _write(lambda: annotations.delete_label(store.root, chosen, author=author),
+            _write(lambda: label_store.delete_label(store.root, chosen, author=author),
                    "Label deleted (its history is kept).")
     with st.expander("History of this label"):
         history = state.cached(label_queries.label_history, store, chosen).to_pandas()
@@ -134,7 +135,7 @@ def _export(store: CorpusStore) -> None:
                "The same as `horizonlens annotate export`.")
     name = "label-history" if history else "labels"
     c = st.columns([1, 1, 4])
-    c[0].download_button("CSV", annotations.export_bytes(table, "csv"), file_name=f"{name}.csv", mime="text/csv",
+    c[0].download_button("CSV", label_store.export_bytes(table, "csv"), file_name=f"{name}.csv", mime="text/csv",
                          key="labels_export_csv")
-    c[1].download_button("Parquet", annotations.export_bytes(table, "parquet"), file_name=f"{name}.parquet",
+    c[1].download_button("Parquet", label_store.export_bytes(table, "parquet"), file_name=f"{name}.parquet",
                          mime="application/octet-stream", key="labels_export_parquet")

@@ -8,29 +8,28 @@ import pandas as pd
 import streamlit as st
 
 from horizonlens.app import rollout_panel, state, ui
+from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import expert_rank, replays, routing
 from horizonlens.metrics.replays import step_tokens
 from horizonlens.query import CorpusStore
-from horizonlens.replays import ReplayCache
 
 BUSIEST_NAMED = 5  # (layer, expert) pairs named in words under the step's routing chart
 
 
-def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> int | None:
+def render(store: CorpusStore, tid: str, step: int) -> int | None:
     """The model column for one step: its replay signals and which experts it used; returns the picked expert."""
-    path = state.checkpoint_path()
-    ckpt_id = state.checkpoint_id_of(path)
+    ckpt_id = state.current_checkpoint_id()
     if ckpt_id is None:
-        st.warning(f"The checkpoint path {ui.md(path)} is not a usable checkpoint (config.json, \\*.safetensors and "
-                   "a tokenizer). Fix it in the sidebar.")
+        st.warning(f"The checkpoint path {ui.md(state.checkpoint_path())} is not a usable checkpoint (config.json, "
+                   "\\*.safetensors and a tokenizer). Fix it in the sidebar.")
         return None
     st.markdown(f"### Model · {ui.md(ckpt_id)}")
     replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
     if replay.empty:
         _offer_replay(store, tid, ckpt_id)
         return None
-    notes = ReplayCache(store.root, ckpt_id).read_notes(tid)
+    notes = state.cached(replays.replay_notes, store, ckpt_id, tid)
     if notes.get("notes"):
         st.warning(ui.md(notes["notes"]))
     row = replay[replay["step"] == step]
@@ -39,35 +38,34 @@ def render(store: CorpusStore, tid: str, step: int, failed_steps: list[int]) -> 
         return None
     r = row.iloc[0]
     c = st.columns(3)
-    c[0].metric("Surprisal (nats)", f"{r['surprisal']:.2f}" if r["surprisal"] == r["surprisal"] else "—",
+    c[0].metric("Surprisal (nats)", fmt.number(r["surprisal"]),
                 help="Mean −ln p of the agent-written tokens of this step under the checkpoint.")
-    c[1].metric("Top-1 agreement", f"{r['top1_agreement']:.0%}" if r["top1_agreement"] == r["top1_agreement"] else "—",
+    c[1].metric("Top-1 agreement", fmt.share(r["top1_agreement"]),
                 help="Share of the agent's tokens the model ranked first.")
-    c[2].metric("Router entropy", f"{r['entropy']:.2f}" if r["entropy"] == r["entropy"] else "—",
+    c[2].metric("Router entropy", fmt.number(r["entropy"]),
                 help="Mean entropy of the full router distribution over this step's tokens and layers (nats).")
     rollout_panel.step_metrics(store, ckpt_id, tid, step)
     load = state.cached(routing.step_layer_load, store, ckpt_id, tid, step)  # the step tier: never token rows
     n_experts = state.cached(routing.num_experts, store, ckpt_id)
-    picked = _pick_expert(load, n_experts, tid)
+    picked = _pick_expert(state.cached(routing.step_expert_shares, store, ckpt_id, tid, step), tid)
+    layers = rfig.layer_range(load["layer"].unique().tolist())
     ui.chart(rfig.step_experts(load, step, n_experts, highlight=picked),
-             f"Per layer ({rfig.layer_range(load['layer'].unique())}): the experts this step's tokens were sent to "
+             f"Per layer ({layers}): the experts this step's tokens were sent to "
              "most, by rank (the number is the expert id; shade: its share of the layer's assignments). “other”: "
              "what the remaining experts took together.", key="traj_layer_expert", data=load)
     top = expert_rank.busiest(load, BUSIEST_NAMED)
     st.markdown("Busiest experts in this step: " + ", ".join(
-        f"**E{e} in L{layer}** ({share:.0%})" for layer, e, share in zip(top["layer"], top["expert"], top["share"],
-                                                                        strict=True)))
+        f"**E{e} in L{layer}** ({fmt.share(share)})"
+        for layer, e, share in zip(top["layer"], top["expert"], top["share"], strict=True)))
     _would_do(store, tid, step)
     return picked
 
 
-def _pick_expert(load: pd.DataFrame, n_experts: int, tid: str) -> int | None:
+def _pick_expert(shares: pd.DataFrame, tid: str) -> int | None:
     """An expert to follow through the layers (and from step to step), offered busiest in this step first."""
-    order = expert_rank.expert_order(load, range(n_experts))
-    totals = load.groupby("expert")["assignments"].sum()
-    whole = max(1, int(totals.sum()))
-    label = {e: f"E{e} · {totals.get(e, 0) / whole:.1%} of the step's assignments" for e in order}
-    choice = st.selectbox("Follow one expert across layers", [None, *order], key=f"traj_expert_{tid}",
+    label = {int(e): f"E{e} · {fmt.share(s, 1)} of the step's assignments"
+             for e, s in zip(shares["expert"], shares["share"], strict=True)}
+    choice = st.selectbox("Follow one expert across layers", [None, *label], key=f"traj_expert_{tid}",
                           format_func=lambda e: "none (show each cell's top-1 expert)" if e is None else label[e],
                           help="Outlines the expert in the chart above and shades the tokens it received below. "
                                "Expert ids are per layer: E17 of layer 3 and E17 of layer 10 are different "
@@ -81,8 +79,7 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
     Only a window of tokens is drawn (a step of a 45k-token trajectory can hold thousands): as many as fit
     with their expert ids printed (`figures.routing.token_window`).
     """
-    path = state.checkpoint_path()
-    ckpt_id = state.checkpoint_id_of(path) if path else None
+    ckpt_id = state.current_checkpoint_id()
     if not ckpt_id:
         return
     replay = state.cached(replays.replay_steps, store, ckpt_id, tid)
@@ -108,7 +105,7 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
     shown = state.cached(replays.step_token_window, store, ckpt_id, tid, step, start, size)
     if shown.empty:
         return
-    tokens = step_tokens(shown, state.get_tokenizer(str(Path(path).resolve())))
+    tokens = step_tokens(shown, state.get_tokenizer(str(Path(state.checkpoint_path()).resolve())))
     ui.chart(rfig.token_expert_view(tokens, shown, n_experts, highlight),
              "Each column is a token of this step (its text on the axis), each row a MoE layer. Without a followed "
              "expert a cell shows the token's top-1 expert and is shaded by its gate weight; with one, the cells "
@@ -118,9 +115,9 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
 
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
-    info = state.cached(CorpusStore.trajectory, store, tid)
-    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about {info['n_tokens']:,} tokens). "
-            "Replay it to see routing and surprisal per step.")
+    info = state.cached(CorpusStore.trajectory, store, tid) or {}
+    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about "
+            f"{fmt.count(info.get('n_tokens'))} tokens). Replay it to see routing and surprisal per step.")
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()
         if loaded is None:
@@ -128,8 +125,11 @@ def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
         from horizonlens.model.batch import ensure_replayed
 
         bar = st.progress(0.0, text="Replaying…")
-        ensure_replayed(store, loaded, tid, progress=lambda done, total: bar.progress(
-            done / max(1, total), text=f"Replaying… {done:,}/{total:,} tokens"))
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(1, total), text=f"Replaying… {done:,}/{total:,} tokens")
+
+        ensure_replayed(store, loaded, tid, progress=progress)
         state.clear_query_cache()
         st.rerun()
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.figures import rollout as rofig
+from horizonlens.figures.formatting import MISSING, share
 from horizonlens.metrics import rollout, timeline
 from horizonlens.query import CorpusStore
 
@@ -30,12 +31,12 @@ def render(store: CorpusStore, ckpt: str) -> None:
     head = state.cached(rollout.summary, store, ckpt)
     m = st.columns(4)
     m[0].metric("Tokens compared", f"{head['tokens_compared']:,}", help=f"in {head['trajectories']} trajectories")
-    m[1].metric("Tokens differing in ≥ 1 layer", _pct(head["token_any_layer_mismatch"]),
+    m[1].metric("Tokens differing in ≥ 1 layer", share(head["token_any_layer_mismatch"], 1),
                 help="Share of compared tokens whose top-k expert set differs between the rollout engine and "
                      "the replay in at least one MoE layer.")
-    m[2].metric("(token, layer) cells differing", _pct(head["set_mismatch"], 2),
+    m[2].metric("(token, layer) cells differing", share(head["set_mismatch"], 2),
                 help="Share of (token, MoE layer) decisions whose top-k sets differ.")
-    m[3].metric("Differences at near-ties", _pct(head["near_tie_share"]),
+    m[3].metric("Differences at near-ties", share(head["near_tie_share"], 1),
                 help=f"Share of differing (token, layer) cells where the replay router's k-th and (k+1)-th scores "
                      f"were within {head['near_tie_threshold']:g}: numerics alone can flip those.")
     layers = state.cached(rollout.layer_mismatch, store, ckpt)
@@ -46,8 +47,7 @@ def render(store: CorpusStore, ckpt: str) -> None:
     current = state.selected_trajectory()
     tid = st.selectbox("Trajectory", compared, index=compared.index(current) if current in compared else 0,
                        key="rollout_traj")
-    line = state.cached(timeline.error_timeline, store, tid)
-    failed = line.loc[line["failed"] == 1, "step"].tolist() if not line.empty else []
+    failed = state.cached(timeline.failed_steps, store, tid)
     steps = state.cached(rollout.step_mismatch, store, ckpt, tid)
     ui.chart(rofig.mismatch_along_horizon(steps, failed),
              "Per step: share of its tokens routed differently in at least one layer (solid) and of its (token, "
@@ -63,8 +63,8 @@ def render(store: CorpusStore, ckpt: str) -> None:
         around = state.cached(rollout.around_failures, store, ckpt)
         st.markdown(f"**Before failed checks vs elsewhere** (the failed step and the {around['window']} before it)")
         st.dataframe([{"steps": name.replace("_", " "), "tokens": around[name]["tokens"],
-                       "tokens differing": _pct(around[name]["token_any_layer_mismatch"]),
-                       "cells differing": _pct(around[name]["set_mismatch"], 2)}
+                       "tokens differing": share(around[name]["token_any_layer_mismatch"], 1),
+                       "cells differing": share(around[name]["set_mismatch"], 2)}
                       for name in ("before_failed", "elsewhere")], hide_index=True)
         if around["ratio"] is not None:
             st.caption(f"Tokens before failed checks differ {around['ratio']:.2f}× as often as elsewhere.")
@@ -92,9 +92,8 @@ def _strip(store: CorpusStore, ckpt: str, tid: str, steps: list[int], failed: li
 
 def _texts(ckpt: str, token_ids: list[int]) -> list[str]:
     """Token text with the sidebar checkpoint's tokenizer when it is this checkpoint, else the ids."""
-    path = state.checkpoint_path()
-    if path and state.checkpoint_id_of(path) == ckpt:
-        tokenizer = state.get_tokenizer(str(Path(path).resolve()))
+    if state.current_checkpoint_id() == ckpt:
+        tokenizer = state.get_tokenizer(str(Path(state.checkpoint_path()).resolve()))
         return [tokenizer.decode([t]) for t in token_ids]
     return [f"#{t}" for t in token_ids]
 
@@ -109,15 +108,11 @@ def step_metrics(store: CorpusStore, ckpt: str, tid: str, step: int) -> None:
     steps = state.cached(rollout.step_mismatch, store, ckpt, tid)
     row = steps[steps["step"] == step]
     c = st.columns(3)
-    c[0].metric("Rollout mismatch", _pct(row["token_any_layer_mismatch"].iloc[0]) if len(row) else "—",
+    c[0].metric("Rollout mismatch", share(row["token_any_layer_mismatch"].iloc[0], 1) if len(row) else MISSING,
                 help="Share of this step's tokens whose experts differ between the rollout engine and the replay in "
                      "at least one MoE layer (Routing page, Rollout vs replay tab).")
-    c[1].metric("Cells differing", _pct(row["set_mismatch"].iloc[0], 2) if len(row) else "—",
+    c[1].metric("Cells differing", share(row["set_mismatch"].iloc[0], 2) if len(row) else MISSING,
                 help="Share of this step's (token, MoE layer) decisions whose top-k sets differ.")
-    c[2].metric("At near-ties", _pct(row["near_tie_share"].iloc[0]) if len(row) else "—",
+    c[2].metric("At near-ties", share(row["near_tie_share"].iloc[0], 1) if len(row) else MISSING,
                 help="Of those differing decisions, the share where the replay router's k-th and (k+1)-th scores "
                      "were nearly tied (numerics alone can flip them).")
-
-
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}%}"

@@ -118,13 +118,15 @@ def get_model() -> Any | None:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def checkpoint_id_of(path: str) -> str | None:
-    from horizonlens.model import check_files, checkpoint_id
+    """The id of the checkpoint at `path`, or None when it is not a usable checkpoint."""
+    from horizonlens.model import usable_checkpoint_id
 
-    try:
-        check_files(Path(path), allow_pickle=True)
-        return checkpoint_id(path)
-    except (HorizonLensError, OSError, ValueError):
-        return None
+    return usable_checkpoint_id(path)
+
+
+def current_checkpoint_id() -> str | None:
+    """The id of the checkpoint chosen in the sidebar, or None (none chosen, or not usable)."""
+    return checkpoint_id_of(checkpoint_path())
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from horizonlens.figures import formatting as fmt
+
 TEXT_PREVIEW = 4_000  # characters shown before a field is collapsed
 TEXT_MAX = 200_000  # characters ever rendered in the page; beyond that, download only
 
@@ -80,14 +82,6 @@ def table_downloads(df: pd.DataFrame, name: str, key: str, arrow: Any = None) ->
                             mime="application/octet-stream", key=f"{key}_pq")
 
 
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def untrusted(label: str, text: str | None, key: str, language: str | None = None) -> None:
     """Trajectory content is untrusted (agents read web pages): always shown as literal text.
 
@@ -102,7 +96,7 @@ def untrusted(label: str, text: str | None, key: str, language: str | None = Non
         st.markdown(f"**{label}**")
         st.code(text, language=language, wrap_lines=True)
         return
-    with st.expander(f"{label} — {human_size(size)}, {len(text):,} characters", expanded=False):
+    with st.expander(f"{label} — {fmt.size(size)}, {len(text):,} characters", expanded=False):
         shown = text[:TEXT_MAX]
         st.code(shown, language=language, wrap_lines=True)
         if len(text) > TEXT_MAX:

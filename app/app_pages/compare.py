@@ -26,18 +26,20 @@ def comparison() -> None:
     default_b = next((t for t in trials if t != a), "")
     b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
                         help="Defaults to another trial of the same task as A.")
-    if trials:
+    if info and trials:
         st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
     if not a or not b:
         st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
         return
-    ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
-    for name, t, tid in (("A", ta, a), ("B", tb, b)):
-        if t is None:
+    runs = []
+    for name, tid in (("A", a), ("B", b)):
+        run = state.cached(CorpusStore.trajectory, store, tid)
+        if run is None:
             st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
             return
+        runs.append(run)
     m = st.columns(2)
-    for col, t in zip(m, (ta, tb), strict=True):
+    for col, t in zip(m, runs, strict=True):
         col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
                      f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
     table, first = state.cached(compare.align, store, a, b)

@@ -84,7 +84,7 @@ def compounding_panel() -> None:
     st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
 
     st.subheader("Decisive-step attribution")
-    ckpt_id = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
+    ckpt_id = state.current_checkpoint_id()
     _attribution(ckpt_id, flt)
     _early_warning(ckpt_id, flt)
 

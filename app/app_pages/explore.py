@@ -11,6 +11,7 @@ import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.figures import corpus as corpus_figs
+from horizonlens.figures import formatting as fmt
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
 from horizonlens.query import labels as label_queries
 
@@ -22,12 +23,12 @@ st.title("Explore")
 
 summary = state.cached(CorpusStore.summary, store)
 cols = st.columns(6)
-cols[0].metric("Trajectories", f"{summary['trajectories']:,}")
-cols[1].metric("Tasks", f"{summary['tasks']:,}")
-cols[2].metric("Steps", f"{summary['steps'] or 0:,}")
-cols[3].metric("Tokens", f"{summary['tokens'] or 0:,}")
-cols[4].metric("Success rate", f"{summary['success_rate']:.0%}" if summary["success_rate"] is not None else "—")
-cols[5].metric("Runs with a failed check", f"{summary['share_with_failed_checks'] or 0:.0%}")
+cols[0].metric("Trajectories", fmt.count(summary["trajectories"]))
+cols[1].metric("Tasks", fmt.count(summary["tasks"]))
+cols[2].metric("Steps", fmt.count(summary["steps"] or 0))
+cols[3].metric("Tokens", fmt.count(summary["tokens"] or 0))
+cols[4].metric("Success rate", fmt.share(summary["success_rate"]))
+cols[5].metric("Runs with a failed check", fmt.share(summary["share_with_failed_checks"] or 0))
 
 
 def build_indexes() -> None:

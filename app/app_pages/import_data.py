@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
 from horizonlens.app import state, ui
 from horizonlens.errors import HorizonLensError
-from horizonlens.ingest import FORMATS, import_paths
-from horizonlens.ingest.targets import (
-    MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_FILES,
-    UPLOAD_ROOT,
-    check_uploads,
-    upload_target,
-)
+from horizonlens.ingest import FORMATS
+from horizonlens.ingest.targets import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UPLOAD_ROOT
+from horizonlens.ingest.uploads import Upload, import_uploads
 from horizonlens.sample.bundled import data_home
-from horizonlens.storage import as_location
 
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
@@ -26,8 +17,8 @@ st.markdown("Upload logs in any supported format; they are converted into the co
             f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_BYTES // 2**20} MB per import; for more use "
             "`horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
 with st.expander("Supported formats"):
-    for fmt in FORMATS:
-        st.markdown(f"- **{ui.md(fmt.name)}** — {ui.md(fmt.description)}")
+    for source_format in FORMATS:
+        st.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
 uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
 c = st.columns([3, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
@@ -38,31 +29,18 @@ replace = c[2].toggle("Replace existing", key="import_replace")
 strict = c[3].toggle("Strict", key="import_strict", help="Import nothing if any record is malformed.")
 if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
     try:
-        check_uploads([up.size for up in uploads or []])
-        into = upload_target(target, state.corpus_path(), data_home())
+        with st.spinner("Importing…"):
+            report = import_uploads([Upload(up.name, up.getbuffer()) for up in uploads or []], target,
+                                    state.corpus_path(), data_home(), fmt=fmt, replace=replace, strict=strict)
     except HorizonLensError as exc:
-        st.error(ui.md(str(exc)))
+        st.error(ui.md(exc))
         st.stop()
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i, up in enumerate(uploads or []):
-            dest = Path(tmp) / f"{i:03d}-{Path(up.name).name}"  # keep the suffix; never trust the path part
-            dest.write_bytes(up.getbuffer())
-            paths.append(dest)
-        try:
-            with st.spinner("Importing…"):
-                report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict)
-        except HorizonLensError as exc:
-            st.error(ui.md(str(exc).replace(tmp + "/", "")))
-        else:
-            st.success(ui.md(report.summary()))
-            for notice in report.notices[:100]:
-                st.info(ui.md(str(notice).replace(tmp + "/", "")))
-            for problem in report.problems[:100]:
-                st.warning(ui.md(str(problem).replace(tmp + "/", "")))
-            if len(report.problems) > 100:
-                st.warning(f"… and {len(report.problems) - 100} more problems")
-            state.clear_query_cache()
-            if str(into) != str(as_location(state.corpus_path())):
-                st.session_state["corpus_path"] = str(into)
-            st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")
+    st.success(ui.md(report.summary))
+    for notice in report.notices:
+        st.info(ui.md(notice))
+    for problem in report.problems:
+        st.warning(ui.md(problem))
+    state.clear_query_cache()
+    if report.new_corpus:
+        st.session_state["corpus_path"] = str(report.into)
+    st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")

@@ -42,7 +42,7 @@ if not checkpoints:
     st.info("Nothing has been replayed into this corpus yet. Open a trajectory and press **Replay this trajectory**, "
             "or run `horizonlens replay CORPUS --checkpoint DIR --limit 50` for a batch.")
     st.stop()
-mine = state.checkpoint_id_of(state.checkpoint_path()) if state.checkpoint_path() else None
+mine = state.current_checkpoint_id()
 ckpt = st.selectbox("Checkpoint", checkpoints, index=checkpoints.index(mine) if mine in checkpoints else 0,
                     key="routing_ckpt")
 replayed = state.cached(replays.replayed_trajectories, store, ckpt)
@@ -78,8 +78,7 @@ if tab_traj.open:
                            key="routing_traj")
         layer = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer") if len(layers) > 1 \
             else layers[0]
-        tl = state.cached(timeline.error_timeline, store, tid)
-        failed = tl.loc[tl["failed"] == 1, "step"].tolist()
+        failed = state.cached(timeline.failed_steps, store, tid)
         load = state.cached(routing.step_expert_load, store, ckpt, tid, layer)
         ui.chart(rfig.step_expert_heatmap(load, E, failed, layer, top_n),
                  "Each column is a step, each row an expert of this layer (busiest over the trajectory on top); shade "

@@ -5,37 +5,43 @@ from __future__ import annotations
 import streamlit as st
 
 from horizonlens.app import annotations_panel, model_panel, state, ui
+from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
-from horizonlens.metrics import timeline
-from horizonlens.metrics.timeline import timeline_summary
+from horizonlens.metrics import timeline as timelines
 from horizonlens.query import CorpusStore
 
 store = state.require_store()
-tid = state.selected_trajectory()
-
 st.title("Trajectory")
-with st.container():
-    typed = st.text_input("Trajectory id", value=tid or "", key="traj_id_input",
-                          help="Or select a row on the Explore page. The URL carries trajectory and step, so a view "
-                               "can be shared and reloaded.")
-    if typed and typed != tid:
-        state.open_trajectory(typed.strip())
 
-if not tid:
-    st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
-    first = state.cached(CorpusStore.list_trajectories, store, sort="n_failed_checks", descending=True, limit=5)
-    for t in first.rows["trajectory_id"].to_pylist():
-        if st.button(f"Open {ui.md(t)}", key=f"traj_suggest_{t}"):
-            state.open_trajectory(t)
-    st.stop()
+
+def chosen_trajectory() -> str:
+    """The trajectory to show (URL, session or typed); without one, offer a few and stop the page."""
+    tid = state.selected_trajectory()
+    with st.container():
+        typed = st.text_input("Trajectory id", value=tid or "", key="traj_id_input",
+                              help="Or select a row on the Explore page. The URL carries trajectory and step, so a "
+                                   "view can be shared and reloaded.")
+        if typed and typed != tid:
+            state.open_trajectory(typed.strip())
+    if not tid:
+        st.info("Pick a trajectory on the **Explore** page, or paste its id above.")
+        first = state.cached(CorpusStore.list_trajectories, store, sort="n_failed_checks", descending=True, limit=5)
+        for t in first.rows["trajectory_id"].to_pylist():
+            if st.button(f"Open {ui.md(t)}", key=f"traj_suggest_{t}"):
+                state.open_trajectory(t)
+        st.stop()
+    return tid
+
+
+tid = chosen_trajectory()
 
 info = state.cached(CorpusStore.trajectory, store, tid)
 if info is None:
     st.error(f"No trajectory with id {ui.md(repr(tid))} in this corpus.")
     st.stop()
 
-timeline = state.cached(timeline.error_timeline, store, tid)
-summary = timeline_summary(timeline)
+timeline = state.cached(timelines.error_timeline, store, tid)
+summary = timelines.timeline_summary(timeline)
 n_steps = len(timeline)
 
 # --- current step: URL first (deep link), then session ----------------------------------------
@@ -76,14 +82,14 @@ st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agen
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
 m = st.columns(7)
-m[0].metric("Steps", f"{n_steps:,}")
-m[1].metric("Tokens", f"{info['n_tokens']:,}")
+m[0].metric("Steps", fmt.count(n_steps))
+m[1].metric("Tokens", fmt.count(info["n_tokens"]))
 m[2].metric("Checks", summary["checks"])
 m[3].metric("Failed checks", summary["failed"])
 m[4].metric("Recovered", summary["recovered"])
-m[5].metric("Reward", f"{info['reward']:.2f}" if info["reward"] is not None else "—")
-m[6].metric("Decisive step", summary["decisive_step"] if summary["decisive_step"] is not None else "—")
-failed_steps = timeline.loc[timeline["failed"] == 1, "step"].tolist()
+m[5].metric("Reward", fmt.number(info["reward"]))
+m[6].metric("Decisive step", fmt.count(summary["decisive_step"]))
+failed_steps = state.cached(timelines.failed_steps, store, tid)
 
 
 @st.fragment
@@ -101,7 +107,7 @@ def step_panel() -> None:
         _step_body(row, step)
     if right is not None:
         with right:
-            picked = model_panel.render(store, tid, step, failed_steps)
+            picked = model_panel.render(store, tid, step)
         model_panel.render_tokens(store, tid, step, picked)
     annotations_panel.render(store, tid, step)
 
@@ -149,8 +155,8 @@ def _step_body(row: dict, step: int) -> None:
         ui.untrusted(f"Tool call · {call.get('name')}", args or "(no arguments)", key=f"c_{step}_{i}", language=lang)
     for i, obs in enumerate(row.get("observations") or []):
         ui.untrusted("Observation", obs.get("content") or "(empty)", key=f"o_{step}_{i}")
-    st.caption(f"{row.get('n_tokens') or 0:,} tokens · {row.get('duration_s') or 0:.2f} s · "
-               f"${row.get('cost_usd') or 0:.5f}")
+    st.caption(f"{fmt.count(row.get('n_tokens') or 0)} tokens · {fmt.seconds(row.get('duration_s'))} · "
+               f"{fmt.usd(row.get('cost_usd'))}")
 
 
 step_panel()

@@ -49,7 +49,9 @@ def test_bench_shapes_reports_every_tier(tmp_path: Path, monkeypatch: pytest.Mon
         assert b["total_tokens"] == pytest.approx(b["step_tier"] + b["token_tier"] + b["replay_steps"])
         assert b["total_steps_only"] == pytest.approx(b["total_tokens"] - b["token_tier"])
         assert b["format1"] > b["total_tokens"] > b["total_steps_only"] > 0
-        assert r["token_layers"] == r["tokens"] * r["moe_layers"] and r["tokens_per_s"] > 0
+        assert r["token_layers"] == r["tokens"] * r["moe_layers"]
+        assert r["tokens_per_s"] == pytest.approx(r["tokens"] / r["replay_s"])
+        assert r["format1_bytes"] == pytest.approx(b["format1"] * r["token_layers"])
         assert sum(r["bytes"].values()) == pytest.approx(b["total_tokens"] * r["token_layers"])
     lines = "\n".join(bench_shape.report_lines({"shapes": results}))
     assert "| gpt-oss-120b | 2 x 32, top-4 |" in lines and "| bundled 4 x 16 (baseline) | 4 x 16, top-2 |" in lines

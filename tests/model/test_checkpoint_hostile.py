@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("torch")
 
 from horizonlens.errors import CheckpointError  # noqa: E402
-from horizonlens.model.loader import check_files, checkpoint_id, load_checkpoint  # noqa: E402
+from horizonlens.model.loader import check_files, checkpoint_id, load_checkpoint, usable_checkpoint_id  # noqa: E402
 from horizonlens.replays.layout import CHECKPOINT_ID  # noqa: E402
 from tests.support.model_zoo import build  # noqa: E402
 
@@ -130,6 +130,17 @@ def test_checks_come_before_loading(good: Path, tmp_path: Path) -> None:
     _truncate_weights(d)
     with pytest.raises(CheckpointError, match="truncated"):
         check_files(d, allow_pickle=False)
+
+
+def test_usable_checkpoint_id_is_none_for_what_cannot_be_used(good: Path, tmp_path: Path) -> None:
+    """What the sidebar and the pages show: the id of a usable checkpoint, None for anything else."""
+    assert usable_checkpoint_id(good) == checkpoint_id(good)
+    assert usable_checkpoint_id(str(good)) == checkpoint_id(good)
+    d = Path(shutil.copytree(good, tmp_path / "ckpt"))
+    _truncate_weights(d)
+    assert usable_checkpoint_id(d) is None
+    assert usable_checkpoint_id(tmp_path / "absent") is None
+    assert usable_checkpoint_id("") is None  # no checkpoint chosen: not the working directory
 
 
 def test_linked_files_are_fine(good: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from horizonlens.metrics.expert_rank import (
     OTHER,
     busiest,
     expert_order,
+    expert_shares,
     fold_experts,
     layer_ranks,
     preference_order,
@@ -57,6 +58,16 @@ def test_expert_order_busiest_first_ties_by_id_unused_last() -> None:
     load = pd.DataFrame({"expert": [3, 1, 2, 3, 5], "assignments": [1, 4, 4, 2, 0]})
     assert expert_order(load) == [1, 2, 3, 5]  # 1 and 2 tie at 4: lower id first; 3 has 1 + 2
     assert expert_order(load, range(7)) == [1, 2, 3, 0, 4, 5, 6]  # never-seen experts join the zeros, by id
+
+
+def test_expert_shares_cover_every_expert_busiest_first() -> None:
+    load = pd.DataFrame({"layer": [0, 0, 1, 1], "expert": [3, 1, 1, 0], "assignments": [2, 1, 4, 1]})
+    shares = expert_shares(load, 5)
+    assert shares["expert"].tolist() == [1, 3, 0, 2, 4]  # 1 has 1 + 4 over both layers; unused ids last
+    assert shares["assignments"].tolist() == [5, 2, 1, 0, 0]
+    assert shares["share"].tolist() == pytest.approx([5 / 8, 2 / 8, 1 / 8, 0, 0])
+    empty = expert_shares(load.iloc[:0], 3)
+    assert empty["expert"].tolist() == [0, 1, 2] and empty["share"].tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("layers, experts", SHAPES)

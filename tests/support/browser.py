@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from horizonlens.bench.browser import CHROMIUM_ARGS, wait_ready
+from horizonlens.bench.browser import CHROMIUM, chromium, wait_ready
 from tests.support.corpora import REPO
 
-CHROMIUM = os.environ.get("HORIZONLENS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 SHOTS = ARTIFACTS / "screenshots"
 TIMINGS: dict[str, float] = {}
@@ -44,11 +42,9 @@ def launch_browser():  # noqa: ANN201 - a generator of Playwright browsers
     """Debian's headless Chromium driven by Playwright (never a downloaded browser); writes the timings after."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (make test installs Debian's chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    pytest.importorskip("playwright.sync_api")
+    with chromium(CHROMIUM) as b:
         yield b
-        b.close()
     SHOTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "browser-timings.json").write_text(json.dumps(TIMINGS, indent=2))
     print(f"\nscreenshots: {SHOTS}\ntimings: {TIMINGS}")

@@ -6,11 +6,6 @@ tests grep every output for them.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from horizonlens.bench.browser import free_port
+from horizonlens.bench.scaleout import local_s3
 
 
 @dataclass(frozen=True)
@@ -48,37 +43,7 @@ def s3_server() -> Iterator[S3Server]:
     """Start moto's server, set the AWS_* variables, make a bucket; stop it and restore the environment after."""
     pytest.importorskip("moto")
     pytest.importorskip("boto3")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = S3Server(f"http://127.0.0.1:{port}", f"hl-test-{uuid.uuid4().hex[:8]}",
-                      f"AKIAPLANTED{uuid.uuid4().hex[:9].upper()}", f"planted-secret-{uuid.uuid4().hex}")
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-                                            "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN")}
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        os.environ.update(AWS_ACCESS_KEY_ID=server.key_id, AWS_SECRET_ACCESS_KEY=server.secret,
-                          AWS_REGION="us-east-1", AWS_ENDPOINT_URL=server.endpoint)
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        server.client().create_bucket(Bucket=server.bucket)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    bucket, key_id = f"hl-test-{uuid.uuid4().hex[:8]}", f"AKIAPLANTED{uuid.uuid4().hex[:9].upper()}"
+    secret = f"planted-secret-{uuid.uuid4().hex}"
+    with local_s3(bucket, key_id, secret) as endpoint:
+        yield S3Server(endpoint, bucket, key_id, secret)

@@ -80,12 +80,22 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "results-tiny.json").read_text())
     corpus = data["corpora"]["2000"]
-    assert corpus["explore"]["horizonlens"]["median_s"] > 0 and corpus["query_memory"]["peak_rss_mb"] > 0
+    assert corpus["query_memory"]["peak_rss_mb"] > 0  # a size, not a time: no baseline in the run
     assert corpus["aggregates"]["rows"]["agg_trajectories"] == 2000
+    # each figure beside its baseline from the same, interleaved run; the margins are a fraction of what is
+    # measured (40x and more at this size), so machine load cannot flip them
+    explore, search = corpus["explore"], corpus["search_exact"]
+    assert explore["horizonlens"]["median_s"] * 5 < explore["json_files"]["median_s"]  # re-reading the logs
+    assert search["horizonlens"]["median_s"] * 5 < search["pandas"]["median_s"]  # pandas scanning every step
     for query in ("explore", "search_exact", "open_trajectory"):
         (row,) = data["peers"][query]
-        assert row["trajectories"] == 2000 and row["horizonlens_ms"] > 0 and row["polars_ms"] > 0
-        assert row["duckdb_raw_ms"] > 0 and row["pandas_ms"] > 0
-    assert 0.5 < data["replay"]["capture_overhead_ratio"] < 3
+        assert row["trajectories"] == 2000
+        for engine in ("horizonlens", "polars", "duckdb_raw", "pandas"):  # the table shows the measured medians
+            assert row[f"{engine}_ms"] == round(corpus[query][engine]["median_s"] * 1000, 2)
+    replay = data["replay"]
+    assert 0.5 < replay["capture_overhead_ratio"] < 3  # recording the routers costs little beside a forward
+    assert 0.5 < replay["chunked_vs_one_forward_ratio"] < 4  # chunks with the cache cost about one forward
+    assert replay["prefix_reforward_vs_one_forward_ratio"] > 1.5  # what the cache saves a step-by-step viewer
+    assert replay["routing_bytes_per_token_layer"] * 4 < replay["raw_fp32_logits_bytes_per_token_layer"]
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Horizon Lens beside its peers" in text and "bytes per (token, layer)" in text

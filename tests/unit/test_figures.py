@@ -79,3 +79,16 @@ def test_token_view_labels(token: str) -> None:
     routing = pd.DataFrame({"token_index": [0, 1], "layer": [0, 0], "experts": [[1, 2], [0, 3]],
                             "weights": [[0.6, 0.4], [0.5, 0.5]], "entropy": [1.0, 1.2]})
     _assert_text_only(rfig.token_expert_view(tokens, routing, 4))
+
+
+def test_bench_cost_vs_size_one_line_per_query_and_engine() -> None:
+    from horizonlens.figures.bench import cost_vs_size
+
+    corpora = {"1000": {"explore": {"horizonlens": {"median_s": 0.01}, "pandas": {"median_s": 0.2}}},
+               "10000": {"explore": {"horizonlens": {"median_s": 0.02}, "pandas": {"median_s": 2.0}}}}
+    fig = cost_vs_size(corpora)
+    assert fig is not None
+    assert [t.name for t in fig.data] == ["Explore: horizonlens", "Explore: pandas"]  # nothing measured: no line
+    assert list(fig.data[1].x) == [1000, 10000] and list(fig.data[1].y) == [0.2, 2.0]
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert cost_vs_size({"1000": corpora["1000"]}) is None

@@ -41,8 +41,22 @@ def test_no_generic_top_level_names_are_imported() -> None:
 
     repo = Path(__file__).resolve().parents[2]
     bad = []
-    for path in [*repo.glob("analysis/**/*.py"), *repo.glob("app/**/*.py"), *repo.glob("tests/*.py")]:
+    for path in [*repo.glob("analysis/**/*.py"), *repo.glob("app/**/*.py"), *repo.glob("tests/**/*.py")]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(r"\s*(from|import)\s+(analysis|app)(\.|\s|$)", line):
                 bad.append(f"{path.relative_to(repo)}:{n}: {line.strip()}")
+    assert not bad, bad
+
+
+def test_test_modules_share_helpers_only_through_support() -> None:
+    """No test module imports another test module; what tests share lives in tests/support (or conftest)."""
+    import re
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    kinds = "|".join(p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("support", "__pycache__"))
+    pattern = re.compile(rf"^\s*(from|import)\s+tests\.({kinds})(\.|\s|$)")
+    bad = [f"{path.relative_to(tests)}:{n}: {line.strip()}" for path in tests.rglob("*.py")
+           for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.match(line)]
+    assert "unit" in kinds and "browser" in kinds
     assert not bad, bad

@@ -1,4 +1,4 @@
-"""Where the app's Import page may write, and how much it may upload."""
+"""Where the app's Import page may write, how much it may upload, and what it reports."""
 
 from __future__ import annotations
 
@@ -64,3 +64,36 @@ def test_upload_caps() -> None:
         check_uploads([1] * (MAX_UPLOAD_FILES + 1))
     with pytest.raises(ImportFailed, match="MB at a time"):
         check_uploads([MAX_UPLOAD_BYTES // 2, MAX_UPLOAD_BYTES // 2 + 1])
+
+
+def test_import_uploads_names_files_as_uploaded(places: tuple[Path, Path]) -> None:
+    """Uploads are staged and imported; messages name the uploaded file, never the staging folder."""
+    import json
+
+    from horizonlens.ingest.uploads import MESSAGES_SHOWN, Upload, import_uploads
+
+    current, home = places
+    good = Upload("runs/../tau.json", json.dumps([tau(2), tau(3)]).encode())
+    bad = Upload("broken.jsonl", b"%%% not json\n" * (MESSAGES_SHOWN + 5))
+    report = import_uploads([good, bad], str(current), current, home)
+    assert not report.new_corpus and report.into == current.resolve()
+    assert report.summary.startswith("2 trajectories added")
+    assert report.problems[0].startswith("001-broken.jsonl") and "horizonlens-upload-" not in report.problems[0]
+    assert len(report.problems) == MESSAGES_SHOWN + 1
+    assert report.problems[-1] == "… and 5 more problems"
+
+    fresh = import_uploads([Upload("again.json", json.dumps([tau(4)]).encode())], "fresh", current, home)
+    assert fresh.new_corpus and fresh.into == current.parent.resolve() / "fresh"
+
+
+def test_import_uploads_errors_name_the_upload(places: tuple[Path, Path]) -> None:
+    from horizonlens.ingest.uploads import Upload, import_uploads
+
+    current, home = places
+    with pytest.raises(ImportFailed, match="strict mode") as err:
+        import_uploads([Upload("x.jsonl", b"nope\n")], str(current), current, home, strict=True)
+    assert "000-x.jsonl" in str(err.value) and "horizonlens-upload-" not in str(err.value)
+    with pytest.raises(ImportFailed, match="imports only into"):
+        import_uploads([Upload("x.json", b"[]")], "/etc/elsewhere", current, home)
+    with pytest.raises(ImportFailed, match=f"at most {MAX_UPLOAD_FILES}"):
+        import_uploads([Upload("x.json", b"[]")] * (MAX_UPLOAD_FILES + 1), str(current), current, home)

@@ -88,6 +88,13 @@ def test_pass_k_attribution_recovery_timeline(hand) -> None:
     assert timeline.timeline_summary(tl)["decisive_step"] == 1
 
 
+def test_failed_steps_in_order(hand) -> None:
+    assert timeline.failed_steps(hand, "A-t1") == [1, 2]
+    assert timeline.failed_steps(hand, "B-t1") == [4]
+    assert timeline.failed_steps(hand, "B-t0") == []
+    assert timeline.failed_steps(hand, "no-such-run") == []
+
+
 def test_kaplan_meier_matches_lifelines() -> None:
     lifelines = pytest.importorskip("lifelines")
     rng = np.random.default_rng(3)

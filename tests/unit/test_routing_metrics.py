@@ -131,6 +131,13 @@ def test_step_load_and_drift(store) -> None:
     assert layered.loc[2, "drift_L0"] == pytest.approx(l0) and layered.loc[2, "drift_L1"] == pytest.approx(0.0)
 
 
+def test_step_expert_shares_and_notes(store, layout: str) -> None:
+    shares = routing.step_expert_shares(store, "ck-a", "T-t0", 2)
+    assert shares["expert"].tolist() == [2, 1, 3, 0]  # step 2, both layers: 2 has 1 + 2, then 1 and 3 tie at 2
+    assert shares["share"].tolist() == pytest.approx([3 / 8, 2 / 8, 2 / 8, 1 / 8])
+    assert replays.replay_notes(store, "ck-a", "T-t0") == ({} if layout == "format1" else {"routing": layout})
+
+
 def test_checkpoint_agreement(store, layout: str) -> None:
     agree = routing.checkpoint_agreement(store, "ck-a", "ck-b", "T-t0").set_index("layer")
     if layout == "steps":

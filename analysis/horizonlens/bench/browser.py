@@ -52,6 +52,7 @@ WATCH = """() => {
                                     attributeFilter: ['data-test-script-state']});
 }"""
 RUN_OVER = f"() => window.__hlRun && window.__hlRun.ended && ({SETTLED})()"
+CHROMIUM = os.environ.get("HORIZONLENS_CHROMIUM", "/usr/bin/chromium")  # Debian's package: never a downloaded one
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 VIEWPORT: Any = {"width": 1440, "height": 1200}
@@ -63,6 +64,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def chromium(executable: str = CHROMIUM) -> Iterator[Any]:
+    """Headless Chromium driven by Playwright for the duration of the block; always closed when it ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @dataclass
@@ -269,21 +283,15 @@ PAGES = (
 
 
 def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, repeats: int = 3,
-                  interactions: int = 3, chromium: str = "/usr/bin/chromium", pages: tuple[PageBench, ...] = PAGES,
+                  interactions: int = 3, executable: str = CHROMIUM, pages: tuple[PageBench, ...] = PAGES,
                   browser: Any = None) -> dict[str, dict[str, Any]]:
     """Per page: median first load and interaction (seconds), the cold first load, and every sample.
 
     `browser`: a Playwright browser to use (the tests have one); by default Chromium is started here.
     """
     if browser is None:
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            own = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, chromium, pages, own)
-            finally:
-                own.close()
+        with chromium(executable) as own:
+            return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own)
     out: dict[str, dict[str, Any]] = {}
     with serving(corpus, checkpoint) as app:
         url = app.url

@@ -1,18 +1,8 @@
 """Query-layer benchmarks: each query through Horizon Lens beside the peers a competent user would pick instead.
 
-Three queries, each with the same answer in every variant (checked before timing):
-
-- **explore**: filter (two domains, failures, at least 10 steps), sort by step count, one page of 50, and the
-  total count, i.e. what the Explore page runs.
-- **search_exact**: trajectories whose task or some step field contains a literal text, case-insensitively (the
-  Explore page's exact search), as a page of 50 and a count.
-- **open_trajectory**: every step of one trajectory, in order.
-
-Peers: a Polars lazy scan of the Parquet files (predicate and projection pushdown), raw DuckDB SQL over the same
-Parquet (a fresh connection with its metadata cache on: the floor for any plan that scans), and pandas reading
-the files (the weak baseline). For the Explore query there is also the per-request JSON-file scan of file-based
-viewers (10k only). pandas is left out of the text search above 100k trajectories (it would hold every step's
-text in memory).
+Three queries (explore, search_exact, open_trajectory), each checked to give the same answer in every variant
+before it is timed, beside Polars lazy scans, raw DuckDB SQL over the same Parquet, pandas, and (Explore only,
+at 10k) one JSON file per trajectory. bench/README.md says what each query and peer does.
 """
 
 from __future__ import annotations

@@ -7,13 +7,9 @@ from typing import Any
 
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
+from horizonlens.figures.formatting import seconds
 
-
-def _ms(x: float | None) -> str:
-    return "—" if x is None else f"{x * 1000:,.1f} ms" if x < 1 else f"{x:,.2f} s"
-
-
-# Targets of issue 13 at 1M trajectories (seconds): first load, and the interaction the page benchmark times.
+# What each page should stay within at 1M trajectories (seconds): first load, and the interaction it is timed on.
 TARGETS = {"explore": (1.5, 0.5), "trajectory": (1.0, 0.3), "compounding": (2.0, 0.5), "sql": (1.0, None)}
 PEER_NAMES = (("horizonlens_ms", "Horizon Lens"), ("polars_ms", "Polars lazy"), ("duckdb_raw_ms", "DuckDB raw SQL"),
               ("pandas_ms", "pandas"))
@@ -54,9 +50,9 @@ def _pages(results: dict[str, Any]) -> list[str]:
                     f", ≤ {target[1]:g} s)" if target[1] else ")")
             failed = len(row.get("failures") or [])
             note = f" ({failed} sample(s) timed out, left out)" if failed else ""
-            lines.append(f"| {name} | {int(row['trajectories']):,} | {_ms(row['first_load_s'])} | "
-                         f"{_ms(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
-                         f"{_ms(row.get('interaction_s'))} | {verdict} |")
+            lines.append(f"| {name} | {int(row['trajectories']):,} | {seconds(row['first_load_s'])} | "
+                         f"{seconds(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
+                         f"{seconds(row.get('interaction_s'))} | {verdict} |")
     return lines
 
 
@@ -98,13 +94,14 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"{r['tokens']:,} tokens, chunk {r['chunk_size']}, {r['moe_layers']} MoE layers × "
                   f"{r['experts']} experts.", "",
                   "| what | median | ratio to one plain forward |", "|---|---|---|",
-                  f"| plain forward (baseline) | {_ms(t['plain_forward']['median_s'])} | 1.00× |",
-                  f"| forward with router capture | {_ms(t['captured_forward']['median_s'])} | "
+                  f"| plain forward (baseline) | {seconds(t['plain_forward']['median_s'])} | 1.00× |",
+                  f"| forward with router capture | {seconds(t['captured_forward']['median_s'])} | "
                   f"{r['capture_overhead_ratio']:.3f}× |",
-                  f"| chunked replay with cache | {_ms(t['chunked_replay']['median_s'])} | "
+                  f"| chunked replay with cache | {seconds(t['chunked_replay']['median_s'])} | "
                   f"{r['chunked_vs_one_forward_ratio']:.2f}× |",
                   f"| re-forwarding each growing prefix ({r['prefix_points']} step boundaries) | "
-                  f"{_ms(r['prefix_reforward']['median_s'])} | {r['prefix_reforward_vs_one_forward_ratio']:.1f}× |", "",
+                  f"{seconds(r['prefix_reforward']['median_s'])} | "
+                  f"{r['prefix_reforward_vs_one_forward_ratio']:.1f}× |", "",
                   f"Whole trajectory replay (render + chunked forward + capture): {r['full_trajectory']['tokens']:,} "
                   f"tokens in {r['full_trajectory']['wall_s']:.2f} s = "
                   f"{r['full_trajectory']['tokens_per_s']:,.0f} tokens/s.", "",
@@ -134,22 +131,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _plot(results: dict[str, Any], out: Path) -> None:
-    """cost-vs-size.html: median latency of each query against corpus size (log-log)."""
-    import plotly.graph_objects as go
+    """cost-vs-size.html (and .png): median latency of each query against corpus size."""
+    from horizonlens.figures.bench import cost_vs_size
 
-    sizes = [int(n) for n in results["corpora"]]
-    if len(sizes) < 2:
+    fig = cost_vs_size(results["corpora"])
+    if fig is None:
         return
-    fig = go.Figure()
-    queries = (("explore", "Explore"), ("search_exact", "exact search"), ("open_trajectory", "open trajectory"))
-    for key, label in queries:
-        for variant in ("horizonlens", "polars", "duckdb_raw", "pandas"):
-            ys = [c.get(key, {}).get(variant, {}).get("median_s") for c in results["corpora"].values()]
-            if all(y is None for y in ys):
-                continue
-            fig.add_scatter(x=sizes, y=ys, mode="lines+markers", name=f"{label}: {variant}")
-    fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="trajectories", yaxis_title="median seconds",
-                      title="Query cost vs corpus size", template="plotly_white", height=500, width=900)
     fig.write_html(out / "cost-vs-size.html", include_plotlyjs=True)
     _png(out / "cost-vs-size.html", out / "cost-vs-size.png")
 
@@ -157,16 +144,12 @@ def _plot(results: dict[str, Any], out: Path) -> None:
 def _png(html: Path, png: Path) -> None:
     """Render the plot to PNG in headless Chromium when it is available (a small file to commit)."""
     try:
-        from playwright.sync_api import sync_playwright
+        from horizonlens.bench.browser import chromium
 
-        from horizonlens.bench.browser import CHROMIUM_ARGS
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 940, "height": 540})
             page.goto(html.resolve().as_uri())
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
             page.screenshot(path=str(png))
-            browser.close()
     except Exception:  # noqa: BLE001 - the HTML plot is still there
         pass

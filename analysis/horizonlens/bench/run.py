@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -117,11 +118,9 @@ def machine() -> dict[str, Any]:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
     except OSError:
         pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
+    try:  # the installed version, without importing torch for it
+        info["torch"] = version("torch")
+    except PackageNotFoundError:
         pass
     return info
 

@@ -18,9 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from horizonlens.bench.browser import free_port
 from horizonlens.bench.timing import interleaved
 
 
@@ -103,10 +106,49 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN")
+
+
+@contextmanager
+def local_s3(bucket: str, key_id: str, secret: str, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1 with one bucket, for the block; yields its endpoint.
+
+    The AWS_* variables are set the way a user would set them, and restored (the server stopped) afterwards.
+    """
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in AWS_VARIABLES}
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.1)  # polling interval of the port check, not a wait for the server
+        os.environ.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret, AWS_REGION="us-east-1",
+                          AWS_ENDPOINT_URL=endpoint)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def bench_s3_explore(corpus: Path, repeats: int = 15) -> dict[str, Any]:
@@ -120,22 +162,8 @@ def bench_s3_explore(corpus: Path, repeats: int = 15) -> dict[str, Any]:
     from horizonlens.query.filters import TrajectoryFilter
     from horizonlens.query.store import open_store
 
-    port = _free_port()
-    env_keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")
-    saved = {k: os.environ.get(k) for k in env_keys}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                          AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-        s3.create_bucket(Bucket="bench")
+    with local_s3("bench", "bench", "bench") as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         for p in corpus.rglob("*"):
             if p.is_file() and "replays" not in p.parts and not p.name.startswith("."):
                 s3.upload_file(str(p), "bench", f"corpus/{p.relative_to(corpus).as_posix()}")
@@ -158,14 +186,6 @@ def bench_s3_explore(corpus: Path, repeats: int = 15) -> dict[str, Any]:
                 "explore_s3_vs_local": timings["explore_s3"]["median_s"] / timings["explore_local"]["median_s"],
                 "open_trajectory_s3_vs_local": timings["open_trajectory_s3"]["median_s"]
                 / timings["open_trajectory_local"]["median_s"]}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,7 @@ sample trajectory whose rendering is closest to TARGET_TOKENS tokens is replayed
 - replay tokens/s and peak RSS beside the bundled 4 x 16 checkpoint replaying the same trajectory;
 - routing bytes per (token, MoE layer) on disk, per tier (step tier, token tier, per-step results), in
   total with `--routing tokens` and with `--routing steps`, beside the format-1 layout (one row per
-  token and layer with int16 experts and float16 weights, what replays stored before the two tiers)
-  written from the same replay.
+  token and layer with int16 experts and float16 weights) written from the same replay.
 
 `prepare_shape_corpus` is the reusable part: a corpus copy with that trajectory replayed through the
 shape checkpoint, for the browser timings of the app at the shape (bench/shape_app.py).
@@ -31,7 +30,7 @@ from horizonlens.sample.bundled import bundled_dir
 if TYPE_CHECKING:
     from horizonlens.model.replay import ReplayResult
 
-TARGET_TOKENS = 9_020  # the trajectory of the Agents-A1-shape report (issue 12): search-00198-t0 renders to this
+TARGET_TOKENS = 9_020  # a typical long sample trajectory (search-00198-t0 renders to this), as in bench/RESULTS.md
 CHUNK_SIZE = 512
 
 

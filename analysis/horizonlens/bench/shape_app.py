@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from horizonlens.bench.browser import CHROMIUM_ARGS, READY, serving
+from horizonlens.bench.browser import CHROMIUM, READY, chromium, serving
 
 SETTLE_TIMEOUT_MS = 180_000  # a page that takes longer than this is a failure, not a slow figure
 STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing chart title (figures.routing)
@@ -158,7 +158,7 @@ def _session(browser: Any, target: AppTarget, nexts: int, width: int) -> dict[st
 
 
 def measure_apps(targets: dict[str, AppTarget], nexts: int = 5, repeats: int = 3, width: int = 1500,
-                 chromium: str = "/usr/bin/chromium") -> dict[str, dict[str, Any]]:
+                 executable: str = CHROMIUM) -> dict[str, dict[str, Any]]:
     """Time each app in headless Chromium, the targets interleaved per repeat so machine noise hits them alike.
 
     Every repeat starts a fresh server per target, so first visits are cold (nothing in Streamlit's caches)
@@ -169,18 +169,12 @@ def measure_apps(targets: dict[str, AppTarget], nexts: int = 5, repeats: int = 3
     - `routing_page_s`: the first visit of the Routing page from the Trajectory page, until its step x expert
       heatmap is drawn; `routing_page_revisit_s`: the same with its caches warm.
     """
-    from playwright.sync_api import sync_playwright
-
     samples: dict[str, dict[str, list[_Action]]] = {name: {k: [] for k in ACTIONS} for name in targets}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            for _ in range(repeats):
-                for name, target in targets.items():
-                    for action, acts in _session(browser, target, nexts, width).items():
-                        samples[name][action] += acts
-        finally:
-            browser.close()
+    with chromium(executable) as browser:
+        for _ in range(repeats):
+            for name, target in targets.items():
+                for action, acts in _session(browser, target, nexts, width).items():
+                    samples[name][action] += acts
     return {name: {"trajectory": targets[name].trajectory_id, "viewport_width": width,
                    **{f"{action}_s": _stats(acts) for action, acts in per.items()}}
             for name, per in samples.items()}
@@ -188,14 +182,14 @@ def measure_apps(targets: dict[str, AppTarget], nexts: int = 5, repeats: int = 3
 
 def measure_shape_app(corpus: Path, checkpoint: Path, trajectory_id: str | None = None, start_step: int | None = None,
                       nexts: int = 5, repeats: int = 3, width: int = 1500,
-                      chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+                      executable: str = CHROMIUM) -> dict[str, Any]:
     """`measure_apps` for one app; without `trajectory_id`, its replayed trajectory with the most tokens."""
     from horizonlens.model.loader import checkpoint_id as ckpt_id_of
 
     if trajectory_id is None:
         trajectory_id, start_step = pick_trajectory(corpus, ckpt_id_of(checkpoint))
     target = AppTarget(corpus, checkpoint, trajectory_id, 3 if start_step is None else start_step)
-    return measure_apps({"app": target}, nexts, repeats, width, chromium)["app"]
+    return measure_apps({"app": target}, nexts, repeats, width, executable)["app"]
 
 
 def bench_shape_app(names: list[str], data: Path, log: Callable[[str], None] = print, nexts: int = 5,

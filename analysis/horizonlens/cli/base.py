@@ -16,8 +16,18 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 
+# `horizonlens --help` lists commands in the order of a user's work, not of the modules that define them;
+# a command missing here follows these, in the order it was registered.
+HELP_ORDER = ("sample", "sql", "import", "index", "metrics", "replay", "compact", "build-checkpoint", "modes", "bench",
+              "serve")
+
+
 class _Commands(TyperGroup):
     """Every command's user errors (the HorizonLensError family) end as one red line and exit code 1."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER))
 
     # Any: ctx is the Context of the click that typer runs on, which recent typer vendors under a private name.
     def invoke(self, ctx: Any) -> Any:

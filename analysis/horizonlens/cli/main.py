@@ -1,23 +1,28 @@
 """The `horizonlens` command line: one entry point over the same functions the app uses.
 
-Each command group lives in its own module and registers itself on `app` when imported here.
+Each command (or group) lives in the module named after it, `<command>_cmds.py`, and registers itself on `app`
+when imported here.
 """
 
 from __future__ import annotations
 
 from horizonlens.cli import (
     annotate_cmds,
-    corpus_cmds,
+    bench_cmds,
+    import_cmds,
     metrics_cmds,
-    model_cmds,
+    migrate_cmds,
     modes_cmds,
+    replay_cmds,
     routing_cmds,
+    sample_cmds,
     serve_cmds,
+    sql_cmds,
 )
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "corpus_cmds", "main", "metrics_cmds", "model_cmds", "modes_cmds", "routing_cmds",
-           "serve_cmds"]
+__all__ = ["annotate_cmds", "app", "bench_cmds", "import_cmds", "main", "metrics_cmds", "migrate_cmds", "modes_cmds",
+           "replay_cmds", "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry

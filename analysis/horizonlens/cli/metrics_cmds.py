@@ -112,14 +112,14 @@ def _print_rollout(r: dict[str, Any]) -> None:
     """The rollout-vs-replay summary as a few lines and a per-layer table."""
     import pandas as pd
 
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{v:.2%}"
+    from horizonlens.figures.formatting import MISSING, share
 
     typer.secho("\nRollout vs replay routing (docs/routing.md)", bold=True)
     ratio = (r["around_failures"] or {}).get("ratio")
     typer.echo(f"{r['tokens_compared']:,} tokens of {r['trajectories']} trajectories compared; "
-               f"{pct(r['token_any_layer_mismatch'])} differ in >= 1 layer, {pct(r['set_mismatch'])} of (token, layer) "
-               f"decisions differ, {pct(r['near_tie_share'])} of those at near-ties "
-               f"(margin < {r['near_tie_threshold']:g}); tokens before failed checks differ "
-               f"{'—' if ratio is None else f'{ratio:.2f}x'} as often as elsewhere")
+               f"{share(r['token_any_layer_mismatch'], 2)} differ in >= 1 layer, "
+               f"{share(r['set_mismatch'], 2)} of (token, layer) decisions differ, "
+               f"{share(r['near_tie_share'], 2)} of those at near-ties (margin < {r['near_tie_threshold']:g}); "
+               "tokens before failed checks differ "
+               f"{MISSING if ratio is None else f'{ratio:.2f}x'} as often as elsewhere")
     typer.echo(pd.DataFrame(r["per_layer"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -35,7 +35,7 @@ app.add_typer(routing_app, name="routing")
 
 @dataclass
 class RolloutImport:
-    """What `routing import` did, for the CLI and the closing note."""
+    """What `routing import` did: the counts the command prints."""
 
     records: int = 0
     imported: list[str] = field(default_factory=list)
@@ -150,9 +150,9 @@ def _reference(store: CorpusStore, checkpoint: Path, ckpt_id: str, tid: str) -> 
 
 @lru_cache(maxsize=2)
 def _tokenizer(checkpoint: Path) -> Any:
-    from transformers import AutoTokenizer
+    from horizonlens.model.loader import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    return load_tokenizer(checkpoint)
 
 
 def _tables(aligned: AlignedRollout, shape: RoutingShape, replay_routing: pa.Table | None) -> dict[str, pa.Table]:

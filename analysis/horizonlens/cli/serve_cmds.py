@@ -1,4 +1,4 @@
-"""Running the app and the benchmarks."""
+"""`horizonlens serve`: the Streamlit app, this process becoming the server."""
 
 from __future__ import annotations
 
@@ -10,29 +10,6 @@ from typing import Annotated, Optional
 import typer
 
 from horizonlens.cli.base import app, fail, sample_checkpoint_path, sample_corpus_path
-
-
-@app.command()
-def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), medium (10k+100k), "
-                                                 "large (10k+100k+1M trajectories), none.")] = "small",
-          out: Annotated[Path, typer.Option(help="Where RESULTS.md and results JSON go.")] = Path("bench"),
-          data: Annotated[Optional[Path], typer.Option(help="Where the generated corpora live (default OUT/data).")
-                          ] = None,
-          repeats: Annotated[int, typer.Option(help="Repetitions per measurement.")] = 5,
-          app_timings: Annotated[bool, typer.Option("--app/--no-app", help="Also time the app in headless Chromium.")
-                                 ] = True,
-          shape: Annotated[Optional[list[str]], typer.Option(
-              help="Also replay at a real model's routing shape (agents-a1, qwen3-30b-a3b, deepseek-v3, "
-                   "gpt-oss-120b; repeatable); with --scale none, only that.")] = None,
-          ) -> None:
-    """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
-    from horizonlens.bench.run import run
-
-    try:
-        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [])
-    except ValueError as exc:
-        fail(str(exc))
-    typer.echo(f"wrote {out / 'RESULTS.md'}")
 
 
 @app.command()
@@ -71,8 +48,8 @@ def serve(corpus: Annotated[Optional[str], typer.Option(help="Corpus directory o
     cmd = [sys.executable, "-m", "streamlit", "run", str(main_script), "--server.address", host,
            "--server.port", str(port), "--server.headless", str(headless).lower(),
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-           # A served app does not reload its code, and a full garbage collection after every run (every step
-           # change) cost as much as the step itself: together they were ~60% of the server's CPU per step.
+           # A served app does not reload its code, and it skips the full garbage collection Streamlit runs after
+           # every script run (every step change), which would cost about as much as the step itself.
            "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
     typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {location})", err=True)
     sys.stdout.flush()

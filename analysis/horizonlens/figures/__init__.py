@@ -1,5 +1,5 @@
-"""Plotly figure builders: tidy tables in, go.Figure out (no Streamlit)."""
+"""Plotly figure builders: tidy tables in, go.Figure out (no Streamlit); and how values are written for people.
 
-from horizonlens.figures import compounding, corpus, early_warning, routing, style
-
-__all__ = ["compounding", "corpus", "early_warning", "routing", "style"]
+Import the module you need (`from horizonlens.figures import routing`): the package imports nothing itself, so
+`figures.formatting` stays cheap for the CLI.
+"""

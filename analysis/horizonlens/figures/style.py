@@ -27,9 +27,9 @@ def use_house_template() -> None:
     """Make TEMPLATE Plotly's default, which every new figure takes when it is created.
 
     A default rather than a property set on each figure: assigning the template to a figure makes Plotly
-    validate all of it (defaults for 24 trace types), ~40 ms a chart and a third of the app's work on a
-    step change, while a new figure takes the default ready-made. Streamlit installs its own default when
-    it is imported; the app imports it first, so this module's import (and each `layout` call) wins.
+    validate all of it (defaults for every trace type) on every chart, while a new figure takes the default
+    ready-made. Streamlit installs its own default when it is imported; the app imports it first, so this
+    module's import (and each `layout` call) wins.
     """
     if pio.templates.default != TEMPLATE:
         pio.templates.default = TEMPLATE

@@ -39,7 +39,7 @@ SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
 
 @dataclass
 class ImportReport:
-    """What an import did, for the CLI, the app and the closing note."""
+    """What an import did, for the CLI and the app."""
 
     files: int = 0
     records: int = 0

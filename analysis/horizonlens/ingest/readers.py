@@ -14,8 +14,8 @@ is linear in the file, and one bad record is reported while the records beside i
 - in a JSON Lines file every line stands alone: a garbage line or invalid UTF-8 is that line's problem.
 
 Why not an incremental parser such as ijson: its C backend crashes the interpreter on an integer of
-more than 4,300 digits and takes time quadratic in nesting depth (both measured with ijson 3.6), so it
-would need this same guard in front of it; with the guard, `json.loads` per record is enough.
+more than 4,300 digits and takes time quadratic in nesting depth, so it would need this same guard in
+front of it; with the guard, `json.loads` per record is enough.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -171,7 +170,7 @@ def _commit(txn: Transaction, rows: list[dict[str, Any]], history: pa.Table) -> 
     txn.commit()
 
 
-def add_labels(root: Path | str, labels: Sequence[Label], author: str | None = None,
+def add_labels(root: CorpusPath | str, labels: Sequence[Label], author: str | None = None,
                skip_existing: bool = True, timeout_s: float | None = None) -> tuple[list[str], int]:
     """Store new labels in one transaction; returns (their annotation ids, how many were already present).
 
@@ -215,7 +214,7 @@ def _latest(history: pa.Table, annotation_id: str) -> dict[str, Any]:
     return row
 
 
-def _new_version(root: Path | str, annotation_id: str, author: str | None, timeout_s: float | None,
+def _new_version(root: CorpusPath | str, annotation_id: str, author: str | None, timeout_s: float | None,
                  change: Label | None) -> int:
     """Append the next version of an annotation: `change` (an edit) or a tombstone (None)."""
     who = _text(author, "author") or default_author()
@@ -235,13 +234,13 @@ def _new_version(root: Path | str, annotation_id: str, author: str | None, timeo
         return int(row["version"])
 
 
-def edit_label(root: Path | str, annotation_id: str, label: Label, author: str | None = None,
+def edit_label(root: CorpusPath | str, annotation_id: str, label: Label, author: str | None = None,
                timeout_s: float | None = None) -> int:
     """Store an edited label as the next version of its annotation; returns the new version number."""
     return _new_version(root, annotation_id, author, timeout_s, clean(label))
 
 
-def delete_label(root: Path | str, annotation_id: str, author: str | None = None,
+def delete_label(root: CorpusPath | str, annotation_id: str, author: str | None = None,
                  timeout_s: float | None = None) -> int:
     """Delete a label by appending a tombstone version (its history stays); returns that version number."""
     return _new_version(root, annotation_id, author, timeout_s, None)

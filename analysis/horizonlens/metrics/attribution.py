@@ -1,17 +1,9 @@
 """Decisive-step attribution (Who&When, AgentRx): how often a predictor names the labelled failure step.
 
-The *truth* is a set of steps per trajectory: the decisive step an importer marked (`steps.is_decisive_error`,
-the default) or the steps of the current labels of one category (optionally from one source), e.g. the
-Who&When `decisive` labels or AgentRx `root_cause` / `failure` labels. A *predictor* names one step per
-trajectory: a built-in rule (first or last failed check, the highest-surprisal step of a replay) or the
-labels of another category or source, e.g. a judge's predicted steps imported as labels (its earliest
-labelled step counts).
-
-A prediction is exact when it equals a truth step and within ±k when its distance to the nearest truth
-step is at most k (AgentRx's `step_distance_to_nearest_gt`; with one truth step per run this is Who&When's
-step-level accuracy). A trajectory without a prediction counts as wrong. Where the truth names agents
-(Who&When's mistake_agent, AgentRx's failed_agent), agent-level ("who") accuracy is the share of those
-trajectories whose predicted agent is one of them (case-insensitive).
+The *truth* is a set of steps per trajectory (the importer's decisive step, or the current labels of one
+category); a *predictor* names one step per trajectory (a built-in rule, or another set of labels, e.g. a
+judge's). Accuracy is exact and within ±k steps of the nearest truth step, plus agent-level ("who") accuracy
+where the truth names agents; docs/metrics.md ("Decisive-step attribution") defines each.
 """
 
 from __future__ import annotations

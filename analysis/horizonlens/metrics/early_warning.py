@@ -1,25 +1,10 @@
 """Early warning: do the model's own signals rise *before* a failed check, early enough to act?
 
-For each agent step t that has a replay and at least one checked step among the steps t+1..t+k (step
-indices of the trajectory, any source), the event is "a check fails within the next k steps": 1 if any
-check in t+1..t+k failed, else 0. Each signal's value at t is scored as a predictor of that event by its
-AUROC (Mann–Whitney: the chance that a random positive step scores higher than a random negative one,
-ties counting ½), with a 95% bootstrap interval that resamples *trajectories* (steps of one run are not
-independent). Signals (from the replay of step t):
-
-    surprisal       the step's mean surprisal of its agent-written tokens (replay_steps)
-    max_surprisal   the step's largest token surprisal
-    entropy         the step's mean router entropy
-    drift           routing drift: Jensen–Shannon distance of the step's expert load from the load of the
-                    trajectory's first agent steps, averaged over layers (metrics/routing.py)
-    drift_L<layer>  the same for one MoE layer
-
-and two baselines that need no model: `position` (the step index t: later steps fail more) and
-`previous_failed` (1 if the latest check at or before t failed: failures cluster).
-
-Lead time: per failed run, the steps from the first step where the signal reaches its own 90th percentile
-over the run's replayed agent steps to the run's first failed check (negative: the signal crossed only
-after the failure); the median over runs is reported.
+For each replayed agent step t with a check among the next k steps, the event is "a check fails within
+t+1..t+k". Each signal at t (surprisal, max_surprisal, router entropy, routing drift overall and per layer)
+is scored as a predictor of that event by its AUROC with a bootstrap interval over *trajectories* (steps of
+one run are not independent), beside two baselines that need no model (`position`, `previous_failed`), and
+with its median lead time. docs/metrics.md ("Early warning") defines each figure.
 """
 
 from __future__ import annotations

@@ -33,6 +33,19 @@ def expert_order(load: pd.DataFrame, experts: Sequence[int] | None = None) -> li
     return frame.sort_values(["n", "expert"], ascending=[False, True])["expert"].astype(int).tolist()
 
 
+def expert_shares(load: pd.DataFrame, num_experts: int) -> pd.DataFrame:
+    """Every expert id's share of all assignments in `load` (all layers together), busiest first.
+
+    Columns: expert, assignments, share. Ids `load` never mentions are listed with 0, so every expert of the
+    checkpoint can be picked (to follow one id through the layers).
+    """
+    order = expert_order(load, range(num_experts))
+    totals = load.groupby("expert")["assignments"].sum() if not load.empty else pd.Series(dtype=float)
+    counts = [int(totals.get(e, 0)) for e in order]
+    whole = max(1, sum(counts))
+    return pd.DataFrame({"expert": order, "assignments": counts, "share": [c / whole for c in counts]})
+
+
 def top_experts(load: pd.DataFrame, n: int, num_experts: int) -> tuple[list[int], int]:
     """The `n` busiest experts of `load` (all of them when folding would hide fewer than 2), and how many fold.
 

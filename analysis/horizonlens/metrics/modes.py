@@ -1,23 +1,10 @@
 """Failure modes: the failed steps of a selection clustered by what they say, without a model or an LLM.
 
-Each failed step (a step whose check failed) becomes one text: its tool calls (name and argument names), its
-observations and its check detail, each cut to FIELD_CHARS characters. `normalise` masks what differs between
-two instances of one mistake: quoted values, ids (words with digits), numbers, JSON argument values.
-
-The texts are represented by TF-IDF over words (1-2 grams) and character 3-5 grams, reduced by a truncated SVD
-(latent semantic analysis) to at most SVD_DIMS dimensions and clustered by HDBSCAN (density-based: it finds
-as many modes as the data holds and leaves stray steps unclustered). Bounded in time and memory:
-
-- identical normalised texts are represented once (a step is one text among its duplicates);
-- the vocabulary, SVD and clusters are fitted on a seeded sample of at most `fit_sample` failed steps (drawn
-  from the steps, so frequent texts weigh as they occur);
-- every failed step is then assigned to the mode whose centroid is nearest in cosine, or left unclustered
-  (mode -1) when it is farther than the mode's own fitted members are (ASSIGN_QUANTILE of their similarity).
-
-Each mode is labelled by its most distinguishing words (class-based TF-IDF over the modes, as BERTopic's
-c-TF-IDF) and shown with its most central example. Per mode: size, shares by agent, teacher and domain, where
-along the horizon its steps sit (step / run length), how often the next check passes and how often the run
-still succeeds, and example steps.
+Each failed step becomes one normalised text (tool calls, observations, check detail; values, ids and numbers
+masked), represented by TF-IDF over words and character n-grams, reduced by a truncated SVD and clustered by
+HDBSCAN on a seeded sample of at most `fit_sample` steps; every failed step is then assigned to the nearest
+mode or left unclustered (-1). Modes are labelled by class-based TF-IDF. docs/metrics.md ("Failure modes")
+says what each figure of a mode means.
 """
 
 from __future__ import annotations

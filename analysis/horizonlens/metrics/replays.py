@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from horizonlens.query.store import CorpusStore
+from horizonlens.replays.cache import ReplayCache
 
 
 def checkpoint_scope(checkpoint_id: str, trajectory_ids: list[str] | None, alias: str) -> tuple[str, list[Any]]:
@@ -21,6 +22,11 @@ def replay_steps(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> 
     """The cached per-step replay rows of one trajectory (empty if not replayed)."""
     return store.query("SELECT * EXCLUDE (checkpoint_id) FROM replay_steps WHERE checkpoint_id = ? "
                        "AND trajectory_id = ? ORDER BY step", [checkpoint_id, trajectory_id]).to_pandas()
+
+
+def replay_notes(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> dict[str, str]:
+    """What the replay of one trajectory noted (truncation, cut fields, template); empty if nothing."""
+    return ReplayCache(store.root, checkpoint_id).read_notes(trajectory_id)
 
 
 def step_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int) -> pd.DataFrame:

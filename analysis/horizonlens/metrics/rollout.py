@@ -1,21 +1,11 @@
 """Rollout vs replay routing: where the inference engine's experts differ from the training-side replay's.
 
-The rollout engine (vLLM, SGLang) and the trainer route the same tokens through different kernels,
-precision and batching, so some router decisions flip (docs/routing.md). Per token and MoE layer,
-with A the replay's top-k and B the rollout's top-k (k experts each):
-
-- **set agreement**: A = B as sets (slot order does not matter to the MoE output);
-- **Jaccard overlap**: |A ∩ B| / |A ∪ B| = o / (2k − o) with o = |A ∩ B|;
-- **top-1 agreement**: the first slot holds the same expert (both engines and transformers return top-k
-  sorted by score, so slot 0 is the highest-scored expert);
-- **margin**: the replay router's score gap between its k-th and (k+1)-th expert. A flip between the
-  two sides needs the ranking at the k-th place to change; with a gap below `NEAR_TIE_MARGIN` the
-  numerics alone can do that, so a mismatch there is a *near-tie*, not evidence of a bug.
-
-`compare_topk` computes these on arrays; `comparison_tables` folds them into the per-step tables the
-views read (`rollout_compare`: per trajectory, step, segment and layer; `rollout_compare_steps`: per
-trajectory, step and segment, across layers). The summaries below are DuckDB queries over those
-tables, never over token rows, so they stay fast at 40 layers x 256 experts and 45k-token trajectories.
+Per token and MoE layer, with A the replay's top-k and B the rollout's: set agreement, Jaccard overlap,
+top-1 agreement, and the replay router's margin, which marks a mismatch as a *near-tie* that numerics alone
+can flip (docs/routing.md, "What is compared"). `compare_topk` computes these on arrays; `comparison_tables`
+folds them into the per-step tables the views read (`rollout_compare`, `rollout_compare_steps`). The
+summaries below are DuckDB queries over those tables, never over token rows, so they stay fast at
+40 layers x 256 experts and 45k-token trajectories.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from horizonlens.metrics.expert_rank import expert_shares
 from horizonlens.metrics.info import entropy
 from horizonlens.metrics.replays import checkpoint_scope
 from horizonlens.query.store import CorpusStore
@@ -121,6 +122,11 @@ def step_layer_load(store: CorpusStore, checkpoint_id: str, trajectory_id: str, 
     totals = df.groupby("layer")["assignments"].transform("sum")
     df.insert(3, "share", df["assignments"] / totals.where(totals > 0, 1))
     return df
+
+
+def step_expert_shares(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int) -> pd.DataFrame:
+    """One step's expert ids with their share of the step's assignments (all layers), busiest first."""
+    return expert_shares(step_layer_load(store, checkpoint_id, trajectory_id, step), num_experts(store, checkpoint_id))
 
 
 def token_sample(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str] | None = None,

@@ -1,16 +1,10 @@
 """The routing map (replayed steps or runs placed by their expert-usage signature) and routing health.
 
-**Map.** Signatures (metrics/routing_probe.py: per layer, the share of assignments per expert) are projected
-to two dimensions by PCA and by UMAP (umap-learn; on the first PCA_DIMS principal components, so it stays
-fast at 40 layers x 256 experts). The map is a picture: at most `max_points` points, whole trajectories in a
-fixed pseudo-random order; `attrs["sample"]` says how many of how many. Each point carries what it can be
-coloured by: teacher, domain, outcome, step kind, hazard (a failed check within the next k steps) and, for a
-failed step, its failure mode.
-
-**Health**, per MoE layer and per tenth of the horizon (a step's position: step / run length), from the step
-tier: the share of assignments each expert received; `rare` experts (share below 1/(10E), dead ones
-included), `dead` experts (no assignment), the utilisation ratio (experts above the rare line / E), max/mean
-load and the usage entropy normalised by ln E.
+**Map**: signatures (metrics/routing_probe.py) projected to two dimensions by PCA and by UMAP, at most
+`max_points` points (whole trajectories in a fixed pseudo-random order; `attrs["sample"]` says how many).
+**Health**: per MoE layer and tenth of the horizon, from the step tier: each expert's share of assignments,
+rare and dead experts, utilisation, max/mean load and normalised usage entropy. docs/metrics.md ("Routing
+probe, map and health") defines each.
 """
 
 from __future__ import annotations

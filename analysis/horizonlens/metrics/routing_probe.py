@@ -1,19 +1,10 @@
 """What routing knows: expert-usage signatures of replayed steps, and probes of what they predict.
 
-A step's **signature** is its expert usage read from the step tier: for each MoE layer, the share of the step's
-token→expert assignments that went to each expert (a layer's shares sum to 1). Stacked over layers it is a
-vector of L x E numbers, kept sparse (a short step uses few experts). A run's signature is the mean of its
-steps' signatures.
-
-The **probe** asks how well a signature predicts a target: the run's `teacher`, its `domain`, or `fail_k` (a
-check fails within the next k steps, as in metrics/early_warning.py; steps with no check ahead are left out).
-It is a logistic regression (scikit-learn, default L2 penalty) scored by 5-fold cross-validation **grouped by
-trajectory** (GroupKFold): no run has steps in both the training and the test fold, so the probe cannot score
-by recognising a run. Reported per layer (that layer's E shares) and over all layers, beside the
-**majority-class baseline** (each test fold predicted as its training folds' most frequent class). Accuracy is
-pooled over the out-of-fold predictions; its 95% interval resamples trajectories (steps of one run are not
-independent). At most `max_steps` steps enter a probe: whole trajectories in a fixed pseudo-random order,
-and the row says so (`sampled`).
+A step's **signature** is, per MoE layer, the share of its token→expert assignments each expert received (read
+from the step tier, kept sparse); a run's is the mean of its steps'. The **probe** is a logistic regression
+from signatures to a target (`teacher`, `domain`, or `fail_k`), cross-validated **grouped by trajectory** so it
+cannot score by recognising a run, reported per layer and over all layers beside the majority-class baseline.
+docs/metrics.md ("Routing probe, map and health") defines the figures and their intervals.
 """
 
 from __future__ import annotations

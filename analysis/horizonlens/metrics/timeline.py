@@ -37,6 +37,13 @@ def error_timeline(store: CorpusStore, trajectory_id: str) -> pd.DataFrame:
                "first_failed", "recovered", "decisive"]]
 
 
+def failed_steps(store: CorpusStore, trajectory_id: str) -> list[int]:
+    """The steps of one trajectory whose check failed, in order: what the pages mark and step through."""
+    strip = store.check_strip(trajectory_id)
+    return [step for step, passed in zip(strip.column("step").to_pylist(), strip.column("check_passed").to_pylist(),
+                                         strict=True) if passed is False]
+
+
 def timeline_summary(timeline: pd.DataFrame) -> dict[str, Any]:
     """Headline counts of one trajectory's timeline: checks, failed, recovered, first failed and decisive step."""
     if timeline.empty:

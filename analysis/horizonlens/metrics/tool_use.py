@@ -1,16 +1,9 @@
 """Tool use, and the "tool overuse" the Agents-A1 critics name: calls, errors, repeats, loops, overuse.
 
-Per call (derived/tool_use.py says how each flag is computed): `failed` (its step's check failed, or its
-observation is an error), `repeated` (same name and arguments as the run's previous call) and `in_loop` (inside
-a cycle of 2-4 calls with identical arguments that repeats back to back: A, B, A, B).
-
-**Overuse** compares a run with the successful runs of the same task: a run's overuse is its calls beyond the
-median calls of those successful runs (0 when it made no more), per tool the same with that tool's calls (a
-successful run that never called the tool counts as 0 calls). A task without a successful run has no
-reference, so its runs' overuse is missing, not 0.
-
-Every table is computed from the per-(run, tool) and per-(run, horizon bin) summaries, which come from the
-derived dataset when it is fresh and from the steps otherwise.
+Per call: `failed`, `repeated` and `in_loop` (derived/tool_use.py computes the flags). A run's **overuse** is
+its calls beyond the median of the successful runs of the same task (missing, not 0, when the task has no
+successful run); docs/metrics.md ("Tool use") defines each figure. Every table is computed from the per-(run,
+tool) and per-(run, horizon bin) summaries: the derived dataset when it is fresh, the steps otherwise.
 """
 
 from __future__ import annotations

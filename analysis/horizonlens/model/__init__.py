@@ -6,8 +6,15 @@ torch and transformers are imported inside functions only, so importing this fac
 from horizonlens.errors import CheckpointError, NotMoEError, ReplayError
 from horizonlens.model.align import Alignment, align_tokens
 from horizonlens.model.batch import BatchDone, ReplayPlan, ReplayRun, ensure_replayed, plan_replay, replay_many
-from horizonlens.model.capture import LayerRecord, RouterSite, capture_routing, find_routers, router_margin
-from horizonlens.model.loader import LoadedModel, check_files, checkpoint_id, load_checkpoint, load_tokenizer
+from horizonlens.model.capture import LayerRecord, capture_routing, router_margin
+from horizonlens.model.loader import (
+    LoadedModel,
+    check_files,
+    checkpoint_id,
+    load_checkpoint,
+    load_tokenizer,
+    usable_checkpoint_id,
+)
 from horizonlens.model.ray_engine import RayOptions, replay_on_ray
 from horizonlens.model.render import SPECIAL_TOKENS, Rendered, render, trajectory_text
 from horizonlens.model.replay import (
@@ -21,6 +28,7 @@ from horizonlens.model.replay import (
 from horizonlens.model.rollout import RolloutRecord, record_rollout
 from horizonlens.model.rollout_files import RolloutRouting, RoutingShape, read_rollouts, routing_shape
 from horizonlens.model.rollout_import import AlignedRollout, Reference, align_rollout, resolve_ids
+from horizonlens.model.routers import RouterSite, find_routers
 from horizonlens.model.shapes import SHAPES, Shape, build_shape
 from horizonlens.model.tokenizer import train_tokenizer
 from horizonlens.replays.cache import ReplayCache, list_checkpoints
@@ -78,4 +86,5 @@ __all__ = [
     "routing_shape",
     "train_tokenizer",
     "trajectory_text",
+    "usable_checkpoint_id",
 ]

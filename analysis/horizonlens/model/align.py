@@ -5,9 +5,9 @@ template, a system prompt the engine added, a truncated observation. Routing can
 on tokens that are the same token in both, so the two sequences are aligned into *matching blocks*
 (runs of equal ids, increasing in both sequences), the way `difflib.SequenceMatcher` does.
 
-difflib with `autojunk=False` is quadratic on long sequences of repetitive ids: 26 s for a
-45k-token trajectory with a few edits on this machine. `align_tokens` is an anchored matcher
-(patience-diff style) that does the same job in linear time for the usual cases:
+difflib with `autojunk=False` is quadratic on long sequences of repetitive ids, which a 45k-token
+trajectory is. `align_tokens` is an anchored matcher (patience-diff style) that does the same job in
+linear time for the usual cases:
 
 1. the common prefix and suffix are matched with vectorised comparisons (equal sequences stop here);
 2. in what is left, every k-gram that occurs exactly once in each sequence is an anchor; the longest

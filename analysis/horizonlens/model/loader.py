@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from horizonlens.errors import CheckpointError, NotMoEError
+from horizonlens.errors import CheckpointError, HorizonLensError, NotMoEError
 from horizonlens.model.files import (
     META_MAX_BYTES,
     PICKLE_SUFFIXES,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from horizonlens.model.capture import RouterSite
+    from horizonlens.model.routers import RouterSite
 
 # config keys for "experts per MoE layer" and "experts per token" across architectures
 EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
@@ -92,6 +92,17 @@ def checkpoint_id(path: Path | str) -> str:
     # the id names a folder of the replay cache and is shown in the app: keep letters, digits and _
     name = re.sub(r"[^a-z0-9_]+", "", str(arch).lower())[:40] or "model"
     return f"{name}-{h.hexdigest()[:12]}"
+
+
+def usable_checkpoint_id(path: Path | str) -> str | None:
+    """The id of the checkpoint at `path`, or None when the folder is not a usable checkpoint (nothing to show)."""
+    if not str(path):
+        return None
+    try:
+        check_files(Path(path), allow_pickle=True)
+        return checkpoint_id(path)
+    except (HorizonLensError, OSError, ValueError):
+        return None
 
 
 def check_files(path: Path, allow_pickle: bool) -> None:
@@ -184,7 +195,7 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from horizonlens.model.capture import find_routers
+    from horizonlens.model.routers import find_routers
 
     path = Path(path).resolve()
     check_files(path, allow_pickle)

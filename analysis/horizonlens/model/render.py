@@ -1,16 +1,8 @@
 r"""Rendering a trajectory into model input, keeping the map from every token to (step, segment).
 
-Two templates:
-- the checkpoint's own chat template when it has one (real agent checkpoints do); segments are
-  located in the rendered text and mapped to tokens through the tokenizer's offsets; content the
-  template drops (e.g. reasoning of earlier turns) is reported in `notes`;
-- otherwise the Horizon Lens template (docs/replay.md), rendered piece by piece so the map is exact:
-
-      <|system|>\n{system}\n<|user|>\n{user}\n<|knowledge|>\n{knowledge}\n
-      <|assistant|>\n<think>\n{reasoning}\n</think>\n{message}\n
-      <tool_call>{"name": .., "arguments": ..}</tool_call>\n<|end|>\n
-      <|tool|>\n{observation}\n
-
+The checkpoint's own chat template when it has one: segments are located in the rendered text and mapped
+to tokens through the tokenizer's offsets, and content the template drops is reported in `notes`.
+Otherwise the Horizon Lens template (docs/replay.md), rendered piece by piece so the map is exact.
 Agent-written segments (reasoning, message, tool_call of agent steps) are the ones scored for surprisal.
 """
 

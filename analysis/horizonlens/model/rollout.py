@@ -1,55 +1,14 @@
 """Rollout routing: the experts an inference engine chose, recorded here the way the engine records it.
 
-In RL on MoE models the rollout engine (vLLM, SGLang) and the trainer route the same tokens to
-different experts: different kernels, different precision, one token at a time against a whole
-sequence at once. Both engines can return the experts they used ("rollout router replay", R3).
-This module records such a rollout from a local checkpoint, and writes it in each engine's own
-format, so the import and the comparison with Horizon Lens's replay can be built and tested here.
+Rollout engines (vLLM, SGLang) and trainers route the same tokens to different experts; both engines can
+return the experts they used (docs/routing.md). This module records such a rollout from a local checkpoint
+and writes it in each engine's own file format, so the import and the comparison with the replay can be
+built and tested without an engine.
 
-Recording (`record_rollout`) runs the checkpoint as a decoder does: in bf16, with a KV cache, one
-token per forward call, teacher-forced on the trajectory's rendered tokens (feed token t, read the
-router's choice for it from the router modules, keep the cache). The replay
-(`horizonlens.model.replay.replay_trajectory`) runs fp32 chunked prefill instead; in fp32 the two
-agree exactly, in bf16 near-tied router scores flip. Real engines prefill the prompt in chunks and
-decode only the output one token at a time; decoding everything is the conservative choice here
-(every token takes the decode path) and keeps one code path.
-
-## The files (the contract with `horizonlens routing import`)
-
-Both engines size their capture buffers as (tokens, `num_hidden_layers`, `num_experts_per_tok`) and
-return rows for positions `[start_len, len(token_ids) - 1)`: the last token was sampled but never fed
-through the model, so it has no routing. Row `i` is the routing computed when token
-`token_ids[start_len + i]` was the input. The writers below keep that convention: a record with N
-token ids carries N - 1 - start_len rows.
-
-- **SGLang** (`--enable-return-routed-experts` on the server, `"return_routed_experts": true` per
-  request; optional `routed_experts_start_len`): `meta_info["routed_experts"]` is a base64 string of
-  little-endian int32, flattened in (token, layer, top-k slot) order, with a layer axis of
-  `num_hidden_layers` and `-1` in the slots of layers that have no router (dense layers). One JSONL
-  line per trajectory:
-
-      {"trajectory_id": "...", "token_ids": [...],
-       "meta_info": {"routed_experts": "<base64>", "routed_experts_start_len": 0}}
-
-  or the flat form `{"trajectory_id", "token_ids", "routed_experts": "<base64>", "start_len": 0}`.
-  Decode with `np.frombuffer(base64.b64decode(s), "<i4").reshape(-1, num_hidden_layers, top_k)`.
-- **vLLM** (`LLM(..., enable_return_routed_experts=True)`): each `CompletionOutput` carries
-  `routed_experts`, an array shaped (tokens, MoE layers, top-k). One JSONL line per trajectory with it
-  as nested lists: `{"trajectory_id", "token_ids", "routed_experts": [[[e, ...], ...], ...]}`. The layer
-  axis holds the MoE layers in order (dense layers are not in it).
-- **npz** (what an RL framework saves from either): one file per trajectory with `token_ids` (N,) int32,
-  `routed_experts` (N - 1 - start_len, MoE layers, top-k) int32, `moe_layers` (the real layer number of
-  each column), `start_len`, and `trajectory_id`.
-
-Field names checked against the engines' sources: SGLang's `GenerateReqInput` has
-`return_routed_experts` and `routed_experts_start_len` ("response covers `[routed_experts_start_len,
-seqlen - 1)`"), its tokenizer manager sets `meta_info["routed_experts"] =
-pybase64.b64encode(tensor.numpy().tobytes())`, and its capturer buffer is `(tokens, num_hidden_layers,
-num_experts_per_tok)` int32; SGLang's R3 docs decode with `np.frombuffer(..., np.int32).reshape(-1,
-layer_num, topk)` and use -1 for layers without routed experts. vLLM's `CompletionOutput.routed_experts:
-np.ndarray | None  # [seq_len, layer_num, topk]` is enabled by `enable_return_routed_experts`; its capturer
-also covers `num_tokens - 1` positions. vLLM's own buffer is `num_hidden_layers` wide with dense rows
-left at 0; the vLLM form written here keeps only the MoE layers, as the issue specifies.
+`record_rollout` runs the checkpoint as a decoder does: bf16, a KV cache, one token per forward call,
+teacher-forced on the trajectory's rendered tokens. Real engines prefill the prompt in chunks; decoding
+every token is the conservative choice (every token takes the decode path) and keeps one code path. The
+file layouts, and which tokens have a row, are in docs/routing.md ("Where the engines expose the routing").
 """
 
 from __future__ import annotations

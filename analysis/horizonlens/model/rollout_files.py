@@ -60,8 +60,8 @@ def routing_shape(checkpoint: Path | str) -> RoutingShape:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from horizonlens.model.capture import find_routers
     from horizonlens.model.loader import text_config
+    from horizonlens.model.routers import find_routers
 
     path = Path(checkpoint)
     raw = _read_config(path)

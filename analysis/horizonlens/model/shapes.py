@@ -3,16 +3,13 @@
 Every routing table and figure must hold up at the shape people actually run (Agents-A1: 40 layers
 x 256 experts top-8), not only at the bundled 4 x 16. These checkpoints have the real *topology*
 (layer count, dense layers, attention pattern, expert count, top-k, grouped and biased routing,
-shared experts) at a hidden size small enough for a CPU, so replay, storage and views can be built
-and measured at that shape. Their routers are *untrained*: random weights, perturbed with a fixed
-seed so routing is not a tie between all experts. They say nothing about what a trained model
-routes where. `shape.json` in each checkpoint says so too.
+shared experts) at a hidden size small enough for a CPU. Their routers are *untrained* (random weights,
+perturbed with a fixed seed so routing is not a tie): they say nothing about what a trained model routes
+where, and each checkpoint's `shape.json` says so too.
 
 A shape can be shrunk (`layers`, `experts`) for tests while keeping its kind of topology: DeepSeek-V3
 keeps its three dense first layers and eight expert groups, Agents-A1 its 3 DeltaNet : 1 attention
 pattern, GPT-OSS its alternating sliding/full attention.
-
-torch and transformers are imported inside functions only.
 """
 
 from __future__ import annotations
@@ -138,7 +135,7 @@ def perturb_routers(model: Any, seed: int) -> None:
     """
     import torch
 
-    from horizonlens.model.capture import find_routers
+    from horizonlens.model.routers import find_routers
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

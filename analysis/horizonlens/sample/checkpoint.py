@@ -1,4 +1,4 @@
-"""`horizonlens build-checkpoint`: the bundled sample checkpoint, trained on CPU in minutes.
+"""`horizonlens build-checkpoint`: the bundled sample checkpoint, small enough to train on a CPU.
 
 The Agents-A1 architecture in miniature: `Qwen3_5MoeForCausalLM` with three gated-DeltaNet
 (linear attention) layers and one gated full-attention layer, 16 routed experts (top-2) plus a
@@ -28,7 +28,7 @@ from horizonlens.query.store import CorpusStore
 
 @dataclass
 class BuildConfig:
-    """Size and training schedule of the sample checkpoint (defaults: ~4 minutes on 2 CPU cores)."""
+    """Size and training schedule of the sample checkpoint (docs/replay.md says what training it costs)."""
 
     vocab_size: int = 4096
     hidden_size: int = 160

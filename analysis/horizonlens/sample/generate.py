@@ -144,9 +144,11 @@ class Episode:
                         and self.rng.random() < self.planted.recovery_rate:
                     tries += 1
                     for undo in self.env.repair_calls(record.call, intended, result):  # type: ignore[arg-type]
-                        self._act(undo, repair_reasoning(record, undo), None, corruptible=False)
+                        self._act(undo, repair_reasoning(record.observation, record.call, undo), None,
+                                  corruptible=False)
                     previous = record
-                    result, record = self._act(intended, repair_reasoning(previous, intended), None)
+                    words = repair_reasoning(previous.observation, previous.call, intended)
+                    result, record = self._act(intended, words, None)
                     previous.repaired = record.check_passed is True
                 values.append(result.value)
             beliefs[goal.key] = values[-1] if values else None

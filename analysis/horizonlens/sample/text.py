@@ -6,7 +6,6 @@ import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from horizonlens.sample.generate import StepRecord
     from horizonlens.sample.world import Call, Environment, Subgoal
 
 _OPENERS = ["Next, I need to {intent}.", "Moving on: I want to {intent}.", "The plan now is to {intent}.",
@@ -40,12 +39,12 @@ def reasoning_for(env: "Environment", goal: "Subgoal", call: "Call", index: int,
     return why
 
 
-def repair_reasoning(failed: "StepRecord", call: "Call") -> str:
-    """What the agent says when it noticed a failed check and repairs it."""
-    first = (failed.observation or "").strip().splitlines()
+def repair_reasoning(observation: str | None, failed_call: "Call | None", call: "Call") -> str:
+    """What the agent says when it noticed a failed check (its call and what it saw) and makes `call` to repair it."""
+    first = (observation or "").strip().splitlines()
     seen = first[0][:160] if first else "an unexpected result"
-    undoing_edit = (call.name == "edit_file" and failed.call is not None
-                    and call.args.get("old") == failed.call.args.get("new"))
+    undoing_edit = (call.name == "edit_file" and failed_call is not None
+                    and call.args.get("old") == failed_call.args.get("new"))
     if call.name in ("cancel_reservation", "delete_event") or undoing_edit:
         return f"Wait: the last result ('{seen}') is not what the task needs. I'll undo that action first."
     return f"That was wrong (I got: '{seen}'). Retrying the step with the correct arguments."

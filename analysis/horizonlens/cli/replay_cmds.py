@@ -1,4 +1,4 @@
-"""Model commands: replay trajectories through a checkpoint, build the sample checkpoint."""
+"""`horizonlens replay` and `horizonlens compact`: trajectories through a checkpoint into the replay cache."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from horizonlens.cli.base import app, fail, replay_progress, sample_checkpoint_path, sample_corpus_path
+from horizonlens.cli.base import app, fail, replay_progress, sample_checkpoint_path
 
 
 @app.command()
@@ -197,58 +197,3 @@ def compact(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3:/
         typer.echo(f"{r.checkpoint_id}: {r.trajectories} trajectories; {r.files_before} files, "
                    f"{r.bytes_before / 2**20:,.2f} MB -> {r.files_after} files, {r.bytes_after / 2**20:,.2f} MB")
 
-
-@app.command("build-checkpoint")
-def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
-                                                                  "is sample_data/checkpoint).")],
-                         corpus: Annotated[Optional[Path], typer.Option(help="Corpus to train on (default: the "
-                                                                             "bundled sample corpus).")] = None,
-                         steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
-                         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-                         compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")
-                                            ] = True,
-                         shape: Annotated[Optional[str], typer.Option(
-                             help="Instead of training: write a random-init checkpoint with a real model's routing "
-                                  "topology (agents-a1, qwen3-30b-a3b, deepseek-v3, gpt-oss-120b); needs "
-                                  "--random-init.")] = None,
-                         random_init: Annotated[bool, typer.Option(
-                             "--random-init", help="With --shape: untrained weights, hidden size 64 (runs on CPU)."
-                         )] = False,
-                         layers: Annotated[Optional[int], typer.Option(
-                             help="With --shape: decoder layers (default: the real count).")] = None,
-                         experts: Annotated[Optional[int], typer.Option(
-                             help="With --shape: routed experts per layer (default: the real count).")] = None) -> None:
-    """Train the bundled sample checkpoint (tiny Qwen3.5-MoE) on a corpus, on CPU.
-
-    With --shape and --random-init, write an untrained checkpoint with a real model's routing topology instead.
-    """
-    if shape is not None or random_init or layers is not None or experts is not None:
-        _build_shape(out, shape, random_init, layers, experts, seed)
-        return
-    import tempfile
-
-    from horizonlens.query.store import open_store
-    from horizonlens.sample.checkpoint import BuildConfig, build_checkpoint, compare_with_random_init
-
-    store = open_store(corpus or sample_corpus_path())
-    cfg = BuildConfig(steps=steps, seed=seed)
-    report = build_checkpoint(store, out, cfg, log=typer.echo)
-    if compare:
-        with tempfile.TemporaryDirectory() as work:
-            report["routing_vs_random_init"] = compare_with_random_init(store, Path(out), Path(work), cfg)
-        (Path(out) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    typer.echo(json.dumps(report["heldout_loss"]))
-
-
-def _build_shape(out: Path, shape: Optional[str], random_init: bool, layers: Optional[int],
-                 experts: Optional[int], seed: int) -> None:
-    """`build-checkpoint --shape NAME --random-init`: the tokenizer is the bundled checkpoint's."""
-    from horizonlens.errors import CheckpointError
-    from horizonlens.model.shapes import SHAPES, build_shape
-
-    if shape is None or not random_init:
-        raise CheckpointError(f"--shape NAME and --random-init go together (only untrained shape fixtures are "
-                              f"offered); shapes: {', '.join(SHAPES)}")
-    info = build_shape(shape, out, sample_checkpoint_path(), layers=layers, experts=experts, seed=seed)
-    typer.echo(f"wrote {out}: {info['note']}")
-    typer.echo(json.dumps({k: info[k] for k in ("name", "layers", "experts", "top_k", "parameters")}))

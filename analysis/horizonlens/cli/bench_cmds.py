@@ -1,0 +1,33 @@
+"""`horizonlens bench`: the benchmarks at scale (bench/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from horizonlens.cli.base import app, fail
+
+
+@app.command()
+def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), medium (10k+100k), "
+                                                 "large (10k+100k+1M trajectories), none.")] = "small",
+          out: Annotated[Path, typer.Option(help="Where RESULTS.md and results JSON go.")] = Path("bench"),
+          data: Annotated[Optional[Path], typer.Option(help="Where the generated corpora live (default OUT/data).")
+                          ] = None,
+          repeats: Annotated[int, typer.Option(help="Repetitions per measurement.")] = 5,
+          app_timings: Annotated[bool, typer.Option("--app/--no-app", help="Also time the app in headless Chromium.")
+                                 ] = True,
+          shape: Annotated[Optional[list[str]], typer.Option(
+              help="Also replay at a real model's routing shape (agents-a1, qwen3-30b-a3b, deepseek-v3, "
+                   "gpt-oss-120b; repeatable); with --scale none, only that.")] = None,
+          ) -> None:
+    """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
+    from horizonlens.bench.run import run
+
+    try:
+        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [])
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {out / 'RESULTS.md'}")
