@@ -20,7 +20,7 @@ from horizonlens.model.align import align_tokens
 from horizonlens.model.render import Rendered
 
 if TYPE_CHECKING:
-    from horizonlens.model.rollout_files import RolloutRouting
+    from horizonlens.model.rollout_files import RolloutRef, RolloutRouting
     from horizonlens.query.store import CorpusStore
 
 
@@ -74,7 +74,7 @@ def align_rollout(rollout: RolloutRouting, reference: Reference) -> AlignedRollo
              "file": rollout.file, "where": rollout.where}
     return AlignedRollout(rollout.trajectory_id, ib.astype(np.int32), reference.token_ids[ib].astype(np.int32),
                           reference.steps[ib].astype(np.int32), reference.segments[ib],
-                          rollout.experts[ia].astype(np.int16), stats)
+                          rollout.experts_at(ia).astype(np.int16), stats)
 
 
 def id_candidates(ids: dict[str, str]) -> list[str]:
@@ -96,7 +96,7 @@ def id_candidates(ids: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def resolve_ids(store: CorpusStore, rollouts: list[RolloutRouting]) -> tuple[list[RolloutRouting], list[Problem]]:
+def resolve_ids(store: CorpusStore, rollouts: list[RolloutRef]) -> tuple[list[RolloutRef], list[Problem]]:
     """Set each rollout's corpus trajectory id; records that match none, several, or a taken one are problems.
 
     Tried in order: the candidates of `id_candidates` that exist in the corpus; then a corpus id ending in
@@ -108,7 +108,7 @@ def resolve_ids(store: CorpusStore, rollouts: list[RolloutRouting]) -> tuple[lis
         part = wanted[start:start + 1000]
         known.update(store.query(f"SELECT trajectory_id FROM trajectories WHERE trajectory_id IN "
                                  f"({', '.join('?' for _ in part)})", part).column(0).to_pylist())
-    good: list[RolloutRouting] = []
+    good: list[RolloutRef] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}
     for r in rollouts:
