@@ -142,7 +142,7 @@ def plan_replay(store: "CorpusStore", checkpoint_id: str, trajectory_ids: Iterab
     if missing:
         raise ReplayError(f"no trajectory {missing[0]!r} in {store.root}")
     total = sum(sizes.values())
-    budget = default_batch_tokens(total, replicas) if batch_tokens is None else check_batch_tokens(batch_tokens)
+    budget = default_batch_tokens(total, replicas) if batch_tokens is None else batch_tokens
     return ReplayPlan(pack_batches(sizes.items(), budget), skipped=len(wanted) - len(todo), tokens=total)
 
 
