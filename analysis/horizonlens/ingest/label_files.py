@@ -37,6 +37,7 @@ from horizonlens.errors import LabelError
 from horizonlens.labels.annotations import Label, add_labels
 from horizonlens.query.labels import known_trajectories
 from horizonlens.query.store import CorpusStore, open_store
+from horizonlens.storage.csv_cells import restore
 
 LABEL_FORMATS = {
     "who-and-when": "Who&When logs: mistake_step, mistake_agent, mistake_reason of each file",
@@ -288,7 +289,10 @@ def _table_rows(path: Path) -> list[dict[str, Any]]:
     if missing:
         raise LabelError(f"{path}: a label table needs the columns trajectory_id and label "
                          f"(missing {', '.join(missing)})")
-    return table.select([c for c in TABLE_COLUMNS if c in table.column_names]).to_pylist()
+    rows = table.select([c for c in TABLE_COLUMNS if c in table.column_names]).to_pylist()
+    if path.suffix == ".csv":  # cells an export neutralised against spreadsheet formulas: their text again
+        rows = [{k: restore(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    return rows
 
 
 def _table(path: Path, source: str | None) -> Iterator[_Pending | str]:

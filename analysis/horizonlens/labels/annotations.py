@@ -283,16 +283,18 @@ def current_view_sql() -> str:
 
 
 def export_bytes(table: pa.Table, fmt: str) -> bytes:
-    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this)."""
+    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this).
+
+    CSV cells that a spreadsheet would run as a formula are neutralised (storage.csv_cells).
+    """
     import io
 
-    buf = io.BytesIO()
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
+    from horizonlens.storage.csv_cells import csv_bytes
 
-        pacsv.write_csv(table, buf)
-    elif fmt == "parquet":
-        pq.write_table(table, buf)
-    else:
+    if fmt == "csv":
+        return csv_bytes(table)
+    if fmt != "parquet":
         raise LabelError(f"cannot export to {fmt!r}; choose csv or parquet")
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
     return buf.getvalue()
