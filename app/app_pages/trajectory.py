@@ -102,7 +102,7 @@ def step_panel() -> None:
         with right:
             picked = model_panel.render(store, tid, step, failed_steps)
         model_panel.render_tokens(store, tid, step, picked)
-    annotations_panel.render(store, tid, step)
+    annotations_panel.render(store, tid, step, n_steps)
 
 
 def _navigation(step: int) -> None:

@@ -242,7 +242,8 @@ def compare_stored(store: CorpusStore, ckpt_id: str, trajectory_ids: list[str] |
 @routing_app.command("import")
 def import_cmd(files: Annotated[list[Path], typer.Argument(help="Rollout routing files: JSONL (SGLang or vLLM "
                                                                 "records), JSON arrays, or .npz.")],
-               into: Annotated[Path, typer.Option("--into", help="Corpus directory holding the trajectories.")],
+               into: Annotated[str, typer.Option("--into", help="Corpus directory (or s3://bucket/prefix) holding "
+                                                                "the trajectories.")],
                checkpoint: Annotated[Path, typer.Option(help="The checkpoint the rollout engine served.")],
                fmt: Annotated[Optional[str], typer.Option("--format", help="sglang, vllm or npz (default: detected "
                                                                            "from each file's content).")] = None,
@@ -267,7 +268,7 @@ def import_cmd(files: Annotated[list[Path], typer.Argument(help="Rollout routing
 
 
 @routing_app.command("compare")
-def compare_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def compare_cmd(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
                 checkpoint: Annotated[Path, typer.Option(help="The checkpoint whose replays and rollouts to compare.")],
                 trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",
                                                                         help="Trajectory id (repeatable).")] = None

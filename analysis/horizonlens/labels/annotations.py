@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from horizonlens.errors import CorpusError, LabelError
+from horizonlens.labels.bounds import check_steps
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location
 
@@ -110,13 +111,15 @@ def _text(value: Any, field: str, required: bool = False) -> str | None:
         if required:
             raise LabelError(f"a label needs a {field.replace('_', ' ')}")
         return None
-    if not isinstance(value, str):
-        value = str(value)
-    # text that cannot be stored as UTF-8 (lone surrogates) is kept readable instead of refused
-    value = value.encode("utf-8", "replace").decode("utf-8")
+    if not isinstance(value, str):  # a number, NaN or an object is refused, never written down as its repr
+        raise LabelError(f"the {field.replace('_', ' ')} is {type(value).__name__} {str(value)[:40]!r}, not text")
     limit = MAX_LEN[field]
     if len(value) > limit:
         raise LabelError(f"the {field.replace('_', ' ')} is {len(value):,} characters long; at most {limit:,} fit")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: kept readable instead of refused
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value.strip() if field != "note" else value
 
 
@@ -193,6 +196,7 @@ def add_labels(root: Path | str, labels: Sequence[Label], author: str | None = N
     same file twice adds nothing.
     """
     cleaned = [clean(label) for label in labels]
+    check_steps(root, cleaned)
     who = _text(author, "author") or default_author()
     dataset = annotations_dataset(root)
     with dataset.transaction(create={"kind": "annotations"}, timeout_s=timeout_s) as txn:
@@ -252,13 +256,38 @@ def _new_version(root: Path | str, annotation_id: str, author: str | None, timeo
 def edit_label(root: Path | str, annotation_id: str, label: Label, author: str | None = None,
                timeout_s: float | None = None) -> int:
     """Store an edited label as the next version of its annotation; returns the new version number."""
-    return _new_version(root, annotation_id, author, timeout_s, clean(label))
+    change = clean(label)
+    check_steps(root, [change])
+    return _new_version(root, annotation_id, author, timeout_s, change)
 
 
 def delete_label(root: Path | str, annotation_id: str, author: str | None = None,
                  timeout_s: float | None = None) -> int:
     """Delete a label by appending a tombstone version (its history stays); returns that version number."""
     return _new_version(root, annotation_id, author, timeout_s, None)
+
+
+def remove_past_end(root: CorpusPath | str, lengths: dict[str, int], author: str) -> tuple[int, int]:
+    """Tombstone the current labels on steps at or past `lengths[run]` (a run replaced by a shorter one).
+
+    Their versions stay in the history. Returns (labels removed, runs they were on).
+    """
+    dataset = annotations_dataset(root)
+    if not lengths or not dataset.exists():
+        return 0, 0
+    with dataset.transaction() as txn:
+        history = read_history(txn.snapshot)
+        live = current(history)
+        runs = pa.array(sorted(lengths))
+        mine = live.filter(pc.fill_null(pc.is_in(live["trajectory_id"], value_set=runs), False)).to_pylist()
+        past = [r for r in mine if r["step"] is not None and r["step"] >= lengths[r["trajectory_id"]]]
+        if not past:
+            return 0, 0
+        created = _now()  # the current version of each, once more, as a tombstone
+        rows = [dict(row, version=row["version"] + 1, author=author, created_at=created, deleted=True)
+                for row in past]
+        _commit(txn, rows, history)
+    return len(rows), len({r["trajectory_id"] for r in past})
 
 
 def as_label(row: dict[str, Any], **changes: Any) -> Label:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from horizonlens.ingest.formats.openai_chat import tau_bench_id
 from horizonlens.ingest.readers import Problem
 from horizonlens.model.align import align_tokens
 from horizonlens.model.render import Rendered
@@ -89,7 +90,7 @@ def id_candidates(ids: dict[str, str]) -> list[str]:
         out.append(ids["trajectory_id"])
     task, trial = ids.get("task_id"), ids.get("trial")
     if task and trial is not None:
-        out += [f"tau-bench:{task}:{trial}", f"{task}-t{trial}", f"{task}:{trial}"]
+        out += [tau_bench_id(task, trial), f"{task}-t{trial}", f"{task}:{trial}"]
     for key in ("id", "instance_id", "session_id"):
         if ids.get(key):
             out += [ids[key], f"chat:{ids[key]}"]
