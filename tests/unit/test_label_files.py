@@ -436,3 +436,27 @@ def test_edits_and_additions_past_the_end_of_a_run_are_refused(tmp_path: Path) -
     with pytest.raises(LabelError, match="no trajectory 'nope' in this corpus"):
         ann.add_labels(corpus, [ann.Label("nope", "x", step=0)])
     assert [r["label"] for r in _labels(corpus)] == ["fine"]
+
+
+def test_a_large_import_is_written_batch_by_batch_in_one_transaction(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from horizonlens.ingest import label_files
+
+    corpus = _tau_corpus(tmp_path)
+    rows = [{"trajectory_id": "tau-bench:7:2", "step": i % 5, "label": f"l{i}"} for i in range(7)]
+    monkeypatch.setattr(label_files, "BATCH", 3)
+    path = _table(tmp_path, "t.jsonl", rows)
+    from horizonlens.storage.dataset import Transaction
+
+    def crash(self: Transaction) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Transaction, "commit", crash)
+    with pytest.raises(OSError):
+        import_label_files([path], corpus, "table")
+    monkeypatch.undo()
+    monkeypatch.setattr(label_files, "BATCH", 3)
+    assert not list((corpus / "annotations").rglob("*.parquet"))  # nothing of the batches was left behind
+    report = import_label_files([path], corpus, "table")
+    assert report.added == 7 and len(ann.annotations_dataset(corpus).snapshot().paths(ann.LABELS_TABLE)) == 3
+    assert sorted(r["label"] for r in _labels(corpus)) == [f"l{i}" for i in range(7)]

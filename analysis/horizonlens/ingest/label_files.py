@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from horizonlens.ingest.label_records import (
     MAX_PROBLEMS_PER_FILE,
     LabelImportReport,
     Pending,
-    accept,
     checked,
     located,
     step_counts,
@@ -44,7 +44,7 @@ from horizonlens.ingest.label_records import (
     text,
 )
 from horizonlens.ingest.readers import Problem, iter_records
-from horizonlens.labels.annotations import Label, add_labels
+from horizonlens.labels.annotations import Label, LabelWriter
 from horizonlens.query.store import CorpusStore, open_store
 from horizonlens.storage.csv_cells import restore
 
@@ -60,6 +60,7 @@ FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 TABLE_COLUMNS = ("trajectory_id", "step", "label", "category", "note", "agent", "source")
 CSV_FIELD_MAX = 1 << 20  # characters of one CSV cell (a note may hold 20,000); a longer one ends the file's reading
 PARQUET_BATCH = 10_000  # rows of a Parquet label table read at a time
+BATCH = 50_000  # records matched and written at a time
 
 
 def _regular(path: Path) -> bool:
@@ -170,12 +171,19 @@ def read_table_labels(path: Path, source: str | None) -> Iterator[Pending | str]
             step = None if row.get("step") in (None, "") else step_number(row["step"], "step")
             if step is not None and step < 0:
                 raise ValueError(f"step {step} is not a step (steps count from 0)")
+            # ids, categories, agents and sources repeat across rows: one string each, not one per row
+            category = _interned(row.get("category"), "category") or "note"
             yield Pending(where, tid, checked([Label(
-                trajectory_id=tid, label=label, category=text(row.get("category"), "category") or "note", step=step,
-                note=text(row.get("note"), "note"), agent=text(row.get("agent"), "agent"),
-                source=source or text(row.get("source"), "source") or "import")]))
+                trajectory_id=sys.intern(tid), label=label, category=category, step=step,
+                note=text(row.get("note"), "note"), agent=_interned(row.get("agent"), "agent"),
+                source=source or _interned(row.get("source"), "source") or "import")]))
         except ValueError as exc:
             yield f"{where}: {exc}"
+
+
+def _interned(value: Any, what: str) -> str | None:
+    found = text(value, what)
+    return None if found is None else sys.intern(found)
 
 
 def resolve_table_labels(store: CorpusStore, pending: list[Pending], report: LabelImportReport) -> list[Label]:
@@ -190,7 +198,7 @@ def resolve_table_labels(store: CorpusStore, pending: list[Pending], report: Lab
             report.problems.append(f"{p.where}: step {label.step} is beyond the {steps[label.trajectory_id]} steps "
                                    f"of {label.trajectory_id}")
         else:
-            out += accept(p, [label], report)
+            out.append(label)  # checked as it was read (its run's id is its own)
     return out
 
 
@@ -202,14 +210,22 @@ READERS: dict[str, tuple[Reader, Resolver]] = {
 }
 
 
-def read_label_files(store: CorpusStore, paths: Iterable[Path | str], fmt: str, source: str | None = None
-                     ) -> tuple[list[Label], LabelImportReport]:
-    """Read label files and match them to the corpus; returns the matched labels (on corpus steps) and the report."""
+def label_batches(store: CorpusStore, paths: Iterable[Path | str], fmt: str, source: str | None,
+                  report: LabelImportReport, batch: int | None = None) -> Iterator[list[Label]]:
+    """The matched labels of label files on corpus steps, `batch` records (BATCH) at a time; problems go to `report`."""
+    batch = batch or BATCH
     if fmt not in READERS:
         raise LabelError(f"unknown label format {fmt!r}; choose one of {', '.join(LABEL_FORMATS)}")
     read, resolve = READERS[fmt]
-    report = LabelImportReport()
     pending: list[Pending] = []
+
+    def resolved() -> list[Label]:
+        labels = resolve(store, pending, report) if pending else []
+        pending.clear()
+        report.labels += len(labels)
+        report.trajectories.update(label.trajectory_id for label in labels)
+        return labels
+
     for path in _files(paths):
         report.files += 1
         size = path.stat().st_size
@@ -222,15 +238,22 @@ def read_label_files(store: CorpusStore, paths: Iterable[Path | str], fmt: str, 
             report.records += 1
             if isinstance(item, Pending):
                 pending.append(item)
+                if len(pending) >= batch:
+                    yield resolved()
                 continue
             report.problems.append(item)
             problems += 1
             if problems >= MAX_PROBLEMS_PER_FILE:
                 report.problems.append(f"{path}: more than {MAX_PROBLEMS_PER_FILE} problems; stopped reading it")
                 break
-    labels = resolve(store, pending, report) if pending else []
-    report.labels = len(labels)
-    report.trajectories = {label.trajectory_id for label in labels}
+    yield resolved()
+
+
+def read_label_files(store: CorpusStore, paths: Iterable[Path | str], fmt: str, source: str | None = None
+                     ) -> tuple[list[Label], LabelImportReport]:
+    """Read label files and match them to the corpus; returns the matched labels (on corpus steps) and the report."""
+    report = LabelImportReport()
+    labels = [label for part in label_batches(store, paths, fmt, source, report) for label in part]
     return labels, report
 
 
@@ -238,21 +261,26 @@ def import_label_files(paths: Iterable[Path | str], corpus: Path | str, fmt: str
                        author: str | None = None, strict: bool = False) -> LabelImportReport:
     """Import label files into a corpus's annotations: all matched labels in one transaction, or none.
 
-    Unmatched ids and malformed records are reported; with `strict` any of them stores nothing.
+    Labels are matched and written a batch at a time inside that transaction (the labels' lock is held while
+    the files are read). Unmatched ids and malformed records are reported; with `strict` any of them stores
+    nothing.
     """
+    report = LabelImportReport()
     store = open_store(corpus)
     try:
-        labels, report = read_label_files(store, paths, fmt, source)
+        with LabelWriter(corpus, author=author) as writer:
+            for labels in label_batches(store, paths, fmt, source, report):
+                writer.add(labels)
+            if strict and (report.unmatched or report.problems):
+                shown = [*report.unmatched[:10], *report.problems[:10]]
+                raise LabelError(f"nothing imported (--strict): {len(report.unmatched)} unmatched, "
+                                 f"{len(report.problems)} problem(s): " + "; ".join(shown))
+            if not report.labels:
+                shown = [*report.unmatched[:5], *report.problems[:5]]
+                raise LabelError("nothing to import: no record matched a trajectory of this corpus"
+                                 + (": " + "; ".join(shown) if shown else ""))
+            writer.commit()
     finally:
         store.close()
-    if strict and (report.unmatched or report.problems):
-        shown = [*report.unmatched[:10], *report.problems[:10]]
-        raise LabelError(f"nothing imported (--strict): {len(report.unmatched)} unmatched, {len(report.problems)} "
-                         f"problem(s): " + "; ".join(shown))
-    if not labels:
-        shown = [*report.unmatched[:5], *report.problems[:5]]
-        raise LabelError("nothing to import: no record matched a trajectory of this corpus"
-                         + (": " + "; ".join(shown) if shown else ""))
-    added, skipped = add_labels(corpus, labels, author=author)
-    report.added, report.already_present = len(added), skipped
+    report.added, report.already_present = len(writer.ids), writer.skipped
     return report

@@ -43,7 +43,7 @@ class LabelImportReport:
                 f"{len(self.problems)} problem(s)")
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One source record's labels, waiting for their trajectory to be resolved."""
 

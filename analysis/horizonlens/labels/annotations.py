@@ -79,7 +79,7 @@ MAX_LEN = {"trajectory_id": 1_000, "label": 500, "category": 100, "note": 20_000
 MAX_STEP = 2**31 - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a label file can hold millions: no per-label __dict__
 class Label:
     """A label as a person or a label file states it, before it is stored."""
 
@@ -188,6 +188,74 @@ def _commit(txn: Transaction, rows: list[dict[str, Any]], history: pa.Table) -> 
     txn.commit()
 
 
+class LabelWriter:
+    """New labels added batch by batch inside one transaction, published together by `commit()` or not at all.
+
+    A label file of millions of labels is written a batch at a time (one file each), so neither the labels
+    nor their rows are all held at once; a writer left without `commit()` publishes nothing. `skip_existing`:
+    a label whose content equals a current label's (or one added before in this writer) is not stored again.
+    """
+
+    def __init__(self, root: CorpusPath | str, author: str | None = None, skip_existing: bool = True,
+                 timeout_s: float | None = None):
+        self.root = root
+        self.author = _text(author, "author") or default_author()
+        self.skip_existing = skip_existing
+        self.timeout_s = timeout_s
+        self.ids: list[str] = []  # annotation ids of the labels added
+        self.skipped = 0  # labels already present
+        self._cm: Any = None
+        self._txn: Transaction | None = None
+        self._present: set[tuple[Any, ...]] = set()
+        self._history = ANNOTATIONS.empty_table()
+
+    def __enter__(self) -> LabelWriter:
+        self._cm = annotations_dataset(self.root).transaction(create={"kind": "annotations"}, timeout_s=self.timeout_s)
+        self._txn = self._cm.__enter__()
+        self._history = read_history(self._txn.snapshot)
+        if self.skip_existing:
+            self._present = {_key(r) for r in current(self._history).select(list(CONTENT)).to_pylist()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+
+    def add(self, labels: Sequence[Label]) -> None:
+        """Check a batch (text, and steps against their runs) and write what is new as one unpublished file."""
+        assert self._txn is not None, "use LabelWriter as a context manager"
+        cleaned = [clean(label) for label in labels]
+        check_steps(self.root, cleaned)
+        kept: list[Label] = []
+        for label in cleaned:
+            key = tuple(getattr(label, c) for c in CONTENT)
+            if self.skip_existing and key in self._present:
+                self.skipped += 1
+                continue
+            self._present.add(key)
+            kept.append(label)
+        if not kept:
+            return
+        ids = [uuid.uuid4().hex for _ in kept]
+        n = len(kept)
+        # column by column: a row dict per label would outweigh the labels themselves
+        columns: dict[str, Any] = {c: [getattr(x, c) for x in kept] for c in CONTENT}
+        columns.update(annotation_id=ids, version=[1] * n, author=[self.author] * n, created_at=[_now()] * n,
+                       deleted=[False] * n)
+        self._txn.write(LABELS_TABLE, pa.table({c: columns[c] for c in ANNOTATIONS.names}, schema=ANNOTATIONS))
+        self.ids += ids
+
+    def commit(self) -> None:
+        """Publish every batch; past MAX_FILES files the labels stored before are folded into one file."""
+        assert self._txn is not None, "use LabelWriter as a context manager"
+        if not self.ids:
+            return
+        files = self._txn.snapshot.table(LABELS_TABLE)
+        if len(files) + len(self._txn.added) > MAX_FILES and files:
+            self._txn.write(LABELS_TABLE, self._history)
+            self._txn.remove(files)
+        self._txn.commit()
+
+
 def add_labels(root: Path | str, labels: Sequence[Label], author: str | None = None,
                skip_existing: bool = True, timeout_s: float | None = None) -> tuple[list[str], int]:
     """Store new labels in one transaction; returns (their annotation ids, how many were already present).
@@ -195,32 +263,12 @@ def add_labels(root: Path | str, labels: Sequence[Label], author: str | None = N
     `skip_existing`: a label whose content equals a current label's is not stored again, so importing the
     same file twice adds nothing.
     """
-    cleaned = [clean(label) for label in labels]
+    cleaned = [clean(label) for label in labels]  # refused before the dataset is touched
     check_steps(root, cleaned)
-    who = _text(author, "author") or default_author()
-    dataset = annotations_dataset(root)
-    with dataset.transaction(create={"kind": "annotations"}, timeout_s=timeout_s) as txn:
-        history = read_history(txn.snapshot)
-        present = {_key(r) for r in current(history).to_pylist()} if skip_existing else set()
-        created = _now()
-        rows: list[dict[str, Any]] = []
-        ids: list[str] = []
-        skipped = 0
-        for label in cleaned:
-            annotation_id = uuid.uuid4().hex
-            row: dict[str, Any] = {"annotation_id": annotation_id, "version": 1, "trajectory_id": label.trajectory_id,
-                   "step": label.step, "label": label.label, "category": label.category, "note": label.note,
-                   "agent": label.agent, "author": who, "created_at": created, "source": label.source,
-                   "deleted": False}
-            if _key(row) in present:
-                skipped += 1
-                continue
-            present.add(_key(row))
-            rows.append(row)
-            ids.append(annotation_id)
-        if rows:
-            _commit(txn, rows, history)
-    return ids, skipped
+    with LabelWriter(root, author, skip_existing, timeout_s) as writer:
+        writer.add(cleaned)
+        writer.commit()
+    return writer.ids, writer.skipped
 
 
 def _latest(history: pa.Table, annotation_id: str) -> dict[str, Any]:
