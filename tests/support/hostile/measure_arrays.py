@@ -1,8 +1,9 @@
 """Peak memory of hostile rollout files and label files, beside the code before the fix (not a test).
 
-Run: `.venv/bin/python -m tests.support.hostile.measure_arrays [--old PYTHONPATH]`. Each case runs in a fresh
-interpreter that reports its peak RSS (VmHWM from /proc, as measure.py does) and wall time; `--old DIR` also
-runs it with the `horizonlens` found in DIR (a checkout of an earlier commit), for a same-run comparison.
+Run: `.venv/bin/python -m tests.support.hostile.measure_arrays [--old PYTHONPATH] [--only rollouts|labels]`.
+Each case runs in a fresh interpreter that reports its peak RSS (VmHWM from /proc, as measure.py does) and wall
+time; `--old DIR` also runs it with the `horizonlens` found in DIR (a checkout of an earlier commit), for a
+same-run comparison.
 
 - rollouts: `read_rollouts` on one file at the Agents-A1 routing shape (40 layers, 256 experts, top-8);
 - labels: `import_label_files` of a ~50 MB label table into a corpus of 2,000 runs of 50 steps.
@@ -85,23 +86,27 @@ def run(child: str, args: list[str], pythonpath: str | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--old", help="PYTHONPATH with an earlier horizonlens, run beside the current one")
+    ap.add_argument("--only", choices=["rollouts", "labels"], help="run one group of cases")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         cases: list[tuple[str, str, list[str], Path]] = []
-        for name, path in npz_bombs(tmp).items():
-            cases.append((f".npz bomb: 2 GiB in {name}", ROLLOUT_CHILD, [str(path)], path))
-        record = long_token_record(tmp / "long.jsonl")
-        cases.append(("rollout record: 4M token ids, routing for one token", ROLLOUT_CHILD, [str(record)], record))
-        labels, corpus = label_table(tmp)
-        copy_new, copy_old = tmp / "c-new", tmp / "c-old"
-        subprocess.run(["cp", "-r", str(corpus), str(copy_new)], check=True)
-        subprocess.run(["cp", "-r", str(corpus), str(copy_old)], check=True)
+        if args.only != "labels":
+            for name, path in npz_bombs(tmp).items():
+                cases.append((f".npz bomb: 2 GiB in {name}", ROLLOUT_CHILD, [str(path)], path))
+            record = long_token_record(tmp / "long.jsonl")
+            cases.append(("rollout record: 4M token ids, routing for one token", ROLLOUT_CHILD, [str(record)], record))
         for name, child, argv, path in cases:
             row = {"case": name, "file_mb": round(path.stat().st_size / MB, 1), "now": run(child, argv, None)}
             if args.old:
                 row["before"] = run(child, argv, args.old)
             print(json.dumps(row), flush=True)
+        if args.only == "rollouts":
+            return
+        labels, corpus = label_table(tmp)
+        copy_new, copy_old = tmp / "c-new", tmp / "c-old"
+        subprocess.run(["cp", "-r", str(corpus), str(copy_new)], check=True)
+        subprocess.run(["cp", "-r", str(corpus), str(copy_old)], check=True)
         row = {"case": "label table (CSV)", "file_mb": round(labels.stat().st_size / MB, 1),
                "now": run(LABEL_CHILD, [str(labels), str(copy_new)], None)}
         if args.old:
