@@ -22,23 +22,30 @@ from horizonlens.query import labels as label_queries
 SHOWN = ["step", "label", "category", "note", "agent", "author", "source", "created_at", "version"]
 SUGGESTED_CATEGORIES = ["note", "error", "decisive", "failure", "root_cause", "recovery", "good"]
 FLASH = "labels_flash"
+PAGE = 200  # labels a page ships per table or list, however many a run has
 
 
-def render(store: CorpusStore, trajectory_id: str, step: int) -> None:
+def render(store: CorpusStore, trajectory_id: str, step: int, n_steps: int) -> None:
     st.markdown("### Labels")
     if store.label_problems:
         st.warning("Some label files could not be read: " + ui.md("; ".join(store.label_problems[:3])))
     flash = st.session_state.pop(FLASH, None)
     if flash:
         st.success(flash)
-    labels = state.cached(label_queries.labels_of, store, trajectory_id).to_pandas()
-    here = labels[labels["step"].isna() | (labels["step"] == step)]
+    counts = state.cached(label_queries.label_counts, store, trajectory_id, n_steps)
+    if counts["past_end"]:
+        st.warning(f"{counts['past_end']:,} label(s) of this run point past the end of this run (it has {n_steps:,} "
+                   "steps): they were written on a longer version of it. Edit or delete them below.")
+    here = state.cached(label_queries.labels_of, store, trajectory_id, step=step, limit=PAGE).to_pandas()
     if here.empty:
         st.caption(f"No label on this run or on step {step} yet.")
     else:
         st.dataframe(here[SHOWN], hide_index=True, key="labels_table",
                      column_config={"step": st.column_config.NumberColumn("step", help="empty: the whole run")})
-    elsewhere = sorted({int(s) for s in labels["step"].dropna()} - {step})
+        if len(here) == PAGE:
+            st.caption(f"The first {PAGE} labels of this run and step {step}; the rest are in `horizonlens annotate "
+                       "export` and the SQL page's `annotations` view.")
+    elsewhere = [s for s in counts["steps"] if s != step]
     if elsewhere:
         st.caption(f"Labels on other steps of this run: {', '.join(map(str, elsewhere[:40]))}"
                    + (" …" if len(elsewhere) > 40 else ""))
@@ -46,7 +53,7 @@ def render(store: CorpusStore, trajectory_id: str, step: int) -> None:
     with add:
         _add_form(store, trajectory_id, step)
     with edit:
-        _edit_form(store, trajectory_id, labels)
+        _edit_form(store, trajectory_id, counts["total"], n_steps)
     with export:
         _export(store)
 
@@ -94,10 +101,17 @@ def _describe(row: dict[str, Any]) -> str:
     return f"{where} · {text[:60]}{'…' if len(text) > 60 else ''} ({row['category']}, v{row['version']})"
 
 
-def _edit_form(store: CorpusStore, trajectory_id: str, labels: pd.DataFrame) -> None:
-    if labels.empty:
+def _edit_form(store: CorpusStore, trajectory_id: str, total: int, n_steps: int) -> None:
+    if not total:
         st.caption("This run has no labels to edit.")
         return
+    page = 1
+    if total > PAGE:
+        pages = -(-total // PAGE)
+        page = int(st.number_input(f"Page of labels (of {pages:,})", 1, pages, 1, key="labels_edit_page"))
+        st.caption(f"This run has {total:,} labels, {PAGE} to a page.")
+    labels = state.cached(label_queries.labels_of, store, trajectory_id, offset=(page - 1) * PAGE,
+                          limit=PAGE).to_pandas()
     rows = {str(r["annotation_id"]): {str(k): v for k, v in r.items()} for r in labels.to_dict(orient="records")}
     chosen = st.selectbox("Label", list(rows), format_func=lambda a: _describe(rows[a]), key="labels_edit_pick")
     row = rows[chosen]
@@ -107,13 +121,16 @@ def _edit_form(store: CorpusStore, trajectory_id: str, labels: pd.DataFrame) -> 
         cats = _categories(store)
         category = c[1].selectbox("Category", cats, index=cats.index(row["category"]) if row["category"] in cats else 0,
                                   accept_new_options=True)
-        step_value = c[2].number_input("Step (empty: whole run)", min_value=0, step=1,
-                                       value=None if pd.isna(row["step"]) else int(row["step"]))
+        current = None if pd.isna(row["step"]) or int(row["step"]) >= n_steps else int(row["step"])
+        step_value = c[2].number_input("Step (empty: whole run)", min_value=0, max_value=max(0, n_steps - 1), step=1,
+                                       value=current)
+        if current is None and not pd.isna(row["step"]):
+            st.caption(f"Its step {int(row['step'])} is past the end of this run: pick one of its steps, or leave "
+                       "the step empty to put the label on the whole run.")
         note = st.text_area("Note", value=row["note"] or "", max_chars=label_store.MAX_LEN["note"], height=80)
-        who = st.columns(2)
-        agent = who[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
-        author = who[1].text_input("Author", value=label_store.default_author(),
-                                   max_chars=label_store.MAX_LEN["author"])
+        c = st.columns(2)
+        agent = c[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
+        author = c[1].text_input("Author", value=label_store.default_author(), max_chars=label_store.MAX_LEN["author"])
         save, delete = st.columns([1, 4])
         if save.form_submit_button("Save as new version", type="primary"):
             label = label_store.as_label(row, label=text, category=category or "note", note=note or None,

@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar
 
 import streamlit as st
 
+from horizonlens.app.params import trajectory_param
 from horizonlens.app.ui import md
 from horizonlens.errors import HorizonLensError
 from horizonlens.query import CorpusStore, open_store
@@ -138,8 +139,7 @@ def get_tokenizer(path: str) -> Any:
 
 def selected_trajectory() -> str | None:
     """The trajectory the user is looking at: from the URL (deep link) or the session."""
-    params = st.query_params
-    tid = params.get("trajectory")
+    tid = trajectory_param()
     if tid:
         st.session_state["trajectory"] = tid
     return st.session_state.get("trajectory")

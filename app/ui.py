@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from horizonlens.figures import formatting as fmt
+from horizonlens.storage.csv_cells import csv_bytes
 
 TEXT_PREVIEW = 4_000  # characters shown before a field is collapsed
 TEXT_MAX = 200_000  # characters ever rendered in the page; beyond that, download only
@@ -64,18 +65,21 @@ def chart(fig: go.Figure, caption: str, key: str, data: pd.DataFrame | None = No
                             file_name=f"{key}.html", mime="text/html", key=f"{key}_html", on_click="ignore",
                             help="Download the interactive chart")
     if data is not None:
-        cols[2].download_button("CSV", lambda: data.to_csv(index=False), file_name=f"{key}.csv", mime="text/csv",
+        cols[2].download_button("CSV", lambda: csv_bytes(data), file_name=f"{key}.csv", mime="text/csv",
                                 key=f"{key}_csv", on_click="ignore", help="Download the data behind the chart")
     return event
 
 
 def table_downloads(df: pd.DataFrame, name: str, key: str, arrow: Any = None) -> None:
-    """CSV and Parquet downloads of a table (Parquet from the Arrow table when given: nested types survive)."""
+    """CSV and Parquet downloads of a table (Parquet from the Arrow table when given: nested types survive).
+
+    The CSV's text cells are neutralised against spreadsheet formulas (storage.csv_cells), as every CSV export is.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     cols = st.columns([8, 1.2, 1.6])
-    cols[1].download_button("CSV", df.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv")
+    cols[1].download_button("CSV", csv_bytes(df), file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv")
     buf = io.BytesIO()
     pq.write_table(arrow if arrow is not None else pa.Table.from_pandas(df, preserve_index=False), buf)
     cols[2].download_button("Parquet", buf.getvalue(), file_name=f"{name}.parquet",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import annotations_panel, model_panel, state, ui
+from horizonlens.app import annotations_panel, model_panel, params, state, ui
 from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline as timelines
@@ -45,10 +45,9 @@ summary = timelines.timeline_summary(timeline)
 n_steps = len(timeline)
 
 # --- current step: URL first (deep link), then session ----------------------------------------
-param = st.query_params.get("step")
-step = st.session_state.get("traj_step")
-if param is not None and param.isdigit():
-    step = int(param)
+step = params.step_param(n_steps)
+if step is None:
+    step = st.session_state.get("traj_step")
 if step is None:
     step = summary["first_failed_step"] if summary["first_failed_step"] is not None else 0
 step = max(0, min(int(step), n_steps - 1))
@@ -109,7 +108,7 @@ def step_panel() -> None:
         with right:
             picked = model_panel.render(store, tid, step)
         model_panel.render_tokens(store, tid, step, picked)
-    annotations_panel.render(store, tid, step)
+    annotations_panel.render(store, tid, step, n_steps)
 
 
 def _navigation(step: int) -> None:

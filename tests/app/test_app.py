@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 import shutil
 from pathlib import Path
@@ -82,6 +84,32 @@ def test_trajectory_empty_and_unknown(monkeypatch, tiny_corpus: Path) -> None:
     at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory="nope")
     at.run()
     assert any("No trajectory with id 'nope'" in shown(e.value) for e in at.error)
+
+
+@pytest.mark.parametrize(("step", "says"), [
+    ("²", "is not a step number"), ("٣", "is not a step number"), ("-1", "is not a step number"),
+    ("1e3", "is not a step number"), (" 2", "is not a step number"), ("9" * 400, "is not a step number"),
+    ("999999999", "past the last step"), ("", "is not a step number")])
+def test_a_bad_step_in_the_link_gets_a_message(monkeypatch, tiny_corpus: Path, step: str, says: str) -> None:
+    """str.isdigit accepts '²' and int() does not: the page showed a traceback with the server's paths."""
+    tid = _first_failed(tiny_corpus)
+    at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory=tid, step=step)
+    at.run()
+    assert not at.exception, at.exception
+    warnings = " ".join(shown(w.value) for w in at.warning)
+    assert says in warnings and "Step " in page_markdown(at)
+    assert "/" not in warnings  # no server path in what the page says
+    assert at.query_params["step"].isdigit()  # the link is corrected to the step shown
+
+
+@pytest.mark.parametrize(("tid", "says"), [("x" * 5000, "longer than"), ("a\x00b", "control characters"),
+                                            ("a\nb", "control characters")])
+def test_a_bad_trajectory_in_the_link_gets_a_message(monkeypatch, tiny_corpus: Path, tid: str, says: str) -> None:
+    at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory=tid, step="1")
+    at.run()
+    assert not at.exception, at.exception
+    assert any(says in shown(w.value) for w in at.warning), [w.value for w in at.warning]
+    assert any("Explore" in i.value for i in at.info)  # the page carries on as without a link
 
 
 def test_hostile_content_is_shown_as_text(monkeypatch, hostile_corpus: Path) -> None:
@@ -216,6 +244,22 @@ def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
     area.set_value("COPY steps TO 'x.csv'").run()
     at.button(key="sql_run").click().run()
     assert any("only SELECT" in e.value for e in at.error)
+
+
+def test_sql_csv_download_is_safe_to_open(monkeypatch, tiny_corpus: Path) -> None:
+    """The SQL page's CSV download: a text cell that starts a formula gets a leading quote (storage.csv_cells)."""
+    from horizonlens.app import ui
+
+    made: list[bytes] = []
+    real = ui.csv_bytes
+    monkeypatch.setattr(ui, "csv_bytes", lambda data: made.append(real(data)) or made[-1])
+    at = make_app(monkeypatch, tiny_corpus, page="sql")
+    at.run()
+    at.selectbox(key="sql_example").select("(write your own)").run()
+    next(t for t in at.text_area).set_value("SELECT '=HYPERLINK(\"http://x.invalid\")' AS cell, -1 AS n").run()
+    at.button(key="sql_run").click().run()
+    assert not at.exception and made
+    assert list(csv.reader(io.StringIO(made[-1].decode())))[1] == ["'=HYPERLINK(\"http://x.invalid\")", "-1"]
 
 
 def test_routing_page_without_replays(monkeypatch, tiny_corpus: Path) -> None:

@@ -113,3 +113,54 @@ def test_compounding_label_facet_attribution_and_early_warning(monkeypatch, tmp_
     assert not at.exception, at.exception
     ew = next(d.value for d in at.dataframe if "auroc" in d.value.columns)
     assert set(ew["k"]) == {1}
+
+
+def _run_with_steps(corpus: Path) -> tuple[str, int]:
+    row = open_store(corpus).query("SELECT trajectory_id, n_steps FROM trajectories WHERE n_steps >= 4 "
+                                   "ORDER BY trajectory_id LIMIT 1").to_pylist()[0]
+    return row["trajectory_id"], row["n_steps"]
+
+
+def test_the_edit_form_keeps_a_label_on_its_run(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
+    """The step field stops at the run's last step, and a step past it is refused when saved (nothing written)."""
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    tid, n_steps = _run_with_steps(corpus)
+    (aid,), _ = ann.add_labels(corpus, [ann.Label(tid, "here", step=1)])
+    at = make_app(monkeypatch, corpus, page="trajectory", trajectory=tid, step="1")
+    at.run()
+    step_input = next(n for n in at.number_input if n.label.startswith("Step"))
+    assert step_input.max == n_steps - 1
+    step_input.set_value(999_999_999)  # the browser clamps to max; a value past it never reaches the save
+    _button(at, "Save as new version").click().run()
+    assert not at.exception, at.exception
+    assert all(h["step"] < n_steps for h in label_queries.label_history(open_store(corpus), aid).to_pylist())
+    with pytest.raises(ann.LabelError, match="past the end"):  # and the write itself refuses it
+        ann.edit_label(corpus, aid, ann.Label(tid, "here", step=999_999_999))
+
+
+def test_labels_past_the_end_of_a_run_are_flagged(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    tid, n_steps = _run_with_steps(corpus)
+    monkeypatch.setattr(ann, "check_steps", lambda root, labels: None)  # as an older version wrote them
+    ann.add_labels(corpus, [ann.Label(tid, "lost", step=n_steps + 5), ann.Label(tid, "fine", step=1)])
+    monkeypatch.undo()
+    at = make_app(monkeypatch, corpus, page="trajectory", trajectory=tid, step="1")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("past the end of this run" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_a_run_with_many_labels_ships_a_page_of_them(monkeypatch, tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    tid, n_steps = _run_with_steps(corpus)
+    ann.add_labels(corpus, [ann.Label(tid, f"label {i:04d}", step=i % 2 if i % 3 else None) for i in range(1_200)])
+    at = make_app(monkeypatch, corpus, page="trajectory", trajectory=tid, step="1")
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) <= 200
+    pick = at.selectbox(key="labels_edit_pick")
+    assert len(pick.options) <= 200
+    assert any("1,200 labels" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.number_input(key="labels_edit_page").set_value(2).run()
+    second = at.selectbox(key="labels_edit_pick").options
+    assert second and set(second).isdisjoint(pick.options)

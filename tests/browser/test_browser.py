@@ -99,6 +99,26 @@ def _assert_no_planted_markup(page) -> None:  # noqa: ANN001
     assert page.evaluate("() => window.__pwned") is None
 
 
+def test_a_bad_link_gets_a_message_and_no_server_path(browser, tiny_corpus: Path) -> None:
+    """?step=² (str.isdigit accepts it, int does not) showed a traceback with the server's file paths."""
+    from horizonlens.query import open_store
+    from tests.support.corpora import REPO
+
+    tid = open_store(tiny_corpus).list_trajectories(limit=1).rows["trajectory_id"][0].as_py()
+    with serving(tiny_corpus) as app:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(f"{app.url}/trajectory?trajectory={tid}&step=%C2%B2")
+        settled(page, page.get_by_text("is not a step number", exact=False).first)
+        body = page.locator("body").inner_text()
+        assert "Traceback" not in body and "site-packages" not in body and str(REPO) not in body
+        assert step_heading(page, 0).is_visible() or "Step " in body
+        shot(page, "08-bad-link")
+        page.goto(f"{app.url}/trajectory?trajectory=a%00b&step=1")
+        settled(page, page.get_by_text("control characters", exact=False).first)
+        assert "Traceback" not in page.locator("body").inner_text()
+        page.close()
+
+
 def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
     """Hostile names and text on every page: nothing runs, nothing is fetched from the planted host, no link to it."""
     with serving(hostile_corpus) as app:

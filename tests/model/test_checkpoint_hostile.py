@@ -162,3 +162,58 @@ def test_checkpoint_id_is_a_safe_folder_name(good: Path, tmp_path: Path) -> None
     assert CHECKPOINT_ID.match(ckpt) and "/" not in ckpt and "<" not in ckpt
     _edit_config(d, architectures=[42])
     assert CHECKPOINT_ID.match(checkpoint_id(d))
+
+
+# --- every reader of a checkpoint applies the same checks ------------------------------------------------------
+@pytest.mark.parametrize("what, breaks, message, id_refuses", CASES, ids=[c[0] for c in CASES])
+def test_routing_import_reads_a_checkpoint_with_the_same_checks(good: Path, tmp_path: Path, what: str,
+                                                                breaks: Callable[[Path], None], message: str,
+                                                                id_refuses: bool) -> None:
+    """`routing import` finds the routing shape from the config: the same refusal as a replay, never a hang."""
+    from horizonlens.model.rollout_files import routing_shape
+
+    d = Path(shutil.copytree(good, tmp_path / "ckpt", symlinks=True))
+    breaks(d)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        _within(lambda: routing_shape(d))
+
+
+def test_routing_import_cli_with_a_fifo_config_says_so(good: Path, tmp_path: Path, tiny_corpus: Path) -> None:
+    import subprocess
+    import sys
+
+    d = Path(shutil.copytree(good, tmp_path / "ckpt", symlinks=True))
+    (d / "config.json").unlink()
+    os.mkfifo(d / "config.json")
+    rollout = tmp_path / "r.jsonl"
+    rollout.write_text(json.dumps({"trajectory_id": "x", "token_ids": [1, 2], "routed_experts": [[[0, 1]] * 3]}))
+    proc = subprocess.run([sys.executable, "-m", "horizonlens.cli", "routing", "import", str(rollout), "--into",
+                           str(tiny_corpus), "--checkpoint", str(d)], capture_output=True, text=True,
+                          timeout=DEADLINE_S)
+    assert proc.returncode == 1 and "config.json: a FIFO, not a regular file" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("tokenizer.json", os.mkfifo, "a FIFO"),
+    ("tokenizer.json", lambda f: f.symlink_to("/dev/zero"), "a character device"),
+    ("chat_template.jinja", _sparse(100 * 2**20), "more than the 64 MB"),
+])
+def test_build_checkpoint_shape_copies_only_a_checked_tokenizer(good: Path, tmp_path: Path, name: str,
+                                                                make: Callable[[Path], None], message: str) -> None:
+    """`build-checkpoint --shape` (and bench) copy a tokenizer folder: a FIFO or a device there is refused."""
+    from horizonlens.model.shapes import build_shape
+
+    source = Path(shutil.copytree(good, tmp_path / "tok", symlinks=True))
+    _replace(name, make)(source)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        _within(lambda: build_shape("agents-a1", tmp_path / "out", source, layers=2, experts=8))
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_id_of_a_missing_folder_is_a_checkpoint_error(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing", tmp_path / "file"):
+        if path.name == "file":
+            path.write_text("{}")
+        with pytest.raises(CheckpointError, match="not a directory"):
+            checkpoint_id(path)

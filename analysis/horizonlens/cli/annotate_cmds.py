@@ -17,7 +17,8 @@ app.add_typer(annotate_app, name="annotate")
 
 @annotate_app.command("import")
 def import_labels(paths: Annotated[list[Path], typer.Argument(help="Label files or directories.")],
-                  into: Annotated[Path, typer.Option("--into", help="Corpus directory the runs were imported into.")],
+                  into: Annotated[str, typer.Option("--into", help="Corpus directory (or s3://bucket/prefix) the runs "
+                                                                   "were imported into.")],
                   fmt: Annotated[str, typer.Option("--format", help="who-and-when, agentrx or table.")],
                   source: Annotated[Optional[str], typer.Option(
                       help="Name the labels' source (default: the format; e.g. a judge's name for its predictions)."
@@ -41,7 +42,7 @@ def import_labels(paths: Annotated[list[Path], typer.Argument(help="Label files 
 
 
 @annotate_app.command("export")
-def export(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def export(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
            out: Annotated[Path, typer.Option("--out", help="File to write (.csv or .parquet).")],
            fmt: Annotated[Optional[str], typer.Option("--format", help="csv or parquet (default: from --out).")
                           ] = None,
@@ -60,7 +61,7 @@ def export(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
 
 
 @annotate_app.command("score")
-def score(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def score(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
           truth: Annotated[str, typer.Option(help="'importer' (the decisive step an importer marked), or a label "
                                                   "category, optionally @source: decisive, root_cause@agentrx.")
                            ] = "importer",

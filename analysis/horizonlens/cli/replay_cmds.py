@@ -61,22 +61,29 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
            seed: Annotated[int, typer.Option(help="Random seed of --sample.")] = 0,
            force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable, idempotent)."""
-    from horizonlens.model.batch import BatchDone, ReplayPlan, plan_replay, replay_many
+    from horizonlens.model.batch import BatchDone, ReplayPlan, check_batch_tokens, plan_replay, replay_many
+    from horizonlens.model.ray_engine import RayOptions
     from horizonlens.model.replay import ReplayConfig
     from horizonlens.query.store import open_store
     from horizonlens.replays.cache import ReplayCache
 
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, not {engine!r}")
+    # every option is checked before anything is opened, loaded or started (each raises a HorizonLensError)
     checkpoint = checkpoint or sample_checkpoint_path()
-    config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
+    config = ReplayConfig(chunk_size=chunk_size, routing=routing)
+    check_batch_tokens(batch_tokens)
+    if sample is not None and sample < 1:
+        fail("--sample must be at least 1")
+    load: dict[str, Any] = {"dtype": dtype, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code,
+            "allow_dense": allow_dense}
+    options = RayOptions(address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
+                         cpus_per_replica=cpus_per_replica, load=load)
     store = open_store(corpus)  # a HorizonLensError ends as one red line (base.py)
     ids = _selected_ids(store, trajectory or [], domain or [], max_tokens, per_domain, limit)
     record = None
     if sample is not None:
         ids, record = _draw_sample(store, ids, sample, seed)
-    load: dict[str, Any] = {"dtype": dtype, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code,
-            "allow_dense": allow_dense}
     display: dict[str, Any] = {}
 
     def on_plan(plan: ReplayPlan) -> None:
@@ -90,10 +97,8 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
 
     try:
         if engine == "ray":
-            from horizonlens.model.ray_engine import RayOptions, replay_on_ray
+            from horizonlens.model.ray_engine import replay_on_ray
 
-            options = RayOptions(address=address, replicas=replicas, gpus_per_replica=gpus_per_replica,
-                                 cpus_per_replica=cpus_per_replica, load=load)
             run = replay_on_ray(store, checkpoint, ids, config, options, batch_tokens, on_plan=on_plan, force=force,
                                 on_start=lambda w: typer.echo(f"{len(w)} Ray workers: {', '.join(w)}"),
                                 on_batch=on_batch)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from horizonlens.ingest.readers import Problem
-    from horizonlens.model import AlignedRollout, Reference, RoutingShape
+    from horizonlens.model import AlignedRollout, Reference, RolloutRef, RolloutRouting, RoutingShape
     from horizonlens.query.store import CorpusStore
 
 BATCH_ROWS = 4_000_000  # token rows (token x layer) per file: ~100k tokens at 40 layers, a few hundred MB at most
@@ -57,41 +57,43 @@ def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt
                     replay: bool = True, log: Callable[[str], None] | None = None) -> RolloutImport:
     """Read, check, match, align, compare and store rollout routing files (see the module docstring).
 
-    Nothing is written when no record is usable; otherwise the usable records are published in one
-    commit and the others come back as problems.
+    Two passes over the files, each holding one record at a time: the first checks every record and
+    keeps only who it is (so unmatched records are known, and missing replays are run, before anything
+    is written); the second reads the matched records again and aligns and stores them. Nothing is written
+    when no record is usable; otherwise the usable records are published in one commit and the others
+    come back as problems.
     """
-    from horizonlens.model import align_rollout, checkpoint_id, read_rollouts, resolve_ids, routing_shape
+    from horizonlens.model import RolloutRouting, checkpoint_id, iter_rollouts, resolve_ids, routing_shape
     from horizonlens.replays import ReplayCache
 
     shape = routing_shape(checkpoint)
     ckpt_id = checkpoint_id(checkpoint)
-    rollouts, problems = read_rollouts(files, shape, fmt)
-    report = RolloutImport(records=len(rollouts) + len(problems), problems=problems)
-    rollouts, unmatched = resolve_ids(store, rollouts)
+    refs: list[RolloutRef] = []
+    problems: list[Problem] = []
+    for item in iter_rollouts(files, shape, fmt):
+        if isinstance(item, RolloutRouting):
+            refs.append(item.ref())
+        else:
+            problems.append(item)
+    report = RolloutImport(records=len(refs) + len(problems), problems=problems)
+    refs, unmatched = resolve_ids(store, refs)
     report.problems += unmatched
-    if not rollouts:
+    if not refs:
         return report
-    tids = [r.trajectory_id for r in rollouts]
     if replay:
-        report.replayed = _replay_missing(store, checkpoint, ckpt_id, tids, log)
+        report.replayed = _replay_missing(store, checkpoint, ckpt_id, [r.trajectory_id for r in refs], log)
+    wanted = {r.key: r for r in refs}
 
     def batches() -> Iterator[tuple[dict[str, dict[str, pa.Table]], dict[str, dict[str, Any]]]]:
         """Aligned, compared rollouts, a few trajectories at a time (memory stays ~ BATCH_ROWS token rows)."""
         batch: dict[str, dict[str, pa.Table]] = {}
         rows = 0
-        for r in rollouts:
-            reference, replay_routing = _reference(store, checkpoint, ckpt_id, r.trajectory_id)
-            aligned = align_rollout(r, reference)
-            if not len(aligned.token_index):
-                report.problems.append(r.problem(f"none of its {len(r.token_ids):,} tokens with routing are in the "
-                                                 f"rendering of {r.trajectory_id!r}: recorded from another "
-                                                 "trajectory?"))
+        for r in _matched(iter_rollouts(files, shape, fmt), wanted, report):
+            tables = _aligned_tables(store, checkpoint, ckpt_id, shape, r, report)
+            if tables is None:
                 continue
-            report.alignment[r.trajectory_id] = aligned.stats
-            batch[r.trajectory_id] = _tables(aligned, shape, replay_routing)
-            if "rollout_compare" in batch[r.trajectory_id]:
-                report.compared.append(r.trajectory_id)
-            rows += batch[r.trajectory_id]["rollout_tokens"].num_rows
+            batch[r.trajectory_id] = tables
+            rows += tables["rollout_tokens"].num_rows
             if rows >= BATCH_ROWS:
                 yield batch, report.alignment
                 batch, rows = {}, 0
@@ -102,6 +104,44 @@ def import_rollouts(store: CorpusStore, checkpoint: Path, files: list[Path], fmt
         report.imported = list(report.alignment)
         store.refresh()
     return report
+
+
+def _matched(records: Iterator[RolloutRouting | Problem], wanted: dict[tuple[str, str], RolloutRef],
+             report: RolloutImport) -> Iterator[RolloutRouting]:
+    """The second pass's records that the first pass matched to a trajectory, with that trajectory set."""
+    from horizonlens.model import RolloutRouting
+
+    seen: set[tuple[str, str]] = set()
+    for item in records:
+        if not isinstance(item, RolloutRouting):
+            continue  # reported by the first pass
+        ref = wanted.get((item.file, item.where))
+        if ref is None:
+            continue
+        seen.add(ref.key)
+        item.trajectory_id = ref.trajectory_id
+        yield item
+    for key, ref in wanted.items():
+        if key not in seen:
+            report.problems.append(ref.problem("the file changed while it was imported; this record is left out"))
+
+
+def _aligned_tables(store: CorpusStore, checkpoint: Path, ckpt_id: str, shape: RoutingShape, r: RolloutRouting,
+                    report: RolloutImport) -> dict[str, pa.Table] | None:
+    """A record aligned with its trajectory's rendering, as token-tier (and comparison) tables; None if none aligns."""
+    from horizonlens.model import align_rollout
+
+    reference, replay_routing = _reference(store, checkpoint, ckpt_id, r.trajectory_id)
+    aligned = align_rollout(r, reference)
+    if not len(aligned.token_index):
+        report.problems.append(r.problem(f"none of its {len(r.token_ids):,} tokens with routing are in the rendering "
+                                         f"of {r.trajectory_id!r}: recorded from another trajectory?"))
+        return None
+    report.alignment[r.trajectory_id] = aligned.stats
+    tables = _tables(aligned, shape, replay_routing)
+    if "rollout_compare" in tables:
+        report.compared.append(r.trajectory_id)
+    return tables
 
 
 def _replay_missing(store: CorpusStore, checkpoint: Path, ckpt_id: str, tids: list[str],
@@ -202,7 +242,8 @@ def compare_stored(store: CorpusStore, ckpt_id: str, trajectory_ids: list[str] |
 @routing_app.command("import")
 def import_cmd(files: Annotated[list[Path], typer.Argument(help="Rollout routing files: JSONL (SGLang or vLLM "
                                                                 "records), JSON arrays, or .npz.")],
-               into: Annotated[Path, typer.Option("--into", help="Corpus directory holding the trajectories.")],
+               into: Annotated[str, typer.Option("--into", help="Corpus directory (or s3://bucket/prefix) holding "
+                                                                "the trajectories.")],
                checkpoint: Annotated[Path, typer.Option(help="The checkpoint the rollout engine served.")],
                fmt: Annotated[Optional[str], typer.Option("--format", help="sglang, vllm or npz (default: detected "
                                                                            "from each file's content).")] = None,
@@ -227,7 +268,7 @@ def import_cmd(files: Annotated[list[Path], typer.Argument(help="Rollout routing
 
 
 @routing_app.command("compare")
-def compare_cmd(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+def compare_cmd(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
                 checkpoint: Annotated[Path, typer.Option(help="The checkpoint whose replays and rollouts to compare.")],
                 trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", "-t",
                                                                         help="Trajectory id (repeatable).")] = None

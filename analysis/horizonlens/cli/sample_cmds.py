@@ -34,8 +34,9 @@ def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corp
 @app.command("build-checkpoint")
 def build_checkpoint_cmd(out: Annotated[Path, typer.Argument(help="Where to write the checkpoint (the bundled one "
                                                                   "is sample_data/checkpoint).")],
-                         corpus: Annotated[Optional[Path], typer.Option(help="Corpus to train on (default: the "
-                                                                             "bundled sample corpus).")] = None,
+                         corpus: Annotated[Optional[str], typer.Option(help="Corpus to train on, a directory or "
+                                                                            "s3://bucket/prefix (default: the bundled "
+                                                                            "sample corpus).")] = None,
                          steps: Annotated[int, typer.Option(help="Optimizer steps (fixed, for determinism).")] = 700,
                          seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
                          compare: Annotated[bool, typer.Option(help="Also report routing structure vs random init.")

@@ -32,6 +32,7 @@ from horizonlens.ingest.readers import (
 )
 from horizonlens.ingest.registry import BY_NAME, FORMATS, convert
 from horizonlens.ingest.writer import StagedImport
+from horizonlens.labels.annotations import remove_past_end
 from horizonlens.storage.location import CorpusPath, as_location
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
@@ -54,15 +55,21 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)  # records not imported, with where and why
     notices: list[Problem] = field(default_factory=list)  # records imported with a change (a string value cut)
     seconds: float = 0.0
+    replaced_lengths: dict[str, int] = field(default_factory=dict)  # steps of each replaced run now
+    labels_removed: tuple[int, int] = (0, 0)  # labels past the new end of replaced runs, and on how many runs
 
     def summary(self) -> str:
         """One line for the CLI and the app: what was added, counts, outcomes, formats, problems, time."""
         fmts = ", ".join(f"{k}: {v}" for k, v in sorted(self.formats.items())) or "none"
         outs = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())) or "none"
         cut = f", {len(self.notices)} cut" if self.notices else ""
+        labels, runs = self.labels_removed
+        removed = (f"; {labels} label{'s' * (labels != 1)} on steps past the new end of {runs} replaced "
+                   f"run{'s' * (runs != 1)} removed (kept in the label history)") if labels else ""
         return (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present), "
                 f"{self.steps:,} steps, {self.tool_calls:,} tool calls, {self.failed_checks:,} failed checks; "
-                f"outcomes: {outs}; formats: {fmts}; {len(self.problems)} problem(s){cut}; {self.seconds:.1f}s")
+                f"outcomes: {outs}; formats: {fmts}; {len(self.problems)} problem(s){cut}{removed}; "
+                f"{self.seconds:.1f}s")
 
 
 def input_files(paths: Iterable[Path | str]) -> list[Path]:
@@ -148,6 +155,8 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
         staged.commit()
     # aggregates, and the search index if there was one, are brought up to date with the new files
     after_import(into, search=had_index)
+    # a replaced run may be shorter now: labels on its lost steps would point at nothing
+    report.labels_removed = remove_past_end(into, report.replaced_lengths, author="horizonlens import --replace")
     report.seconds = time.perf_counter() - started
     return report
 
@@ -161,6 +170,8 @@ def _count(report: ImportReport, status: str, traj: dict[str, Any], steps: list[
         return
     report.added += 1
     report.replaced += status == "replaced"
+    if status == "replaced":
+        report.replaced_lengths[traj["trajectory_id"]] = len(steps)
     report.steps += len(steps)
     report.tool_calls += sum(len(s["tool_calls"] or []) for s in steps)
     report.failed_checks += sum(1 for s in steps if s["check_passed"] is False)

@@ -19,7 +19,7 @@ import bz2
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -34,7 +34,7 @@ PIECE = 1 << 16  # compressed bytes read at a time
 OUT = 1 << 20  # decompressed bytes produced at a time (where the decompressor can bound it)
 DEFLATE64_PIECE = 1 << 12  # deflate64 cannot bound its output: feed small pieces (at most ~1000x each)
 METHODS = {0: "stored", 8: "deflate", 9: "deflate64", 12: "bzip2", 14: "lzma", 93: "zstd", 99: "AES"}
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error,
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error,
                NotImplementedError, OverflowError, UnicodeDecodeError)
 
 
@@ -109,24 +109,28 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
     return (zlib.error, OSError, EOFError, ValueError, RuntimeError, zstandard.ZstdError)
 
 
-class _Budget:
-    """What the archive may still expand to, over all its members."""
+class ArchiveBudget:
+    """What an archive may still expand to, over all its members."""
 
-    def __init__(self) -> None:
-        self.left = MAX_ARCHIVE_BYTES
+    def __init__(self, total: int = MAX_ARCHIVE_BYTES) -> None:
+        self.total = total
+        self.left = total
 
 
-def member_chunks(fh: IO[bytes], info: zipfile.ZipInfo, size: int, budget: _Budget) -> Iterator[bytes]:
-    """The decompressed bytes of one member, checked against the caps and its CRC (RecordError if not)."""
+def member_chunks(fh: IO[bytes], info: zipfile.ZipInfo, size: int, budget: ArchiveBudget,
+                  limit: int = MAX_MEMBER_BYTES) -> Generator[bytes, None, None]:
+    """The decompressed bytes of one member, checked against the caps and its CRC (RecordError if not).
+
+    `limit`: the most one member may expand to (the caller's own cap, when lower than MAX_MEMBER_BYTES).
+    """
     if info.flag_bits & 0x41 or info.compress_type == 99:
         raise RecordError("encrypted (password-protected) member; skipped")
     decode = _DECODERS.get(info.compress_type)
     if decode is None:
         name = METHODS.get(info.compress_type, "unknown")
         raise RecordError(f"compression method {info.compress_type} ({name}) is not supported; skipped")
-    if info.file_size > MAX_MEMBER_BYTES:
-        raise RecordError(f"expands beyond {MAX_MEMBER_BYTES / MIB:g} MB (declared {info.file_size / MIB:,.0f} MB);"
-                          " skipped")
+    if info.file_size > limit:
+        raise RecordError(f"expands beyond {limit / MIB:g} MB (declared {info.file_size / MIB:,.0f} MB); skipped")
     fh.seek(info.header_offset)
     head = fh.read(30)
     if len(head) < 30 or head[:4] != b"PK\x03\x04":
@@ -139,12 +143,12 @@ def member_chunks(fh: IO[bytes], info: zipfile.ZipInfo, size: int, budget: _Budg
     try:
         for out in decode(_Slice(fh, start, info.compress_size)):
             total += len(out)
-            if total > MAX_MEMBER_BYTES or (total > RATIO_GRACE and total > MAX_RATIO * max(info.compress_size, 1)):
-                limit = min(MAX_MEMBER_BYTES, max(RATIO_GRACE, MAX_RATIO * info.compress_size))
-                raise RecordError(f"expands beyond {limit / MIB:,.0f} MB (more than {MAX_RATIO}x its compressed "
+            if total > limit or (total > RATIO_GRACE and total > MAX_RATIO * max(info.compress_size, 1)):
+                reached = min(limit, max(RATIO_GRACE, MAX_RATIO * info.compress_size))
+                raise RecordError(f"expands beyond {reached / MIB:,.0f} MB (more than {MAX_RATIO}x its compressed "
                                   "size, or past the member limit); skipped")
             if total > budget.left:
-                raise RecordError(f"the archive expands beyond {MAX_ARCHIVE_BYTES / MIB:,.0f} MB; skipped")
+                raise RecordError(f"the archive expands beyond {budget.total / MIB:,.0f} MB; skipped")
             crc = zlib.crc32(out, crc)
             yield out
     except _decode_errors() as exc:
@@ -162,10 +166,10 @@ def read_members(path: Path, choose: Callable[[list[str]], list[str]]) -> Iterat
     file = str(path)
     try:
         zf = zipfile.ZipFile(path)
-    except _ZIP_ERRORS as exc:
+    except ZIP_ERRORS as exc:
         yield Problem(file, "file", f"not a readable zip archive ({type(exc).__name__}: {str(exc)[:160]})")
         return
-    budget = _Budget()
+    budget = ArchiveBudget()
     with zf, path.open("rb") as fh:
         size = path.stat().st_size
         infos: dict[str, zipfile.ZipInfo] = {}

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from horizonlens.corpus.files import UPGRADE
 from horizonlens.errors import CorpusError, LabelError
+from horizonlens.labels.bounds import check_steps
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
 from horizonlens.storage.manifest import ManifestRules
@@ -60,7 +61,7 @@ MAX_LEN = {"trajectory_id": 1_000, "label": 500, "category": 100, "note": 20_000
 MAX_STEP = 2**31 - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a label file can hold millions: no per-label __dict__
 class Label:
     """A label as a person or a label file states it, before it is stored."""
 
@@ -95,13 +96,15 @@ def _text(value: Any, field: str, required: bool = False) -> str | None:
         if required:
             raise LabelError(f"a label needs a {field.replace('_', ' ')}")
         return None
-    if not isinstance(value, str):
-        value = str(value)
-    # text that cannot be stored as UTF-8 (lone surrogates) is kept readable instead of refused
-    value = value.encode("utf-8", "replace").decode("utf-8")
+    if not isinstance(value, str):  # a number, NaN or an object is refused, never written down as its repr
+        raise LabelError(f"the {field.replace('_', ' ')} is {type(value).__name__} {str(value)[:40]!r}, not text")
     limit = MAX_LEN[field]
     if len(value) > limit:
         raise LabelError(f"the {field.replace('_', ' ')} is {len(value):,} characters long; at most {limit:,} fit")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: kept readable instead of refused
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value.strip() if field != "note" else value
 
 
@@ -170,6 +173,74 @@ def _commit(txn: Transaction, rows: list[dict[str, Any]], history: pa.Table) -> 
     txn.commit()
 
 
+class LabelWriter:
+    """New labels added batch by batch inside one transaction, published together by `commit()` or not at all.
+
+    A label file of millions of labels is written a batch at a time (one file each), so neither the labels
+    nor their rows are all held at once; a writer left without `commit()` publishes nothing. `skip_existing`:
+    a label whose content equals a current label's (or one added before in this writer) is not stored again.
+    """
+
+    def __init__(self, root: CorpusPath | str, author: str | None = None, skip_existing: bool = True,
+                 timeout_s: float | None = None):
+        self.root = root
+        self.author = _text(author, "author") or default_author()
+        self.skip_existing = skip_existing
+        self.timeout_s = timeout_s
+        self.ids: list[str] = []  # annotation ids of the labels added
+        self.skipped = 0  # labels already present
+        self._cm: Any = None
+        self._txn: Transaction | None = None
+        self._present: set[tuple[Any, ...]] = set()
+        self._history = ANNOTATIONS.empty_table()
+
+    def __enter__(self) -> LabelWriter:
+        self._cm = annotations_dataset(self.root).transaction(create={"kind": "annotations"}, timeout_s=self.timeout_s)
+        self._txn = self._cm.__enter__()
+        self._history = read_history(self._txn.snapshot)
+        if self.skip_existing:
+            self._present = {_key(r) for r in current(self._history).select(list(CONTENT)).to_pylist()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+
+    def add(self, labels: Sequence[Label]) -> None:
+        """Check a batch (text, and steps against their runs) and write what is new as one unpublished file."""
+        assert self._txn is not None, "use LabelWriter as a context manager"
+        cleaned = [clean(label) for label in labels]
+        check_steps(self.root, cleaned)
+        kept: list[Label] = []
+        for label in cleaned:
+            key = tuple(getattr(label, c) for c in CONTENT)
+            if self.skip_existing and key in self._present:
+                self.skipped += 1
+                continue
+            self._present.add(key)
+            kept.append(label)
+        if not kept:
+            return
+        ids = [uuid.uuid4().hex for _ in kept]
+        n = len(kept)
+        # column by column: a row dict per label would outweigh the labels themselves
+        columns: dict[str, Any] = {c: [getattr(x, c) for x in kept] for c in CONTENT}
+        columns.update(annotation_id=ids, version=[1] * n, author=[self.author] * n, created_at=[_now()] * n,
+                       deleted=[False] * n)
+        self._txn.write(LABELS_TABLE, pa.table({c: columns[c] for c in ANNOTATIONS.names}, schema=ANNOTATIONS))
+        self.ids += ids
+
+    def commit(self) -> None:
+        """Publish every batch; past MAX_FILES files the labels stored before are folded into one file."""
+        assert self._txn is not None, "use LabelWriter as a context manager"
+        if not self.ids:
+            return
+        files = self._txn.snapshot.table(LABELS_TABLE)
+        if len(files) + len(self._txn.added) > MAX_FILES and files:
+            self._txn.write(LABELS_TABLE, self._history)
+            self._txn.remove(files)
+        self._txn.commit()
+
+
 def add_labels(root: CorpusPath | str, labels: Sequence[Label], author: str | None = None,
                skip_existing: bool = True, timeout_s: float | None = None) -> tuple[list[str], int]:
     """Store new labels in one transaction; returns (their annotation ids, how many were already present).
@@ -177,31 +248,12 @@ def add_labels(root: CorpusPath | str, labels: Sequence[Label], author: str | No
     `skip_existing`: a label whose content equals a current label's is not stored again, so importing the
     same file twice adds nothing.
     """
-    cleaned = [clean(label) for label in labels]
-    who = _text(author, "author") or default_author()
-    dataset = annotations_dataset(root)
-    with dataset.transaction(create={"kind": "annotations"}, timeout_s=timeout_s) as txn:
-        history = read_history(txn.snapshot)
-        present = {_key(r) for r in current(history).to_pylist()} if skip_existing else set()
-        created = _now()
-        rows: list[dict[str, Any]] = []
-        ids: list[str] = []
-        skipped = 0
-        for label in cleaned:
-            annotation_id = uuid.uuid4().hex
-            row: dict[str, Any] = {"annotation_id": annotation_id, "version": 1, "trajectory_id": label.trajectory_id,
-                   "step": label.step, "label": label.label, "category": label.category, "note": label.note,
-                   "agent": label.agent, "author": who, "created_at": created, "source": label.source,
-                   "deleted": False}
-            if _key(row) in present:
-                skipped += 1
-                continue
-            present.add(_key(row))
-            rows.append(row)
-            ids.append(annotation_id)
-        if rows:
-            _commit(txn, rows, history)
-    return ids, skipped
+    cleaned = [clean(label) for label in labels]  # refused before the dataset is touched
+    check_steps(root, cleaned)
+    with LabelWriter(root, author, skip_existing, timeout_s) as writer:
+        writer.add(cleaned)
+        writer.commit()
+    return writer.ids, writer.skipped
 
 
 def _latest(history: pa.Table, annotation_id: str) -> dict[str, Any]:
@@ -237,13 +289,38 @@ def _new_version(root: CorpusPath | str, annotation_id: str, author: str | None,
 def edit_label(root: CorpusPath | str, annotation_id: str, label: Label, author: str | None = None,
                timeout_s: float | None = None) -> int:
     """Store an edited label as the next version of its annotation; returns the new version number."""
-    return _new_version(root, annotation_id, author, timeout_s, clean(label))
+    change = clean(label)
+    check_steps(root, [change])
+    return _new_version(root, annotation_id, author, timeout_s, change)
 
 
 def delete_label(root: CorpusPath | str, annotation_id: str, author: str | None = None,
                  timeout_s: float | None = None) -> int:
     """Delete a label by appending a tombstone version (its history stays); returns that version number."""
     return _new_version(root, annotation_id, author, timeout_s, None)
+
+
+def remove_past_end(root: CorpusPath | str, lengths: dict[str, int], author: str) -> tuple[int, int]:
+    """Tombstone the current labels on steps at or past `lengths[run]` (a run replaced by a shorter one).
+
+    Their versions stay in the history. Returns (labels removed, runs they were on).
+    """
+    dataset = annotations_dataset(root)
+    if not lengths or not dataset.exists():
+        return 0, 0
+    with dataset.transaction() as txn:
+        history = read_history(txn.snapshot)
+        live = current(history)
+        runs = pa.array(sorted(lengths))
+        mine = live.filter(pc.fill_null(pc.is_in(live["trajectory_id"], value_set=runs), False)).to_pylist()
+        past = [r for r in mine if r["step"] is not None and r["step"] >= lengths[r["trajectory_id"]]]
+        if not past:
+            return 0, 0
+        created = _now()  # the current version of each, once more, as a tombstone
+        rows = [dict(row, version=row["version"] + 1, author=author, created_at=created, deleted=True)
+                for row in past]
+        _commit(txn, rows, history)
+    return len(rows), len({r["trajectory_id"] for r in past})
 
 
 def as_label(row: dict[str, Any], **changes: Any) -> Label:
@@ -266,16 +343,18 @@ def current_view_sql() -> str:
 
 
 def export_bytes(table: pa.Table, fmt: str) -> bytes:
-    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this)."""
+    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this).
+
+    CSV cells that a spreadsheet would run as a formula are neutralised (storage.csv_cells).
+    """
     import io
 
-    buf = io.BytesIO()
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
+    from horizonlens.storage.csv_cells import csv_bytes
 
-        pacsv.write_csv(table, buf)
-    elif fmt == "parquet":
-        pq.write_table(table, buf)
-    else:
+    if fmt == "csv":
+        return csv_bytes(table)
+    if fmt != "parquet":
         raise LabelError(f"cannot export to {fmt!r}; choose csv or parquet")
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
     return buf.getvalue()

@@ -26,7 +26,14 @@ from horizonlens.model.replay import (
     replay_trajectory,
 )
 from horizonlens.model.rollout import RolloutRecord, record_rollout
-from horizonlens.model.rollout_files import RolloutRouting, RoutingShape, read_rollouts, routing_shape
+from horizonlens.model.rollout_files import (
+    RolloutRef,
+    RolloutRouting,
+    RoutingShape,
+    iter_rollouts,
+    read_rollouts,
+    routing_shape,
+)
 from horizonlens.model.rollout_import import AlignedRollout, Reference, align_rollout, resolve_ids
 from horizonlens.model.routers import RouterSite, find_routers
 from horizonlens.model.shapes import SHAPES, Shape, build_shape
@@ -56,6 +63,7 @@ __all__ = [
     "ReplayPlan",
     "ReplayResult",
     "RolloutRecord",
+    "RolloutRef",
     "RolloutRouting",
     "ReplayRun",
     "RouterSite",
@@ -71,6 +79,7 @@ __all__ = [
     "continue_from",
     "ensure_replayed",
     "find_routers",
+    "iter_rollouts",
     "list_checkpoints",
     "load_checkpoint",
     "load_tokenizer",

@@ -120,12 +120,20 @@ def token_estimates(store: "CorpusStore", trajectory_ids: list[str]) -> dict[str
     return {r["trajectory_id"]: int(r["n_tokens"] or 0) for r in rows}
 
 
+def check_batch_tokens(batch_tokens: int | None) -> int | None:
+    """The batch budget as given (None: chosen from the work); ReplayError if it is below one token."""
+    if batch_tokens is not None and (isinstance(batch_tokens, bool) or batch_tokens < 1):
+        raise ReplayError(f"--batch-tokens must be 1 or more, not {batch_tokens}")
+    return batch_tokens
+
+
 def plan_replay(store: "CorpusStore", checkpoint_id: str, trajectory_ids: Iterable[str], replicas: int = 1,
                 batch_tokens: int | None = None, force: bool = False, tokens: bool = True) -> ReplayPlan:
     """Skip what the cache holds, pack the rest into token-balanced batches.
 
     `force`: skip nothing. `tokens`: a cached replay counts only with its token tier (`--routing tokens`).
     """
+    check_batch_tokens(batch_tokens)
     wanted = list(dict.fromkeys(trajectory_ids))
     cached = set() if force else ReplayCache(store.root, checkpoint_id).cached_ids(tokens=tokens)
     todo = [t for t in wanted if t not in cached]
@@ -134,7 +142,7 @@ def plan_replay(store: "CorpusStore", checkpoint_id: str, trajectory_ids: Iterab
     if missing:
         raise ReplayError(f"no trajectory {missing[0]!r} in {store.root}")
     total = sum(sizes.values())
-    budget = batch_tokens or default_batch_tokens(total, replicas)
+    budget = default_batch_tokens(total, replicas) if batch_tokens is None else batch_tokens
     return ReplayPlan(pack_batches(sizes.items(), budget), skipped=len(wanted) - len(todo), tokens=total)
 
 

@@ -96,8 +96,24 @@ def check_folder(path: Path) -> None:
                                       f"{META_MAX_BYTES / 2**20:,.0f} MB a configuration or tokenizer file may have")
 
 
+def checked_config(path: Path) -> dict[str, Any]:
+    """The config of a checkpoint folder whose every entry passed `check_folder`: what reads a checkpoint calls first.
+
+    The one way a checkpoint is opened for its configuration, whoever reads it (replay, `routing import`,
+    `build-checkpoint`, bench): a path that is not a folder, a special file anywhere in it or a config that is not
+    a JSON object is a CheckpointError, never a hang.
+    """
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory (expected a checkpoint with config.json, *.safetensors "
+                              "and a tokenizer)")
+    if not (path / "config.json").exists() and not (path / "config.json").is_symlink():
+        raise CheckpointError(f"{path}: no config.json; is this a transformers checkpoint?")
+    check_folder(path)
+    return read_config(path)
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """config.json as a JSON object; CheckpointError says why it is not one."""
+    """config.json as a JSON object (a regular file of bounded size); CheckpointError says why it is not one."""
     data = read_bytes(path / "config.json")
     try:
         config = json.loads(data.decode("utf-8"))

@@ -20,6 +20,7 @@ from horizonlens.model.files import (
     TOKENIZER_FILES,
     check_folder,
     check_safetensors,
+    checked_config,
     hash_file,
     read_config,
 )
@@ -80,6 +81,9 @@ def checkpoint_id(path: Path | str) -> str:
     Only regular files of bounded size are read (CheckpointError otherwise), so it never hangs.
     """
     path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory (expected a checkpoint with config.json, *.safetensors "
+                              "and a tokenizer)")
     h = hashlib.sha256()
     for name in ("config.json", *TOKENIZER_FILES):
         f = path / name
@@ -111,13 +115,7 @@ def check_files(path: Path, allow_pickle: bool) -> None:
     Every entry must be a regular file (no FIFO, device or socket, even behind a link), configuration and
     tokenizer files must be small, config.json a JSON object, and every safetensors file whole.
     """
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory (expected a checkpoint with config.json, *.safetensors "
-                              "and a tokenizer)")
-    if not (path / "config.json").exists():
-        raise CheckpointError(f"{path}: no config.json; is this a transformers checkpoint?")
-    check_folder(path)
-    read_config(path)
+    checked_config(path)
     safetensors = list(path.glob("*.safetensors"))
     pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if not safetensors and pickles and not allow_pickle:
@@ -188,21 +186,18 @@ def text_config(config: Any) -> tuple[Any, str]:
     return config, arch
 
 
-def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
-                    trust_remote_code: bool = False, allow_dense: bool = False,
-                    device_map: str | None = None) -> LoadedModel:
-    """Load a local checkpoint for replay; CheckpointError says what is wrong."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_config(path: Path, trust_remote_code: bool = False) -> tuple[Any, str]:
+    """The checked config.json read by transformers (the text model's part), and the architecture's name.
 
-    from horizonlens.model.routers import find_routers
+    Refuses a config that asks for custom code unless `trust_remote_code`, and experts per token outside
+    [1, experts]. Call after `check_files` (or `checked_config`), which make sure reading cannot hang.
+    """
+    from transformers import AutoConfig
 
-    path = Path(path).resolve()
-    check_files(path, allow_pickle)
     raw = read_config(path)
     if raw.get("auto_map") and not trust_remote_code:
         raise CheckpointError(f"{path}: the config asks for custom code (auto_map); running it executes code from "
-                              "the checkpoint folder. Pass --trust-remote-code if you trust it.")
+                              "the checkpoint folder. Pass --trust-remote-code (replay) if you trust it.")
     # failures inside transformers on files from elsewhere are the checkpoint's: said as such, never a traceback
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
@@ -210,6 +205,21 @@ def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto",
         raise CheckpointError(f"{path}: transformers cannot read config.json ({type(exc).__name__}: {exc})") from exc
     config, arch = text_config(config)
     check_moe_config(config, path)
+    return config, arch
+
+
+def load_checkpoint(path: Path | str, device: str = "auto", dtype: str = "auto", allow_pickle: bool = False,
+                    trust_remote_code: bool = False, allow_dense: bool = False,
+                    device_map: str | None = None) -> LoadedModel:
+    """Load a local checkpoint for replay; CheckpointError says what is wrong."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from horizonlens.model.routers import find_routers
+
+    path = Path(path).resolve()
+    check_files(path, allow_pickle)
+    config, arch = model_config(path, trust_remote_code)
     dev, dt = resolve_device(device, dtype)
     kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "trust_remote_code": trust_remote_code,
                               "use_safetensors": not allow_pickle or None}

@@ -16,6 +16,7 @@ Ray is an optional extra (`pip install 'horizonlens[ray]'`), imported only insid
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from horizonlens.query.store import CorpusStore
 
 MISSING_RAY = "the Ray engine needs the optional extra: pip install 'horizonlens[ray]'"
+CONNECT_TIMEOUT_S = 10.0  # a cluster address that does not answer a TCP connection within this is unreachable
 
 
 @dataclass
@@ -54,6 +56,21 @@ class RayOptions:
     max_restarts: int = 3  # a dead actor is restarted and its batch retried this many times
     local_cpus: int | None = None  # CPUs of the local cluster started when no address is given (default: all)
     load: dict[str, Any] = field(default_factory=dict)  # extra load_checkpoint arguments (dtype, allow_dense, ...)
+
+    def __post_init__(self) -> None:
+        """Refuse values no cluster can run, before anything starts (the CLI's options reach here first)."""
+        if self.replicas is not None and (isinstance(self.replicas, bool) or self.replicas < 1):
+            raise ReplayError(f"--replicas must be 1 or more, not {self.replicas}")
+        if not (math.isfinite(self.cpus_per_replica) and self.cpus_per_replica > 0):
+            raise ReplayError(f"--cpus-per-replica must be more than 0, not {self.cpus_per_replica}")
+        if not (math.isfinite(self.gpus_per_replica) and self.gpus_per_replica >= 0):
+            raise ReplayError(f"--gpus-per-replica must be 0 or more, not {self.gpus_per_replica}")
+        if self.max_restarts < 0:
+            raise ReplayError(f"max_restarts must be 0 or more, not {self.max_restarts}")
+        if self.local_cpus is not None and self.local_cpus < 1:
+            raise ReplayError(f"local_cpus must be 1 or more, not {self.local_cpus}")
+        if self.address is not None and not self.address.strip():
+            raise ReplayError("--address must name a Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
 
 
 def require_ray() -> Any:
@@ -120,10 +137,39 @@ def fit_replicas(resources: dict[str, float], options: RayOptions) -> int:
     return options.replicas or fits
 
 
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a cluster address to reach over TCP; None for `auto` (Ray finds the local one itself)."""
+    rest = address.strip()
+    if rest.lower() in ("auto", "local"):
+        return None
+    if "://" in rest:
+        rest = rest.split("://", 1)[1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not host:
+        raise ReplayError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast if nothing answers at a cluster address: ray.init retries an unreachable one for minutes."""
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ReplayError(f"cannot reach a Ray cluster at {address} ({why} within {timeout_s:g} s); is the cluster "
+                          "running, and is the address its head node's (`ray status` there shows it)?") from exc
+
+
 def _connect(ray: Any, options: RayOptions) -> bool:
     """Join or start a cluster; True if this call started Ray (and so must shut it down)."""
     if ray.is_initialized():
         return False
+    if options.address:
+        probe(options.address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False,
                               "configure_logging": True}
     if options.address:

@@ -87,12 +87,13 @@ def decode_sglang(text: str, num_hidden_layers: int, top_k: int) -> np.ndarray:
 
 def _at_dtype(loaded: "LoadedModel", dtype: str) -> "LoadedModel":
     """The same checkpoint in `dtype`: `loaded` itself when it already is, else loaded again."""
+    from horizonlens.model.files import read_config
     from horizonlens.model.loader import load_checkpoint, resolve_device
 
     _, wanted = resolve_device(str(loaded.device), dtype)
     if wanted == loaded.dtype:
         return loaded
-    raw = json.loads((loaded.path / "config.json").read_text())
+    raw = read_config(loaded.path)
     # `loaded` exists, so whoever loaded it allowed what its files need: custom code, pickle weights
     return load_checkpoint(loaded.path, device=str(loaded.device), dtype=dtype, allow_dense=True,
                            trust_remote_code=bool(raw.get("auto_map")),

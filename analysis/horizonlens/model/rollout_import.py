@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from horizonlens.ingest.formats.openai_chat import tau_bench_id
 from horizonlens.ingest.readers import Problem
 from horizonlens.model.align import align_tokens
 from horizonlens.model.render import Rendered
 
 if TYPE_CHECKING:
-    from horizonlens.model.rollout_files import RolloutRouting
+    from horizonlens.model.rollout_files import RolloutRef, RolloutRouting
     from horizonlens.query.store import CorpusStore
 
 
@@ -74,7 +75,7 @@ def align_rollout(rollout: RolloutRouting, reference: Reference) -> AlignedRollo
              "file": rollout.file, "where": rollout.where}
     return AlignedRollout(rollout.trajectory_id, ib.astype(np.int32), reference.token_ids[ib].astype(np.int32),
                           reference.steps[ib].astype(np.int32), reference.segments[ib],
-                          rollout.experts[ia].astype(np.int16), stats)
+                          rollout.experts_at(ia).astype(np.int16), stats)
 
 
 def id_candidates(ids: dict[str, str]) -> list[str]:
@@ -89,14 +90,14 @@ def id_candidates(ids: dict[str, str]) -> list[str]:
         out.append(ids["trajectory_id"])
     task, trial = ids.get("task_id"), ids.get("trial")
     if task and trial is not None:
-        out += [f"tau-bench:{task}:{trial}", f"{task}-t{trial}", f"{task}:{trial}"]
+        out += [tau_bench_id(task, trial), f"{task}-t{trial}", f"{task}:{trial}"]
     for key in ("id", "instance_id", "session_id"):
         if ids.get(key):
             out += [ids[key], f"chat:{ids[key]}"]
     return list(dict.fromkeys(out))
 
 
-def resolve_ids(store: CorpusStore, rollouts: list[RolloutRouting]) -> tuple[list[RolloutRouting], list[Problem]]:
+def resolve_ids(store: CorpusStore, rollouts: list[RolloutRef]) -> tuple[list[RolloutRef], list[Problem]]:
     """Set each rollout's corpus trajectory id; records that match none, several, or a taken one are problems.
 
     Tried in order: the candidates of `id_candidates` that exist in the corpus; then a corpus id ending in
@@ -108,7 +109,7 @@ def resolve_ids(store: CorpusStore, rollouts: list[RolloutRouting]) -> tuple[lis
         part = wanted[start:start + 1000]
         known.update(store.query(f"SELECT trajectory_id FROM trajectories WHERE trajectory_id IN "
                                  f"({', '.join('?' for _ in part)})", part).column(0).to_pylist())
-    good: list[RolloutRouting] = []
+    good: list[RolloutRef] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}
     for r in rollouts:

@@ -154,18 +154,20 @@ def perturb_routers(model: Any, seed: int) -> None:
 
 def _save_tokenizer(tokenizer: Any, out: Path) -> int:
     """Save the tokenizer beside the weights; returns its size. `tokenizer`: a folder or a tokenizer object."""
-    from transformers import AutoTokenizer
-
-    from horizonlens.model.loader import TOKENIZER_FILES
+    from horizonlens.model.files import check_folder
+    from horizonlens.model.loader import TOKENIZER_FILES, load_tokenizer
 
     if isinstance(tokenizer, (str, Path)):
         source = Path(tokenizer)
+        if not source.is_dir():
+            raise CheckpointError(f"{source}: not a directory holding tokenizer files (tokenizer.json)")
+        check_folder(source)  # only regular files of bounded size are copied: a FIFO or /dev/zero never is
         names = [n for n in TOKENIZER_FILES if (source / n).exists()]
         if not names:
             raise CheckpointError(f"{source}: no tokenizer files to copy (tokenizer.json)")
         for name in names:
             shutil.copy2(source / name, out / name)
-        tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
+        tokenizer = load_tokenizer(out)
     else:
         tokenizer.save_pretrained(str(out))
     return len(tokenizer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pyarrow as pa
 
@@ -13,10 +13,33 @@ from horizonlens.query.store import CorpusStore
 from horizonlens.storage.atomic import write_bytes_atomic
 
 
-def labels_of(store: CorpusStore, trajectory_id: str) -> pa.Table:
-    """The current labels of one trajectory: run-level ones first, then by step and time."""
-    return store.query(f"SELECT * FROM {CURRENT_VIEW} WHERE trajectory_id = ? "
-                       "ORDER BY step NULLS FIRST, created_at, annotation_id", [trajectory_id])
+def labels_of(store: CorpusStore, trajectory_id: str, step: int | None = None, offset: int = 0,
+              limit: int | None = None) -> pa.Table:
+    """The current labels of one trajectory: run-level ones first, then by step and time.
+
+    `step`: only the run-level labels and that step's. `offset` and `limit` page through them (a page ships a
+    bounded number of labels, however many a run has).
+    """
+    where = "trajectory_id = ?"
+    params: list[Any] = [trajectory_id]
+    if step is not None:
+        where += " AND (step IS NULL OR step = ?)"
+        params.append(int(step))
+    page = f" LIMIT {int(limit)} OFFSET {max(0, int(offset))}" if limit is not None else ""
+    return store.query(f"SELECT * FROM {CURRENT_VIEW} WHERE {where} "
+                       f"ORDER BY step NULLS FIRST, created_at, annotation_id{page}", params)
+
+
+def label_counts(store: CorpusStore, trajectory_id: str, n_steps: int, steps_shown: int = 1_000) -> dict[str, Any]:
+    """How one trajectory's current labels spread: `total`, `steps` (the first labelled steps), and `past_end`.
+
+    `past_end` counts labels on a step the run does not have (written on a longer version of it).
+    """
+    row = store.query(f"SELECT count(*) AS total, count(*) FILTER (WHERE step >= ?) AS past_end FROM {CURRENT_VIEW} "
+                      "WHERE trajectory_id = ?", [int(n_steps), trajectory_id]).to_pylist()[0]
+    steps = store.query(f"SELECT DISTINCT step FROM {CURRENT_VIEW} WHERE trajectory_id = ? AND step IS NOT NULL "
+                        "ORDER BY step LIMIT ?", [trajectory_id, int(steps_shown)]).column(0).to_pylist()
+    return {"total": int(row["total"]), "past_end": int(row["past_end"] or 0), "steps": steps}
 
 
 def label_history(store: CorpusStore, annotation_id: str) -> pa.Table:

@@ -217,7 +217,9 @@ def compare_with_random_init(store: CorpusStore, trained_dir: Path, work: Path, 
                              n_trajectories: int = 12) -> dict[str, Any]:
     """Routing structure of the trained checkpoint vs the same architecture at random init."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from horizonlens.model.loader import load_tokenizer
 
     cfg = cfg or BuildConfig()
     _, held = split_ids(store, cfg.heldout_every)
@@ -225,6 +227,6 @@ def compare_with_random_init(store: CorpusStore, trained_dir: Path, work: Path, 
     torch.manual_seed(cfg.seed)
     random_dir = Path(work) / "random-init"
     AutoModelForCausalLM.from_config(model_config(cfg)).save_pretrained(random_dir)
-    AutoTokenizer.from_pretrained(trained_dir).save_pretrained(str(random_dir))
+    load_tokenizer(trained_dir).save_pretrained(str(random_dir))
     return {"trajectories": ids, "trained": routing_structure(trained_dir, store, ids),
             "random_init": routing_structure(random_dir, store, ids)}

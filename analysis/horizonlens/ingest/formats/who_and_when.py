@@ -1,16 +1,35 @@
-"""Who&When failure-attribution logs: a multi-agent history with the annotated decisive mistake."""
+"""Who&When failure-attribution logs: a multi-agent history with the annotated decisive mistake.
+
+This module owns the format's trajectory ids (`trajectory_ids`) for both of its readers: `convert` imports
+a log as a trajectory, and `read_labels` / `resolve_labels` put the log's annotated mistake on that
+trajectory's step as a label (`horizonlens annotate import --format who-and-when`).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from horizonlens.errors import RecordError
 from horizonlens.ingest.base import Converted, Format, count, new_step, require, trajectory
 from horizonlens.ingest.chat import text_of
-from horizonlens.ingest.readers import Raw
+from horizonlens.ingest.label_records import (
+    LabelImportReport,
+    Pending,
+    accept,
+    checked,
+    located,
+    step_counts,
+    step_number,
+    text,
+)
+from horizonlens.ingest.readers import Problem, Raw, iter_records
+from horizonlens.labels.annotations import Label
+
+if TYPE_CHECKING:
+    from horizonlens.query.store import CorpusStore
 
 EXIT_CODE = re.compile(r"exitcode:\s*(-?\d{1,18})")
 
@@ -62,7 +81,7 @@ def convert(raw: Raw) -> Iterator[Converted]:
     if correct is None:
         correct = _bool(v.get("is_corrected"))
     qid = v.get("question_ID") or Path(raw.file).stem
-    yield trajectory(f"who-and-when:{Path(raw.file).parent.name}:{Path(raw.file).stem}", "who-and-when", steps,
+    yield trajectory(trajectory_ids(Path(raw.file))[0], "who-and-when", steps,
                      task=question, task_id=f"who-and-when:{qid}", domain="general", agent="multi-agent",
                      outcome="unknown" if correct is None else ("success" if correct else "failure"),
                      reward=None if correct is None else float(correct),
@@ -72,3 +91,66 @@ def convert(raw: Raw) -> Iterator[Converted]:
 
 
 FORMAT = Format("who-and-when", "Who&When failure-attribution logs", priority=60, detect=detect, convert=convert)
+
+
+# --- ids -------------------------------------------------------------------------------------------------------
+def trajectory_ids(path: Path) -> list[str]:
+    """The trajectory ids the run logged in `path` may have been imported under, the one `convert` gives first.
+
+    A run is named `who-and-when:<folder>:<file stem>` after the path it was imported from, so `1.json`
+    imported from inside its folder is `who-and-when::1`: the folder as given, as found on disk, and none
+    are tried in that order (the step count then confirms the run).
+    """
+    ids = [f"who-and-when:{path.parent.name}:{path.stem}", f"who-and-when:{path.resolve().parent.name}:{path.stem}",
+           f"who-and-when::{path.stem}"]
+    return list(dict.fromkeys(ids))
+
+
+# --- labels ----------------------------------------------------------------------------------------------------
+def read_labels(path: Path, source: str) -> Iterator[Pending | str]:
+    """The annotated decisive mistake of each log in `path`, as a label on step `mistake_step + 1`.
+
+    `mistake_step` is a 0-based index into `history`, and `convert` makes step 0 the question and history[i]
+    step i + 1. The run must have len(history) + 1 steps, or the file is not the one that was imported.
+    """
+    for raw in iter_records(path):
+        if isinstance(raw, Problem):
+            yield f"{located(path, raw.where)}: {raw.reason}"
+            continue
+        where = located(path, raw.where)
+        value = raw.value
+        if not isinstance(value, dict) or "history" not in value or "mistake_step" not in value:
+            yield f"{where}: not a Who&When log (needs history and mistake_step)"
+            continue
+        history = value["history"]
+        if not isinstance(history, list):
+            yield f"{where}: history is not a list"
+            continue
+        ids = trajectory_ids(path)
+        try:
+            mistake = step_number(value.get("mistake_step"), "mistake_step")
+            if not 0 <= mistake < len(history):
+                raise ValueError(f"mistake_step {mistake} is outside the history (0..{len(history) - 1})")
+            label = Label(trajectory_id=ids[0], label="decisive mistake", category="decisive", step=mistake + 1,
+                          note=text(value.get("mistake_reason"), "mistake_reason"),
+                          agent=text(value.get("mistake_agent"), "mistake_agent"), source=source)
+            yield Pending(where, ids[0], checked([label]), n_steps=len(history) + 1, ids=ids)
+        except ValueError as exc:
+            yield f"{where}: {exc}"
+
+
+def resolve_labels(store: CorpusStore, pending: list[Pending], report: LabelImportReport) -> list[Label]:
+    """Each log's label on the trajectory imported from it (the first of its ids with the right step count)."""
+    steps = step_counts(store, [i for p in pending for i in p.ids])
+    out = []
+    for p in pending:
+        tid, expected = next((i for i in p.ids if i in steps), p.source_id), p.n_steps
+        if tid not in steps:
+            report.unmatched.append(f"{tid} (no such trajectory; import {p.where} with --format who-and-when first)")
+        elif steps[tid] != expected:
+            report.unmatched.append(f"{tid} (the corpus has {steps[tid]} steps, {p.where} has {expected}: "
+                                    "not the run that was imported)")
+        else:
+            out += accept(p, [Label(trajectory_id=tid, label=x.label, category=x.category, step=x.step, note=x.note,
+                                    agent=x.agent, source=x.source) for x in p.labels], report)
+    return out
