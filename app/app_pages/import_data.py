@@ -29,13 +29,16 @@ with st.expander("Supported formats"):
     for fmt in FORMATS:
         st.markdown(f"- **{ui.md(fmt.name)}** — {ui.md(fmt.description)}")
 uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
-c = st.columns([3, 1, 1, 1])
+c = st.columns([3, 2, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "
                               f"or a path under {data_home() / UPLOAD_ROOT}.")
-fmt = c[1].selectbox("Format", ["auto", *[f.name for f in FORMATS]], key="import_format")
-replace = c[2].toggle("Replace existing", key="import_replace")
-strict = c[3].toggle("Strict", key="import_strict", help="Import nothing if any record is malformed.")
+agent = c[1].text_input("Agent", key="import_agent", placeholder="e.g. gpt-4o",
+                        help="The model or policy that produced these runs, for every record that does not name "
+                             "its own. It goes into the run ids, so two models' runs of the same task both stay.")
+fmt = c[2].selectbox("Format", ["auto", *[f.name for f in FORMATS]], key="import_format")
+replace = c[3].toggle("Replace existing", key="import_replace")
+strict = c[4].toggle("Strict", key="import_strict", help="Import nothing if any record is malformed.")
 if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
     try:
         check_uploads([up.size for up in uploads or []])
@@ -51,7 +54,7 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
             paths.append(dest)
         try:
             with st.spinner("Importing…"):
-                report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict)
+                report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict, agent=agent or None)
         except HorizonLensError as exc:
             st.error(ui.md(str(exc).replace(tmp + "/", "")))
         else:
@@ -60,6 +63,8 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
                 st.info(ui.md(str(notice).replace(tmp + "/", "")))
             for problem in report.problems[:100]:
                 st.warning(ui.md(str(problem).replace(tmp + "/", "")))
+            for conflict in report.conflicts[:100]:
+                st.warning(ui.md("Conflict: " + str(conflict).replace(tmp + "/", "")))
             if len(report.problems) > 100:
                 st.warning(f"… and {len(report.problems) - 100} more problems")
             state.clear_query_cache()
