@@ -66,7 +66,8 @@ def stat_rows(summary: dict[str, Any]) -> pd.DataFrame:
     for r in summary["pass_k"]:
         rows.append({"statistic": f"pass^{r['k']} ({r['tasks']} tasks)", "A": _fmt(r["a"], ".1%"),
                      "B": _fmt(r["b"], ".1%"), "B − A": _fmt(r["diff"], "+.1%"), "95% CI / p": _ci(r["ci"]),
-                     "reading": GUIDES["pass_k"] if r["k"] == 1 else ""})
+                     "reading": GUIDES["pass_k"] if r["k"] == 1 else
+                     f"Chance that all {r['k']} sampled trials of a task succeed, per side."})
     rows.append({"statistic": "log-rank (steps to first failed check)",
                  "A": f"{lr['a_events']}/{lr['a_runs']} runs fail a check",
                  "B": f"{lr['b_events']}/{lr['b_runs']} runs fail a check",
@@ -139,7 +140,9 @@ def by_horizon(bins: list[dict[str, Any]]) -> go.Figure:
     fig.add_hline(y=0, line=dict(color="#8a8f98", width=1, dash="dot"))
     return layout(fig, "B − A along the horizon", xaxis_title="task length (median steps of its runs)",
                   yaxis=dict(title="B − A pass rate", tickformat="+.0%", zeroline=False),
-                  yaxis2=dict(title="flipped tasks", overlaying="y", side="right", showgrid=False, rangemode="tozero"),
+                  yaxis2=dict(title="flipped tasks", overlaying="y", side="right", showgrid=False, rangemode="tozero",
+                              tickmode="auto", tickformat="d", dtick=max(1, int(max(df["b_wins"].max(),
+                                                                                     df["a_wins"].max())) // 4)),
                   barmode="group", margin=dict(l=60, r=60, t=50, b=50))
 
 

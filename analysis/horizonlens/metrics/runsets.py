@@ -32,8 +32,7 @@ import pyarrow as pa
 
 from horizonlens.errors import StoreError
 from horizonlens.metrics.stats import binomial_two_sided, holm, kaplan_meier, logrank, paired_bootstrap
-from horizonlens.query.filters import where_sql
-from horizonlens.query.runsets import RUNS_RELATION, RunSet, runset_clauses, timed_query
+from horizonlens.query.runsets import RunSet, runs_relation, runset_clauses, timed_query
 from horizonlens.query.store import CorpusStore
 from horizonlens.storage.quoting import quote_ident
 
@@ -73,8 +72,7 @@ def _sides_sql(store: CorpusStore, a: RunSet, b: RunSet, facet: str | None) -> t
     """CTE `sides`: every run of A (side 'a') and of B (side 'b') with a task and a known outcome."""
     a_clauses, a_params = runset_clauses(store, a)
     b_clauses, b_params = runset_clauses(store, b)
-    uses_labels = any("labels" in (r.predicate or "").lower() for r in (a, b))
-    relation = RUNS_RELATION if uses_labels else "trajectories"
+    relation = runs_relation(a, b)
     facet_sql = f"CAST(t.{quote_ident(facet)} AS VARCHAR)" if facet and facet != "horizon" else "NULL"
     a_where = " AND ".join(a_clauses) or "true"
     b_where = " AND ".join(b_clauses) or "true"
@@ -138,14 +136,16 @@ def survival_table(store: CorpusStore, a: RunSet, b: RunSet, facet: str | None =
     return table.to_pandas()
 
 
-def side_totals(store: CorpusStore, runset: RunSet) -> dict[str, int]:
-    """Runs and distinct tasks of one run set, whatever their outcome."""
-    clauses, params = runset_clauses(store, runset)
-    uses_labels = "labels" in (runset.predicate or "").lower()
-    row = timed_query(store, f"SELECT count(*) AS n_runs, count(DISTINCT t.task_id) AS n_tasks "
-                             f"FROM {RUNS_RELATION if uses_labels else 'trajectories'} t{where_sql(clauses)}",
-                      params).to_pylist()[0]
-    return {"n_runs": int(row["n_runs"]), "n_tasks": int(row["n_tasks"])}
+def side_totals(store: CorpusStore, a: RunSet, b: RunSet) -> dict[str, dict[str, int]]:
+    """Runs and distinct tasks of each run set, whatever their outcome, in one scan."""
+    (a_clauses, a_params), (b_clauses, b_params) = runset_clauses(store, a), runset_clauses(store, b)
+    a_where, b_where = " AND ".join(a_clauses) or "true", " AND ".join(b_clauses) or "true"
+    row = timed_query(store, f"""SELECT count(*) FILTER (WHERE in_a) AS a_runs,
+               count(DISTINCT task_id) FILTER (WHERE in_a) AS a_tasks,
+               count(*) FILTER (WHERE in_b) AS b_runs, count(DISTINCT task_id) FILTER (WHERE in_b) AS b_tasks
+        FROM (SELECT t.task_id, coalesce(({a_where}), false) AS in_a, coalesce(({b_where}), false) AS in_b
+              FROM {runs_relation(a, b)} t)""", [*a_params, *b_params]).to_pylist()[0]
+    return {side: {"n_runs": int(row[f"{side}_runs"]), "n_tasks": int(row[f"{side}_tasks"])} for side in ("a", "b")}
 
 
 # --- statistics over the per-task rows ---------------------------------------------------------------------------
@@ -304,9 +304,10 @@ def compare(store: CorpusStore, a: RunSet, b: RunSet, by: str | None = None, k: 
     cells = survival_table(store, a, b, column, per_task=by == "horizon")
     survival = pd.DataFrame(cells.groupby(["side", "t", "event"], as_index=False)["runs"].sum())
     k_max = _k_max(tasks, k)
+    totals = side_totals(store, a, b)
     summary: dict[str, Any] = {
-        "a": {"name": a.name, "predicate": a.predicate, **side_totals(store, a)},
-        "b": {"name": b.name, "predicate": b.predicate, **side_totals(store, b)},
+        "a": {"name": a.name, "predicate": a.predicate, **totals["a"]},
+        "b": {"name": b.name, "predicate": b.predicate, **totals["b"]},
         "settings": {"k": k_max, "n_boot": n_boot, "seed": seed, "min_tasks": MIN_TASKS},
         **statistics(tasks, survival, k_max, n_boot, seed),
     }

@@ -123,6 +123,14 @@ def _check_tree(tree: dict[str, Any]) -> None:
                            "columns of one trajectory (labels: list_contains(labels, 'name'))")
 
 
+def runs_relation(*runsets: RunSet) -> str:
+    """What run sets select from (as `t`): `trajectories`, with each run's labels when a predicate may use them.
+
+    The labels join costs a scan of the labels, so it is left out when no predicate mentions them.
+    """
+    return RUNS_RELATION if any("labels" in (r.predicate or "").lower() for r in runsets) else "trajectories"
+
+
 def runset_clauses(store: CorpusStore, runset: RunSet) -> tuple[list[str], list[Any]]:
     """SQL conditions over `RUNS_RELATION t` selecting the run set, and their parameters."""
     clauses, params = store.filter_clauses(runset.filter)
