@@ -246,3 +246,23 @@ def test_cli_diff_json_and_html(corpus: Path, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "McNemar" in table.output and "flipped" in table.output
     bad = runner.invoke(app, ["diff", str(corpus), "--a", "1; DROP VIEW steps", "--b", "agent = 'new'"])
     assert bad.exit_code == 1 and "error:" in bad.output and "Traceback" not in bad.output
+
+
+# --- the bundled sample: its planted line-up shows in the comparison ---------------------------------------
+def test_sample_planted_effects_are_recovered() -> None:
+    from tests.support.corpora import REPO
+
+    root = REPO / "sample_data" / "corpus"
+    if not (root / "manifest.json").exists():
+        pytest.skip("sample corpus not present")
+    store = open_store(root)
+    early, late = RunSet.of_facet("agent", "a1-student-ckpt-2k"), RunSet.of_facet("agent", "a1-student-ckpt-4k")
+    s = compare(store, early, late, by="domain").summary
+    assert s["common_tasks"] == 200 and s["pass_rate"]["ci"][0] > 0  # the later checkpoint is better overall
+    engineering = next(g for g in s["by"] if g["value"] == "engineering")
+    assert engineering["pass_rate"]["ci"][1] < 0  # ...but lost the engineering skill it was planted to lose
+    bins = s["by_horizon"]
+    assert bins[-1]["ci"][0] > 0 and bins[-1]["diff"] > bins[0]["diff"] + 0.05  # its lead comes on long tasks
+    teachers = compare(store, RunSet.of_predicate("agent LIKE '%-teacher'"), late, by="domain").summary
+    worst = min(teachers["by"], key=lambda g: g["pass_rate"]["diff"])
+    assert worst["value"] == "engineering" and worst["pass_rate"]["ci"][1] < 0

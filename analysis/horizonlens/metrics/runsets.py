@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from horizonlens.errors import StoreError
+from horizonlens.metrics.compare import action_text, align
 from horizonlens.metrics.stats import binomial_two_sided, holm, kaplan_meier, logrank, paired_bootstrap
 from horizonlens.query.runsets import RunSet, runs_relation, runset_clauses, timed_query
 from horizonlens.query.store import CorpusStore
@@ -323,13 +324,12 @@ def compare(store: CorpusStore, a: RunSet, b: RunSet, by: str | None = None, k: 
 
 
 # --- flipped tasks: the best pair and where its runs part ------------------------------------------------------
-# A step's action as one comparable text: tool calls as name(arguments) with the arguments' top-level keys
-# sorted (JSON that is not an object: minified; not JSON: as written), else the message, trimmed.
-_ARGS = ("coalesce(CAST(list_sort(map_entries(TRY_CAST(TRY_CAST(c.arguments AS JSON) AS MAP(VARCHAR, JSON)))) "
-         "AS VARCHAR), CASE WHEN json_valid(c.arguments) THEN CAST(json(c.arguments) AS VARCHAR) END, c.arguments, '')")
-ACTION_SQL = (f"CASE WHEN len(s.tool_calls) > 0 THEN array_to_string(list_transform(s.tool_calls, "
-              f"lambda c: coalesce(c.name, '') || '(' || {_ARGS} || ')'), '; ') "
-              f"ELSE trim(coalesce(s.message, ''), chr(32) || chr(9) || chr(10) || chr(13)) END")
+# A step's action as the source wrote it: tool calls as name(arguments), else the message. Equal raw actions are
+# equal actions; the first step where they differ is then checked with `compare.action_text` (JSON arguments
+# compared by content), so the step found is the one the two-trajectory view finds.
+RAW_ACTION_SQL = ("CASE WHEN len(s.tool_calls) > 0 THEN array_to_string(list_transform(s.tool_calls, "
+                  "lambda c: coalesce(c.name, '') || '(' || coalesce(c.arguments, '') || ')'), '; ') "
+                  "ELSE coalesce(s.message, '') END")
 
 
 def flipped(store: CorpusStore, a: RunSet, b: RunSet, tasks: pd.DataFrame, divergence: bool = True
@@ -338,6 +338,7 @@ def flipped(store: CorpusStore, a: RunSet, b: RunSet, tasks: pd.DataFrame, diver
 
     The best pair is a successful run of the winning side and a failed run of the other whose actions agree
     for the most steps (a pair that never parts counts as agreeing longest); ties go to the lowest trials.
+    Without `divergence` the steps are not read: the pair is the lowest trials' and the step is left None.
     """
     flips = tasks[tasks["flipped"]]
     if flips.empty:
@@ -348,48 +349,77 @@ def flipped(store: CorpusStore, a: RunSet, b: RunSet, tasks: pd.DataFrame, diver
                            "horizon": float(r["horizon"]) if pd.notna(r["horizon"]) else None,
                            "a_trajectory": None, "b_trajectory": None, "first_divergence_step": None}
             for r in flips.to_dict(orient="records")}
-    for pair in _best_pairs(store, a, b, flips[["task_id", "winner"]], divergence):
-        rows[pair["task_id"]].update(a_trajectory=pair["a_trajectory"], b_trajectory=pair["b_trajectory"],
-                                     first_divergence_step=pair["first_divergence_step"])
+    for pair in best_pairs(store, a, b, flips[["task_id", "winner"]], divergence):
+        rows[pair["task_id"]].update(pair)
     return list(rows.values())
 
 
-def _best_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame, divergence: bool
-                ) -> list[dict[str, Any]]:
+def best_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame, divergence: bool = True
+               ) -> list[dict[str, Any]]:
+    """Per flipped task (`flips`: task_id, winner), its best pair and the step where the pair's actions part."""
+    pairs = candidate_pairs(store, a, b, flips)
+    if not divergence:
+        first = pairs.sort_values(["task_id", "w_trial", "l_trial", "a_trajectory", "b_trajectory"]).groupby(
+            "task_id", sort=False).head(1)
+        return [{"task_id": r["task_id"], "a_trajectory": r["a_trajectory"], "b_trajectory": r["b_trajectory"],
+                 "first_divergence_step": None} for r in first.to_dict(orient="records")]
+    parted = _parting_steps(store, pairs)
+    pairs["first_divergence_step"] = [parted.get((x, y)) for x, y in zip(pairs["a_trajectory"],
+                                                                         pairs["b_trajectory"], strict=True)]
+    # the pair that agrees longest: a pair that never parts first, then the latest parting, then the lowest trials
+    pairs["rank"] = pairs["first_divergence_step"].map(lambda v: -math.inf if v is None else -v)
+    best = pairs.sort_values(["task_id", "rank", "w_trial", "l_trial", "a_trajectory", "b_trajectory"]).groupby(
+        "task_id", sort=False).head(1)
+    return [{"task_id": r["task_id"], "a_trajectory": r["a_trajectory"], "b_trajectory": r["b_trajectory"],
+             "first_divergence_step": r["first_divergence_step"]} for r in best.to_dict(orient="records")]
+
+
+def candidate_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame) -> pd.DataFrame:
+    """Every (success of the winner, failure of the other side) pair of each flipped task, with their trials."""
     sides, params = _sides_sql(store, a, b, None)
-    pairs = f"""runs AS (
-        SELECT s.side, s.task_id, s.trajectory_id, s.success, coalesce(s.trial, {_INT_MAX}) AS trial
-        FROM sides s JOIN flips f ON f.task_id = s.task_id
-      ), pairs AS (  -- the winner's successes with the loser's failures
+    table = timed_query(store, f"""WITH {sides}, runs AS (
+          SELECT s.side, s.task_id, s.trajectory_id, s.success, coalesce(s.trial, {_INT_MAX}) AS trial
+          FROM sides s JOIN flips f ON f.task_id = s.task_id
+        )
         SELECT w.task_id, CASE WHEN f.winner = 'a' THEN w.trajectory_id ELSE l.trajectory_id END AS a_trajectory,
                CASE WHEN f.winner = 'a' THEN l.trajectory_id ELSE w.trajectory_id END AS b_trajectory,
                w.trial AS w_trial, l.trial AS l_trial
         FROM flips f JOIN runs w ON w.task_id = f.task_id AND w.side = f.winner AND w.success = 1
-                     JOIN runs l ON l.task_id = f.task_id AND l.side <> f.winner AND l.success = 0
-      )"""
-    if divergence:
-        query = f"""WITH {sides}, {pairs},
-          acts AS (
-            SELECT s.trajectory_id, s.step, s.source = 'agent' AS by_agent, {ACTION_SQL} AS action FROM steps s
-            WHERE s.trajectory_id IN (SELECT a_trajectory FROM pairs UNION SELECT b_trajectory FROM pairs)
+                     JOIN runs l ON l.task_id = f.task_id AND l.side <> f.winner AND l.success = 0""", params,
+                        tables={"flips": pa.Table.from_pandas(flips.reset_index(drop=True), preserve_index=False)})
+    return table.to_pandas()
+
+
+def _parting_steps(store: CorpusStore, pairs: pd.DataFrame) -> dict[tuple[str, str], int | None]:
+    """(a_trajectory, b_trajectory) -> the first step where an agent step's actions differ (absent: never).
+
+    One pass over the steps of the pairs' runs finds each pair's first step whose raw actions differ, with
+    both steps; the action texts of those two steps decide. Where they agree (the same JSON written
+    another way) the pair is aligned whole by `compare.align`, which is rare.
+    """
+    table = timed_query(store, f"""WITH acts AS (
+            SELECT s.trajectory_id, s.step, s.source, s.message, s.tool_calls, {RAW_ACTION_SQL} AS action
+            FROM steps s WHERE s.trajectory_id IN (SELECT a_trajectory FROM pairs UNION SELECT b_trajectory FROM pairs)
           ),
-          x AS (SELECT p.*, s.step, s.by_agent, s.action FROM pairs p JOIN acts s ON s.trajectory_id = p.a_trajectory),
-          y AS (SELECT p.*, s.step, s.by_agent, s.action FROM pairs p JOIN acts s ON s.trajectory_id = p.b_trajectory),
-          parted AS (
-            SELECT coalesce(x.a_trajectory, y.a_trajectory) AS a_trajectory,
-                   coalesce(x.b_trajectory, y.b_trajectory) AS b_trajectory, min(coalesce(x.step, y.step)) AS step
-            FROM x FULL JOIN y ON x.a_trajectory = y.a_trajectory AND x.b_trajectory = y.b_trajectory
-                               AND x.step = y.step
-            WHERE (coalesce(x.by_agent, false) OR coalesce(y.by_agent, false)) AND x.action IS DISTINCT FROM y.action
-            GROUP BY ALL
-          )
-          SELECT p.task_id, p.a_trajectory, p.b_trajectory, d.step AS first_divergence_step FROM pairs p
-          LEFT JOIN parted d ON d.a_trajectory = p.a_trajectory AND d.b_trajectory = p.b_trajectory
-          QUALIFY row_number() OVER (PARTITION BY p.task_id ORDER BY d.step DESC NULLS FIRST, p.w_trial, p.l_trial,
-                                     p.a_trajectory, p.b_trajectory) = 1"""
-    else:
-        query = f"""WITH {sides}, {pairs}
-          SELECT task_id, a_trajectory, b_trajectory, NULL::BIGINT AS first_divergence_step FROM pairs
-          QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY w_trial, l_trial, a_trajectory, b_trajectory) = 1"""
-    flips_table = pa.Table.from_pandas(flips.reset_index(drop=True), preserve_index=False)
-    return timed_query(store, query, params, tables={"flips": flips_table}).to_pylist()
+          x AS (SELECT p.a_trajectory, p.b_trajectory, s.* FROM pairs p JOIN acts s
+                ON s.trajectory_id = p.a_trajectory),
+          y AS (SELECT p.a_trajectory, p.b_trajectory, s.* FROM pairs p JOIN acts s
+                ON s.trajectory_id = p.b_trajectory)
+        SELECT coalesce(x.a_trajectory, y.a_trajectory) AS a_trajectory,
+               coalesce(x.b_trajectory, y.b_trajectory) AS b_trajectory,
+               arg_min({{'step': coalesce(x.step, y.step), 'x_source': x.source, 'x_message': x.message,
+                         'x_calls': x.tool_calls, 'y_source': y.source, 'y_message': y.message,
+                         'y_calls': y.tool_calls}}, coalesce(x.step, y.step)) AS first
+        FROM x FULL JOIN y ON x.a_trajectory = y.a_trajectory AND x.b_trajectory = y.b_trajectory AND x.step = y.step
+        WHERE (x.source = 'agent' OR y.source = 'agent') AND x.action IS DISTINCT FROM y.action
+        GROUP BY ALL""", [], tables={"pairs": pa.Table.from_pandas(pairs[["a_trajectory", "b_trajectory"]],
+                                                                   preserve_index=False)})
+    out: dict[tuple[str, str], int | None] = {}
+    for row in table.to_pylist():
+        f = row["first"]
+        x = {"tool_calls": f["x_calls"], "message": f["x_message"]} if f["x_source"] is not None else None
+        y = {"tool_calls": f["y_calls"], "message": f["y_message"]} if f["y_source"] is not None else None
+        same = x is not None and y is not None and action_text(x) == action_text(y)
+        key = (row["a_trajectory"], row["b_trajectory"])
+        out[key] = align(store, *key)[1] if same else int(f["step"])
+    return out
