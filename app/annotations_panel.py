@@ -128,9 +128,10 @@ def _edit_form(store: CorpusStore, trajectory_id: str, total: int, n_steps: int)
             st.caption(f"Its step {int(row['step'])} is past the end of this run: pick one of its steps, or leave "
                        "the step empty to put the label on the whole run.")
         note = st.text_area("Note", value=row["note"] or "", max_chars=label_store.MAX_LEN["note"], height=80)
-        c = st.columns(2)
-        agent = c[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
-        author = c[1].text_input("Author", value=label_store.default_author(), max_chars=label_store.MAX_LEN["author"])
+        who = st.columns(2)
+        agent = who[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
+        author = who[1].text_input("Author", value=label_store.default_author(),
+                                   max_chars=label_store.MAX_LEN["author"])
         save, delete = st.columns([1, 4])
         if save.form_submit_button("Save as new version", type="primary"):
             label = label_store.as_label(row, label=text, category=category or "note", note=note or None,

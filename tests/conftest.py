@@ -46,9 +46,9 @@ def no_process_left_behind() -> object:
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """48 simulated trajectories (12 tasks x 4 trials), all six domains."""
+    """48 simulated trajectories: 6 tasks (one per domain), each run by 4 agents x 2 trials."""
     out = tmp_path_factory.mktemp("corpus") / "tiny"
-    generate_corpus(str(out), 48, seed=7)
+    generate_corpus(str(out), 48, seed=7, trials=2)
     return out
 
 

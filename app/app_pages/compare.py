@@ -1,17 +1,19 @@
-"""Compare: two trajectories of the same task (or any two) side by side, aligned by step.
+"""Compare: two trajectories side by side, aligned by step; or two run sets on their common tasks.
 
-The comparison is a fragment: editing an id or the difference toggle reruns it only.
+Each tab is a fragment: editing an id, a toggle or a run set reruns that tab only, and the hidden tab does no
+work. The tab is in the URL (`?cmp_tab=Run+sets`).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import runsets_panel, state, ui
 from horizonlens.metrics import compare
 from horizonlens.query import CorpusStore
 
 store = state.require_store()
+runsets_panel.apply_open_pair()  # a flipped task picked in the Run sets tab: its pair, before any widget
 st.title("Compare trajectories")
 current = state.selected_trajectory()
 
@@ -23,7 +25,8 @@ def comparison() -> None:
     trials = state.cached(CorpusStore.trials_of, store, info["task_id"]) if info and info["task_id"] else []
     c = st.columns(2)
     a = c[0].text_input("Trajectory A", value=current or "", key="cmp_a")
-    default_b = next((t for t in trials if t != a), "")
+    pair = st.session_state.get("cmp_pair")  # a flipped task's best pair, opened from the Run sets tab
+    default_b = pair[1] if pair and pair[0] == current else next((t for t in trials if t != a), "")
     b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
                         help="Defaults to another trial of the same task as A.")
     if info and trials:
@@ -49,8 +52,14 @@ def comparison() -> None:
         st.warning(f"The actions first diverge at step {first}.")
         if st.button(f"Open A at step {first}", key="cmp_open", icon=":material/open_in_new:"):
             state.open_trajectory(a, first)
-    only_diff = st.toggle("Only steps where the actions differ", value=False, key="cmp_only_diff")
+    toggles = st.columns(2)
+    only_diff = toggles[0].toggle("Only steps where the actions differ", value=False, key="cmp_only_diff")
+    from_divergence = toggles[1].toggle("Start at the first divergence", key="cmp_from_divergence",
+                                        disabled=first is None, help="Hide the steps before the one where the "
+                                                                     "actions first differ (one step of context).")
     shown = table[~table["same_action"]] if only_diff else table
+    if from_divergence and first is not None:
+        shown = shown[shown["step"] >= max(0, first - 1)]
     st.dataframe(shown, hide_index=True, height=520, key="cmp_table",
                  column_config={"action_a": st.column_config.TextColumn(width="large"),
                                 "action_b": st.column_config.TextColumn(width="large")})
@@ -59,4 +68,11 @@ def comparison() -> None:
                "trajectory is on the Routing page, tab “Two checkpoints”.")
 
 
-comparison()
+pair_tab, sets_tab = st.tabs([runsets_panel.TWO_TRAJECTORIES, runsets_panel.RUN_SETS], key="cmp_tab",
+                             on_change="rerun", bind="query-params")
+with pair_tab:
+    if pair_tab.open is not False:
+        comparison()
+with sets_tab:
+    if sets_tab.open:
+        runsets_panel.run_sets(store)

@@ -20,18 +20,22 @@ with st.expander("Supported formats"):
     for source_format in FORMATS:
         st.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
 uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
-c = st.columns([3, 1, 1, 1])
+c = st.columns([3, 2, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "
                               f"or a path under {data_home() / UPLOAD_ROOT}.")
-fmt = c[1].selectbox("Format", ["auto", *[f.name for f in FORMATS]], key="import_format")
-replace = c[2].toggle("Replace existing", key="import_replace")
-strict = c[3].toggle("Strict", key="import_strict", help="Import nothing if any record is malformed.")
+agent = c[1].text_input("Agent", key="import_agent", placeholder="e.g. gpt-4o",
+                        help="The model or policy that produced these runs, for every record that does not name "
+                             "its own. It goes into the run ids, so two models' runs of the same task both stay.")
+fmt = c[2].selectbox("Format", ["auto", *[f.name for f in FORMATS]], key="import_format")
+replace = c[3].toggle("Replace existing", key="import_replace")
+strict = c[4].toggle("Strict", key="import_strict", help="Import nothing if any record is malformed.")
 if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
     try:
         with st.spinner("Importing…"):
             report = import_uploads([Upload(up.name, up.getbuffer()) for up in uploads or []], target,
-                                    state.corpus_path(), data_home(), fmt=fmt, replace=replace, strict=strict)
+                                    state.corpus_path(), data_home(), fmt=fmt, replace=replace, strict=strict,
+                                    agent=agent or None)
     except HorizonLensError as exc:
         st.error(ui.md(exc))
         st.stop()

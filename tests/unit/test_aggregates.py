@@ -82,7 +82,7 @@ def test_sample_corpus_aggregates_equal_full_recomputation(sample_copies, by, fl
 def test_cube_and_per_trajectory_cells_agree(sample_copies, by) -> None:
     """A facet-only filter reads the cube; the same filter plus a no-op condition reads one row per trajectory."""
     store = open_store(sample_copies[0])
-    for flt in (TrajectoryFilter(domains=["search", "general"]), TrajectoryFilter(agents=["qwen3.5-moe-sft"]),
+    for flt in (TrajectoryFilter(domains=["search", "general"]), TrajectoryFilter(agents=["a1-student-ckpt-2k"]),
                 TrajectoryFilter(outcomes=["failure", "unknown"])):
         plain = TrajectoryFilter(**{**vars(flt), "min_steps": 0})  # n_steps >= 0 holds for every trajectory
         assert flt.facet_only() and not plain.facet_only()

@@ -71,6 +71,18 @@ def test_peers_agree_with_the_store(scaled: Path, tmp_path: Path, indexed: bool)
     assert steps > 0 and steps == open_pandas(root, tid) == open_polars(root, tid) == open_duckdb(con, root, tid)
 
 
+def test_diff_floor_agrees_with_the_store(scaled: Path) -> None:
+    from horizonlens.bench.diff import bench_diff, diff_store, pairs_duckdb, pairs_polars
+
+    store = open_store(scaled)
+    con = peer_connection()
+    common = diff_store(store)
+    # replicas carry their own task ids: every replicated task is run by both students
+    assert common > 0 and common == pairs_duckdb(con, scaled) == pairs_polars(root=scaled)
+    result = bench_diff(store, repeats=1)
+    assert result["common_tasks"] == common and result["ratio_to_floor"] > 0
+
+
 def test_bench_cli_tiny(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -99,3 +111,4 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
     assert replay["routing_bytes_per_token_layer"] * 4 < replay["raw_fp32_logits_bytes_per_token_layer"]
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Horizon Lens beside its peers" in text and "bytes per (token, layer)" in text
+    assert corpus["diff"]["common_tasks"] > 0 and "Run-set diff of two agents" in text

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from horizonlens.sample.domains import WORLDS, check_section
-from horizonlens.sample.generate import Planted, generate_corpus, generate_rows
+from horizonlens.sample.generate import TEACHERS, Planted, generate_corpus, generate_rows
 from horizonlens.sample.world import safe_eval
 
 
@@ -42,13 +42,17 @@ def test_manifest_carries_planted_parameters(tiny_corpus: Path) -> None:
 def test_shape_of_the_corpus(tiny_corpus: Path) -> None:
     trajs = pq.read_table(tiny_corpus / "trajectories").to_pylist()
     steps = pq.read_table(tiny_corpus / "steps").to_pylist()
+    planted = Planted()
     assert {t["domain"] for t in trajs} == set(WORLDS)
-    assert len({t["agent"] for t in trajs}) >= 3
-    assert all(t["teacher"] for t in trajs)
-    by_task: dict[str, list[int]] = {}
+    by_task: dict[str, list[tuple[str, int]]] = {}
     for t in trajs:
-        by_task.setdefault(t["task_id"], []).append(t["trial"])
-    assert all(sorted(v) == [0, 1, 2, 3] for v in by_task.values())
+        by_task.setdefault(t["task_id"], []).append((t["agent"], t["trial"]))
+        # the baseline was not distilled; everyone else carries the domain's teacher
+        assert t["teacher"] == (None if t["agent"] == planted.baseline else TEACHERS[t["domain"]])
+    for task, runs in by_task.items():  # every task: the same line-up, two trials each, in the same world
+        domain = next(t["domain"] for t in trajs if t["task_id"] == task)
+        assert sorted(runs) == sorted((a, trial) for a in planted.agents_for(domain) for trial in (0, 1))
+        assert len({t["task"] for t in trajs if t["task_id"] == task}) == 1
     per_traj: dict[str, list[dict]] = {}
     for s in steps:
         per_traj.setdefault(s["trajectory_id"], []).append(s)
@@ -117,7 +121,7 @@ def test_planted_rates_show_in_the_checks() -> None:
     n0 = f0 = n1 = f1 = 0
     expected = 0.0
     for traj, rows in generate_rows(360, seed=11, planted=planted):
-        rate = planted.base_error_rate[traj["domain"]] * planted.agent_multiplier[traj["agent"]]
+        rate = planted.base_rate(traj["domain"], traj["agent"])
         failed_before = 0
         for r in rows:
             if r["check_passed"] is None:
@@ -134,3 +138,36 @@ def test_planted_rates_show_in_the_checks() -> None:
     # undo steps are never corrupted, so the observed rate sits a little under the planted one
     assert 0.75 * expected / n0 <= p0 <= 1.1 * expected / n0
     assert p1 / p0 > 1.2
+
+
+def test_failed_checks_say_what_was_expected_and_given() -> None:
+    """A failed check's detail names the expected value and the one the agent gave (the call's own argument)."""
+    seen = 0
+    for _, rows in generate_rows(60, seed=5):
+        for r in rows:
+            if r["check_passed"] is not False:
+                continue
+            seen += 1
+            label, _, what = r["check_detail"].partition(": ")
+            assert label == r["error_label"] and what.startswith("expected "), r["check_detail"]
+            args = json.loads(r["tool_calls"][0]["arguments"])
+            if what.startswith("expected call "):
+                assert what.endswith(f"given {r['tool_calls'][0]['name']}")
+                continue
+            for part in what.split("; the tool returned an error")[0].split("; "):
+                key, given = part.removeprefix("expected ").split(" ", 1)[0], part.rsplit(", given ", 1)[1]
+                value = args.get(key)
+                shown = value if isinstance(value, str) else json.dumps(value)
+                assert given == " ".join(str(shown).split())[:60] + ("…" if len(" ".join(str(shown).split())) > 60
+                                                                     else ""), (part, args)
+    assert seen > 20
+
+
+def test_planted_agents_differ_where_documented() -> None:
+    planted = Planted()
+    assert planted.base_rate("engineering", "a1-student-ckpt-4k") > planted.base_rate("engineering",
+                                                                                   "a1-student-ckpt-2k")
+    assert planted.base_rate("search", "a1-student-ckpt-4k") < planted.base_rate("search", "a1-student-ckpt-2k")
+    assert planted.gamma("a1-student-ckpt-4k") < planted.gamma("a1-student-ckpt-2k") == planted.self_conditioning
+    assert planted.hazard("search", "dense-7b-baseline", 10) == pytest.approx(
+        min(planted.hazard_cap, 0.030 * 1.6 * 1.6 ** planted.conditioning_cap))

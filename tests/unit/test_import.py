@@ -263,7 +263,12 @@ def test_real_swe_agent(tmp_path: Path) -> None:
     trajs, steps = _rows(tmp_path / "c")
     for f in files:
         raw = json.loads(f.read_text())
-        mine = [s for s in steps if s["trajectory_id"] == f"swe-agent:{f.stem}"]
+        config = raw.get("replay_config") or {}
+        config = json.loads(config) if isinstance(config, str) else config
+        model = config.get("agent", {}).get("model", {}).get("name")
+        tid = f"swe-agent@{model}:{f.stem}" if model else f"swe-agent:{f.stem}"  # the replay config names the model
+        assert next(t["agent"] for t in trajs if t["trajectory_id"] == tid) == model
+        mine = [s for s in steps if s["trajectory_id"] == tid]
         if raw.get("trajectory"):
             assert sum(s["source"] == "agent" for s in mine) == len(raw["trajectory"])
         else:

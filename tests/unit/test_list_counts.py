@@ -13,7 +13,7 @@ from horizonlens.query.filters import FilterContext
 
 FILTERS = [TrajectoryFilter(),
            TrajectoryFilter(domains=["search", "engineering"], outcomes=["failure"], min_steps=10),
-           TrajectoryFilter(agents=["a1-student-35b-a3b"], max_steps=12),
+           TrajectoryFilter(agents=["a1-student-ckpt-4k"], max_steps=20),
            TrajectoryFilter(teachers=["swe-teacher", "ifeval-teacher"]),
            TrajectoryFilter(sources=["horizonlens-sample"], min_steps=3, max_steps=40),
            TrajectoryFilter(has_failed_checks=True),

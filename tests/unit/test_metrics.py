@@ -170,19 +170,27 @@ def sample_store():
 
 def test_recovers_planted_self_conditioning(sample_store) -> None:
     planted = sample_store.manifest["planted"]
-    sc = compounding.self_conditioning(sample_store).set_index("j")
+    own = planted["agent_self_conditioning"]
+    # the agents at the default gamma; rate(j)/rate(0) = gamma^j for j below the cap (the agent mix shifts it a
+    # little toward weaker agents)
+    default = TrajectoryFilter(agents=[a for a in planted["agent_multiplier"] if a not in own])
+    sc = compounding.self_conditioning(sample_store, flt=default).set_index("j")
     gamma = planted["self_conditioning"]
-    # rate(j)/rate(0) = gamma^j for j below the cap (agent mix shifts it a little toward weaker agents)
     assert sc.loc[1, "ratio_to_j0"] == pytest.approx(gamma, rel=0.2)
     assert sc.loc[2, "ratio_to_j0"] == pytest.approx(gamma ** 2, rel=0.25)
     assert sc.loc[1, "lower"] > sc.loc[0, "upper"]  # the intervals separate: compounding is detected
+    for agent, g in own.items():  # an agent planted with its own gamma shows it
+        mine = compounding.self_conditioning(sample_store, flt=TrajectoryFilter(agents=[agent])).set_index("j")
+        assert mine.loc[1, "ratio_to_j0"] == pytest.approx(g, rel=0.25)
+        assert mine.loc[1, "ratio_to_j0"] < sc.loc[1, "ratio_to_j0"]
 
 
 def test_recovers_planted_base_rates(sample_store) -> None:
     planted = sample_store.manifest["planted"]
     for domain, base in planted["base_error_rate"].items():
         observed = expected = 0.0
-        for agent, mult in planted["agent_multiplier"].items():
+        for agent, own in planted["agent_multiplier"].items():
+            mult = planted["domain_multiplier"].get(agent, {}).get(domain, own)
             sc = compounding.self_conditioning(sample_store, flt=TrajectoryFilter(domains=[domain], agents=[agent]))
             j0 = sc[sc["j"] == 0]
             if j0.empty:

@@ -44,7 +44,7 @@ def test_summary_matches_files(store, raw) -> None:
     ("has_failed_checks", True, lambda t: t["n_failed_checks"] > 0),
     ("has_failed_checks", False, lambda t: t["n_failed_checks"] == 0),
     ("min_steps", 30, lambda t: t["n_steps"] >= 30),
-    ("max_steps", 12, lambda t: t["n_steps"] <= 12),
+    ("max_steps", 18, lambda t: t["n_steps"] <= 18),
 ])
 def test_each_filter(store, raw, field, value, pred) -> None:
     trajs, _ = raw

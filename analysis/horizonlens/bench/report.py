@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from horizonlens.bench.diff import report_lines as diff_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
@@ -86,7 +87,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "Every figure is the median (p95) of repeated runs, measured beside its baseline in the same run "
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", ""]
-    lines += _corpora(results) + _pages(results) + _peers(results)
+    lines += _corpora(results) + _pages(results) + _peers(results) + diff_lines(results)
     r = results.get("replay")
     if r:
         t = r["timings"]

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from horizonlens.bench.diff import bench_diff
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
 from horizonlens.bench.shape import bench_shapes
@@ -161,6 +162,8 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                  **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
         for query in ("explore", "search_exact", "open_trajectory"):
             peers.setdefault(query, []).append(peers_row(n, entry[query]))
+        log("  run-set diff")
+        entry["diff"] = bench_diff(store, repeats=max(3, repeats // 2))
         log("  memory")
         entry["query_memory"] = query_memory(corpus)
         results["corpora"][str(n)] = entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,10 +21,14 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                replace: Annotated[bool, typer.Option(help="Update trajectories that are already in the corpus.")
                                   ] = False,
                strict: Annotated[bool, typer.Option(help="Import nothing if any record is malformed.")] = False,
+               agent: Annotated[Optional[str], typer.Option(
+                   help="The agent (model or policy) of every imported run whose record names none; it also goes "
+                        "into the run's id, so two models' runs of the same task both stay.")] = None,
                ) -> None:
     """Convert agent logs into a corpus.
 
     Formats: tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands, OpenAI chat.
+    A run whose id is already in the corpus with different content is reported as a conflict and not imported.
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -36,7 +40,7 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     task = progress.add_task("import", total=None)
     try:
         with progress:
-            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict,
+            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict, agent=agent,
                                   progress=lambda n: progress.advance(task, n))
     except (ImportFailed, CorpusError) as exc:
         fail(str(exc))
@@ -46,6 +50,10 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
         typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
     if len(report.problems) > 50:
         typer.secho(f"... and {len(report.problems) - 50} more problems", fg=typer.colors.YELLOW, err=True)
+    for conflict in report.conflicts[:50]:
+        typer.secho(f"conflict: {conflict}", fg=typer.colors.MAGENTA, err=True)
+    if len(report.conflicts) > 50:
+        typer.secho(f"... and {len(report.conflicts) - 50} more conflicts", fg=typer.colors.MAGENTA, err=True)
     typer.echo(report.summary())
 
 

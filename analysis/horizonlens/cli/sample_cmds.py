@@ -15,7 +15,8 @@ from horizonlens.cli.base import app, fail, progress_bar, sample_checkpoint_path
 def sample(out: Annotated[Path, typer.Argument(help="Directory to write the corpus to.")],
            trajectories: Annotated[int, typer.Option(help="Number of trajectories.")] = 1200,
            seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
-           trials: Annotated[int, typer.Option(help="Trials per task (for pass^k).")] = 4,
+           trials: Annotated[int, typer.Option(help="Trials per agent and task (for pass^k); every task is run by "
+                                                    "its domain teacher, two student checkpoints and a baseline.")] = 3,
            overwrite: Annotated[bool, typer.Option(help="Replace an existing corpus at OUT.")] = False) -> None:
     """Generate a realistic sample corpus from simulated agents acting in simulated worlds."""
     from horizonlens.corpus.files import CorpusError

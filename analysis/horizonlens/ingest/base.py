@@ -97,6 +97,24 @@ def content_id(value: Any) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode("utf-8", "replace")).hexdigest()[:12]
 
 
+def run_id(source: str, agent: str | None, *parts: object) -> str:
+    """A trajectory id in the source's namespace: `<source>@<agent>:<parts>` when the agent is known.
+
+    Sources number their runs by task and trial, so two models' runs of one task carry the same source id;
+    the agent in the namespace keeps them apart. Without an agent the id is `<source>:<parts>`, and a second
+    run with that id and different content is reported as a conflict by the import (never dropped silently).
+    """
+    rest = ":".join(str(p) for p in parts)
+    return f"{source}@{agent}:{rest}" if agent else f"{source}:{rest}"
+
+
+def agent_of(named: Any, raw: Raw) -> str | None:
+    """The run's agent: the one the record names (non-empty text), else the one the user gave the import."""
+    if isinstance(named, str) and named.strip():
+        return named.strip()
+    return raw.agent
+
+
 # --- building rows -----------------------------------------------------------------------------------
 def new_step(n: int, source: str, **fields: Any) -> dict[str, Any]:
     """Step row `n` with every column of the corpus contract (unknown ones None), overridden by `fields`."""

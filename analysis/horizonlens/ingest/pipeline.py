@@ -36,6 +36,7 @@ from horizonlens.labels.annotations import remove_past_end
 from horizonlens.storage.location import CorpusPath, as_location
 
 SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
+MAX_AGENT_CHARS = 200  # an agent name is a label in every page and part of trajectory ids
 
 
 @dataclass
@@ -46,7 +47,8 @@ class ImportReport:
     records: int = 0
     added: int = 0
     replaced: int = 0
-    skipped_existing: int = 0
+    skipped_existing: int = 0  # ids already in the corpus with the same content
+    conflicts: list[Problem] = field(default_factory=list)  # ids already in the corpus with different content
     steps: int = 0
     tool_calls: int = 0
     failed_checks: int = 0
@@ -66,10 +68,16 @@ class ImportReport:
         labels, runs = self.labels_removed
         removed = (f"; {labels} label{'s' * (labels != 1)} on steps past the new end of {runs} replaced "
                    f"run{'s' * (runs != 1)} removed (kept in the label history)") if labels else ""
-        return (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present), "
-                f"{self.steps:,} steps, {self.tool_calls:,} tool calls, {self.failed_checks:,} failed checks; "
-                f"outcomes: {outs}; formats: {fmts}; {len(self.problems)} problem(s){cut}{removed}; "
-                f"{self.seconds:.1f}s")
+        clash = f", {len(self.conflicts)} conflicting" if self.conflicts else ""
+        line = (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present"
+                f"{clash}), {self.steps:,} steps, {self.tool_calls:,} tool calls, "
+                f"{self.failed_checks:,} failed checks; outcomes: {outs}; formats: {fmts}; "
+                f"{len(self.problems)} problem(s){cut}{removed}; {self.seconds:.1f}s")
+        if self.conflicts:
+            line += (f". {len(self.conflicts)} run(s) not imported: their ids are already in the corpus with different "
+                     "content (another model's runs of the same tasks?). Give each model its --agent NAME to keep "
+                     "both, or --replace to replace.")
+        return line
 
 
 def input_files(paths: Iterable[Path | str]) -> list[Path]:
@@ -112,12 +120,18 @@ def _cut_notice(raw: Raw) -> Problem:
 
 def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str = "auto", replace: bool = False,
                  strict: bool = False, batch_size: int = 500,
-                 progress: Callable[[int], None] | None = None) -> ImportReport:
+                 progress: Callable[[int], None] | None = None, agent: str | None = None) -> ImportReport:
     """Import every record of `paths` into the corpus at `into` (created if missing).
 
-    A record that cannot be read or converted (`RecordError`) is a problem in the report; any other
-    exception is a bug and propagates.
+    `agent` tags every run whose record names no agent (the model or policy that produced it), and goes
+    into its id so that two models' runs of the same task both stay. A record whose id is already in the
+    corpus with different content is a conflict in the report, not imported (unless `replace`). A record
+    that cannot be read or converted (`RecordError`) is a problem in the report; any other exception is a
+    bug and propagates.
     """
+    agent = agent.strip() if agent else None
+    if agent is not None and (len(agent) > MAX_AGENT_CHARS or not agent.isprintable()):
+        raise ImportFailed(f"--agent must be printable text of at most {MAX_AGENT_CHARS} characters")
     if fmt != "auto" and fmt not in BY_NAME:
         raise ImportFailed(f"unknown format {fmt!r}; choose auto or one of {', '.join(f.name for f in FORMATS)}")
     started = time.perf_counter()
@@ -132,7 +146,7 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
                     continue
                 report.records += 1
                 try:
-                    converted = list(convert(raw, fmt))
+                    converted = list(convert(raw, fmt, agent))
                     for traj, steps in converted:
                         staged.validate(traj, steps)
                 except RecordError as exc:
@@ -141,7 +155,7 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
                 if raw.cuts:
                     report.notices.append(_cut_notice(raw))
                 for traj, steps in converted:
-                    _count(report, staged.add(traj, steps), traj, steps)
+                    _count(report, staged.add(traj, steps, (raw.file, raw.where)), traj, steps)
                 if progress:
                     progress(1)
         if strict and report.problems:
@@ -151,6 +165,10 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
         if report.records == 0 and report.problems and not staged.corpus_exists:
             staged.abort()
             raise ImportFailed("nothing readable to import:\n" + "\n".join(map(str, report.problems[:20])))
+        same, conflicts = staged.collisions_settled()
+        report.skipped_existing = len(same)
+        report.conflicts = [Problem(c.file, c.where, f"id {c.trajectory_id!r} is already in the corpus with different "
+                                                     "content; not imported") for c in conflicts]
         had_index = (into / INDEX_DIR / "manifest.json").exists()
         staged.commit()
     # aggregates, and the search index if there was one, are brought up to date with the new files
@@ -162,8 +180,7 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
 
 
 def _count(report: ImportReport, status: str, traj: dict[str, Any], steps: list[dict[str, Any]]) -> None:
-    if status == "exists":
-        report.skipped_existing += 1
+    if status == "exists":  # same content or a conflict: settled against the corpus before the commit
         return
     if status == "duplicate":
         report.problems.append(Problem(traj.get("_file", "?"), traj["trajectory_id"], "duplicate id in this import"))

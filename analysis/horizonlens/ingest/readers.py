@@ -59,6 +59,7 @@ class Raw:
     file: str
     where: str
     cuts: list[int] = field(default_factory=list)  # bytes in the source of each string cut at MAX_STRING_BYTES
+    agent: str | None = None  # the agent the user named for records that do not name theirs (`import --agent`)
 
 
 def cut_note(source_bytes: int) -> str:

@@ -10,6 +10,7 @@ among these, and list it here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from horizonlens.errors import RecordError
@@ -37,15 +38,21 @@ def detect(value: Any) -> Format | None:
     return next((fmt for fmt in FORMATS if fmt.detect(value)), None)
 
 
-def convert(raw: Raw, fmt_name: str = "auto") -> Iterator[Converted]:
+def convert(raw: Raw, fmt_name: str = "auto", agent: str | None = None) -> Iterator[Converted]:
     """Convert one record in the named format (or the detected one for "auto"), tagged with format and file.
 
-    Raises RecordError for a record no format accepts or that its format cannot convert.
+    `agent` is the agent of every run whose record names none (`import --agent`): formats put it in the
+    run's id (`<source>@<agent>:...`), and any run still without an agent gets it here. Raises RecordError
+    for a record no format accepts or that its format cannot convert.
     """
     fmt = BY_NAME[fmt_name] if fmt_name != "auto" else detect(raw.value)
     if fmt is None:
         raise RecordError("unrecognised record (not any supported format; pass --format to force one)")
+    if agent:
+        raw = replace(raw, agent=agent)
     for traj, steps in fmt.convert(raw):
+        if traj.get("agent") is None and raw.agent:
+            traj["agent"] = raw.agent
         traj["_format"] = fmt.name
         traj["_file"] = raw.file
         yield traj, steps

@@ -39,7 +39,8 @@ class UploadReport:
 
 
 def import_uploads(uploads: Sequence[Upload], typed_target: str, current: Path | str, data_home: Path | str,
-                   fmt: str = "auto", replace: bool = False, strict: bool = False) -> UploadReport:
+                   fmt: str = "auto", replace: bool = False, strict: bool = False,
+                   agent: str | None = None) -> UploadReport:
     """Import uploaded files into the corpus the app may write to; ImportFailed (or another HorizonLensError) if not.
 
     The files are staged in a temporary folder under their own names (never their path part), and messages
@@ -58,12 +59,15 @@ def import_uploads(uploads: Sequence[Upload], typed_target: str, current: Path |
             return str(message).replace(tmp + "/", "")
 
         try:
-            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict)
+            report = import_paths(paths, into, fmt=fmt, replace=replace, strict=strict, agent=agent)
         except HorizonLensError as exc:
             raise ImportFailed(unstaged(exc)) from exc
     problems = [unstaged(p) for p in report.problems[:MESSAGES_SHOWN]]
     if len(report.problems) > MESSAGES_SHOWN:
         problems.append(f"… and {len(report.problems) - MESSAGES_SHOWN} more problems")
+    problems += ["Conflict: " + unstaged(c) for c in report.conflicts[:MESSAGES_SHOWN]]
+    if len(report.conflicts) > MESSAGES_SHOWN:
+        problems.append(f"… and {len(report.conflicts) - MESSAGES_SHOWN} more conflicts")
     return UploadReport(into=into, summary=report.summary(),
                         notices=[unstaged(n) for n in report.notices[:MESSAGES_SHOWN]], problems=problems,
                         new_corpus=str(into) != str(as_location(str(current))))

@@ -7,10 +7,17 @@ with the manifest switch (corpus/dataset.py): a crash at any moment leaves the c
 next writer removes the half-written files. Replaced trajectories: files that hold them are rewritten
 without them in the same commit, and their cached replays are dropped first (a crash in between only
 costs a replay, never data).
+
+A trajectory whose id is already in the corpus is compared with the stored one (`fingerprint`): the same
+content is "already present"; different content under the same id is a *conflict*, reported by the import
+with its id (the corpus keeps its own rows unless the import replaces them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +30,30 @@ from horizonlens.errors import CorpusError, RecordError
 from horizonlens.replays.layout import new_cache, replay_checkpoints, replay_dataset
 from horizonlens.storage.dataset import Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
+
+TABLES_OF = {"trajectories": TRAJECTORIES, "steps": STEPS}
+
+
+def fingerprint(traj: pa.Table, steps: pa.Table) -> str:
+    """A digest of one trajectory's rows as the corpus stores them (its steps in step order).
+
+    Both sides of a comparison go through the corpus schema first, so a row fresh from a converter and the
+    same row read back from Parquet (timestamps at the stored precision, the same column order) digest alike.
+    """
+    traj = conform(traj, "trajectories")
+    steps = conform(steps, "steps").sort_by("step")
+    text = json.dumps([traj.to_pylist(), steps.to_pylist()], sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Collision:
+    """A staged record whose trajectory id the corpus already holds, and where the record came from."""
+
+    trajectory_id: str
+    digest: str
+    file: str
+    where: str
 
 
 def finalize(traj: dict[str, Any], steps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -67,6 +98,7 @@ class StagedImport:
         self.steps: list[dict[str, Any]] = []
         self.written = 0
         self.existing: set[str] = set()
+        self.collisions: list[Collision] = []  # ids already in the corpus, not replaced: same content or conflict
         self._cm: Any = None
         self.txn: Transaction | None = None
         self.done = False
@@ -102,8 +134,12 @@ class StagedImport:
         except (pa.ArrowInvalid, pa.ArrowTypeError, CorpusError, OverflowError) as exc:
             raise RecordError(f"does not fit the corpus schema: {exc}") from exc
 
-    def add(self, traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
-        """Stage one trajectory: 'added', 'replaced', 'exists' (skipped) or 'duplicate' (skipped)."""
+    def add(self, traj: dict[str, Any], steps: list[dict[str, Any]], where: tuple[str, str] = ("?", "?")) -> str:
+        """Stage one trajectory: 'added', 'replaced', 'exists' (skipped, compared later) or 'duplicate' (skipped).
+
+        An 'exists' is settled by `collisions_settled()`: the same content as the corpus's, or a conflict.
+        `where` (file, record) is kept for the conflict report.
+        """
         tid = traj["trajectory_id"]
         if tid in self.seen:
             return "duplicate"
@@ -111,6 +147,10 @@ class StagedImport:
         status = "added"
         if tid in self.existing:
             if not self.replace:
+                row = {k: v for k, v in traj.items() if not k.startswith("_")}
+                digest = fingerprint(pa.Table.from_pylist([row], schema=TRAJECTORIES),
+                                     pa.Table.from_pylist(steps, schema=STEPS))
+                self.collisions.append(Collision(tid, digest, *where))
                 return "exists"
             self.to_replace.add(tid)
             status = "replaced"
@@ -120,6 +160,33 @@ class StagedImport:
         if len(self.trajs) >= self.batch_size:
             self.flush()
         return status
+
+    def collisions_settled(self) -> tuple[list[Collision], list[Collision]]:
+        """The staged records whose ids the corpus holds, split: (same content, different content = conflicts).
+
+        Reads only the stored rows of those ids (row groups whose statistics cannot hold them are skipped).
+        """
+        if not self.collisions:
+            return [], []
+        assert self.txn is not None, "use StagedImport as a context manager"
+        ids = pa.array(sorted({c.trajectory_id for c in self.collisions}))
+        wanted = pc.field("trajectory_id").isin(ids)
+        parts: dict[str, list[pa.Table]] = {"trajectories": [], "steps": []}
+        for name, tables in parts.items():
+            for entry in self.txn.snapshot.table(name):
+                data = read_table(self.root / entry.path, filters=wanted)
+                tables.append(data.select([c for c in TABLES_OF[name].names if c in data.column_names]))
+        trajs = pa.concat_tables(parts["trajectories"], promote_options="permissive")
+        steps = pa.concat_tables(parts["steps"], promote_options="permissive") if parts["steps"] else None
+        rows_of: dict[str, list[int]] = {}
+        for i, tid in enumerate(steps["trajectory_id"].to_pylist() if steps is not None else []):
+            rows_of.setdefault(tid, []).append(i)
+        stored: dict[str, str] = {}
+        for i, tid in enumerate(trajs["trajectory_id"].to_pylist()):
+            mine = steps.take(rows_of.get(tid, [])) if steps is not None else STEPS.empty_table()
+            stored[tid] = fingerprint(trajs.slice(i, 1), mine)
+        same = [c for c in self.collisions if stored.get(c.trajectory_id) == c.digest]
+        return same, [c for c in self.collisions if stored.get(c.trajectory_id) != c.digest]
 
     def flush(self) -> None:
         """Write the staged batch as new (still unpublished) files."""

@@ -161,3 +161,91 @@ def pass_hat_k(trials: pd.DataFrame, k_max: int | None = None) -> pd.DataFrame:
         w = weights[eligible].to_numpy(dtype=float)
         rows.append((k, float(np.sum(w * vals) / np.sum(w)), int(w.sum())))
     return pd.DataFrame(rows, columns=["k", "pass_hat_k", "tasks"])
+
+
+# --- paired comparisons (run sets) ----------------------------------------------------------------------------
+def binomial_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of k successes in n fair coin flips (McNemar's exact test on discordant pairs).
+
+    With p = 1/2 the distribution is symmetric, so the p-value is twice the smaller tail (at most 1), which is
+    what scipy's `binomtest(k, n).pvalue` gives. Summed in log space: exact binomial coefficients of large n
+    would be numbers with tens of thousands of digits.
+    """
+    if n <= 0:
+        return 1.0
+    m = min(k, n - k)
+    i = np.arange(m, dtype=float)
+    log_terms = np.concatenate([[0.0], np.cumsum(np.log((n - i) / (i + 1)))])  # log C(n, 0..m)
+    top = log_terms.max()
+    tail = math.exp(top - n * math.log(2)) * float(np.exp(log_terms - top).sum())
+    return min(1.0, 2 * tail)
+
+
+def logrank(durations: np.ndarray, events: np.ndarray, groups: np.ndarray,
+            counts: np.ndarray | None = None) -> tuple[float, float]:
+    """The log-rank test of two survival curves: (chi-square statistic with 1 df, p-value).
+
+    durations: time of the event or of censoring; events: 1 if the event happened then; groups: 0 or 1;
+    counts: how many subjects each row stands for (default 1). The variance is the hypergeometric one with
+    ties, as lifelines' `logrank_test` computes it. (nan, nan) when no event happened or a group is empty.
+    """
+    d = np.asarray(durations, dtype=float)
+    e = np.asarray(events, dtype=int) == 1
+    g = np.asarray(groups, dtype=int) == 1
+    w = np.ones(d.size) if counts is None else np.asarray(counts, dtype=float)
+    if not e.any() or not g.any() or g.all() or w[g].sum() == 0 or w[~g].sum() == 0:
+        return math.nan, math.nan
+    times = np.unique(d[e])
+    order = np.argsort(d, kind="stable")
+    d_sorted = d[order]
+
+    def at_risk(mask: np.ndarray) -> np.ndarray:
+        # subjects with duration >= t: the total minus those that ended before t
+        ended = np.concatenate([[0.0], np.cumsum(w[order] * mask[order])])
+        return ended[-1] - ended[np.searchsorted(d_sorted, times, side="left")]
+
+    def events_at(mask: np.ndarray) -> np.ndarray:
+        hit = e & mask
+        return np.bincount(np.searchsorted(times, d[hit]), weights=w[hit], minlength=times.size)
+
+    n1, n = at_risk(g), at_risk(np.ones_like(g))
+    o1, total = events_at(g), events_at(np.ones_like(g))
+    share = np.divide(n1, n, out=np.zeros_like(n1), where=n > 0)
+    expected = total * share
+    variance = np.where(n > 1, total * share * (1 - share) * (n - total) / np.maximum(n - 1, 1), 0.0)
+    v = float(variance.sum())
+    if v <= 0:
+        return math.nan, math.nan
+    stat = float((o1 - expected).sum() ** 2 / v)
+    return stat, math.erfc(math.sqrt(stat / 2))  # the chi-square(1) tail
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None: not tested, left out of the family)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None and np.isfinite(p))
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    m = len(tested)
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, tasks: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile interval of mean(b − a) over tasks, resampling tasks with replacement.
+
+    Rows are cells of interchangeable tasks: `a` and `b` are the per-task values of a cell and `tasks` how many
+    tasks share them. Resampling tasks is then drawing cell counts from a multinomial, which costs the same
+    for a hundred tasks or a million. (None, None) without tasks.
+    """
+    w = np.asarray(tasks, dtype=float)
+    total = int(w.sum())
+    if total == 0 or n_boot <= 0:
+        return None, None
+    delta = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    draws = np.random.default_rng(seed).multinomial(total, w / total, size=n_boot)
+    diffs = draws @ delta / total
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail))

@@ -11,12 +11,14 @@ from horizonlens.errors import RecordError
 from horizonlens.ingest.base import (
     Converted,
     Format,
+    agent_of,
     content_id,
     count,
     new_step,
     number,
     obj,
     require,
+    run_id,
     trajectory,
 )
 from horizonlens.ingest.chat import arguments_text, text_of
@@ -42,10 +44,14 @@ def parse_time(value: Any) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def _reward(path: Path) -> float | None:
-    """The verifier's reward from the `result.json` beside the trajectory, if there is one."""
+def _result(path: Path) -> dict[str, Any]:
+    """The trial's `result.json` beside the trajectory (Harbor writes one per trial), or an empty object."""
     result = path.parent / "result.json"
-    data = obj(first_value(result)) if result.is_file() else {}
+    return obj(first_value(result)) if result.is_file() else {}
+
+
+def _reward(data: dict[str, Any]) -> float | None:
+    """The verifier's reward from a trial's result, if it has one."""
     verifier = obj(obj(data.get("verifier_result")).get("rewards")).get("reward")
     for candidate in (verifier, data.get("reward"), obj(data.get("rewards")).get("reward")):
         if isinstance(candidate, (int, float)) and not isinstance(candidate, bool):
@@ -76,18 +82,30 @@ def _step(i: int, s: Any, n: int) -> dict[str, Any]:
                     cost_usd=number(metrics.get("cost_usd"), f"steps[{i}].metrics.cost_usd"))
 
 
+def atif_id(session: object, agent: str | None) -> str:
+    """The trajectory id of one ATIF session: `atif@<agent>:<session_id>` (`atif:<session_id>` without an agent)."""
+    return run_id("atif", agent, session)
+
+
 def convert(raw: Raw) -> Iterator[Converted]:
-    """One trajectory, id `atif:<session_id>`; ATIF has no per-step checks, so none are set."""
+    """One trajectory per session; ATIF has no per-step checks, so none are set.
+
+    The agent is the model the trajectory names (`agent.model_name`, else `agent.name`); the task is the
+    trial result's `task_name` when a `result.json` sits beside the file.
+    """
     v = raw.value
     steps: list[dict[str, Any]] = []
     for i, s in enumerate(require(v, "steps", list)):
         steps.append(_step(i, s, len(steps)))
-    reward, outcome = reward_outcome(_reward(Path(raw.file)))
+    result = _result(Path(raw.file))
+    reward, outcome = reward_outcome(_reward(result))
     agent = obj(v.get("agent"))
     final = obj(v.get("final_metrics"))
     sid = v.get("session_id") or content_id(v)
-    name = agent.get("model_name") or agent.get("name")
-    yield trajectory(f"atif:{sid}", "atif", steps, agent=name if isinstance(name, str) else None,
+    name = agent_of(agent.get("model_name") or agent.get("name"), raw)
+    task_name = result.get("task_name")
+    yield trajectory(atif_id(sid, name), "atif", steps, agent=name,
+                     task_id=f"atif:{task_name}" if isinstance(task_name, str) and task_name else None,
                      task=first_user(steps), reward=reward, outcome=outcome,
                      cost_usd=number(final.get("total_cost_usd"), "final_metrics.total_cost_usd"),
                      started_at=steps[0]["started_at"] if steps else None,

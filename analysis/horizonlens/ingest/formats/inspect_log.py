@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, count, obj, require, trajectory
+from horizonlens.ingest.base import Converted, Format, agent_of, count, obj, require, run_id, trajectory
 from horizonlens.ingest.chat import messages_to_steps, text_of
 from horizonlens.ingest.formats.openai_chat import first_user, reward_outcome
 from horizonlens.ingest.readers import Problem, Raw
@@ -55,8 +55,13 @@ def _score(scores: Any) -> tuple[float | None, str]:
     return reward_outcome(value)
 
 
+def inspect_id(run: object, sample: object, epoch: object, agent: str | None) -> str:
+    """The trajectory id of one Inspect sample: `inspect@<model>:<run>:<sample id>:<epoch>`."""
+    return run_id("inspect", agent, run, sample, epoch)
+
+
 def convert(raw: Raw) -> Iterator[Converted]:
-    """One trajectory per sample, id `inspect:<run>:<sample id>:<epoch>`; `epoch` is the trial."""
+    """One trajectory per sample; `epoch` is the trial, the eval's `model` the agent."""
     v = raw.value
     if not isinstance(v, dict):
         raise RecordError("record is not a JSON object")
@@ -74,12 +79,12 @@ def convert(raw: Raw) -> Iterator[Converted]:
         epoch = count(epoch, "epoch") if isinstance(epoch, int) and not isinstance(epoch, bool) else None
         task = eval_info.get("task")
         task = task if isinstance(task, str) else None
-        model = eval_info.get("model")
+        model = agent_of(eval_info.get("model"), raw)
         given = sample.get("input")
-        yield trajectory(f"inspect:{run}:{sample.get('id')}:{epoch}", "inspect-ai", steps,
+        yield trajectory(inspect_id(run, sample.get("id"), epoch, model), "inspect-ai", steps,
                          task_id=f"inspect:{task or ''}:{sample.get('id')}", trial=epoch,
                          task=first_user(steps) if isinstance(given, list) else text_of(given),
-                         agent=model if isinstance(model, str) else None, domain=task,
+                         agent=model, domain=task,
                          reward=reward, outcome=outcome, metadata={"target": sample.get("target")})
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, new_step, number, obj, require, trajectory
+from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, require, run_id, trajectory
 from horizonlens.ingest.chat import text_of
 from horizonlens.ingest.formats.openai_chat import first_user
 from horizonlens.ingest.readers import Raw
@@ -63,7 +63,9 @@ def convert(raw: Raw) -> Iterator[Converted]:
     stats = obj(info.get("model_stats"))
     name = Path(raw.file).name.removesuffix(".json").removesuffix(".traj")
     instance = v.get("instance_id")
-    yield trajectory(f"mini-swe-agent:{instance or name}", "mini-swe-agent", steps, domain="engineering",
+    agent = agent_of(obj(obj(info.get("config")).get("model")).get("model_name"), raw)
+    yield trajectory(run_id("mini-swe-agent", agent, instance or name), "mini-swe-agent", steps, domain="engineering",
+                     agent=agent, task_id=f"mini-swe-agent:{instance}" if instance else None,
                      task=first_user(steps), outcome=outcome,
                      cost_usd=number(stats.get("instance_cost"), "info.model_stats.instance_cost"),
                      metadata={"exit_status": status, "submission": info.get("submission"),

@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, content_id, count, number, obj, require, trajectory
+from horizonlens.ingest.base import (
+    Converted,
+    Format,
+    agent_of,
+    content_id,
+    count,
+    number,
+    obj,
+    require,
+    run_id,
+    trajectory,
+)
 from horizonlens.ingest.chat import messages_to_steps
 from horizonlens.ingest.label_records import (
     LabelImportReport,
@@ -37,13 +48,17 @@ TAU_BENCH = "tau-bench"
 
 
 def tau_bench_task(task_id: Any) -> str:
-    """The corpus task id of a τ-bench task."""
+    """The corpus task id of a τ-bench task (what AgentRx labels and run-set comparisons pair on)."""
     return f"{TAU_BENCH}:{task_id}"
 
 
-def tau_bench_id(task_id: Any, trial: Any) -> str:
-    """The corpus trajectory id of one τ-bench run: its task and trial."""
-    return f"{tau_bench_task(task_id)}:{trial}"
+def tau_bench_id(task_id: Any, trial: Any, agent: str | None = None) -> str:
+    """The trajectory id of one τ-bench run: `tau-bench:<task>:<trial>`, or `tau-bench@<agent>:<task>:<trial>`.
+
+    τ-bench numbers runs by task and trial only, so the agent (the model, given with `import --agent`) is what
+    keeps two models' runs of one task apart.
+    """
+    return run_id(TAU_BENCH, agent, task_id, trial)
 
 
 def detect(sample: Any) -> bool:
@@ -74,7 +89,8 @@ def convert(raw: Raw) -> Iterator[Converted]:
     v = raw.value
     if isinstance(v, list):
         steps = messages_to_steps(v)
-        yield trajectory(f"chat:{content_id(v)}", "openai-chat", steps, task=first_user(steps))
+        yield trajectory(run_id("chat", raw.agent, content_id(v)), "openai-chat", steps, task=first_user(steps),
+                         agent=raw.agent)
         return
     if not isinstance(v, dict):
         raise RecordError("record is not a JSON object or a list of messages")
@@ -86,7 +102,8 @@ def convert(raw: Raw) -> Iterator[Converted]:
         trial = v.get("trial")
         trial = count(trial, "trial") if isinstance(trial, int) and not isinstance(trial, bool) else None
         instruction = task.get("instruction")
-        yield trajectory(tau_bench_id(v.get("task_id"), v.get("trial")), TAU_BENCH, steps,
+        agent = agent_of(v.get("model"), raw)
+        yield trajectory(tau_bench_id(v.get("task_id"), v.get("trial"), agent), TAU_BENCH, steps, agent=agent,
                          task_id=tau_bench_task(v.get("task_id")), trial=trial, domain="tool_calling", reward=reward,
                          outcome=outcome, task=instruction if isinstance(instruction, str) else first_user(steps),
                          metadata={"user_id": task.get("user_id"), "reward_info": info.get("reward_info")})
@@ -98,11 +115,11 @@ def convert(raw: Raw) -> Iterator[Converted]:
     tid = str(v.get("id") or v.get("trajectory_id") or content_id(v))
     meta = {k: v.get(k) for k in ("answer", "prediction", "termination") if k in v}
     question = v.get("question")
-    yield trajectory(f"chat:{tid}", str(v.get("source") or "openai-chat"), steps,
+    agent = agent_of(v.get("model"), raw)
+    yield trajectory(run_id("chat", agent, tid), str(v.get("source") or "openai-chat"), steps,
                      task=question if isinstance(question, str) else first_user(steps),
                      task_id=str(v["task_id"]) if v.get("task_id") is not None else None,
-                     agent=v.get("model") if isinstance(v.get("model"), str) else None,
-                     reward=reward, outcome=outcome, metadata=meta)
+                     agent=agent, reward=reward, outcome=outcome, metadata=meta)
 
 
 FORMAT = Format("openai-chat", "OpenAI-style chat messages (tau-bench runs, harness JSONL, message lists)",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, new_step, number, obj, require, trajectory
+from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, require, run_id, trajectory
 from horizonlens.ingest.chat import text_of
 from horizonlens.ingest.formats.openai_chat import first_user
 from horizonlens.ingest.readers import Raw
@@ -18,8 +18,19 @@ def detect(sample: Any) -> bool:
     return isinstance(sample, dict) and "instance_id" in sample and isinstance(sample.get("history"), list)
 
 
+def openhands_id(instance: object, agent: str | None) -> str:
+    """The trajectory id of one OpenHands instance run: `openhands@<model>:<instance_id>`."""
+    return run_id("openhands", agent, instance)
+
+
+def model_of(metadata: Any) -> Any:
+    """The model an OpenHands run's metadata names (`llm_config.model`, older outputs `model_name`)."""
+    meta = obj(metadata)
+    return obj(meta.get("llm_config")).get("model") or meta.get("model_name")
+
+
 def convert(raw: Raw) -> Iterator[Converted]:
-    """One trajectory per instance, id `openhands:<instance_id>`; exit codes set the checks."""
+    """One trajectory per instance; exit codes set the checks; the metadata's model is the agent."""
     v = raw.value
     steps: list[dict[str, Any]] = []
     by_id: dict[str, dict[str, Any]] = {}
@@ -38,11 +49,12 @@ def convert(raw: Raw) -> Iterator[Converted]:
     iid = v.get("instance_id")
     if iid is None:
         raise RecordError("missing field 'instance_id'")
-    yield trajectory(f"openhands:{iid}", "openhands", steps, task_id=f"openhands:{iid}",
+    agent = agent_of(model_of(v.get("metadata")), raw)
+    yield trajectory(openhands_id(iid, agent), "openhands", steps, task_id=f"openhands:{iid}", agent=agent,
                      task=instruction if isinstance(instruction, str) else first_user(steps),
                      domain="engineering", outcome=outcome, reward=None if resolved is None else float(bool(resolved)),
                      cost_usd=number(obj(v.get("metrics")).get("accumulated_cost"), "metrics.accumulated_cost"),
-                     metadata={"error": v.get("error")})
+                     metadata={"error": v.get("error"), "agent_class": obj(v.get("metadata")).get("agent_class")})
 
 
 def _key(value: Any) -> str:

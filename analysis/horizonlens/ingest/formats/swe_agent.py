@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, new_step, number, obj, trajectory
+from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, run_id, trajectory
 from horizonlens.ingest.chat import messages_to_steps, text_of
 from horizonlens.ingest.formats.openai_chat import first_user
 from horizonlens.ingest.readers import Raw
@@ -50,8 +50,24 @@ def _step(i: int, item: Any, n: int) -> dict[str, Any]:
     return step
 
 
+def swe_agent_id(stem: str, agent: str | None) -> str:
+    """The trajectory id of one SWE-agent run: `swe-agent@<model>:<file stem>` (`swe-agent:<stem>` without one)."""
+    return run_id("swe-agent", agent, stem)
+
+
+def _model(v: dict[str, Any]) -> Any:
+    """The model of the run's replay config (`agent.model.name`), which SWE-agent stores as JSON text."""
+    config = v.get("replay_config")
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return None
+    return obj(obj(obj(config).get("agent")).get("model")).get("name")
+
+
 def convert(raw: Raw) -> Iterator[Converted]:
-    """One trajectory per file, id `swe-agent:<file stem>`; observations with errors fail the step's check."""
+    """One trajectory per file; observations with errors fail the step's check; the replay config names the model."""
     v = raw.value
     if not isinstance(v, dict):
         raise RecordError("record is not a JSON object")
@@ -84,7 +100,9 @@ def convert(raw: Raw) -> Iterator[Converted]:
     status = info.get("exit_status")
     outcome = "unknown" if status in (None, "submitted") or str(status).startswith("submitted") else "failure"
     stats = obj(info.get("model_stats"))
-    yield trajectory(f"swe-agent:{stem}", "swe-agent", steps, task=first_user(steps), domain="engineering",
+    agent = agent_of(_model(v), raw)
+    yield trajectory(swe_agent_id(stem, agent), "swe-agent", steps, task=first_user(steps), domain="engineering",
+                     agent=agent,
                      task_id=f"swe-agent:{stem}", outcome=outcome,
                      cost_usd=number(stats.get("instance_cost"), "info.model_stats.instance_cost"),
                      metadata={"exit_status": status, "submission": info.get("submission"),
