@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import export_panel, state, ui
 from horizonlens.figures import corpus as corpus_figs
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
 from horizonlens.query import labels as label_queries
@@ -124,6 +124,7 @@ def trajectory_list() -> None:
     if nav[2].button("Next", icon=":material/chevron_right:", disabled=page_no + 1 >= n_pages, key="explore_next"):
         st.session_state["explore_page"] = page_no + 1
         st.rerun(scope="fragment")
+    export_panel.render(store, flt, page.total)
 
     df = page.rows.to_pandas()
     if df.empty:

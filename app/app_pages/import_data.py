@@ -28,7 +28,8 @@ st.markdown("Upload logs in any supported format; they are converted into the co
 with st.expander("Supported formats"):
     for fmt in FORMATS:
         st.markdown(f"- **{ui.md(fmt.name)}** — {ui.md(fmt.description)}")
-uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
+uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval, .parquet)", accept_multiple_files=True,
+                           key="import_files")
 c = st.columns([3, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,11 @@ def bundle_html(store: CorpusStore, trajectory_id: str, checkpoint: Path | str |
     text = page.html(f"Horizon Lens · {page.t(trajectory_id, 200)}")
     return text, Bundle(None, len(text.encode("utf-8")), len(steps), len(labels), ckpt,
                         dict(page.redactor.counts))
+
+
+def bundle_file_name(trajectory_id: str) -> str:
+    """A file name for a run's bundle that is safe on every system."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", trajectory_id)[:100] + ".html"
 
 
 def write_bundle(store: CorpusStore, trajectory_id: str, out: Path | str, checkpoint: Path | str | None = None,

@@ -59,6 +59,8 @@ class ExportOptions:
         default = TrajectoryFilter()
         flt = {f.name: getattr(self.filter, f.name) for f in fields(self.filter)
                if getattr(self.filter, f.name) != getattr(default, f.name)}
+        if not self.filter.text:
+            flt.pop("text_mode", None)  # how text is matched means nothing without text
         out = {k: v for k, v in asdict(self).items() if k not in ("filter", "redact", "default_redactions",
                                                                    "max_runs")}
         out["filter"] = flt

@@ -7,7 +7,15 @@ from typing import Any
 
 
 class RunNotCounted(Exception):
-    """This run's tokens cannot be counted under the chat template; the message says why."""
+    """This run's tokens cannot be counted under the chat template; the message says why.
+
+    `unrenderable`: the template itself refused the run, so a trainer using it could not train on the run either
+    (as opposed to a checkpoint that has no chat template at all).
+    """
+
+    def __init__(self, message: str, unrenderable: bool = False):
+        super().__init__(message)
+        self.unrenderable = unrenderable
 
 
 class ChatTemplateCounter:
@@ -30,7 +38,7 @@ class ChatTemplateCounter:
             ids = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=False)
         except Exception as exc:  # noqa: BLE001 - a template raises anything (jinja, its own raise_exception)
             raise RunNotCounted(f"the chat template cannot render this run ({type(exc).__name__}: "
-                                f"{str(exc)[:200]})") from exc
+                                f"{str(exc)[:200]})", unrenderable=True) from exc
         return len(ids)
 
     def describe(self) -> dict[str, Any]:

@@ -72,13 +72,17 @@ class ExportReport:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def summary(self) -> str:
-        """One line: runs and steps written, truncated, flagged, dropped by reason, tokens, where."""
+    def summary(self, where: bool = True) -> str:
+        """One line: runs and steps written, truncated, flagged, dropped by reason, tokens, and where.
+
+        `where=False` names only the folder (a page never shows a server path).
+        """
         dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
         tokens = f"; {self.tokens:,} tokens under the chat template" if self.tokens is not None else ""
         flagged = f", {self.flagged} flagged over --max-tokens" if self.flagged else ""
         return (f"{self.runs:,} of {self.selected:,} selected runs exported ({self.steps:,} steps, {self.truncated:,} "
-                f"truncated{flagged}); dropped: {dropped}{tokens}; {self.format} in {self.target} "
+                f"truncated{flagged}); dropped: {dropped}{tokens}; {self.format} in "
+                f"{self.target if where else self.target.name} "
                 f"({self.seconds:.1f}s)")
 
 
@@ -206,6 +210,9 @@ def _prepare(traj: dict[str, Any], steps: list[dict[str, Any]], options: ExportO
         try:
             run.meta["n_tokens"] = counter.count(run.messages, run.tools)
         except RunNotCounted as exc:
+            if exc.unrenderable:
+                problem("not renderable", str(exc))
+                return None
             if options.max_tokens is not None:
                 problem("tokens not counted", f"{exc}; --max-tokens cannot be checked")
                 return None
