@@ -89,3 +89,12 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
     assert 0.5 < data["replay"]["capture_overhead_ratio"] < 3
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Horizon Lens beside its peers" in text and "bytes per (token, layer)" in text
+    export = data["export"]["2000"]
+    base = export["pyarrow_read"]
+    assert base["runs"] == export["pyarrow_batches"]["runs"] == 2000  # the baselines read the same rows ...
+    for fmt in ("openai-jsonl", "hf-parquet"):  # ... that every export wrote
+        row = export[fmt]
+        assert (row["runs"], row["steps"]) == (base["runs"], base["steps"])
+        assert row["runs_per_s_vs_pyarrow_read"] == pytest.approx(row["runs_per_s"] / base["runs_per_s"])
+        assert row["peak_rss_mb"] > 0 and row["bytes"] > 0
+    assert "## Export (training data)" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from horizonlens.bench.export import report_lines as export_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 
@@ -91,6 +92,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", ""]
     lines += _corpora(results) + _pages(results) + _peers(results)
+    if results.get("export"):
+        lines += export_lines(results["export"])
     r = results.get("replay")
     if r:
         t = r["timings"]

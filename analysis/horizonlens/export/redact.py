@@ -19,9 +19,15 @@ from horizonlens.errors import ExportError
 API_KEY = (r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}"
            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_-]{20,}"
            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z0-9]{30,})")
-BEARER = r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
+BEARER = r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
 EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 BUILTIN: dict[str, str] = {"api-key": API_KEY, "bearer-token": BEARER, "email": EMAIL}
+# Text that a built-in pattern could match contains its hint; testing the hint first skips the pattern's
+# slower scan for almost every text of a corpus.
+_API_HINT = re.compile(r"sk-|AKIA|ASIA|gh[pousr]_|github_pat_|glpat-|xox|AIza|hf_")
+HINTS: dict[str, Any] = {"api-key": lambda t: _API_HINT.search(t) is not None,
+                         "bearer-token": lambda t: "earer" in t or "EARER" in t,
+                         "email": lambda t: "@" in t}
 MAX_PATTERNS = 64
 MAX_PATTERN_CHARS = 1_000
 
@@ -37,11 +43,10 @@ class Redactor:
     def __post_init__(self) -> None:
         if len(self.patterns) > MAX_PATTERNS:
             raise ExportError(f"{len(self.patterns)} redaction patterns; at most {MAX_PATTERNS}")
-        self._compiled: list[tuple[str, re.Pattern[str]]] = []
+        self._compiled: list[tuple[str, re.Pattern[str], Any]] = []
         if self.defaults:
-            self._compiled += [(name, re.compile(p)) for name, p in BUILTIN.items()]
-        for i, pattern in enumerate(self.patterns):
-            self._compiled.append((f"pattern-{i + 1}", compile_pattern(pattern)))
+            self._compiled += [(name, re.compile(p), HINTS[name]) for name, p in BUILTIN.items()]
+        self._compiled += [(f"pattern-{i + 1}", compile_pattern(p), None) for i, p in enumerate(self.patterns)]
 
     @property
     def active(self) -> bool:
@@ -50,13 +55,26 @@ class Redactor:
 
     def text(self, value: str | None) -> str | None:
         """`value` with every match replaced by `[REDACTED:<name>]` (None stays None)."""
-        if not value or not self._compiled:
+        if not value:
             return value
-        for name, rx in self._compiled:
+        for name, rx, hint in self._compiled:
+            if hint is not None and not hint(value):
+                continue
             value, n = rx.subn(f"[REDACTED:{name}]", value)
             if n:
                 self.counts[name] += n
         return value
+
+    def messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat messages with their texts redacted in place (content, reasoning, tool-call names and arguments)."""
+        for m in messages:
+            for key in ("content", "reasoning_content"):
+                if m.get(key):
+                    m[key] = self.text(m[key])
+            for call in m.get("tool_calls") or []:
+                fn = call["function"]
+                fn["name"], fn["arguments"] = self.text(fn["name"]), self.text(fn["arguments"])
+        return messages
 
     def value(self, value: Any) -> Any:
         """Every string inside a JSON-like value (dicts, lists) redacted; keys and other types kept."""

@@ -48,9 +48,10 @@ BATCH_RUNS = 256  # runs read from the corpus at a time ...
 BATCH_TOKENS = 2_000_000  # ... or fewer, when their steps hold more tokens than this together
 PROBLEMS = "problems.jsonl"
 PROBLEMS_SHOWN = 20  # problems kept in the report for the CLI and the app (all of them are in problems.jsonl)
-_TRAJ_COLUMNS = ("trajectory_id", "task_id", "trial", "source", "agent", "teacher", "domain", "outcome", "reward",
+# The columns an export reads of each table.
+TRAJECTORY_COLUMNS = ("trajectory_id", "task_id", "trial", "source", "agent", "teacher", "domain", "outcome", "reward",
                  "metadata")
-_STEP_COLUMNS = ("trajectory_id", "step", "source", "reasoning", "message", "tool_calls", "observations", "knowledge",
+STEP_COLUMNS = ("trajectory_id", "step", "source", "reasoning", "message", "tool_calls", "observations", "knowledge",
                  "check_passed", "is_decisive_error", "n_tokens")
 
 
@@ -164,8 +165,9 @@ def _batches(store: CorpusStore, ids: list[str], sizes: list[int]
         chunk = ids[start:end]
         where = "trajectory_id BETWEEN ? AND ? AND trajectory_id IN (SELECT unnest(?::VARCHAR[]))"
         params = [chunk[0], chunk[-1], chunk]
-        trajs = store.query(f"SELECT {', '.join(_TRAJ_COLUMNS)} FROM trajectories WHERE {where}", params).to_pylist()
-        steps = store.query(f"SELECT {', '.join(_STEP_COLUMNS)} FROM steps WHERE {where} "
+        trajs = store.query(f"SELECT {', '.join(TRAJECTORY_COLUMNS)} FROM trajectories WHERE {where}",
+                            params).to_pylist()
+        steps = store.query(f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE {where} "
                             "ORDER BY trajectory_id, step", params).to_pylist()
         by_run: dict[str, list[dict[str, Any]]] = {}
         for s in steps:
@@ -198,7 +200,7 @@ def _prepare(traj: dict[str, Any], steps: list[dict[str, Any]], options: ExportO
         problem("no messages", "the run has no steps")
         return None
     if redactor.active:
-        run.messages = redactor.value(run.messages)
+        run.messages = redactor.messages(run.messages)
         run.tools = redactor.value(run.tools)
     if options.dedupe:
         digest = hashlib.sha256(fingerprint(run).encode("utf-8")).hexdigest()
