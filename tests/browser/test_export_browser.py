@@ -105,3 +105,23 @@ def test_explore_export_action(browser, tiny_corpus: Path, tmp_path: Path) -> No
         rows = [json.loads(line) for line in zf.read(f"{folder}/train.jsonl").decode().splitlines()]
     assert manifest["selection"]["only_success"] and manifest["counts"]["runs"] == len(rows) > 0
     assert {r["outcome"] for r in rows} == {"success"}
+
+
+def test_import_page_reads_an_uploaded_parquet_export(browser, tiny_corpus: Path, tmp_path: Path) -> None:
+    from horizonlens.export import ExportOptions, export_runs
+    from tests.support.exports import export_corpus
+
+    source = export_corpus(tmp_path / "source")
+    export_runs(open_store(source), tmp_path / "out", ExportOptions(format="hf-parquet"))
+    corpus = Path(shutil.copytree(tiny_corpus, tmp_path / "corpus"))
+    with serving(corpus) as app:
+        page = browser.new_page(viewport={"width": 1440, "height": 1200})
+        page.goto(f"{app.url}/import")
+        settled(page, page.locator("[data-testid=stFileUploaderDropzone]").first)
+        page.locator("input[type=file]").set_input_files(str(tmp_path / "out" / "train.parquet"))
+        page.get_by_text("train.parquet").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.get_by_text("6 trajectories added", exact=False).first.wait_for(timeout=60_000)
+        assert "chat-dataset: 6" in page.inner_text("body")
+        shot(page, "import-parquet")
+        page.close()

@@ -270,3 +270,31 @@ def _text(step: dict, fmt: str, like: dict | None = None) -> tuple:
               json.loads(c["arguments"])) for i, c in enumerate(step["tool_calls"] or [])]
     observations = [o["content"] for o in step["observations"] or []]
     return (*(step[k] for k in TEXT_FIELDS), calls, observations)
+
+
+def test_cli(corpus: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(corpus), str(tmp_path / "out"), "--outcome", "success", "--outcome",
+                                 "failure", "--min-steps", "3", "--where", "task_id <> 'task-dup'", "--truncate-at",
+                                 "first-failed-check", "--format", "sharegpt", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["selected"], report["runs"], report["truncated"]) == (2, 2, 1)
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["selection"]["filter"] == {"outcomes": ["success", "failure"], "min_steps": 3}
+    assert manifest["format"] == "sharegpt"
+    refused = runner.invoke(app, ["export", str(corpus), str(tmp_path / "x"), "--where", "1; SELECT 2"])
+    assert refused.exit_code == 1 and "error:" in refused.output and "';'" in refused.output
+    result = runner.invoke(app, ["bundle", str(corpus), "--trajectory", "ok-t0", "--out", str(tmp_path / "b.html"),
+                                 "--no-default-redactions"])
+    assert result.exit_code == 0, result.output
+    assert "4 steps, 0 labels, no routing (not replayed); 0 redaction(s)" in result.output
+    assert SECRET_KEY in (tmp_path / "b.html").read_text()
+    for args, message in ((["--trajectory", "nope"], "no trajectory with id 'nope'"),
+                          (["--trajectory", "ok-t0", "--redact", "(x"], "does not compile")):
+        result = runner.invoke(app, ["bundle", str(corpus), *args, "--out", str(tmp_path / "c.html")])
+        assert result.exit_code == 1 and message in result.output
