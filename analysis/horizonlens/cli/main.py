@@ -11,13 +11,14 @@ from horizonlens.cli import (
     export_cmds,
     metrics_cmds,
     model_cmds,
+    modes_cmds,
     routing_cmds,
     serve_cmds,
 )
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "corpus_cmds", "export_cmds", "main", "metrics_cmds", "model_cmds", "routing_cmds",
-           "serve_cmds"]
+__all__ = ["annotate_cmds", "app", "corpus_cmds", "export_cmds", "main", "metrics_cmds", "model_cmds", "modes_cmds",
+           "routing_cmds", "serve_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry
