@@ -45,11 +45,13 @@ def render(store: CorpusStore, flt: TrajectoryFilter, total: int) -> None:
                                     checkpoint=checkpoint if max_tokens else None, default_redactions=redact)
             try:
                 with st.spinner("Exporting…"):
-                    st.session_state["export_last"] = export_selection(store, options, data_home() / "exports")
+                    st.session_state["export_last"] = (flt, export_selection(store, options, data_home() / "exports"))
             except HorizonLensError as exc:
                 ui.show_error(exc)
                 st.session_state.pop("export_last", None)
-        _offer(st.session_state.get("export_last"))
+        last = st.session_state.get("export_last")
+        if last is not None and last[0] == flt:  # an export of another filter's runs is not offered here
+            _offer(last[1])
 
 
 def _offer(done) -> None:  # noqa: ANN001 - an ExportDownload
