@@ -56,10 +56,15 @@ class ReplayError(HorizonLensError):
     """A replay cannot run or its cached results cannot be read."""
 
 
+class ExportError(HorizonLensError):
+    """Data cannot leave Horizon Lens as asked (an export or a bundle); nothing was written."""
+
+
 __all__ = [
     "CheckpointError",
     "CorpusError",
     "CorpusLockedError",
+    "ExportError",
     "HorizonLensError",
     "ImportFailed",
     "LabelError",

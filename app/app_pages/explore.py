@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import export_panel, state, ui
 from horizonlens.figures import corpus as corpus_figs
 from horizonlens.figures import formatting as fmt
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
@@ -125,6 +125,7 @@ def trajectory_list() -> None:
     if nav[2].button("Next", icon=":material/chevron_right:", disabled=page_no + 1 >= n_pages, key="explore_next"):
         st.session_state["explore_page"] = page_no + 1
         st.rerun(scope="fragment")
+    export_panel.render(store, flt, page.total)
 
     df = page.rows.to_pandas()
     if df.empty:

@@ -19,7 +19,8 @@ st.markdown("Upload logs in any supported format; they are converted into the co
 with st.expander("Supported formats"):
     for source_format in FORMATS:
         st.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
-uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
+uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval, .parquet)", accept_multiple_files=True,
+                           key="import_files")
 c = st.columns([3, 2, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "

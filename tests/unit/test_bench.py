@@ -88,7 +88,8 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
 
     from horizonlens.cli import app
 
-    result = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--repeats", "1", "--no-app"])
+    result = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--repeats", "1", "--no-app",
+                                      "--no-export"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "results-tiny.json").read_text())
     corpus = data["corpora"]["2000"]
@@ -112,3 +113,22 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Horizon Lens beside its peers" in text and "bytes per (token, layer)" in text
     assert corpus["diff"]["common_tasks"] > 0 and "Run-set diff of two agents" in text
+    assert "export" not in data  # --no-export (test_bench_export times it on its own)
+
+
+def test_bench_export(scaled: Path, tmp_path: Path) -> None:
+    """Exporting every run, beside pyarrow reads of the same rows: the same runs and steps, ratios to the read."""
+    from horizonlens.bench.export import bench_export, report_lines
+    from horizonlens.bench.run import _child
+
+    export = bench_export(scaled, tmp_path, _child, formats=("openai-jsonl",))
+    base = export["pyarrow_read"]
+    assert base["runs"] == export["pyarrow_batches"]["runs"] == 3000  # the baselines read the same rows ...
+    assert base["steps"] == export["pyarrow_batches"]["steps"]
+    row = export["openai-jsonl"]  # ... that the export wrote
+    assert (row["runs"], row["steps"]) == (base["runs"], base["steps"])
+    assert row["runs_per_s_vs_pyarrow_read"] == pytest.approx(row["runs_per_s"] / base["runs_per_s"])
+    assert row["peak_rss_vs_pyarrow_read"] == pytest.approx(row["peak_rss_mb"] / base["peak_rss_mb"])
+    assert row["bytes"] > 0 and not (tmp_path / "export-openai-jsonl").exists()  # the export is removed after
+    lines = "\n".join(report_lines({"3000": export}))
+    assert "## Export (training data)" in lines and "| 3,000 | export openai-jsonl | 3,000 |" in lines

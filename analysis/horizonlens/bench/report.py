@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.bench.diff import report_lines as diff_lines
+from horizonlens.bench.export import report_lines as export_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
@@ -88,6 +89,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", ""]
     lines += _corpora(results) + _pages(results) + _peers(results) + diff_lines(results)
+    if results.get("export"):
+        lines += export_lines(results["export"])
     r = results.get("replay")
     if r:
         t = r["timings"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from horizonlens.bench.diff import bench_diff
+from horizonlens.bench.export import bench_export
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
 from horizonlens.bench.shape import bench_shapes
@@ -23,6 +24,7 @@ from horizonlens.derived.search_index import INDEX_DIR
 from horizonlens.sample.bundled import bundled_dir
 
 JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
+EXPORT_MAX = 100_000  # corpora up to this size are exported whole (a 1M export takes most of an hour here)
 
 
 def _child(code: str, timeout: int = 1800) -> dict[str, Any]:
@@ -127,7 +129,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
-        log: Callable[[str], None] = print, shapes: Sequence[str] = ()) -> dict[str, Any]:
+        log: Callable[[str], None] = print, shapes: Sequence[str] = (), with_export: bool = True) -> dict[str, Any]:
     """Run the benchmarks of one scale (`none`: only `shapes`), write RESULTS.md and the results JSON; the results."""
     from horizonlens.query.store import open_store
 
@@ -168,6 +170,9 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
         entry["query_memory"] = query_memory(corpus)
         results["corpora"][str(n)] = entry
         store.close()
+        if with_export and n <= EXPORT_MAX:
+            log("  export")
+            results.setdefault("export", {})[str(n)] = bench_export(corpus, data / "exports", _child)
         if with_app:
             log("  pages in headless Chromium")
             try:

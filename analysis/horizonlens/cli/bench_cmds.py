@@ -22,12 +22,16 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
           shape: Annotated[Optional[list[str]], typer.Option(
               help="Also replay at a real model's routing shape (agents-a1, qwen3-30b-a3b, deepseek-v3, "
                    "gpt-oss-120b; repeatable); with --scale none, only that.")] = None,
+          export: Annotated[bool, typer.Option("--export/--no-export", help="Also export every run of the corpora up "
+                                                                            "to 100k trajectories (runs/s, peak RSS) "
+                                                                            "beside plain pyarrow reads.")] = True,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
     from horizonlens.bench.run import run
 
     try:
-        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [])
+        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [],
+            with_export=export)
     except ValueError as exc:
         fail(str(exc))
     typer.echo(f"wrote {out / 'RESULTS.md'}")

@@ -16,8 +16,8 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                into: Annotated[str, typer.Option("--into", help="Corpus directory or s3://bucket/prefix (created "
                                                                  "if missing).")],
                fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
-                                                                 "mini-swe-agent, inspect, swe-agent, openai-chat.")
-                              ] = "auto",
+                                                                 "mini-swe-agent, inspect, swe-agent, chat-dataset, "
+                                                                 "sharegpt, openai-chat.")] = "auto",
                replace: Annotated[bool, typer.Option(help="Update trajectories that are already in the corpus.")
                                   ] = False,
                strict: Annotated[bool, typer.Option(help="Import nothing if any record is malformed.")] = False,
@@ -27,7 +27,8 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                ) -> None:
     """Convert agent logs into a corpus.
 
-    Formats: tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands, OpenAI chat.
+    Formats: tau-bench, SWE-agent, mini-swe-agent, ATIF, Who&When, Inspect AI, OpenHands, OpenAI chat, chat datasets
+    (Hugging Face Parquet or JSONL with messages/tools), ShareGPT.
     A run whose id is already in the corpus with different content is reported as a conflict and not imported.
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -10,6 +10,7 @@ from horizonlens.cli import (
     annotate_cmds,
     bench_cmds,
     diff_cmds,
+    export_cmds,
     import_cmds,
     metrics_cmds,
     migrate_cmds,
@@ -22,8 +23,8 @@ from horizonlens.cli import (
 )
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "bench_cmds", "diff_cmds", "import_cmds", "main", "metrics_cmds", "migrate_cmds",
-           "modes_cmds", "replay_cmds", "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds"]
+__all__ = ["annotate_cmds", "app", "bench_cmds", "diff_cmds", "export_cmds", "import_cmds", "main", "metrics_cmds",
+           "migrate_cmds", "modes_cmds", "replay_cmds", "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry

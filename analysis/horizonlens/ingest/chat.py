@@ -5,6 +5,11 @@ becomes an agent step (reasoning, message, tool calls); a tool message is attach
 observation to the agent step that made the call. Checks are set only where the source says
 something: a tool result that reports an error fails the calling step's check; a step whose
 calls all returned without an error passes (`label_source = heuristic`); otherwise null.
+
+`steps_to_messages` is the way back (exports, docs/export.md). What a chat has no role for travels as
+a message `name`, which chat templates ignore and this module reads back: a step's retrieved context is
+a user message named `knowledge` before the step's own messages, an environment step's text a user
+message named `environment`, and its observations tool messages named `environment`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from horizonlens.errors import RecordError
 from horizonlens.ingest.base import new_step
 
 ERROR_RESULT = re.compile(r"^\s*(error\b|error:|exception\b|traceback \(most recent call last\))", re.IGNORECASE)
+KNOWLEDGE, ENVIRONMENT = "knowledge", "environment"  # message names for what chat roles do not cover
 
 
 def text_of(content: Any) -> str | None:
@@ -99,6 +105,15 @@ def messages_to_steps(messages: list[Any], is_error: Callable[[dict[str, Any], s
     steps: list[dict[str, Any]] = []
     by_call: dict[str, dict[str, Any]] = {}
     last_agent: dict[str, Any] | None = None
+    knowledge: list[str] = []  # context that arrived for the next step
+
+    def add(step: dict[str, Any]) -> dict[str, Any]:
+        if knowledge:
+            step["knowledge"] = "\n".join(knowledge)
+            knowledge.clear()
+        steps.append(step)
+        return step
+
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise RecordError(f"message {i} is not an object")
@@ -106,29 +121,85 @@ def messages_to_steps(messages: list[Any], is_error: Callable[[dict[str, Any], s
         if role not in ("system", "developer", "user", "assistant", "tool", "function", "ipython"):
             raise RecordError(f"message {i} has unknown role {str(role)[:40]!r}")
         text = text_of(msg.get("content"))
+        name = msg.get("name")
         if role in ("system", "developer"):
-            steps.append(new_step(len(steps), "system", message=text))
+            add(new_step(len(steps), "system", message=text))
+        elif role == "user" and name == KNOWLEDGE:
+            knowledge.append(text or "")
         elif role == "user":
-            steps.append(new_step(len(steps), "user", message=text))
+            add(new_step(len(steps), ENVIRONMENT if name == ENVIRONMENT else "user", message=text))
         elif role == "assistant":
-            step = new_step(len(steps), "agent", message=text or None, reasoning=reasoning_of(msg),
-                            tool_calls=tool_calls_of(msg))
-            steps.append(step)
+            step = add(new_step(len(steps), "agent", message=text or None, reasoning=reasoning_of(msg),
+                                tool_calls=tool_calls_of(msg)))
             last_agent = step
             for call in step["tool_calls"]:
                 if call["id"]:
                     by_call[call["id"]] = step
         else:  # tool result
             call_id = msg.get("tool_call_id") or msg.get("id")
-            owner = by_call.get(str(call_id)) if call_id is not None else last_agent
             obs = {"call_id": str(call_id) if call_id is not None else None, "content": text}
+            if name == ENVIRONMENT:  # an environment step's observation (see the module docstring)
+                if steps and steps[-1]["source"] == ENVIRONMENT and not knowledge:
+                    steps[-1]["observations"].append(obs)
+                else:
+                    add(new_step(len(steps), ENVIRONMENT, observations=[obs]))
+                continue
+            owner = by_call.get(str(call_id)) if call_id is not None else last_agent
             failed = is_error(msg, text)
             if owner is None:
-                steps.append(new_step(len(steps), "environment", observations=[obs]))
+                add(new_step(len(steps), ENVIRONMENT, observations=[obs]))
                 continue
             owner["observations"].append(obs)
             _record_check(owner, failed, text)
+    if knowledge:  # context after the last turn still belongs to the run
+        add(new_step(len(steps), ENVIRONMENT))
     return steps
+
+
+def steps_to_messages(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages for a run's steps: `messages_to_steps` read backwards, every text field kept.
+
+    Steps are dicts with the corpus `steps` columns. Tool calls keep their ids; a call without one gets
+    `call_<step>_<i>`, and an agent step's observations without a call id answer its calls in order, so every
+    tool result is linked by `tool_call_id`.
+    Assistant content is "" rather than null (chat templates print a null as "None").
+    """
+    out: list[dict[str, Any]] = []
+    for s in steps:
+        n, source = int(s["step"]), s.get("source")
+        if s.get("knowledge") is not None:
+            out.append({"role": "user", "name": KNOWLEDGE, "content": s["knowledge"]})
+        observations = s.get("observations") or []
+        if source == "agent":
+            msg: dict[str, Any] = {"role": "assistant", "content": s.get("message") or ""}
+            if s.get("reasoning"):
+                msg["reasoning_content"] = s["reasoning"]
+            ids = []
+            calls = []
+            for i, call in enumerate(s.get("tool_calls") or []):
+                ids.append(call.get("id") or f"call_{n}_{i}")
+                calls.append({"id": ids[-1], "type": "function",
+                              "function": {"name": call.get("name") or "", "arguments": call.get("arguments") or "{}"}})
+            if calls:
+                msg["tool_calls"] = calls
+            out.append(msg)
+            unlinked = iter(ids)
+            for obs in observations:
+                call_id = obs.get("call_id") or next(unlinked, ids[-1] if ids else None)
+                out.append({"role": "tool", "tool_call_id": call_id, "content": obs.get("content") or ""})
+            continue
+        if source == ENVIRONMENT:
+            if s.get("message") is not None:
+                out.append({"role": "user", "name": ENVIRONMENT, "content": s["message"]})
+        elif s.get("message") is not None or not observations:
+            out.append({"role": "system" if source == "system" else "user", "content": s.get("message") or ""})
+        for obs in observations:
+            tool: dict[str, Any] = {"role": "tool", "tool_call_id": obs.get("call_id"), "content": obs.get("content")
+                                    or ""}
+            if source == ENVIRONMENT:
+                tool["name"] = ENVIRONMENT
+            out.append(tool)
+    return out
 
 
 def _record_check(step: dict[str, Any], failed: bool, text: str | None) -> None:

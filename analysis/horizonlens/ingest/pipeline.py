@@ -20,6 +20,7 @@ from horizonlens.derived.build import after_import
 from horizonlens.derived.search_index import INDEX_DIR
 from horizonlens.errors import ImportFailed, RecordError
 from horizonlens.ingest.formats.inspect_log import read_eval
+from horizonlens.ingest.parquet_rows import parquet_records
 from horizonlens.ingest.readers import (
     MAX_STRING_BYTES,
     MIB,
@@ -35,7 +36,7 @@ from horizonlens.ingest.writer import StagedImport
 from horizonlens.labels.annotations import remove_past_end
 from horizonlens.storage.location import CorpusPath, as_location
 
-SUFFIXES = (".json", ".jsonl", ".traj", ".eval")
+SUFFIXES = (".json", ".jsonl", ".traj", ".eval", ".parquet")
 MAX_AGENT_CHARS = 200  # an agent name is a label in every page and part of trajectory ids
 
 
@@ -95,10 +96,12 @@ def input_files(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def records_of(path: Path) -> Iterator[Raw | Problem]:
-    """The records of one input file, whatever its container (zip, JSON array, JSON Lines, one value)."""
+    """The records of one input file, whatever its container (zip, Parquet, JSON array, JSON Lines, one value)."""
     kind = sniff(path)
     if kind == "zip" or (path.suffix == ".eval" and zipfile.is_zipfile(path)):
         yield from read_eval(path)
+    elif kind == "parquet":
+        yield from parquet_records(path)  # one record per row (Hugging Face datasets, Horizon Lens exports)
     elif kind == "array" and _is_message_list(path):
         yield from records_from_chunks(file_chunks(path), str(path), "value")  # one conversation as a bare list
     else:

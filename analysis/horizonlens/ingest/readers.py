@@ -315,11 +315,13 @@ def _looks_binary(head: bytes) -> bool:
 
 
 def sniff(path: Path) -> str:
-    """'zip', 'array', 'lines', 'value', 'binary' or 'empty', from the first bytes (and the suffix) of a file."""
+    """'zip', 'parquet', 'array', 'lines', 'value', 'binary' or 'empty', from the first bytes (and suffix) of a file."""
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
+    if head.startswith(b"PAR1"):
+        return "parquet"
     stripped = head.lstrip(b"\xef\xbb\xbf" + _WHITESPACE)
     if not stripped:
         return "empty"
@@ -400,6 +402,8 @@ def iter_records(path: Path) -> Iterator[Raw | Problem]:
         yield Problem(str(path), "file", "empty file")
     elif kind == "zip":
         yield Problem(str(path), "file", "a zip archive (only Inspect AI .eval archives are read)")
+    elif kind == "parquet":
+        yield Problem(str(path), "file", "a Parquet file, not JSON text")
     else:
         yield Problem(str(path), "file", "binary data, not JSON text")
 

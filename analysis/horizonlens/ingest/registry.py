@@ -17,10 +17,12 @@ from horizonlens.errors import RecordError
 from horizonlens.ingest.base import Converted, Format
 from horizonlens.ingest.formats import (
     atif,
+    chat_dataset,
     inspect_log,
     mini_swe_agent,
     openai_chat,
     openhands,
+    sharegpt,
     swe_agent,
     who_and_when,
 )
@@ -29,7 +31,7 @@ from horizonlens.ingest.readers import Raw
 # Highest priority first: the order of the --format help and of the Import page's list.
 FORMATS: list[Format] = sorted(
     [atif.FORMAT, who_and_when.FORMAT, openhands.FORMAT, mini_swe_agent.FORMAT, inspect_log.FORMAT,
-     swe_agent.FORMAT, openai_chat.FORMAT], key=lambda f: -f.priority)
+     swe_agent.FORMAT, chat_dataset.FORMAT, sharegpt.FORMAT, openai_chat.FORMAT], key=lambda f: -f.priority)
 BY_NAME: dict[str, Format] = {f.name: f for f in FORMATS}
 
 

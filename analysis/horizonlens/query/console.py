@@ -326,3 +326,37 @@ def _as_sql_error(exc: BaseException, timeout_s: float) -> SqlError:
     if isinstance(exc, duckdb.OutOfMemoryException):
         return SqlError(redact(f"the query needs more memory than the corpus store allows: {exc}"))
     return SqlError(redact(str(exc)) or type(exc).__name__)
+
+
+def check_predicate(store: CorpusStore, predicate: str) -> str:
+    """A user's condition over the trajectories view, checked by the console's gate; returns it parenthesised.
+
+    The same bounds and one-SELECT rule as `run_sql`, and its brackets must balance, so the condition cannot
+    close the parenthesis it is put in and change the query around it. Columns are those of `trajectories`
+    (`t` is its alias). The condition is bound (not run) here: an unknown column is an SqlError naming it.
+    """
+    lexed = check_limits(predicate)
+    depth = 0
+    for kind, text in zip(lexed.kinds, lexed.texts, strict=True):
+        if kind == "comment":
+            raise SqlError("a condition cannot hold a comment (it could hide the rest of the query)")
+        if text == ";":
+            raise SqlError("a condition is one expression; remove the ';'")
+        if kind == "operator" and text in _OPENERS:
+            depth += 1
+        elif kind == "operator" and text in _CLOSERS:
+            depth -= 1
+            if depth < 0:
+                raise SqlError("the condition closes a bracket it did not open")
+    if depth:
+        raise SqlError("the condition leaves a bracket open")
+    wrapped = f"({predicate.strip()})"
+    cur = store.cursor()
+    try:
+        check_read_only(cur, f"SELECT t.trajectory_id FROM trajectories t WHERE {wrapped}")
+        cur.sql(f"SELECT t.trajectory_id FROM trajectories t WHERE {wrapped}")  # binds names and types only
+    except duckdb.Error as exc:
+        raise SqlError(redact(f"the condition cannot be used: {exc}")) from exc
+    finally:
+        cur.close()
+    return wrapped

@@ -114,6 +114,8 @@ def convert(raw: Raw) -> Iterator[Converted]:
         reward, outcome = reward_outcome(v["correct"])
     tid = str(v.get("id") or v.get("trajectory_id") or content_id(v))
     meta = {k: v.get(k) for k in ("answer", "prediction", "termination") if k in v}
+    if isinstance(v.get("tools"), list) and v["tools"]:  # tool schemas: exports hand them on to trainers
+        meta["tools"] = v["tools"]
     question = v.get("question")
     agent = agent_of(v.get("model"), raw)
     yield trajectory(run_id("chat", agent, tid), str(v.get("source") or "openai-chat"), steps,
