@@ -12,12 +12,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.labels import annotations
 from horizonlens.labels.annotations import Label
 from horizonlens.query import CorpusStore
 from horizonlens.query import labels as label_queries
+from horizonlens.storage.access import Permission
 
 SHOWN = ["step", "label", "category", "note", "agent", "author", "source", "created_at", "version"]
 SUGGESTED_CATEGORIES = ["note", "error", "decisive", "failure", "root_cause", "recovery", "good"]
@@ -42,13 +43,22 @@ def render(store: CorpusStore, trajectory_id: str, step: int) -> None:
     if elsewhere:
         st.caption(f"Labels on other steps of this run: {', '.join(map(str, elsewhere[:40]))}"
                    + (" …" if len(elsewhere) > 40 else ""))
-    add, edit, export = st.tabs(["Add a label", "Edit or delete", "Export all labels"])
-    with add:
-        _add_form(store, trajectory_id, step)
-    with edit:
-        _edit_form(store, trajectory_id, labels)
-    with export:
-        _export(store)
+    # only what the session's role may do is offered (the core refuses the rest: storage/access.py)
+    tabs = {name: allowed for name, allowed in (("Add a label", auth.can(Permission.LABEL)),
+                                               ("Edit or delete", auth.can(Permission.LABEL)),
+                                               ("Export all labels", auth.can(Permission.EXPORT))) if allowed}
+    if not tabs:
+        st.caption("Adding, editing and exporting labels needs an editor's account on this server.")
+        return
+    shown = dict(zip(tabs, st.tabs(list(tabs)), strict=True))
+    if "Add a label" in shown:
+        with shown["Add a label"]:
+            _add_form(store, trajectory_id, step)
+        with shown["Edit or delete"]:
+            _edit_form(store, trajectory_id, labels)
+    if "Export all labels" in shown:
+        with shown["Export all labels"]:
+            _export(store)
 
 
 def _categories(store: CorpusStore) -> list[str]:

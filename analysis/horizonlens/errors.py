@@ -56,7 +56,16 @@ class ReplayError(HorizonLensError):
     """A replay cannot run or its cached results cannot be read."""
 
 
+class AccessDenied(HorizonLensError):
+    """The principal acting (a signed-in user, or nobody) may not do this; nothing was done."""
+
+
+class ServerConfigError(HorizonLensError):
+    """A team server's configuration (users file, hosts, corpora, sign-in provider) cannot be used."""
+
+
 __all__ = [
+    "AccessDenied",
     "CheckpointError",
     "CorpusError",
     "CorpusLockedError",
@@ -67,6 +76,7 @@ __all__ = [
     "RecordError",
     "ReplayError",
     "SchemaError",
+    "ServerConfigError",
     "SqlError",
     "StoreError",
 ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.figures import corpus as corpus_figs
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
 from horizonlens.query import labels as label_queries
+from horizonlens.storage.access import Permission
 
 PAGE_SIZE = 50
 MATCH_WORDS, MATCH_EXACT = "all words", "exact text"
@@ -41,7 +42,7 @@ def build_indexes() -> None:
     st.rerun(scope="app")
 
 
-if not (store.has_word_index and store.has_aggregates):
+if not (store.has_word_index and store.has_aggregates) and auth.can(Permission.IMPORT):
     note = st.columns([5, 1])
     note[0].caption("The search index or the corpus aggregates are missing or out of date: searches scan every step "
                     "and summaries are computed from the steps (slow on a large corpus). Build them once; imports "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.ingest import FORMATS, import_paths
 from horizonlens.ingest.targets import (
@@ -18,8 +18,11 @@ from horizonlens.ingest.targets import (
     upload_target,
 )
 from horizonlens.sample.bundled import data_home
-from horizonlens.storage import as_location
+from horizonlens.storage.access import Permission
 
+if not auth.can(Permission.IMPORT):  # the page is not offered then; a stale link gets this
+    st.error("Importing needs an editor's account on this server.")
+    st.stop()
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
             "Re-importing the same file does not duplicate it. "
@@ -63,6 +66,6 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
             if len(report.problems) > 100:
                 st.warning(f"… and {len(report.problems) - 100} more problems")
             state.clear_query_cache()
-            if str(into) != str(as_location(state.corpus_path())):
-                st.session_state["corpus_path"] = str(into)
-            st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")
+            name = state.open_corpus(str(into))  # the corpus written, named in the URL from now on
+            st.page_link("app_pages/explore.py", label=f"Browse {ui.md(name or 'the corpus')}", icon="🗂️",
+                         query_params={"corpus": name} if name else None)

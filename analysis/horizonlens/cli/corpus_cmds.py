@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -59,15 +59,18 @@ def sql(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://buc
 
 
 @app.command("import")
-def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or directories to import.")],
+def import_cmd(paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or directories to import.")] = None,
                into: Annotated[str, typer.Option("--into", help="Corpus directory or s3://bucket/prefix (created "
-                                                                 "if missing).")],
+                                                                 "if missing).")] = "",
                fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
                                                                  "mini-swe-agent, inspect, swe-agent, openai-chat.")
                               ] = "auto",
                replace: Annotated[bool, typer.Option(help="Update trajectories that are already in the corpus.")
                                   ] = False,
                strict: Annotated[bool, typer.Option(help="Import nothing if any record is malformed.")] = False,
+               watch: Annotated[Optional[Path], typer.Option(
+                   help="Follow this folder until stopped (Ctrl-C): new files, and lines appended to .jsonl "
+                        "files, are imported as they appear.")] = None,
                ) -> None:
     """Convert agent logs into a corpus.
 
@@ -78,6 +81,15 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     from horizonlens.corpus.files import CorpusError
     from horizonlens.ingest import ImportFailed, import_paths
 
+    if not into:
+        fail("give the corpus to import into with --into CORPUS")
+    if watch is not None:
+        if paths:
+            fail("give either PATHS or --watch DIR, not both")
+        _watch(watch, into, fmt)
+        return
+    if not paths:
+        fail("give the files or folders to import (or --watch DIR)")
     progress = Progress(SpinnerColumn(), TextColumn("importing: {task.completed:,} records"), TimeElapsedColumn(),
                         disable=not sys.stderr.isatty(), transient=True)
     task = progress.add_task("import", total=None)
@@ -94,6 +106,22 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     if len(report.problems) > 50:
         typer.secho(f"... and {len(report.problems) - 50} more problems", fg=typer.colors.YELLOW, err=True)
     typer.echo(report.summary())
+
+
+def _watch(folder: Path, into: str, fmt: str) -> None:
+    """Follow `folder` into `into` until SIGINT or SIGTERM; one line per poll that changed the corpus."""
+    import signal
+    import threading
+
+    from horizonlens.ingest.watch import FolderWatcher
+
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"watching {folder} into {into} (Ctrl-C to stop)", err=True)
+    FolderWatcher(folder, into, fmt=fmt, log=lambda line: typer.echo(line, err=True)).run(stop)
 
 
 @app.command()

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from horizonlens.errors import CorpusError, LabelError
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location
 
@@ -93,7 +94,7 @@ class Label:
 
 def annotations_dataset(root: CorpusPath | str) -> Dataset:
     """The annotations of a corpus, a dataset of its own (table `labels`)."""
-    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,))
+    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,), write=Permission.LABEL)
 
 
 def default_author() -> str:
@@ -283,9 +284,13 @@ def current_view_sql() -> str:
 
 
 def export_bytes(table: pa.Table, fmt: str) -> bytes:
-    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this)."""
+    """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this).
+
+    Labels leaving the server are an export: the principal acting needs the `export` permission.
+    """
     import io
 
+    require(Permission.EXPORT)
     buf = io.BytesIO()
     if fmt == "csv":
         import pyarrow.csv as pacsv

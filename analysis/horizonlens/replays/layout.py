@@ -36,6 +36,7 @@ from horizonlens.corpus.schema import (
 )
 from horizonlens.errors import CorpusError
 from horizonlens.replays.codec import SOURCE_TABLES
+from horizonlens.storage.access import Permission
 from horizonlens.storage.dataset import Dataset
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location
 
@@ -88,7 +89,7 @@ def replay_dir(corpus: CorpusPath | str, checkpoint_id: str) -> CorpusPath:
 
 def replay_dataset(corpus: CorpusPath | str, checkpoint_id: str) -> Dataset:
     """The replay cache of one checkpoint as a dataset."""
-    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES))
+    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES), write=Permission.REPLAY)
 
 
 def replay_checkpoints(corpus: CorpusPath | str) -> list[str]:

@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from horizonlens.errors import CorpusError, CorpusLockedError
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location, read_metadata
 
 if TYPE_CHECKING:
@@ -256,12 +257,18 @@ def _now() -> str:
 
 
 class Dataset:
-    """A folder of Parquet tables published through `manifest.json` (see the module docstring)."""
+    """A folder of Parquet tables published through `manifest.json` (see the module docstring).
 
-    def __init__(self, root: CorpusPath | str, tables: Iterable[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+    `write`: the permission a transaction on it needs (storage/access.py); the strictest, writing the corpus
+    itself, unless the dataset says otherwise.
+    """
+
+    def __init__(self, root: CorpusPath | str, tables: Iterable[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 write: Permission = Permission.IMPORT):
         self.root: CorpusPath = as_location(root)
         self.tables = tuple(tables)
         self.lock_timeout_s = lock_timeout_s
+        self.write = write
         self.object_lock: ObjectLock | None = None  # held during a transaction on object storage
 
     @property
@@ -318,7 +325,9 @@ class Dataset:
         `create`: manifest keys for a new dataset (the folder is created); without it the dataset must
         exist. `tag`: 12 hex digits naming this transaction's files (default random; a deterministic
         writer such as the sample generator passes its own so the same seed gives the same bytes).
+        The principal acting must hold the dataset's `write` permission (AccessDenied before anything is touched).
         """
+        require(self.write)
         if create is None and not self.exists():
             raise CorpusError(f"{self.root}: no {MANIFEST}; not a dataset Horizon Lens can write to")
         self.root.mkdir(parents=True, exist_ok=True)
