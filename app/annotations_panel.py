@@ -89,13 +89,21 @@ def _add_form(store: CorpusStore, trajectory_id: str, step: int) -> None:
         c = st.columns(2)
         agent = c[0].text_input("Agent it names (optional)", key="labels_add_agent",
                                 max_chars=annotations.MAX_LEN["agent"])
-        author = c[1].text_input("Author", value=annotations.default_author(), key="labels_add_author",
-                                 max_chars=annotations.MAX_LEN["author"])
+        author = _author(c[1], "labels_add_author")
         if st.form_submit_button("Add label", type="primary"):
             label = Label(trajectory_id=trajectory_id, label=text, category=category or "note",
                           step=None if scope == "the whole run" else step, note=note or None, agent=agent or None)
             _write(lambda: annotations.add_labels(store.root, [label], author=author, skip_existing=False),
                    f"Label added to {'the run' if label.step is None else f'step {step}'}.")
+
+
+def _author(column: Any, key: str | None) -> str | None:
+    """The author field: free text for a local user; a signed-in user writes as themselves (the core insists)."""
+    if not auth.principal().anywhere:
+        column.caption(f"Saved as **{ui.md(annotations.default_author())}**")
+        return None
+    return column.text_input("Author", value=annotations.default_author(), key=key,
+                             max_chars=annotations.MAX_LEN["author"])
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -122,7 +130,7 @@ def _edit_form(store: CorpusStore, trajectory_id: str, labels: pd.DataFrame) -> 
         note = st.text_area("Note", value=row["note"] or "", max_chars=annotations.MAX_LEN["note"], height=80)
         c = st.columns(2)
         agent = c[0].text_input("Agent", value=row["agent"] or "", max_chars=annotations.MAX_LEN["agent"])
-        author = c[1].text_input("Author", value=annotations.default_author(), max_chars=annotations.MAX_LEN["author"])
+        author = _author(c[1], None)
         save, delete = st.columns([1, 4])
         if save.form_submit_button("Save as new version", type="primary"):
             label = annotations.as_label(row, label=text, category=category or "note", note=note or None,

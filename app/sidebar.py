@@ -51,18 +51,28 @@ def _corpus() -> None:
     where = ("any corpus folder this machine's user can read" if who.anywhere else
              "a corpus folder beside a served corpus, or inside: "
              + ", ".join(map(str, registry.allowed_folders())))
-    typed = st.text_input("Open a corpus folder", value=current if who.anywhere else "", key="sidebar_corpus_input",
-                          help=f"A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md), or "
-                               f"s3://bucket/prefix (credentials from the AWS_* environment variables). Here: {where}.")
-    if typed and typed != current:
-        try:
-            location = registry.check_open(who, typed)
-            read_manifest(location)
-        except HorizonLensError as exc:
-            st.error(ui.md(exc))
-        else:
-            state.open_corpus(location)
-            st.rerun()
+    if who.anywhere:
+        st.session_state["sidebar_corpus_input"] = current  # the field shows the corpus the page shows
+    st.text_input("Open a corpus folder", key="sidebar_corpus_input", on_change=_typed,
+                  help=f"A directory with manifest.json, trajectories/ and steps/ (docs/corpus-format.md), or "
+                       f"s3://bucket/prefix (credentials from the AWS_* environment variables). Here: {where}.")
+    problem = st.session_state.pop("sidebar_corpus_problem", None)
+    if problem:
+        st.error(ui.md(problem))
+
+
+def _typed() -> None:
+    """A corpus folder typed in: opened if this session may open it, else the reason is shown."""
+    typed = (st.session_state.get("sidebar_corpus_input") or "").strip()
+    if not typed or typed == state.corpus_path():
+        return
+    try:
+        location = state.registry().check_open(auth.principal(), typed)
+        read_manifest(location)
+    except HorizonLensError as exc:
+        st.session_state["sidebar_corpus_problem"] = str(exc)
+    else:
+        state.open_corpus(location)
 
 
 def _picked() -> None:

@@ -67,5 +67,6 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
                 st.warning(f"… and {len(report.problems) - 100} more problems")
             state.clear_query_cache()
             name = state.open_corpus(str(into))  # the corpus written, named in the URL from now on
-            st.page_link("app_pages/explore.py", label=f"Browse {ui.md(name or 'the corpus')}", icon="🗂️",
+            st.page_link("app_pages/explore.py", label=f"Browse {ui.md(name or 'the corpus')}",
+                         icon=":material/folder_open:",
                          query_params={"corpus": name} if name else None)

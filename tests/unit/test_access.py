@@ -83,6 +83,13 @@ def test_an_editor_writes_through_the_same_functions(corpus: Path, log_file: Pat
         report = import_paths([log_file], corpus)
         assert annotations.export_bytes(pa.table({"x": [1]}), "csv")
     assert report.added == 1 and _trajectories(corpus) == before + 1 and _labels(corpus) == 2
+    with acting_as(EDITOR):  # a signed-in user writes as themselves, whatever author is passed
+        annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="x")], author="mallory")
+    with acting_as(OWNER):
+        annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="y")], author="a colleague")
+    authors = open_store(corpus).query("SELECT label, author FROM annotation_history ORDER BY created_at, label")
+    assert set(zip(*authors.to_pydict().values(), strict=True)) >= {("x", "eve"), ("y", "a colleague"),
+                                                                    ("wrong answer", "eve")}
 
 
 def test_nobody_may_do_anything_and_a_signed_out_thread_is_nobody(corpus: Path) -> None:

@@ -11,7 +11,7 @@
     category       what kind of label: note, decisive, failure, root_cause, ... (free text)
     note           free text
     agent          the agent the label names, when it names one (Who&When's mistake_agent)
-    author         who wrote it (default: the OS user)
+    author         who wrote it: on a team server the signed-in user (always), else as given (default: the OS user)
     created_at     when this version was written (UTC)
     source         where it came from: manual, who-and-when, agentrx, a judge's name, ...
     deleted        a tombstone: the annotation was deleted in this version
@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from horizonlens.errors import CorpusError, LabelError
+from horizonlens.storage import access
 from horizonlens.storage.access import Permission, require
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location
@@ -97,8 +98,19 @@ def annotations_dataset(root: CorpusPath | str) -> Dataset:
     return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,), write=Permission.LABEL)
 
 
+def _author(given: str | None) -> str:
+    """Who a write is recorded as: a signed-in user always as themselves, the owner as given (else the OS user)."""
+    who = access.current()
+    if not who.anywhere:
+        return _text(who.name, "author") or "unknown"
+    return _text(given, "author") or default_author()
+
+
 def default_author() -> str:
-    """The OS user, the default author of a label."""
+    """The author of a label written without one: the signed-in user on a team server, else the OS user."""
+    who = access.current()
+    if not who.anywhere:
+        return who.name
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers) and no LOGNAME/USER
@@ -194,7 +206,7 @@ def add_labels(root: Path | str, labels: Sequence[Label], author: str | None = N
     same file twice adds nothing.
     """
     cleaned = [clean(label) for label in labels]
-    who = _text(author, "author") or default_author()
+    who = _author(author)
     dataset = annotations_dataset(root)
     with dataset.transaction(create={"kind": "annotations"}, timeout_s=timeout_s) as txn:
         history = read_history(txn.snapshot)
@@ -233,7 +245,7 @@ def _latest(history: pa.Table, annotation_id: str) -> dict[str, Any]:
 def _new_version(root: Path | str, annotation_id: str, author: str | None, timeout_s: float | None,
                  change: Label | None) -> int:
     """Append the next version of an annotation: `change` (an edit) or a tombstone (None)."""
-    who = _text(author, "author") or default_author()
+    who = _author(author)
     dataset = annotations_dataset(root)
     if not dataset.exists():
         raise LabelError(f"no annotation with id {annotation_id!r} (this corpus has no labels)")
