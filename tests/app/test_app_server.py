@@ -136,3 +136,21 @@ def test_a_removed_user_is_signed_out_and_a_new_role_takes_effect(monkeypatch, t
     remove_user(users, "dave")
     at.run()
     assert [t.label for t in at.text_input] == ["User", "Password"]
+
+
+def test_identity_provider_sign_in_is_offered(monkeypatch, team: Path, tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text((team / "users.toml").read_text() + '\n[oidc]\nprovider = "corp"\nviewers = ["*@example.com"]\n')
+    users.chmod(0o600)
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\ncookie_secret = "' + "s" * 40
+                       + '"\n[auth.corp]\nclient_id = "i"\nclient_secret = "s"\n'
+                       'server_metadata_url = "https://idp.example.com/.well-known/openid-configuration"\n')
+    secrets.chmod(0o600)
+    pytest.importorskip("authlib")
+    cfg = server_config.build([str(team / "corpora")], "127.0.0.1", auth=users, secrets=secrets)
+    monkeypatch.setenv(server_config.ENV, cfg.to_env())
+    monkeypatch.setenv("HORIZONLENS_CORPUS", cfg.registry().default.location)
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert "Sign in with corp" in [b.label for b in at.button]
+    assert sign_in(at, "bob") and "viewer" in " ".join(c.value for c in at.sidebar.caption)  # passwords still work

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -301,23 +302,65 @@ def test_serve_refuses_before_starting(tiny_corpus: Path, tmp_path: Path, args: 
     assert result.exit_code == 1 and message in result.output, result.output
 
 
-def test_oidc_configuration_is_checked_at_start(tiny_corpus: Path, tmp_path: Path) -> None:
+GOOD_SECRETS = """[auth]
+redirect_uri = "https://lens.example.com/oauth2callback"
+cookie_secret = "0123456789abcdef0123456789abcdef-long"
+
+[auth.corp]
+client_id = "id"
+client_secret = "secret"
+server_metadata_url = "https://idp.example.com/.well-known/openid-configuration"
+"""
+
+
+@pytest.mark.parametrize("change, message", [
+    (("", ""), None),
+    (('redirect_uri = "https://lens.example.com/oauth2callback"', 'redirect_uri = "https://lens.example.com/cb"'),
+     "/oauth2callback"),
+    (('redirect_uri = "https://lens.example.com/oauth2callback"', 'redirect_uri = "lens/oauth2callback"'),
+     "http(s)://"),
+    (('"0123456789abcdef0123456789abcdef-long"', '"short"'), "at least 32"),
+    (("[auth.corp]", "[auth.other]"), "no [auth.corp] section"),
+    (('client_secret = "secret"\n', ""), "lacks client_secret"),
+    (('"https://idp.example.com', '"http://idp.example.com'), "https:// URL"),
+    (("[auth]", "[auth"), "not valid TOML"),
+])
+def test_oidc_configuration_is_checked_at_start(tiny_corpus: Path, tmp_path: Path, change: tuple[str, str],
+                                                message: str | None) -> None:
+    pytest.importorskip("authlib")
+    from horizonlens.server.oidc import check_oidc
+
     users = tmp_path / "users.toml"
     add_user(users, "alice", "editor", "long enough")
     with users.open("a") as fh:
         fh.write('\n[oidc]\nprovider = "corp"\neditors = ["alice@example.com"]\n')
     secrets = tmp_path / "secrets.toml"
-    secrets.write_text('[auth]\nredirect_uri = "http://localhost:8501/callback"\ncookie_secret = "short"\n')
+    secrets.write_text(GOOD_SECRETS.replace(*change))
     secrets.chmod(0o600)
+    oidc = load_users(users).oidc
+    if message is None:
+        assert check_oidc(oidc, secrets) == secrets
+        cfg = server_config.build([str(tiny_corpus)], "0.0.0.0", auth=users, secrets=secrets)
+        assert cfg.secrets == str(secrets.resolve())
+        return
+    with pytest.raises(ServerConfigError, match=re.escape(message)):
+        check_oidc(oidc, secrets)
     result = runner.invoke(app, ["serve", "--corpus", str(tiny_corpus), "--auth", str(users), "--secrets",
                                  str(secrets)])
-    assert result.exit_code == 1
-    import importlib.util
+    assert result.exit_code == 1 and message in result.output
 
-    if importlib.util.find_spec("authlib") is None:
-        assert "Authlib" in result.output
-        return
-    assert "/oauth2callback" in result.output
+
+def test_oidc_secrets_must_be_private(tmp_path: Path) -> None:
+    pytest.importorskip("authlib")
+    from horizonlens.server.oidc import check_oidc
+
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(GOOD_SECRETS)
+    secrets.chmod(0o644)
+    with pytest.raises(ServerConfigError, match="chmod 600"):
+        check_oidc(OidcRoles("corp", ("a@example.com",)), secrets)
+    with pytest.raises(ServerConfigError, match="does not exist"):
+        check_oidc(OidcRoles("corp", ("a@example.com",)), tmp_path / "nope.toml")
 
 
 def test_users_commands(tmp_path: Path) -> None:

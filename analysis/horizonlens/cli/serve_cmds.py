@@ -24,15 +24,26 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
           shape: Annotated[Optional[list[str]], typer.Option(
               help="Also replay at a real model's routing shape (agents-a1, qwen3-30b-a3b, deepseek-v3, "
                    "gpt-oss-120b; repeatable); with --scale none, only that.")] = None,
+          sessions: Annotated[Optional[str], typer.Option(
+              help="Also run N concurrent headless-browser sessions (Explore, Trajectory, Next x 3) against one "
+                   "server on the 10^5-trajectory corpus, for each N of a comma-separated list such as 1,4,8,16; "
+                   "writes CONCURRENCY.md. With --scale none, only that.")] = None,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
     from horizonlens.bench.run import run
 
     try:
-        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [])
+        levels = [int(n) for n in sessions.split(",")] if sessions else []
+        if any(n < 1 for n in levels):
+            raise ValueError("--sessions takes numbers of sessions of at least 1, e.g. 1,4,8,16")
+        run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [],
+            sessions=levels)
     except ValueError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {out / 'RESULTS.md'}")
+    if scale != "none" or shape:
+        typer.echo(f"wrote {out / 'RESULTS.md'}")
+    if levels:
+        typer.echo(f"wrote {out / 'CONCURRENCY.md'}")
 
 
 @app.command()
