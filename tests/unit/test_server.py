@@ -15,7 +15,14 @@ from horizonlens.errors import AccessDenied, CorpusError, ServerConfigError
 from horizonlens.server import config as server_config
 from horizonlens.server.corpora import CorpusRegistry, ServedCorpus
 from horizonlens.server.hosts import allowed_hosts, host_allowed, host_name, is_loopback
-from horizonlens.server.throttle import FIRST_LOCK_S, FORGET_S, FREE_FAILURES, MAX_LOCK_S, SignInThrottle
+from horizonlens.server.throttle import (
+    FIRST_LOCK_S,
+    FORGET_S,
+    FREE_FAILURES,
+    FREE_FAILURES_ADDRESS,
+    MAX_LOCK_S,
+    SignInThrottle,
+)
 from horizonlens.server.users import (
     OidcRoles,
     add_user,
@@ -154,13 +161,14 @@ def test_throttle_locks_out_after_free_failures_and_doubles() -> None:
         assert throttle.wait_s("alice", "10.0.0.1") == 0
     throttle.failed("Alice ", "10.0.0.1")  # the name is case-folded and trimmed: the same counter
     assert throttle.wait_s("alice", None) == FIRST_LOCK_S
-    assert throttle.wait_s("someone-else", "10.0.0.1") == FIRST_LOCK_S  # the address is locked out too
-    assert throttle.wait_s("someone-else", "10.0.0.2") == 0
+    assert throttle.wait_s("someone-else", "10.0.0.1") == 0  # the address is not locked out yet
     throttle.failed("alice", "10.0.0.1")
     assert throttle.wait_s("alice", None) == 2 * FIRST_LOCK_S
     for _ in range(20):
         throttle.failed("alice", "10.0.0.1")
     assert throttle.wait_s("alice", None) == MAX_LOCK_S
+    assert throttle.wait_s("someone-else", "10.0.0.1") == FIRST_LOCK_S * 2  # 26 failures from the address
+    assert throttle.wait_s("someone-else", "10.0.0.2") == 0
     now[0] += MAX_LOCK_S
     assert throttle.wait_s("alice", None) == 0
     throttle.succeeded("alice")
@@ -168,6 +176,14 @@ def test_throttle_locks_out_after_free_failures_and_doubles() -> None:
     assert throttle.wait_s("alice", None) == 0  # the name's count started again after the success
     now[0] += FORGET_S + 1
     assert throttle.wait_s("x", "10.0.0.1") == 0 and not throttle._records  # forgotten
+
+
+def test_spraying_many_names_from_one_address_is_locked_out() -> None:
+    throttle = SignInThrottle(clock=lambda: 0.0)
+    for i in range(FREE_FAILURES_ADDRESS):
+        assert throttle.wait_s(f"user{i}", "10.0.0.9") == 0
+        throttle.failed(f"user{i}", "10.0.0.9")
+    assert throttle.wait_s("anyone", "10.0.0.9") == FIRST_LOCK_S
 
 
 # --- hosts -----------------------------------------------------------------------------------------

@@ -50,14 +50,23 @@ def _quantiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"p50": round(statistics.median(ordered), 3), "p95": round(p95, 3), "n": len(ordered)}
 
 
-async def _timed(page: Any, action: Callable[[], Any], then: Callable[[], Any]) -> float:
-    """Seconds from `action` to the end of the rerun it starts and `then` (content the action must produce)."""
+def _step_shown(step: int | None) -> str:
+    """A JavaScript predicate: the Trajectory page shows a step's heading (`step`, or any)."""
+    test = "e.innerText.startsWith('Step ')" if step is None else f"/^Step {step}\\b/.test(e.innerText)"
+    return f"() => [...document.querySelectorAll('h3')].some(e => {test})"
+
+
+async def _timed(page: Any, action: Callable[[], Any], effect: str) -> float:
+    """Seconds from `action` to the end of the rerun it starts, with its `effect` (a JS predicate) on screen.
+
+    A fragment rerun can start and end within one render, so no run is seen: the effect on a settled page
+    then ends the interaction (as `bench.browser.timed_interaction` does).
+    """
     await page.evaluate(WATCH)
     started = time.perf_counter()
     await action()
-    await page.wait_for_function(RUN_OVER, timeout=TIMEOUT_MS, polling=20)
-    await then()
-    await page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
+    await page.wait_for_function(f"() => (({effect})()) && (({RUN_OVER})() || ({SETTLED})())", timeout=TIMEOUT_MS,
+                                 polling=20)
     return time.perf_counter() - started
 
 
@@ -67,6 +76,7 @@ async def _walk(browser: Any, url: str, row: int, times: dict[str, list[float]])
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)[:200]))
+    where = "explore"
     try:
         started = time.perf_counter()
         await page.goto(url, timeout=TIMEOUT_MS)
@@ -77,24 +87,23 @@ async def _walk(browser: Any, url: str, row: int, times: dict[str, list[float]])
         await page.wait_for_function(SETTLED, timeout=TIMEOUT_MS)
         times["explore"].append(time.perf_counter() - started)
 
+        where = "trajectory"
         await grid.scroll_into_view_if_needed()
         box = await grid.bounding_box()
-        heading = page.get_by_role("heading", name=re.compile(r"^Step \d+")).first
         times["trajectory"].append(await _timed(
             page, lambda: page.mouse.click(box["x"] + 14, box["y"] + HEADER_PX + ROW_PX // 2 + row * ROW_PX),
-            lambda: heading.wait_for(timeout=TIMEOUT_MS)))
-        for _ in range(NEXTS):
-            before = await heading.inner_text()
-            step = int(re.match(r"Step (\d+)", before).group(1))  # type: ignore[union-attr]
-            nxt = page.get_by_role("heading", name=re.compile(rf"^Step {step + 1}\b")).first
+            _step_shown(None)))
+        heading = page.get_by_role("heading", name=re.compile(r"^Step \d+")).first
+        for i in range(NEXTS):
+            where = f"next {i + 1}"
+            step = int(re.match(r"Step (\d+)", await heading.inner_text()).group(1))  # type: ignore[union-attr]
             times["next"].append(await _timed(
-                page, lambda: page.get_by_role("button", name="Next ▶", exact=True).click(),
-                lambda: nxt.wait_for(timeout=TIMEOUT_MS)))  # noqa: B023 - awaited within this iteration
+                page, lambda: page.get_by_role("button", name="Next ▶", exact=True).click(), _step_shown(step + 1)))
         if await page.locator("[data-testid=stException]").count():
             errors.append("the page shows an exception: " + (await page.locator(
                 "[data-testid=stException]").first.inner_text())[:300])
     except Exception as exc:  # noqa: BLE001 - a failed session is reported with the others' figures
-        errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        errors.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     return context, "; ".join(errors) or None
 
 
@@ -122,6 +131,8 @@ async def _level(corpus: Path, n: int, chromium: str, log: Callable[[str], None]
                 await browser.close()
     failures = [f for _, f in walks if f]
     log(f"  {n} session(s): {wall:.1f}s, RSS {rss:.0f} MB, {len(failures)} failure(s)")
+    for failure in failures:
+        log(f"    failed: {failure}")
     return {"sessions": n, "wall_s": round(wall, 2), "idle_rss_mb": round(idle_rss, 1), "rss_mb": round(rss, 1),
             "peak_rss_mb": round(hwm, 1), "rss_per_session_mb": round((rss - idle_rss) / n, 2),
             **{k: _quantiles(v) for k, v in times.items()}, "failures": failures}

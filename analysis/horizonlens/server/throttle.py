@@ -1,10 +1,12 @@
 """Slowing down password guessing: failed sign-ins per user name and per client address, shared by all sessions.
 
 Each failed attempt is answered only after a pause (`FAIL_PAUSE_S`). After `FREE_FAILURES` failures
-for one name or from one address, further attempts for it are refused without checking the password
-until a lock-out ends; each further failure doubles the lock-out, up to `MAX_LOCK_S`. A success clears the
-name's count. Counts are forgotten after `FORGET_S` without failures. The refusal says only when to try
-again, never whether the name exists (an unknown name is counted like a known one).
+for one name (`FREE_FAILURES_ADDRESS` from one address: behind a proxy every client has the proxy's address,
+and a few mistyped passwords must not lock the whole team out), further attempts for it are refused without
+checking the password until a lock-out ends; each further failure doubles the lock-out, up to
+`MAX_LOCK_S`. A success clears the name's count. Counts are forgotten after `FORGET_S` without failures.
+The refusal says only when to try again, never whether the name exists (an unknown name is counted like a
+known one).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FREE_FAILURES = 5  # failures before a lock-out starts
+FREE_FAILURES = 5  # failures for one user name before a lock-out starts
+FREE_FAILURES_ADDRESS = 25  # failures from one client address before a lock-out starts
 FAIL_PAUSE_S = 1.0  # every failed attempt is answered this late
 FIRST_LOCK_S = 2.0
 MAX_LOCK_S = 300.0
@@ -60,8 +63,9 @@ class SignInThrottle:
                 rec = self._records.setdefault(key, _Record())
                 rec.failures += 1
                 rec.last = now
-                if rec.failures >= FREE_FAILURES:
-                    lock = min(MAX_LOCK_S, FIRST_LOCK_S * 2 ** (rec.failures - FREE_FAILURES))
+                free = FREE_FAILURES_ADDRESS if key.startswith("addr:") else FREE_FAILURES
+                if rec.failures >= free:
+                    lock = min(MAX_LOCK_S, FIRST_LOCK_S * 2 ** (rec.failures - free))
                     rec.locked_until = max(rec.locked_until, now + lock)
 
     def succeeded(self, name: str) -> None:
