@@ -20,6 +20,9 @@ PAGES = [
     st.Page("app_pages/trajectory.py", title="Trajectory", icon=":material/route:", url_path="trajectory"),
     st.Page("app_pages/routing.py", title="Routing", icon=":material/alt_route:", url_path="routing"),
     st.Page("app_pages/compounding.py", title="Compounding", icon=":material/trending_down:", url_path="compounding"),
+    st.Page("app_pages/failure_modes.py", title="Failure modes", icon=":material/bug_report:",
+            url_path="failure_modes"),
+    st.Page("app_pages/tools.py", title="Tools", icon=":material/build:", url_path="tools"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("app_pages/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -102,6 +103,13 @@ def open_corpus(location: str) -> str | None:
     else:
         st.query_params.pop("corpus", None)
     return name
+
+
+def link(page: str, **params: str) -> str:
+    """A relative link to a page (its url path) that names the current corpus, e.g. for a table's link column."""
+    name = corpus_name()
+    query = urlencode({**({"corpus": name} if name is not None else {}), **params})
+    return f"{page}?{query}" if query else page
 
 
 def sync_url() -> None:

@@ -48,7 +48,7 @@ def _trajectories(corpus: Path) -> int:
 
 
 def test_roles() -> None:
-    assert VIEWER.permissions == {Permission.READ, Permission.SQL}
+    assert VIEWER.permissions == {Permission.READ, Permission.SQL, Permission.KEEP}
     assert EDITOR.permissions == set(Permission) and not EDITOR.anywhere
     assert OWNER.anywhere and not NOBODY.permissions
     with pytest.raises(ValueError):

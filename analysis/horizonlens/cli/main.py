@@ -10,14 +10,15 @@ from horizonlens.cli import (
     corpus_cmds,
     metrics_cmds,
     model_cmds,
+    modes_cmds,
     routing_cmds,
     serve_cmds,
     users_cmds,
 )
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "corpus_cmds", "main", "metrics_cmds", "model_cmds", "routing_cmds", "serve_cmds",
-           "users_cmds"]
+__all__ = ["annotate_cmds", "app", "corpus_cmds", "main", "metrics_cmds", "model_cmds", "modes_cmds", "routing_cmds",
+           "serve_cmds", "users_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry

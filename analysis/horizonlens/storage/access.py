@@ -4,9 +4,9 @@ A *principal* is who is acting: the person who ran the CLI (the owner, allowed e
 user of a team server (a viewer or an editor), or nobody (a session that has not signed in). Every write
 to a corpus goes through a dataset transaction (`storage.dataset.Dataset.transaction`), and each dataset
 states the permission writing to it needs (the corpus tables: `import`, labels: `label`, a replay cache:
-`replay`); the transaction calls `require()` before it takes the lock. Writes that are not dataset
-transactions (exports leaving the server) call `require()` themselves. So a page that forgets to hide a
-button still cannot write: the core refuses.
+`replay`, a kept analysis result: `keep`); the transaction calls `require()` before it takes the lock.
+Writes that are not dataset transactions (exports leaving the server) call `require()` themselves. So a
+page that forgets to hide a button still cannot write: the core refuses.
 
 The principal is found, in this order:
 
@@ -33,6 +33,7 @@ class Permission(str, Enum):
 
     READ = "read"  # open a corpus and browse its pages
     SQL = "sql"  # run read-only SQL over a corpus
+    KEEP = "keep"  # keep a computed result inside the corpus (a cache: no one's data changes)
     IMPORT = "import"  # write trajectories into a corpus (imports, watched folders) and its derived data
     LABEL = "label"  # add, edit and delete labels (saving a run set or a failure mode as labels included)
     REPLAY = "replay"  # run a checkpoint over trajectories and write its replay cache
@@ -44,12 +45,13 @@ class Permission(str, Enum):
         return _WORDS[self]
 
 
-_WORDS = {Permission.READ: "read this corpus", Permission.SQL: "run SQL", Permission.IMPORT: "import into a corpus",
+_WORDS = {Permission.READ: "read this corpus", Permission.SQL: "run SQL", Permission.KEEP: "keep computed results",
+          Permission.IMPORT: "import into a corpus",
           Permission.LABEL: "change labels", Permission.REPLAY: "replay trajectories",
           Permission.EXPORT: "export runs", Permission.OPEN_PATH: "open a corpus folder that is not served"}
 
 ROLES: dict[str, frozenset[Permission]] = {
-    "viewer": frozenset({Permission.READ, Permission.SQL}),
+    "viewer": frozenset({Permission.READ, Permission.SQL, Permission.KEEP}),
     "editor": frozenset(Permission),
 }
 
