@@ -73,6 +73,7 @@ async def _timed(page: Any, action: Callable[[], Any], effect: str) -> float:
 async def _walk(browser: Any, url: str, row: int, times: dict[str, list[float]]) -> tuple[Any, str | None]:
     """One session's walk; its browser context (kept open until memory is read) and its failure, if any."""
     context = await browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)  # clicks too: under load a button can take long to be ready
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)[:200]))
