@@ -6,7 +6,8 @@ N browser contexts (separate Streamlit sessions, one Chromium) run the same walk
 1. **explore**: open the Explore page, until its figures, table and counts are on a settled page;
 2. **trajectory**: click a row of the table (session i clicks row i mod 10, so sessions open different runs),
    until the Trajectory page shows its step;
-3. **next**: "Next ▶" three times, each until the next step's heading is on a settled page.
+3. **next**: "Next ▶" three times, each until the next step's heading is on a settled page (the page opens a
+   run at its first failed check; where that is its last step, "◀ Prev" is pressed instead: the same rerun).
 
 Each interaction is timed from the click to the end of the rerun it started (the page's own run-state
 observer, `bench.browser`), never by a fixed wait. Reported per level: p50 and p95 of each interaction over
@@ -98,8 +99,11 @@ async def _walk(browser: Any, url: str, row: int, times: dict[str, list[float]])
         for i in range(NEXTS):
             where = f"next {i + 1}"
             step = int(re.match(r"Step (\d+)", await heading.inner_text()).group(1))  # type: ignore[union-attr]
-            times["next"].append(await _timed(
-                page, lambda: page.get_by_role("button", name="Next ▶", exact=True).click(), _step_shown(step + 1)))
+            # the page opens a run at its first failed check, which can be its last step: then step back instead
+            button, target = page.get_by_role("button", name="Next ▶", exact=True), step + 1
+            if await button.is_disabled():
+                button, target = page.get_by_role("button", name="◀ Prev", exact=True), step - 1
+            times["next"].append(await _timed(page, button.click, _step_shown(target)))
         if await page.locator("[data-testid=stException]").count():
             errors.append("the page shows an exception: " + (await page.locator(
                 "[data-testid=stException]").first.inner_text())[:300])
