@@ -19,6 +19,7 @@ Ratios are to the one-session level of the same run.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import statistics
 import time
@@ -125,11 +126,13 @@ async def _level(corpus: Path, n: int, chromium: str, log: Callable[[str], None]
                 if failure:
                     raise RuntimeError(f"the warm-up session failed: {failure}")
                 idle_rss, _ = _rss_mb(app.process.pid)
+                load_before = os.getloadavg()[0]
                 started = time.perf_counter()
                 walks = await asyncio.gather(*[_walk(browser, app.url, i % ROWS_SHOWN, times) for i in range(n)])
                 wall = time.perf_counter() - started
                 await asyncio.sleep(0)  # memory is read with every session still open
                 rss, hwm = _rss_mb(app.process.pid)
+                load_after = os.getloadavg()[0]
                 for context, _ in walks:
                     await context.close()
             finally:
@@ -140,6 +143,7 @@ async def _level(corpus: Path, n: int, chromium: str, log: Callable[[str], None]
         log(f"    failed: {failure}")
     return {"sessions": n, "wall_s": round(wall, 2), "idle_rss_mb": round(idle_rss, 1), "rss_mb": round(rss, 1),
             "peak_rss_mb": round(hwm, 1), "rss_per_session_mb": round((rss - idle_rss) / n, 2),
+            "load_average": [round(load_before, 1), round(load_after, 1)],
             **{k: _quantiles(v) for k, v in times.items()}, "failures": failures}
 
 
@@ -166,7 +170,10 @@ def write_markdown(results: dict[str, Any], path: Path, machine: dict[str, Any])
              + "`. Ratios are to one session in the same run. Seconds from the click (or navigation) to the end "
              "of the rerun it started, with its content on screen.\n",
              f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu', '?')}), {machine.get('memory_gb', '?')} GB; "
-             "the browsers run on the same machine as the server.\n",
+             "the browsers run on the same machine as the server. The machine's 1-minute load average at the start "
+             "and end of each level (other work included): " + "; ".join(
+                 f"{r['sessions']}: {r['load_average'][0]}–{r['load_average'][1]}" for r in results["levels"]
+                 if r.get("load_average")) + ".\n",
              "| sessions | explore p50 / p95 (s) | trajectory p50 / p95 (s) | next p50 / p95 (s) | next p50 × one "
              "session | server RSS (MB) | RSS per session (MB) | failures |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
