@@ -12,12 +12,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.labels import annotations as label_store
 from horizonlens.labels.annotations import Label
 from horizonlens.query import CorpusStore
 from horizonlens.query import labels as label_queries
+from horizonlens.storage.access import Permission
 
 SHOWN = ["step", "label", "category", "note", "agent", "author", "source", "created_at", "version"]
 SUGGESTED_CATEGORIES = ["note", "error", "decisive", "failure", "root_cause", "recovery", "good"]
@@ -49,13 +50,22 @@ def render(store: CorpusStore, trajectory_id: str, step: int, n_steps: int) -> N
     if elsewhere:
         st.caption(f"Labels on other steps of this run: {', '.join(map(str, elsewhere[:40]))}"
                    + (" …" if len(elsewhere) > 40 else ""))
-    add, edit, export = st.tabs(["Add a label", "Edit or delete", "Export all labels"])
-    with add:
-        _add_form(store, trajectory_id, step)
-    with edit:
-        _edit_form(store, trajectory_id, counts["total"], n_steps)
-    with export:
-        _export(store)
+    # only what the session's role may do is offered (the core refuses the rest: storage/access.py)
+    tabs = {name: allowed for name, allowed in (("Add a label", auth.can(Permission.LABEL)),
+                                               ("Edit or delete", auth.can(Permission.LABEL)),
+                                               ("Export all labels", auth.can(Permission.EXPORT))) if allowed}
+    if not tabs:
+        st.caption("Adding, editing and exporting labels needs an editor's account on this server.")
+        return
+    shown = dict(zip(tabs, st.tabs(list(tabs)), strict=True))
+    if "Add a label" in shown:
+        with shown["Add a label"]:
+            _add_form(store, trajectory_id, step)
+        with shown["Edit or delete"]:
+            _edit_form(store, trajectory_id, counts["total"], n_steps)
+    if "Export all labels" in shown:
+        with shown["Export all labels"]:
+            _export(store)
 
 
 def _categories(store: CorpusStore) -> list[str]:
@@ -86,13 +96,21 @@ def _add_form(store: CorpusStore, trajectory_id: str, step: int) -> None:
         who = st.columns(2)
         agent = who[0].text_input("Agent it names (optional)", key="labels_add_agent",
                                 max_chars=label_store.MAX_LEN["agent"])
-        author = who[1].text_input("Author", value=label_store.default_author(), key="labels_add_author",
-                                 max_chars=label_store.MAX_LEN["author"])
+        author = _author(who[1], "labels_add_author")
         if st.form_submit_button("Add label", type="primary"):
             label = Label(trajectory_id=trajectory_id, label=text, category=category or "note",
                           step=None if scope == "the whole run" else step, note=note or None, agent=agent or None)
             _write(lambda: label_store.add_labels(store.root, [label], author=author, skip_existing=False),
                    f"Label added to {'the run' if label.step is None else f'step {step}'}.")
+
+
+def _author(column: Any, key: str | None) -> str | None:
+    """The author field: free text for a local user; a signed-in user writes as themselves (the core insists)."""
+    if not auth.principal().anywhere:
+        column.caption(f"Saved as **{ui.md(label_store.default_author())}**")
+        return None
+    return column.text_input("Author", value=label_store.default_author(), key=key,
+                             max_chars=label_store.MAX_LEN["author"])
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -130,8 +148,7 @@ def _edit_form(store: CorpusStore, trajectory_id: str, total: int, n_steps: int)
         note = st.text_area("Note", value=row["note"] or "", max_chars=label_store.MAX_LEN["note"], height=80)
         who = st.columns(2)
         agent = who[0].text_input("Agent", value=row["agent"] or "", max_chars=label_store.MAX_LEN["agent"])
-        author = who[1].text_input("Author", value=label_store.default_author(),
-                                   max_chars=label_store.MAX_LEN["author"])
+        author = _author(who[1], None)
         save, delete = st.columns([1, 4])
         if save.form_submit_button("Save as new version", type="primary"):
             label = label_store.as_label(row, label=text, category=category or "note", note=note or None,

@@ -1,12 +1,19 @@
-"""Horizon Lens entry point: `horizonlens serve` (or `streamlit run app/main.py` inside the venv)."""
+"""Horizon Lens entry point: `horizonlens serve` (or `streamlit run app/main.py` inside the venv).
+
+On a server with sign-in nothing below the gate runs until the session has signed in: no page script,
+no sidebar, so no corpus data reaches the browser. The pages offered follow the session's role, and the
+core checks the role again on every write (horizonlens.storage.access).
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import sidebar
+from horizonlens.app import auth, sidebar, state
+from horizonlens.storage.access import Permission
 
 st.set_page_config(page_title="Horizon Lens", page_icon=":material/biotech:", layout="wide")
+auth.install()
 
 PAGES = [
     st.Page("app_pages/explore.py", title="Explore", icon=":material/table_view:", default=True),
@@ -18,9 +25,17 @@ PAGES = [
     st.Page("app_pages/tools.py", title="Tools", icon=":material/build:", url_path="tools"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("app_pages/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
-    st.Page("app_pages/import_data.py", title="Import", icon=":material/upload_file:", url_path="import"),
 ]
+IMPORT = st.Page("app_pages/import_data.py", title="Import", icon=":material/upload_file:", url_path="import")
+
+if not auth.gate():
+    # the pages stay registered (a deep link keeps its page and parameters through sign-in) but none runs
+    st.navigation([*PAGES, IMPORT], position="hidden")
+    st.stop()
+if auth.can(Permission.IMPORT):
+    PAGES.append(IMPORT)
 
 nav = st.navigation(PAGES)
 sidebar.render()
+state.sync_url()
 nav.run()

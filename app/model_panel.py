@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import rollout_panel, state, ui
+from horizonlens.app import auth, rollout_panel, state, ui
 from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import expert_rank, replays, routing
 from horizonlens.metrics.replays import step_tokens
 from horizonlens.query import CorpusStore
+from horizonlens.storage.access import Permission
 
 BUSIEST_NAMED = 5  # (layer, expert) pairs named in words under the step's routing chart
 
@@ -118,6 +119,9 @@ def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
     info = state.cached(CorpusStore.trajectory, store, tid) or {}
     st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about "
             f"{fmt.count(info.get('n_tokens'))} tokens). Replay it to see routing and surprisal per step.")
+    if not auth.can(Permission.REPLAY):
+        st.caption("Replaying needs an editor's account on this server.")
+        return
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()
         if loaded is None:

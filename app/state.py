@@ -10,26 +10,42 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlencode
 
 import streamlit as st
 
+from horizonlens.app import live
 from horizonlens.app.params import trajectory_param
 from horizonlens.app.ui import md
-from horizonlens.errors import HorizonLensError
+from horizonlens.errors import CorpusError, HorizonLensError
 from horizonlens.query import CorpusStore, open_store
-from horizonlens.storage import as_location
+from horizonlens.server.corpora import CorpusRegistry, normalise
+from horizonlens.storage import access, as_location
+from horizonlens.storage.access import Permission
 
 T = TypeVar("T")
 
 
+@st.cache_resource(show_spinner=False)
+def _registry(config_json: str) -> CorpusRegistry:  # keyed on the configuration: tests start many apps
+    return live.config().registry()
+
+
+def registry() -> CorpusRegistry:
+    """The corpora this server serves, by name (one registry per process, shared by every session)."""
+    return _registry(live.config().to_env())
+
+
 def initial_corpus() -> str:
-    """The corpus `horizonlens serve` was started with, else a copy of the bundled sample corpus."""
-    env = os.environ.get("HORIZONLENS_CORPUS")
-    if env:
-        return env
+    """The corpus a session opens first: the server's default, else a copy of the bundled sample corpus."""
+    served = registry().default
+    if served is not None:
+        return served.location
     from horizonlens.sample import sample_corpus
 
-    return str(sample_corpus())
+    location = str(sample_corpus())
+    registry().add(location)
+    return location
 
 
 def initial_checkpoint() -> str:
@@ -50,7 +66,60 @@ def _store(path: str) -> CorpusStore:
 
 
 def corpus_path() -> str:
+    """The corpus this page shows: the one the URL names (`?corpus=`), else the session's, else the default."""
+    name = st.query_params.get("corpus")
+    if name:
+        location = registry().location(name)
+        if location is None:
+            st.session_state["corpus_unknown"] = name
+        else:
+            st.session_state.pop("corpus_unknown", None)
+            if st.session_state.get("corpus_path") != location:
+                st.session_state["corpus_path"] = location
+                st.session_state.pop("trajectory", None)
     return st.session_state.setdefault("corpus_path", initial_corpus())
+
+
+def corpus_name() -> str | None:
+    """The name URLs use for the current corpus (None if it cannot be named: not served, or its name is taken)."""
+    return registry().name_of(corpus_path())
+
+
+def open_corpus(location: str) -> str | None:
+    """Show `location` in this session from now on; served to everyone from now on if it was not; its name.
+
+    The URL follows (`?corpus=<name>`), so a reload or a shared link opens it again.
+    """
+    name = registry().name_of(location)
+    if name is None:
+        try:
+            name = registry().add(location)
+        except HorizonLensError as exc:
+            st.warning(f"Opened, but links cannot name this corpus: {md(exc)}")
+    st.session_state["corpus_path"] = normalise(location)
+    st.session_state.pop("trajectory", None)
+    st.session_state.pop("corpus_unknown", None)
+    if name is not None:
+        st.query_params["corpus"] = name
+    else:
+        st.query_params.pop("corpus", None)
+    return name
+
+
+def link(page: str, **params: str) -> str:
+    """A relative link to a page (its url path) that names the current corpus, e.g. for a table's link column."""
+    name = corpus_name()
+    query = urlencode({**({"corpus": name} if name is not None else {}), **params})
+    return f"{page}?{query}" if query else page
+
+
+def sync_url() -> None:
+    """Put the current corpus's name in the URL (navigation between pages drops query parameters)."""
+    if st.session_state.get("corpus_unknown"):
+        return
+    name = corpus_name()
+    if name is not None and st.query_params.get("corpus") != name:
+        st.query_params["corpus"] = name
 
 
 def checkpoint_path() -> str:
@@ -58,9 +127,18 @@ def checkpoint_path() -> str:
 
 
 def get_store() -> CorpusStore | None:
-    """The store for the corpus chosen in the sidebar, or None (with the error shown)."""
+    """The store for the corpus chosen in the sidebar, or None (with the error shown).
+
+    Refused (AccessDenied, shown) unless the session may read, and may open this corpus: the core checks
+    what the sidebar offers.
+    """
     try:
-        store = _store(str(as_location(corpus_path()).resolve()))
+        who = access.require(Permission.READ)
+        unknown = st.session_state.get("corpus_unknown")
+        if unknown:
+            raise CorpusError(f"no corpus named {unknown!r} is served here; choose one in the sidebar")
+        path = registry().check_open(who, corpus_path())
+        store = _store(str(as_location(path).resolve()))
         store.refresh()  # what other writers (imports, replays, labels) published since the last run
         return store
     except HorizonLensError as exc:
@@ -71,7 +149,7 @@ def get_store() -> CorpusStore | None:
 def require_store() -> CorpusStore:
     store = get_store()
     if store is None:
-        st.info("Point the sidebar at a corpus directory (for example `sample_data/corpus`).")
+        st.info("Choose a corpus in the sidebar.")
         st.stop()
     return store
 
@@ -149,6 +227,9 @@ def open_trajectory(trajectory_id: str, step: int | None = None) -> None:
     st.session_state["trajectory"] = trajectory_id
     st.session_state["traj_step"] = step
     params = {"trajectory": trajectory_id}
+    name = corpus_name()
+    if name is not None:
+        params["corpus"] = name
     if step is not None:
         params["step"] = str(step)
     st.switch_page("app_pages/trajectory.py", query_params=params)

@@ -60,7 +60,16 @@ class ExportError(HorizonLensError):
     """Data cannot leave Horizon Lens as asked (an export or a bundle); nothing was written."""
 
 
+class AccessDenied(HorizonLensError):
+    """The principal acting (a signed-in user, or nobody) may not do this; nothing was done."""
+
+
+class ServerConfigError(HorizonLensError):
+    """A team server's configuration (users file, hosts, corpora, sign-in provider) cannot be used."""
+
+
 __all__ = [
+    "AccessDenied",
     "CheckpointError",
     "CorpusError",
     "CorpusLockedError",
@@ -72,6 +81,7 @@ __all__ = [
     "RecordError",
     "ReplayError",
     "SchemaError",
+    "ServerConfigError",
     "SqlError",
     "StoreError",
 ]

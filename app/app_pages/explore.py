@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import export_panel, state, ui
+from horizonlens.app import auth, export_panel, state, ui
 from horizonlens.figures import corpus as corpus_figs
 from horizonlens.figures import formatting as fmt
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
 from horizonlens.query import labels as label_queries
+from horizonlens.storage.access import Permission
 
 PAGE_SIZE = 50
 MATCH_WORDS, MATCH_EXACT = "all words", "exact text"
@@ -42,7 +43,7 @@ def build_indexes() -> None:
     st.rerun(scope="app")
 
 
-if not (store.has_word_index and store.has_aggregates):
+if not (store.has_word_index and store.has_aggregates) and auth.can(Permission.IMPORT):
     note = st.columns([5, 1])
     note[0].caption("The search index or the corpus aggregates are missing or out of date: searches scan every step "
                     "and summaries are computed from the steps (slow on a large corpus). Build them once; imports "
@@ -125,7 +126,8 @@ def trajectory_list() -> None:
     if nav[2].button("Next", icon=":material/chevron_right:", disabled=page_no + 1 >= n_pages, key="explore_next"):
         st.session_state["explore_page"] = page_no + 1
         st.rerun(scope="fragment")
-    export_panel.render(store, flt, page.total)
+    if auth.can(Permission.EXPORT):  # viewers of a team server read; taking runs out is an editor's
+        export_panel.render(store, flt, page.total)
 
     df = page.rows.to_pandas()
     if df.empty:

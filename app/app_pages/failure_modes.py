@@ -7,10 +7,11 @@ from urllib.parse import quote
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.figures import insight as ifig
 from horizonlens.metrics import modes as mmodes
+from horizonlens.storage.access import Permission
 
 store = state.require_store()
 st.title("Failure modes")
@@ -62,13 +63,14 @@ st.subheader("Examples")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
 chosen = st.selectbox("Mode", list(labels), format_func=lambda m: ui.md(labels[m], 120), key="modes_chosen")
 examples = result.examples[result.examples["mode"] == chosen]
-st.dataframe(examples.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}"
+st.dataframe(examples.assign(open=[state.link("trajectory", trajectory=str(t), step=str(int(s)))
                                    for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
              [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
              key="modes_examples", column_config={"open": st.column_config.LinkColumn("open",
                                                                                       display_text="open step")})
 st.caption("The most typical steps of the mode (closest to its centre), as normalised text; open one to read it whole.")
-if chosen != mmodes.UNCLUSTERED and st.button("Save this mode as labels", key="modes_save",
+if chosen != mmodes.UNCLUSTERED and auth.can(Permission.LABEL) and st.button("Save this mode as labels",
+                                                                              key="modes_save",
                                               help="Every step of the mode gets a label of category `mode`, so it "
                                                    "appears in Explore's label filter, facets and attribution."):
     try:

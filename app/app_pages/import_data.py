@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.ingest import FORMATS
 from horizonlens.ingest.targets import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UPLOAD_ROOT
 from horizonlens.ingest.uploads import Upload, import_uploads
 from horizonlens.sample.bundled import data_home
+from horizonlens.storage.access import Permission
 
+if not auth.can(Permission.IMPORT):  # the page is not offered then; a stale link gets this
+    st.error("Importing needs an editor's account on this server.")
+    st.stop()
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
             "Re-importing the same file does not duplicate it. "
@@ -46,6 +50,6 @@ if st.button("Import", type="primary", disabled=not uploads, key="import_go"):
     for problem in report.problems:
         st.warning(ui.md(problem))
     state.clear_query_cache()
-    if report.new_corpus:
-        st.session_state["corpus_path"] = str(report.into)
-    st.page_link("app_pages/explore.py", label="Browse the corpus", icon="🗂️")
+    name = state.open_corpus(str(report.into))  # the corpus written, named in the URL from now on
+    st.page_link("app_pages/explore.py", label=f"Browse {ui.md(name or 'the corpus')}", icon=":material/folder_open:",
+                 query_params={"corpus": name} if name else None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import streamlit as st
 
 from horizonlens.app import state, ui
@@ -41,7 +39,7 @@ ui.chart(ifig.tool_horizon(found["horizon"]), "Each point is a tenth of the runs
          key="tools_horizon", data=found["horizon"])
 st.subheader("Runs with the most repeats, loops and overuse")
 runs = found["runs"].sort_values(["loop_calls", "repeated", "overuse"], ascending=False).head(50)
-runs = runs.assign(open=[f"trajectory?trajectory={quote(str(t))}" for t in runs["trajectory_id"]])
+runs = runs.assign(open=[state.link("trajectory", trajectory=str(t)) for t in runs["trajectory_id"]])
 st.dataframe(runs[["trajectory_id", "agent", "domain", "outcome", "calls", "failed", "repeated", "loop_calls",
                    "reference_calls", "overuse", "open"]], hide_index=True, key="tools_runs",
              column_config={"open": st.column_config.LinkColumn("open", display_text="open run"),

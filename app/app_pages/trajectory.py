@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import annotations_panel, model_panel, params, state, ui
+from horizonlens.app import annotations_panel, auth, model_panel, params, state, ui
 from horizonlens.export.bundle import bundle_file_name, bundle_html
 from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline as timelines
 from horizonlens.query import CorpusStore
+from horizonlens.storage.access import Permission
 
 store = state.require_store()
 st.title("Trajectory")
@@ -81,14 +82,16 @@ badge = {"success": ":green-badge[:material/check_circle: success]", "failure": 
 st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
-bundle_note = st.columns([5, 1.6])
-bundle_note[0].caption("Send this run to someone without a server: one HTML file with the steps, timeline, labels and "
-                       "routing views; secrets are redacted and it loads nothing from the network.")
-bundle_ckpt = state.checkpoint_path() if state.checkpoint_path() and state.checkpoint_id_of(state.checkpoint_path()) \
-    else None
-bundle_note[1].download_button("Offline bundle", lambda: bundle_html(store, tid, bundle_ckpt)[0].encode("utf-8"),
-                               file_name=bundle_file_name(tid), mime="text/html", key="traj_bundle", on_click="ignore",
-                               icon=":material/description:")
+if auth.can(Permission.EXPORT):  # a bundle takes the run out of the server: an editor's action there
+    bundle_note = st.columns([5, 1.6])
+    bundle_note[0].caption("Send this run to someone without a server: one HTML file with the steps, timeline, "
+                           "labels and routing views; secrets are redacted and it loads nothing from the network.")
+    ckpt_path = state.checkpoint_path()
+    bundle_ckpt = ckpt_path if ckpt_path and state.checkpoint_id_of(ckpt_path) else None
+    bundle_note[1].download_button("Offline bundle",
+                                   lambda: bundle_html(store, tid, bundle_ckpt)[0].encode("utf-8"),
+                                   file_name=bundle_file_name(tid), mime="text/html", key="traj_bundle",
+                                   on_click="ignore", icon=":material/description:")
 m = st.columns(7)
 m[0].metric("Steps", fmt.count(n_steps))
 m[1].metric("Tokens", fmt.count(info["n_tokens"]))

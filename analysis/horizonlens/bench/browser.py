@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,14 +90,15 @@ class Served:
 
 @contextmanager
 def serving(corpus: Path, checkpoint: Path | None = None, env: Mapping[str, str] | None = None,
-            start_timeout_s: float = 180.0) -> Iterator[Served]:
+            start_timeout_s: float = 180.0, args: Sequence[str] = ()) -> Iterator[Served]:
     """`horizonlens serve` for the duration of the block; always stopped when the block ends.
 
     The server is the `serve` process itself (it execs Streamlit), so SIGTERM reaches it. Its output goes to
-    a temporary file and is quoted if it fails to start or to stop.
+    a temporary file and is quoted if it fails to start or to stop. `args`: more `serve` options (`--auth FILE`,
+    another `--corpus`, `--watch DIR` …).
     """
     port = free_port()
-    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port)]
+    cmd = [sys.executable, "-m", "horizonlens.cli", "serve", "--corpus", str(corpus), "--port", str(port), *args]
     if checkpoint:
         cmd += ["--checkpoint", str(checkpoint)]
     full_env = dict(os.environ, HORIZONLENS_CHECKPOINT=str(checkpoint) if checkpoint else "", **(env or {}))

@@ -128,9 +128,32 @@ def machine() -> dict[str, Any]:
     return info
 
 
+CONCURRENCY_CORPUS = 100_000  # trajectories in the corpus the concurrent sessions browse
+
+
+def concurrency(out: Path, data: Path, sessions: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Concurrent browser sessions on the 10^5-trajectory corpus (bench/concurrency.py); CONCURRENCY.md and JSON."""
+    from horizonlens.bench.concurrency import bench_concurrency, write_markdown
+
+    corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{CONCURRENCY_CORPUS}", CONCURRENCY_CORPUS,
+                                 log)
+    build_all(corpus, log=lambda m: log(f"  {m}"))  # up to date already after a first run: nothing is read
+    log(f"concurrent sessions: {', '.join(map(str, sessions))}")
+    results = {"machine": machine(), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               **bench_concurrency(corpus, sessions, log=log)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "concurrency.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, out / "CONCURRENCY.md", results["machine"])
+    return results
+
+
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
-        log: Callable[[str], None] = print, shapes: Sequence[str] = (), with_export: bool = True) -> dict[str, Any]:
-    """Run the benchmarks of one scale (`none`: only `shapes`), write RESULTS.md and the results JSON; the results."""
+        log: Callable[[str], None] = print, shapes: Sequence[str] = (), sessions: Sequence[int] = (),
+        with_export: bool = True) -> dict[str, Any]:
+    """Run the benchmarks of one scale (`none`: only `shapes` and `sessions`), write RESULTS.md and JSON; the results.
+
+    `sessions`: also (or, with scale `none`, only) the concurrent-sessions benchmark at these numbers of sessions.
+    """
     from horizonlens.query.store import open_store
 
     if scale not in SCALES and scale != "none":
@@ -138,6 +161,8 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     base = bundled_dir("corpus")
     checkpoint = bundled_dir("checkpoint")
     data = data or out / "data"
+    if scale == "none" and not shapes:
+        return {"concurrency": concurrency(out, data, sessions, log)} if sessions else {}
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
                                .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
                                "corpora": {}}
@@ -196,6 +221,8 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                 results["shape_app"] = bench_shape_app(list(shapes), data, log)
             except Exception as exc:  # noqa: BLE001 - the rest of the results still count
                 results["shape_app"] = {"error": str(exc)[:500]}
+    if sessions:
+        results["concurrency"] = concurrency(out, data, sessions, log)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from horizonlens.bench.report import write_report

@@ -25,13 +25,23 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
           export: Annotated[bool, typer.Option("--export/--no-export", help="Also export every run of the corpora up "
                                                                             "to 100k trajectories (runs/s, peak RSS) "
                                                                             "beside plain pyarrow reads.")] = True,
+          sessions: Annotated[Optional[str], typer.Option(
+              help="Also run N concurrent headless-browser sessions (Explore, Trajectory, Next x 3) against one "
+                   "server on the 10^5-trajectory corpus, for each N of a comma-separated list such as 1,4,8,16; "
+                   "writes CONCURRENCY.md. With --scale none, only that.")] = None,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
     from horizonlens.bench.run import run
 
     try:
+        levels = [int(n) for n in sessions.split(",")] if sessions else []
+        if any(n < 1 for n in levels):
+            raise ValueError("--sessions takes numbers of sessions of at least 1, e.g. 1,4,8,16")
         run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [],
-            with_export=export)
+            sessions=levels, with_export=export)
     except ValueError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {out / 'RESULTS.md'}")
+    if scale != "none" or shape:
+        typer.echo(f"wrote {out / 'RESULTS.md'}")
+    if levels:
+        typer.echo(f"wrote {out / 'CONCURRENCY.md'}")

@@ -12,9 +12,9 @@ from horizonlens.cli.base import app, fail
 
 
 @app.command("import")
-def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or directories to import.")],
+def import_cmd(paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or directories to import.")] = None,
                into: Annotated[str, typer.Option("--into", help="Corpus directory or s3://bucket/prefix (created "
-                                                                 "if missing).")],
+                                                                 "if missing).")] = "",
                fmt: Annotated[str, typer.Option("--format", help="auto, or one of: atif, who-and-when, openhands, "
                                                                  "mini-swe-agent, inspect, swe-agent, chat-dataset, "
                                                                  "sharegpt, openai-chat.")] = "auto",
@@ -24,6 +24,9 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
                agent: Annotated[Optional[str], typer.Option(
                    help="The agent (model or policy) of every imported run whose record names none; it also goes "
                         "into the run's id, so two models' runs of the same task both stay.")] = None,
+               watch: Annotated[Optional[Path], typer.Option(
+                   help="Follow this folder until stopped (Ctrl-C): new files, and lines appended to .jsonl "
+                        "files, are imported as they appear.")] = None,
                ) -> None:
     """Convert agent logs into a corpus.
 
@@ -36,6 +39,15 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     from horizonlens.corpus.files import CorpusError
     from horizonlens.ingest import ImportFailed, import_paths
 
+    if not into:
+        fail("give the corpus to import into with --into CORPUS")
+    if watch is not None:
+        if paths:
+            fail("give either PATHS or --watch DIR, not both")
+        _watch(watch, into, fmt)
+        return
+    if not paths:
+        fail("give the files or folders to import (or --watch DIR)")
     progress = Progress(SpinnerColumn(), TextColumn("importing: {task.completed:,} records"), TimeElapsedColumn(),
                         disable=not sys.stderr.isatty(), transient=True)
     task = progress.add_task("import", total=None)
@@ -56,6 +68,22 @@ def import_cmd(paths: Annotated[list[Path], typer.Argument(help="Files or direct
     if len(report.conflicts) > 50:
         typer.secho(f"... and {len(report.conflicts) - 50} more conflicts", fg=typer.colors.MAGENTA, err=True)
     typer.echo(report.summary())
+
+
+def _watch(folder: Path, into: str, fmt: str) -> None:
+    """Follow `folder` into `into` until SIGINT or SIGTERM; one line per poll that changed the corpus."""
+    import signal
+    import threading
+
+    from horizonlens.ingest.watch import FolderWatcher
+
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"watching {folder} into {into} (Ctrl-C to stop)", err=True)
+    FolderWatcher(folder, into, fmt=fmt, log=lambda line: typer.echo(line, err=True)).run(stop)
 
 
 @app.command()

@@ -20,11 +20,13 @@ from horizonlens.cli import (
     sample_cmds,
     serve_cmds,
     sql_cmds,
+    users_cmds,
 )
 from horizonlens.cli.base import app
 
 __all__ = ["annotate_cmds", "app", "bench_cmds", "diff_cmds", "export_cmds", "import_cmds", "main", "metrics_cmds",
-           "migrate_cmds", "modes_cmds", "replay_cmds", "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds"]
+           "migrate_cmds", "modes_cmds", "replay_cmds", "routing_cmds", "sample_cmds", "serve_cmds", "sql_cmds",
+           "users_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -27,6 +27,7 @@ from horizonlens.metrics import model_side, replays, routing
 from horizonlens.metrics.timeline import error_timeline, timeline_summary
 from horizonlens.query.labels import labels_of
 from horizonlens.query.store import CorpusStore
+from horizonlens.storage.access import Permission, require
 
 FIELD_MAX = 200_000  # characters of one field written into the page; the rest is cut with a note
 OPEN_BELOW = 2_000  # fields shorter than this are shown open, longer ones folded
@@ -133,7 +134,11 @@ def _replay_checkpoint(store: CorpusStore, trajectory_id: str, checkpoint: Path 
 
 def bundle_html(store: CorpusStore, trajectory_id: str, checkpoint: Path | str | None = None,
                 redactor: Redactor | None = None) -> tuple[str, Bundle]:
-    """The bundle of one run as HTML text, and what it holds (ExportError for an unknown id)."""
+    """The bundle of one run as HTML text, and what it holds (ExportError for an unknown id).
+
+    A bundle takes a run out of the server: the principal acting needs the `export` permission.
+    """
+    require(Permission.EXPORT)
     info = store.trajectory(trajectory_id)
     if info is None:
         raise ExportError(f"no trajectory with id {trajectory_id!r} in {store.root}")

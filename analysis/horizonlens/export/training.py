@@ -42,6 +42,7 @@ from horizonlens.export.redact import Redactor
 from horizonlens.export.selection import ExportOptions, select_runs
 from horizonlens.export.tokens import ChatTemplateCounter, RunNotCounted
 from horizonlens.query.store import CorpusStore
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.atomic import sha256_file
 
 BATCH_RUNS = 256  # runs read from the corpus at a time ...
@@ -117,8 +118,9 @@ def export_runs(store: CorpusStore, out: Path | str, options: ExportOptions,
     """Write the runs `options` select from `store` into the folder `out` (see the module docstring).
 
     ExportError for options that cannot work, an empty selection, or an `out` that exists and is not a
-    previous export; nothing is written then.
+    previous export; nothing is written then. The principal acting needs the `export` permission.
     """
+    require(Permission.EXPORT)
     started = time.perf_counter()
     options.validate()
     redactor = Redactor(list(options.redact), defaults=options.default_redactions)

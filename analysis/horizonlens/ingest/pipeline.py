@@ -135,32 +135,44 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
     agent = agent.strip() if agent else None
     if agent is not None and (len(agent) > MAX_AGENT_CHARS or not agent.isprintable()):
         raise ImportFailed(f"--agent must be printable text of at most {MAX_AGENT_CHARS} characters")
+    files = input_files(paths)
+    records = (raw for path in files for raw in records_of(path))
+    return import_records(records, into, fmt=fmt, replace=replace, strict=strict, batch_size=batch_size,
+                          progress=progress, files=len(files), agent=agent)
+
+
+def import_records(records: Iterable[Raw | Problem], into: CorpusPath | str, fmt: str = "auto",
+                   replace: bool = False, strict: bool = False, batch_size: int = 500,
+                   progress: Callable[[int], None] | None = None, files: int = 0,
+                   agent: str | None = None) -> ImportReport:
+    """Import records already read (from files, or from the new lines of a watched file) in one transaction.
+
+    `agent`: as in `import_paths`.
+    """
     if fmt != "auto" and fmt not in BY_NAME:
         raise ImportFailed(f"unknown format {fmt!r}; choose auto or one of {', '.join(f.name for f in FORMATS)}")
     started = time.perf_counter()
-    files = input_files(paths)
-    report = ImportReport(files=len(files))
+    report = ImportReport(files=files)
     into = as_location(into)
     with StagedImport(into, replace=replace, batch_size=batch_size) as staged:
-        for path in files:
-            for raw in records_of(path):
-                if isinstance(raw, Problem):
-                    report.problems.append(raw)
-                    continue
-                report.records += 1
-                try:
-                    converted = list(convert(raw, fmt, agent))
-                    for traj, steps in converted:
-                        staged.validate(traj, steps)
-                except RecordError as exc:
-                    report.problems.append(Problem(raw.file, raw.where, str(exc)[:300]))
-                    continue
-                if raw.cuts:
-                    report.notices.append(_cut_notice(raw))
+        for raw in records:
+            if isinstance(raw, Problem):
+                report.problems.append(raw)
+                continue
+            report.records += 1
+            try:
+                converted = list(convert(raw, fmt, agent))
                 for traj, steps in converted:
-                    _count(report, staged.add(traj, steps, (raw.file, raw.where)), traj, steps)
-                if progress:
-                    progress(1)
+                    staged.validate(traj, steps)
+            except RecordError as exc:
+                report.problems.append(Problem(raw.file, raw.where, str(exc)[:300]))
+                continue
+            if raw.cuts:
+                report.notices.append(_cut_notice(raw))
+            for traj, steps in converted:
+                _count(report, staged.add(traj, steps, (raw.file, raw.where)), traj, steps)
+            if progress:
+                progress(1)
         if strict and report.problems:
             staged.abort()
             raise ImportFailed("strict mode: nothing imported because of "

@@ -4,7 +4,8 @@
 (docs/annotations.md has the columns). An edit appends a new version and a delete appends a tombstone, so the
 history stays readable (view `annotation_history`); the view `annotations` shows the current labels. Every write
 is one transaction under the dataset's lock, so two writers never lose each other's rows, and versions are
-numbered under that lock.
+numbered under that lock. On a team server a write is recorded as the signed-in user,
+whatever author it names.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 from horizonlens.corpus.files import UPGRADE
 from horizonlens.errors import CorpusError, LabelError
 from horizonlens.labels.bounds import check_steps
+from horizonlens.storage import access
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
 from horizonlens.storage.manifest import ManifestRules
@@ -79,11 +82,22 @@ LABEL_RULES = ManifestRules(kind="annotations", upgrade=UPGRADE)
 
 def annotations_dataset(root: CorpusPath | str) -> Dataset:
     """The annotations of a corpus, a dataset of its own (table `labels`)."""
-    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,), rules=LABEL_RULES)
+    return Dataset(as_location(root) / ANNOTATIONS_DIR, (LABELS_TABLE,), rules=LABEL_RULES, write=Permission.LABEL)
+
+
+def _author(given: str | None) -> str:
+    """Who a write is recorded as: a signed-in user always as themselves, the owner as given (else the OS user)."""
+    who = access.current()
+    if not who.anywhere:
+        return _text(who.name, "author") or "unknown"
+    return _text(given, "author") or default_author()
 
 
 def default_author() -> str:
-    """The OS user, the default author of a label."""
+    """The author of a label written without one: the signed-in user on a team server, else the OS user."""
+    who = access.current()
+    if not who.anywhere:
+        return who.name
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers) and no LOGNAME/USER
@@ -184,7 +198,7 @@ class LabelWriter:
     def __init__(self, root: CorpusPath | str, author: str | None = None, skip_existing: bool = True,
                  timeout_s: float | None = None):
         self.root = root
-        self.author = _text(author, "author") or default_author()
+        self.author = _author(author)
         self.skip_existing = skip_existing
         self.timeout_s = timeout_s
         self.ids: list[str] = []  # annotation ids of the labels added
@@ -269,7 +283,7 @@ def _latest(history: pa.Table, annotation_id: str) -> dict[str, Any]:
 def _new_version(root: CorpusPath | str, annotation_id: str, author: str | None, timeout_s: float | None,
                  change: Label | None) -> int:
     """Append the next version of an annotation: `change` (an edit) or a tombstone (None)."""
-    who = _text(author, "author") or default_author()
+    who = _author(author)
     dataset = annotations_dataset(root)
     if not dataset.exists():
         raise LabelError(f"no annotation with id {annotation_id!r} (this corpus has no labels)")
@@ -345,11 +359,14 @@ def current_view_sql() -> str:
 def export_bytes(table: pa.Table, fmt: str) -> bytes:
     """A labels table as the bytes of a CSV or Parquet file (the app's downloads and the CLI share this).
 
-    CSV cells that a spreadsheet would run as a formula are neutralised (storage.csv_cells).
+    CSV cells that a spreadsheet would run as a formula are neutralised (storage.csv_cells). Labels leaving
+    the server are an export: the principal acting needs the `export` permission.
     """
     import io
 
     from horizonlens.storage.csv_cells import csv_bytes
+
+    require(Permission.EXPORT)
 
     if fmt == "csv":
         return csv_bytes(table)

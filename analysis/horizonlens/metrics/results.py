@@ -7,8 +7,9 @@ manifest records, as a derived dataset's does, `built_from` (the state of the da
 `definition` (the key). A result whose `built_from` differs from the data's state now is stale and computed
 again; nothing else is ever read from it.
 
-A corpus that cannot be written (read-only files, a bucket without write access) still gets its result, just
-not kept.
+A corpus that cannot be written (read-only files, a bucket without write access, a session that may not keep
+results) still gets its result, just not kept. Keeping a result needs the `keep` permission (storage/access.py),
+which viewers of a team server have too: a result changes nothing anyone reads, it only saves recomputing it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from horizonlens.errors import CorpusError
+from horizonlens.errors import AccessDenied, CorpusError
+from horizonlens.storage.access import Permission
 from horizonlens.storage.dataset import Dataset
 from horizonlens.storage.location import CorpusPath, as_location, read_table
 
@@ -34,7 +36,7 @@ def result_key(*parts: Any) -> str:
 
 def result_dataset(root: CorpusPath | str, name: str, key: str, tables: tuple[str, ...]) -> Dataset:
     """The dataset that keeps one result."""
-    return Dataset(as_location(root) / RESULTS_DIR / f"{name}-{key}", tables)
+    return Dataset(as_location(root) / RESULTS_DIR / f"{name}-{key}", tables, write=Permission.KEEP)
 
 
 def read_result(root: CorpusPath | str, name: str, key: str, tables: tuple[str, ...],
@@ -67,7 +69,7 @@ def keep_result(root: CorpusPath | str, name: str, key: str, state: str, tables:
                 txn.write(table, data)
             txn.update(built_from=state, definition=key, meta=meta)
             txn.commit()
-    except (OSError, CorpusError):
+    except (OSError, CorpusError, AccessDenied):
         return False
     return True
 

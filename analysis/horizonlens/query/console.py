@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from horizonlens.errors import SqlError
 from horizonlens.query.store import CorpusStore
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.location import redact
 from horizonlens.storage.quoting import quote_ident
 
@@ -239,8 +240,10 @@ def run_sql(store: CorpusStore, sql: str, row_cap: int = DEFAULT_ROW_CAP, timeou
             byte_cap: int = DEFAULT_RESULT_BYTES) -> SqlResult:
     """Run one read-only SELECT: at most `row_cap` rows and about `byte_cap` bytes, answered within `timeout_s`.
 
-    The time limit covers the whole request, parsing included. SqlError says what was refused or failed.
+    The time limit covers the whole request, parsing included. SqlError says what was refused or failed;
+    AccessDenied if the principal acting may not run SQL.
     """
+    require(Permission.SQL)
     deadline = time.monotonic() + timeout_s
     lexed = check_limits(sql)
     body = statement_body(sql, lexed)

@@ -25,6 +25,7 @@ from horizonlens.corpus.schema import (
 )
 from horizonlens.errors import CorpusError
 from horizonlens.replays.codec import FORMAT_VERSION, MAX_TOP_K, SOURCE_TABLES
+from horizonlens.storage.access import Permission
 from horizonlens.storage.dataset import Dataset
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location
 from horizonlens.storage.manifest import DataFile, ManifestRules, positive_int, read_json, string_list
@@ -99,7 +100,7 @@ REPLAY_RULES = ManifestRules(kind="replay cache", versions={"routing_format": (F
 
 def replay_dataset(corpus: CorpusPath | str, checkpoint_id: str) -> Dataset:
     """The replay cache of one checkpoint as a dataset."""
-    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES), rules=REPLAY_RULES)
+    return Dataset(replay_dir(corpus, checkpoint_id), tuple(CACHE_TABLES), rules=REPLAY_RULES, write=Permission.REPLAY)
 
 
 def new_cache(checkpoint_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from horizonlens.errors import CorpusError
 from horizonlens.storage import atomic
+from horizonlens.storage.access import Permission, require
 from horizonlens.storage.location import CorpusPath, ObjectPath, as_location, read_metadata
 from horizonlens.storage.lock import ObjectLock, writer_lock
 from horizonlens.storage.manifest import MANIFEST, DataFile, ManifestRules, check_path, read_json, validate
@@ -79,14 +80,19 @@ def _now() -> str:
 
 
 class Dataset:
-    """A folder of Parquet tables published through `manifest.json` (see the module docstring)."""
+    """A folder of Parquet tables published through `manifest.json` (see the module docstring).
+
+    `write`: the permission a transaction on it needs (storage/access.py); the strictest, writing the corpus
+    itself, unless the dataset says otherwise.
+    """
 
     def __init__(self, root: CorpusPath | str, tables: Iterable[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                 rules: ManifestRules = DEFAULT_RULES):
+                 rules: ManifestRules = DEFAULT_RULES, write: Permission = Permission.IMPORT):
         self.root: CorpusPath = as_location(root)
         self.tables = tuple(tables)
         self.lock_timeout_s = lock_timeout_s
         self.rules = rules
+        self.write = write
         self.object_lock: ObjectLock | None = None  # held during a transaction on object storage
 
     @property
@@ -139,7 +145,9 @@ class Dataset:
         `create`: manifest keys for a new dataset (the folder is created); without it the dataset must
         exist. `tag`: 12 hex digits naming this transaction's files (default random; a deterministic
         writer such as the sample generator passes its own so the same seed gives the same bytes).
+        The principal acting must hold the dataset's `write` permission (AccessDenied before anything is touched).
         """
+        require(self.write)
         if create is None and not self.exists():
             raise CorpusError(f"{self.root}: no {MANIFEST}; not a dataset Horizon Lens can write to")
         self.root.mkdir(parents=True, exist_ok=True)
