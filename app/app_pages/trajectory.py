@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import annotations_panel, model_panel, state, ui
+from horizonlens.app import annotations_panel, model_panel, run_details, state, ui
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import timeline
 from horizonlens.metrics.timeline import timeline_summary
@@ -84,6 +84,7 @@ m[4].metric("Recovered", summary["recovered"])
 m[5].metric("Reward", f"{info['reward']:.2f}" if info["reward"] is not None else "—")
 m[6].metric("Decisive step", summary["decisive_step"] if summary["decisive_step"] is not None else "—")
 failed_steps = timeline.loc[timeline["failed"] == 1, "step"].tolist()
+run_details.render(store, info, go_to)
 
 
 @st.fragment
