@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from horizonlens.app import rollout_panel, state, ui
+from horizonlens.figures import insight as ifig
 from horizonlens.figures import routing as rfig
-from horizonlens.metrics import model_side, replays, routing, timeline
+from horizonlens.metrics import model_side, replay_set, replays, routing, routing_map, routing_probe, timeline
 
 
 def _sample_note(df: pd.DataFrame) -> str:
@@ -17,6 +18,21 @@ def _sample_note(df: pd.DataFrame) -> str:
         return ""
     return (f" Read from {note['trajectories']:,} of {note['of_trajectories']:,} replayed trajectories "
             f"({note['tokens']:,} of {note['of_tokens']:,} tokens), a fixed sample.")
+
+
+def _probe_answer(probe: pd.DataFrame) -> str:
+    """One sentence: does the student route by teacher (and by domain)?"""
+    parts = []
+    for target in ("teacher", "domain"):
+        row = probe[(probe["target"] == target) & (probe["layer"].astype(str) == "all")]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        verdict = "yes" if r["lower"] > r["baseline_upper"] else "not detectably"
+        parts.append(f"Routes by {target}: {verdict} — routing predicts a step's {target} with {r['accuracy']:.1%} "
+                     f"accuracy (95% interval {r['lower']:.1%}–{r['upper']:.1%}) against {r['baseline']:.1%} for the "
+                     f"majority class, over {int(r['n']):,} steps of {int(r['trajectories'])} runs.")
+    return " ".join(parts) or "No probe of teacher or domain for these runs."
 
 
 store = state.require_store()
@@ -40,8 +56,21 @@ if E > rfig.TOP_N + 1:
                            f"{E - rfig.TOP_N} of {E} into one “other” entry.")
 
 # Only the open tab runs: each tab reads different tables, and at 40 layers x 256 experts they are not free.
-tab_traj, tab_corpus, tab_compare, tab_rollout = st.tabs(
-    ["One trajectory", "Replayed corpus", "Two checkpoints", "Rollout vs replay"], key="routing_tab", on_change="rerun")
+tab_traj, tab_corpus, tab_probe, tab_compare, tab_rollout = st.tabs(
+    ["One trajectory", "Replayed corpus", "Probe, map and health", "Two checkpoints", "Rollout vs replay"],
+    key="routing_tab", on_change="rerun")
+
+
+def _scope() -> replay_set.ReplayScope:
+    """Which replayed runs the corpus statistics use, said on the page (and flagged when not drawn at random)."""
+    use_sample = st.session_state.get("routing_use_sample", True)
+    scope = state.cached(replay_set.replay_scope, store, ckpt, use_sample)
+    if scope.random or use_sample is False:
+        st.toggle("Only the random sample", value=True, key="routing_use_sample",
+                  help="Statistics over runs replayed to study failures are biased; the recorded stratified random "
+                       "sample is not.")
+    (st.caption if scope.random else st.warning)(f"Runs used: {scope.how}")
+    return scope
 if tab_traj.open:
     with tab_traj:
         current = state.selected_trajectory()
@@ -58,15 +87,26 @@ if tab_traj.open:
                  "= failed checks.", key="routing_step_heatmap", data=load)
         signals = state.cached(model_side.signals_by_step, store, ckpt, tid)
         drift = state.cached(routing.routing_drift, store, ckpt, tid)
-        ui.chart(rfig.step_signals(signals, failed, drift),
+        ui.chart(ifig.signals_small_multiples(signals, drift, failed),
                  "Surprisal of the agent's action, router entropy, and drift of expert load from the trajectory's "
-                 "first steps (Jensen–Shannon distance, mean over layers), per step.", key="routing_signals",
-                 data=signals)
+                 "first steps (Jensen–Shannon distance, mean over layers), per step; one axis each.",
+                 key="routing_signals", data=signals)
         if st.button("Open this trajectory step by step", key="routing_open"):
             state.open_trajectory(tid)
 
 if tab_corpus.open:
     with tab_corpus:
+        scope = _scope()
+        ids = scope.trajectory_ids
+        overall = state.cached(routing.expert_load, store, ckpt, None, ids)
+        ui.chart(ifig.layer_expert_summary(overall, E), "Every MoE layer (rows) and expert (columns): its share of the "
+                 "layer's token→expert assignments ÷ the uniform 1/E. A red column that runs through many layers is "
+                 "an expert that is busy everywhere; a blue one is rarely chosen.", key="routing_all_layers",
+                 data=overall)
+        busiest = routing_map.busiest_experts(overall)
+        st.dataframe(busiest.pivot_table(index="layer", columns="rank", values="expert").rename(
+            columns=lambda r: f"#{r}"), key="routing_busiest")
+        st.caption("The three busiest experts of each layer (by share of its assignments).")
         layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus") \
             if len(layers) > 1 else layers[0]
         seg = state.cached(routing.expert_load, store, ckpt, "segment")
@@ -74,10 +114,17 @@ if tab_corpus.open:
                  "Expert load per segment type ÷ uniform 1/E: red experts are preferred for that kind of token "
                  "(reasoning, tool call, observation, ...), blue avoided. Experts are grouped by the segment they "
                  "prefer.", key="routing_by_segment", data=seg)
-        dom = state.cached(routing.expert_load, store, ckpt, "domain")
-        ui.chart(rfig.specialization(dom, layer_c, "domain", top_n),
-                 "The same by task domain: domain-specialised experts stand out in red.", key="routing_by_domain",
-                 data=dom)
+        dom_col, teacher_col = st.columns(2)
+        with dom_col:
+            dom = state.cached(routing.expert_load, store, ckpt, "domain", ids)
+            ui.chart(rfig.specialization(dom, layer_c, "domain", top_n),
+                     "The same by task domain: domain-specialised experts stand out in red.", key="routing_by_domain",
+                     data=dom)
+        with teacher_col:
+            by_teacher = state.cached(routing.expert_load, store, ckpt, "teacher", ids)
+            ui.chart(rfig.specialization(by_teacher, layer_c, "teacher", top_n),
+                     "The same by the teacher that produced the run: does the student route by teacher?",
+                     key="routing_by_teacher", data=by_teacher)
         left, right = st.columns(2)
         with left:
             co = state.cached(routing.coactivation, store, ckpt, layer_c)
@@ -95,9 +142,52 @@ if tab_corpus.open:
         st.caption("Consecutive tokens routed to the same top-1 expert, against the random baseline Σ share² "
                    "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert." + _sample_note(consec))
         around = state.cached(model_side.around_failures, store, ckpt)
-        if not around.empty:
-            st.dataframe(around, hide_index=True)
-            st.caption("Surprisal and router entropy k agent steps before/after failed and passed checks.")
+        ui.chart(ifig.around_failures(around), "Mean surprisal and router entropy at agent steps before (−) and after "
+                 "(+) each check, for failed (red) and passed (green) checks. A red line above the green one before 0 "
+                 "means the model was already uneasy before the failure; only after 0, it reacts to it.",
+                 key="routing_around", data=around)
+
+if tab_probe.open:
+    with tab_probe:
+        scope = _scope()
+        ids = scope.trajectory_ids
+        why = state.cached(routing_probe.probe_message, store, ckpt, ids)
+        if why:
+            st.info(why)
+        else:
+            probe = state.cached(routing_probe.kept_probe, store, ckpt, ids)
+            st.markdown(ui.md(_probe_answer(probe)))
+            target = st.segmented_control("Target", list(routing_probe.TARGETS), default="teacher",
+                                          key="routing_probe_target") or "teacher"
+            ui.chart(ifig.probe(probe, target), "A logistic regression reads the target from a step's expert shares "
+                     "(per layer, or all layers at once), scored on runs it never saw (5 folds grouped by run). Grey: "
+                     "always guessing the most common class. Routing carries the target where blue clears grey.",
+                     key="routing_probe", data=probe)
+        health = state.cached(routing_map.routing_health, store, ckpt, ids)
+        ui.chart(ifig.health(health, E), f"Per layer (rows) along the run (columns): experts below 1/(10·{E}) of the "
+                 "load, the busiest expert's load ÷ the mean, and usage entropy ÷ ln E. Collapse shows as many rare "
+                 "experts, a high max/mean and low entropy.", key="routing_health", data=health)
+        st.dataframe(health[health["bin"] < 0].drop(columns=["bin"]), hide_index=True, key="routing_health_table")
+        st.caption("The same over the whole horizon, per layer; click a column to sort.")
+        st.subheader("Routing map")
+        c = st.columns(3)
+        level = c[0].segmented_control("Points", ["step", "run"], default="step", key="routing_map_level") or "step"
+        color = c[1].selectbox("Colour by", list(routing_map.COLOR_FIELDS), key="routing_map_color")
+        method = c[2].segmented_control("Projection", ["pca", "umap"], default="pca", key="routing_map_method",
+                                        help="UMAP is computed once per replay state; the first takes a minute.") \
+            or "pca"
+        points = state.cached(routing_map.routing_map, store, ckpt, ids, level, method)
+        sample = points.attrs.get("sample") or {}
+        event = ui.chart(ifig.routing_map(points, color, f"Replayed {level}s by routing signature ({method.upper()})"),
+                         f"Each point is a replayed {level} placed by its expert usage (per layer, the share of "
+                         f"assignments per expert); nearby points route alike. {sample.get('points', 0):,} of "
+                         f"{sample.get('of', 0):,} shown" + (" (a fixed sample of whole runs; statistics above use "
+                         "all)" if sample.get("sampled") else "") + ". Click a point to open it.",
+                         key="routing_map", data=points, on_select="rerun", selection_mode="points")
+        picked = (event or {}).get("selection", {}).get("points", []) if event else []
+        if picked and picked[0].get("customdata"):
+            tid_p, step_p = picked[0]["customdata"][0], int(picked[0]["customdata"][1])
+            state.open_trajectory(str(tid_p), step_p if step_p >= 0 else None)
 
 if tab_compare.open:
     with tab_compare:

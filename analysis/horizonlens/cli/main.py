@@ -5,10 +5,19 @@ Each command group lives in its own module and registers itself on `app` when im
 
 from __future__ import annotations
 
-from horizonlens.cli import annotate_cmds, corpus_cmds, metrics_cmds, model_cmds, routing_cmds, serve_cmds
+from horizonlens.cli import (
+    annotate_cmds,
+    corpus_cmds,
+    metrics_cmds,
+    model_cmds,
+    modes_cmds,
+    routing_cmds,
+    serve_cmds,
+)
 from horizonlens.cli.base import app
 
-__all__ = ["annotate_cmds", "app", "corpus_cmds", "main", "metrics_cmds", "model_cmds", "routing_cmds", "serve_cmds"]
+__all__ = ["annotate_cmds", "app", "corpus_cmds", "main", "metrics_cmds", "model_cmds", "modes_cmds", "routing_cmds",
+           "serve_cmds"]
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -19,6 +19,10 @@ def metrics(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3:/
                                                                  "next k steps.")] = 3,
             checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint whose cached replays to include.")
                                   ] = None,
+            all_replays: Annotated[bool, typer.Option("--all-replays", help="Model statistics over every replayed "
+                                                                             "run, even when a random sample is "
+                                                                             "recorded (default: the sample).")
+                                   ] = False,
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
     """Corpus-level error-compounding figures (and model-side ones, early warning included, with --checkpoint)."""
     from horizonlens.corpus.files import CorpusError
@@ -47,19 +51,32 @@ def metrics(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3:/
         "pass_k": compounding.pass_k(store, by),
         "attribution": attribution.accuracy(attribution.predictions(store, ckpt_id)),
     }
-    rollout_routing = None
-    if ckpt_id and ckpt_id in store.replay_checkpoints:
-        from horizonlens.metrics import early_warning, model_side, rollout
+    from horizonlens.metrics import tool_use
 
+    tools = tool_use.tool_use(store)
+    tables["tool_use_tools"] = tools["tools"]
+    rollout_routing = None
+    scope = None
+    if ckpt_id and ckpt_id in store.replay_checkpoints:
+        from horizonlens.metrics import early_warning, model_side, replay_set, rollout, routing_probe
+
+        scope = replay_set.replay_scope(store, ckpt_id, use_sample=not all_replays)
         tables["model_by_step"] = model_side.signals_by_step(store, ckpt_id, bucket=10)
         tables["model_around_failures"] = model_side.around_failures(store, ckpt_id)
-        tables["early_warning"] = early_warning.early_warning(store, ckpt_id, k=k)
+        tables["early_warning"] = early_warning.early_warning(store, ckpt_id, k=k, trajectory_ids=scope.trajectory_ids)
+        tables["routing_probe"] = routing_probe.kept_probe(store, ckpt_id, scope.trajectory_ids, k=k)
         if rollout.has_comparison(store, ckpt_id):
             rollout_routing = rollout.summary(store, ckpt_id)
     elif ckpt_id:
         typer.secho(f"note: no cached replays for {ckpt_id} in this corpus (run `horizonlens replay`)", err=True)
     if as_json:
-        out: dict[str, object] = {name: json_records(df) for name, df in tables.items()}
+        out: dict[str, object] = {name: json_records(df) for name, df in tables.items() if name != "tool_use_tools"}
+        out["tool_use"] = {**tools["summary"], "tools": json_records(tools["tools"]),
+                           **{f"by_{g}": json_records(tools[f"by_{g}"]) for g in tool_use.GROUPS},
+                           "horizon": json_records(tools["horizon"])}
+        if scope is not None:
+            out["replayed_set"] = {"runs": scope.runs, "replayed": scope.replayed, "random": scope.random,
+                                   "how": scope.how}
         if rollout_routing is not None:
             out["rollout_routing"] = rollout_routing
         typer.echo(json.dumps(out, indent=1, default=str))
@@ -73,7 +90,16 @@ def metrics(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3:/
               "model_by_step": "Model signals by step (buckets of 10)",
               "model_around_failures": "Model signals around checks",
               "early_warning": f"Early warning: AUROC for a failed check within the next {k} steps (95% CI over "
-                               "trajectories)"}
+                               "trajectories)",
+              "tool_use_tools": "Tool use per tool (repeats: same call as the run's previous; loops: A,B,A,B)",
+              "routing_probe": f"Routing probe: grouped 5-fold logistic regression vs majority class (k={k})"}
+    s = tools["summary"]
+    typer.secho("\nTool use", bold=True)
+    typer.echo(f"{s['calls']:,} calls in {s['runs']:,} runs; {s['repeated_calls']:,} repeated calls in "
+               f"{s['runs_with_repeats']:,} runs; {s['runs_with_loops']:,} runs with loops; {s['overuse_calls']:,.0f} "
+               f"calls beyond the median of the task's successful runs")
+    if scope is not None:
+        typer.echo(f"\nModel statistics use: {scope.how}")
     for name, df in tables.items():
         typer.secho(f"\n{titles[name]}", bold=True)
         shown = df.groupby("group").head(15) if name == "survival" and not df.empty else df

@@ -54,6 +54,11 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
            routing: Annotated[str, typer.Option(help="Routing to store: tokens (per-step aggregates and per-token "
                                                      "routing) or steps (per-step aggregates only, ~6x smaller "
                                                      "at 40 x 256).")] = "tokens",
+           sample: Annotated[Optional[int], typer.Option(help="Replay a stratified random sample of N trajectories "
+                                                             "(by domain and outcome) of those selected, and record "
+                                                             "it: corpus statistics then use it by default.")
+                             ] = None,
+           seed: Annotated[int, typer.Option(help="Random seed of --sample.")] = 0,
            force: Annotated[bool, typer.Option(help="Replay even what is cached (replacing it).")] = False) -> None:
     """Replay trajectories through a checkpoint into the corpus's replay cache (resumable, idempotent)."""
     from horizonlens.model.batch import BatchDone, ReplayPlan, plan_replay, replay_many
@@ -67,6 +72,9 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
     config = ReplayConfig(chunk_size=chunk_size, routing=routing)  # a bad --routing fails before loading anything
     store = open_store(corpus)  # a HorizonLensError ends as one red line (base.py)
     ids = _selected_ids(store, trajectory or [], domain or [], max_tokens, per_domain, limit)
+    record = None
+    if sample is not None:
+        ids, record = _draw_sample(store, ids, sample, seed)
     load: dict[str, Any] = {"dtype": dtype, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code,
             "allow_dense": allow_dense}
     display: dict[str, Any] = {}
@@ -104,8 +112,25 @@ def replay(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://
     finally:
         if "progress" in display:
             display["progress"].stop()
+    if record is not None:
+        ReplayCache(store.root, ckpt_id).write_selection(record)
+        typer.echo(f"recorded the stratified random sample of {len(ids)} (seed {seed}) in the replay cache")
     typer.echo(f"replayed {run.replayed}, already cached {run.skipped}; {run.tokens:,} tokens in {run.seconds:.1f}s "
                f"({run.tokens_per_s:,.0f} tokens/s); cache: {ReplayCache(store.root, ckpt_id).root}")
+
+
+def _draw_sample(store: Any, ids: list[str], n: int, seed: int) -> tuple[list[str], dict[str, Any]]:
+    """A stratified random sample of n of these trajectories, and the record the cache keeps of it."""
+    import pandas as pd
+
+    from horizonlens.metrics.replay_set import selection_record, stratified_sample
+
+    if n < 1:
+        fail("--sample must be at least 1")
+    rows = store.query("SELECT trajectory_id, domain, outcome FROM trajectories WHERE list_contains(?, trajectory_id)",
+                       [ids]).to_pandas() if ids else pd.DataFrame(columns=["trajectory_id", "domain", "outcome"])
+    drawn = stratified_sample(rows, n, seed)
+    return drawn, selection_record(drawn, n, seed, len(rows))
 
 
 def _checkpoint_id(path: Path) -> str:

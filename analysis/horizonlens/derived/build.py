@@ -1,4 +1,4 @@
-"""Everything derived from a corpus, built and refreshed together: the search indexes and the aggregates.
+"""Everything derived from a corpus, built and refreshed together: search indexes, aggregates, tool use.
 
 `horizonlens index CORPUS` calls `build_all`; an import calls `after_import` once its commit is published, so
 that the aggregates (always) and the search indexes (when the corpus had them) cover the new files. Both are
@@ -12,6 +12,7 @@ from typing import Any
 
 from horizonlens.derived.aggregates import build_aggregates
 from horizonlens.derived.search_index import build_index
+from horizonlens.derived.tool_use import build_tool_use
 from horizonlens.storage.location import CorpusPath, as_location
 
 
@@ -23,8 +24,11 @@ def build_all(root: CorpusPath | str, full: bool = False, threads: int | None = 
     index = build_index(root, full=full, threads=threads, log=log)
     log("aggregates")
     aggregates = build_aggregates(root, full=full, threads=threads, log=log)
+    log("tool use")
+    tools = build_tool_use(root, full=full, threads=threads, log=log)
     return {"index": index, "aggregates": {**aggregates.manifest, "computed": aggregates.computed,
-                                           "seconds": round(aggregates.seconds, 2)}}
+                                           "seconds": round(aggregates.seconds, 2)},
+            "tool_use": {"computed": tools.computed, "seconds": round(tools.seconds, 2)}}
 
 
 def after_import(root: CorpusPath | str, search: bool) -> None:

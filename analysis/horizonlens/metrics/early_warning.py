@@ -66,17 +66,20 @@ def _auroc_binned(inv: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 
 def step_table(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: TrajectoryFilter | None = None,
-               drift: bool = True) -> pd.DataFrame:
+               drift: bool = True, trajectory_ids: list[str] | None = None) -> pd.DataFrame:
     """One row per replayed agent step: the signals and baselines at t, checks and failures in t+1..t+k, the event.
 
     `label` is 1/0 where some step in t+1..t+k has a check, else missing (the step is not scored but still
-    counts for lead times).
+    counts for lead times). `trajectory_ids`: only these replayed runs (metrics/replay_set.py), else all.
     """
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
         raise ValueError("k is a whole number of steps from 1 to 1000")
     if checkpoint_id not in store.replay_checkpoints:
         return pd.DataFrame()
     clauses, params = store.filter_clauses(flt)
+    if trajectory_ids is not None:
+        clauses = [*clauses, "list_contains(?, t.trajectory_id)"]
+        params = [*params, list(trajectory_ids)]
     # k is a checked int: the window frame needs a literal
     frame = store.query(f"""
       WITH s AS (
@@ -142,13 +145,14 @@ def lead_times(frame: pd.DataFrame, signal: str, failures: dict[str, int],
 
 
 def early_warning(store: CorpusStore, checkpoint_id: str, k: int = DEFAULT_K, flt: TrajectoryFilter | None = None,
-                  n_boot: int = 1000, seed: int = 0, drift: bool = True) -> pd.DataFrame:
+                  n_boot: int = 1000, seed: int = 0, drift: bool = True,
+                  trajectory_ids: list[str] | None = None) -> pd.DataFrame:
     """AUROC of each signal and baseline for "a check fails within the next k steps", with trajectory-bootstrap CIs.
 
     One row per signal: signal, kind (signal / baseline), k, auroc, lower, upper (95% percentile interval over
     `n_boot` resamples of trajectories), n_pos, n_neg, trajectories, median_lead_steps and lead_runs.
     """
-    frame = step_table(store, checkpoint_id, k, flt, drift)
+    frame = step_table(store, checkpoint_id, k, flt, drift, trajectory_ids)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
     scored = frame[frame["label"].notna()]

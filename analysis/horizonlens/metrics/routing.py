@@ -45,15 +45,15 @@ def num_experts(store: CorpusStore, checkpoint_id: str) -> int:
 
 def expert_load(store: CorpusStore, checkpoint_id: str, by: str | None = None,
                 trajectory_ids: list[str] | None = None) -> pd.DataFrame:
-    """Share of assignments per (layer, [segment|domain], expert) vs the uniform 1/E baseline (step tier)."""
-    if by not in (None, "segment", "domain"):
-        raise ValueError("expert load is split by segment or domain")
+    """Share of assignments per (layer, [segment|domain|teacher], expert) vs the uniform 1/E baseline (step tier)."""
+    if by not in (None, "segment", "domain", "teacher"):
+        raise ValueError("expert load is split by segment, domain or teacher")
     if "routing_segments" not in store.replay_views:
         return pd.DataFrame(columns=["layer", "group", "expert", "assignments", "share", "uniform",
                                      "specialization"])
     scope, params = checkpoint_scope(checkpoint_id, trajectory_ids, "r")
-    key = {"segment": "r.segment", "domain": "t.domain", None: "'all'"}[by]
-    join = "JOIN trajectories t ON t.trajectory_id = r.trajectory_id" if by == "domain" else ""
+    key = {"segment": "r.segment", "domain": "t.domain", "teacher": "coalesce(t.teacher, '(none)')", None: "'all'"}[by]
+    join = "JOIN trajectories t ON t.trajectory_id = r.trajectory_id" if by in ("domain", "teacher") else ""
     df = store.query(f"""
       SELECT r.layer, {key} AS "group", r.expert, sum(r.tokens)::BIGINT AS assignments
       FROM routing_segments r {join} WHERE {scope}

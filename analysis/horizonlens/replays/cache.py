@@ -15,6 +15,7 @@ trajectory) are read as they are; `horizonlens compact` converts them (model/com
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from horizonlens.replays.layout import (
     CHECKPOINT_META,
     LEGACY_ROUTING,
     ROLLOUT_TABLES,
+    SELECTION_META,
     STEP_TIER,
     TOKEN_TIER,
     file_stem,
@@ -172,6 +174,23 @@ class ReplayCache:
             self._drop(txn, list(batch), rollout if written <= rollout else set(SCHEMAS) - rollout)
             write_batch_files(txn, batch)
             txn.commit()
+
+    def write_selection(self, record: dict[str, Any]) -> None:
+        """Record how the replayed runs were chosen (a stratified random sample: method, seed, strata, ids).
+
+        Kept beside the checkpoint meta, outside the manifest, so rewriting or compacting the cache keeps it;
+        a new record replaces the old one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, self.root / SELECTION_META)
+
+    def read_selection(self) -> dict[str, Any] | None:
+        """The selection record (None when none was written or it cannot be read)."""
+        try:
+            value = json.loads((self.root / SELECTION_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError, CorpusError):
+            return None
+        return value if isinstance(value, dict) else None
 
     def drop(self, trajectory_ids: Iterable[str]) -> int:
         """Remove these trajectories from the cache (e.g. when their steps were replaced); returns files changed."""

@@ -5,6 +5,7 @@ manifest.json, trajectories/, steps/          the corpus tables (docs/corpus-for
 index/                                        derived search indexes
 replays/<checkpoint_id>/manifest.json         the replay cache of one checkpoint: a dataset
 replays/<checkpoint_id>/checkpoint.json       what the checkpoint was (architecture, experts, ...)
+replays/<checkpoint_id>/selection.json        how the replayed runs were chosen (a random sample's record)
 replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint, one folder per table:
   steps/             per-step results (view `replay_steps`)
   routing_steps/     routing per (trajectory, step, layer, expert)     the step tier, written by every replay
@@ -62,6 +63,8 @@ COMPARE_TABLES = ROLLOUT_TABLES[1:]
 # The views over every checkpoint's replay cache (each with a checkpoint_id column).
 REPLAY_VIEWS = ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout", *COMPARE_TABLES)
 CHECKPOINT_META = "checkpoint.json"
+# How the replayed trajectories were chosen (`replay --sample`): a record beside the checkpoint meta.
+SELECTION_META = "selection.json"
 # A checkpoint id as Horizon Lens makes it (architecture-hash); ids found on disk must match it.
 CHECKPOINT_ID = re.compile(r"^[a-z0-9_.-]{1,64}$")
 # SQL regex that recovers the checkpoint id from a replay file's path.

@@ -1,0 +1,398 @@
+"""Failure modes: the failed steps of a selection clustered by what they say, without a model or an LLM.
+
+Each failed step (a step whose check failed) becomes one text: its tool calls (name and argument names), its
+observations and its check detail, each cut to FIELD_CHARS characters. `normalise` masks what differs between
+two instances of one mistake: quoted values, ids (words with digits), numbers, JSON argument values.
+
+The texts are represented by TF-IDF over words (1-2 grams) and character 3-5 grams, reduced by a truncated SVD
+(latent semantic analysis) to at most SVD_DIMS dimensions and clustered by HDBSCAN (density-based: it finds
+as many modes as the data holds and leaves stray steps unclustered). Bounded in time and memory:
+
+- identical normalised texts are represented once (a step is one text among its duplicates);
+- the vocabulary, SVD and clusters are fitted on a seeded sample of at most `fit_sample` failed steps (drawn
+  from the steps, so frequent texts weigh as they occur);
+- every failed step is then assigned to the mode whose centroid is nearest in cosine, or left unclustered
+  (mode -1) when it is farther than the mode's own fitted members are (ASSIGN_QUANTILE of their similarity).
+
+Each mode is labelled by its most distinguishing words (class-based TF-IDF over the modes, as BERTopic's
+c-TF-IDF) and shown with its most central example. Per mode: size, shares by agent, teacher and domain, where
+along the horizon its steps sit (step / run length), how often the next check passes and how often the run
+still succeeds, and example steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from horizonlens.errors import StoreError
+from horizonlens.query.store import CorpusStore
+
+FIELD_CHARS = 300  # characters of each field (observation, check detail, arguments) a text keeps
+SVD_DIMS = 48
+ASSIGN_QUANTILE = 0.05  # a step joins a mode if it is as close to its centroid as 95% of the mode's fitted members
+UNCLUSTERED = -1
+FACETS = ("agent", "teacher", "domain")
+COLUMNS = ["mode", "label", "size", "share", "terms", "example", "example_trajectory", "example_step",
+           "median_position", "next_check_passed", "run_succeeded"]
+
+_QUOTED = re.compile(r"(?<![\w])(\"[^\"\n]{0,200}\"|'[^'\n]{0,200}')(?![\w])")
+_HEX_OR_ID = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]+\b")  # words mixing letters and digits: ids
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    """How modes are fitted; every field is part of the cache key of a result."""
+
+    fit_sample: int = 5_000  # failed steps the vocabulary, SVD and clusters are fitted on
+    min_cluster_size: int | None = None  # HDBSCAN's; None: 1% of the fitted sample, at least 10
+    seed: int = 0
+    examples: int = 5  # example steps kept per mode
+    revision: int = 1  # bump when the method changes meaning
+
+    def key(self) -> str:
+        """A short hash of the configuration."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def normalise(text: str) -> str:
+    """Mask what differs between instances of one mistake: quoted values, ids, numbers; lower case, one space."""
+    s = _QUOTED.sub(" qval ", text)
+    s = _HEX_OR_ID.sub(" idval ", s)
+    s = _NUMBER.sub(" num ", s)
+    return _SPACE.sub(" ", s).strip().lower()
+
+
+def _arguments(arguments: str | None) -> str:
+    """A tool call's arguments as its argument names with masked values (JSON), else the text itself."""
+    if not arguments:
+        return ""
+    try:
+        value = json.loads(arguments)
+    except (json.JSONDecodeError, TypeError):
+        return arguments[:FIELD_CHARS]
+    if isinstance(value, dict):
+        return " ".join(f"{k}={'num' if isinstance(v, (int, float)) else 'qval'}" for k, v in value.items())
+    return str(value)[:FIELD_CHARS]
+
+
+def step_text(tool_calls: Any, observations: Any, check_detail: str | None) -> str:
+    """The normalised text of one failed step: calls, observations, check detail."""
+    calls = " ".join(f"tool {c.get('name') or ''} {_arguments(c.get('arguments'))}" for c in tool_calls or [])
+    obs = " ".join((o.get("content") or "")[:FIELD_CHARS] for o in observations or [])
+    return normalise(f"{calls} | {obs} | {(check_detail or '')[:FIELD_CHARS]}")
+
+
+_FAILED_SQL = """
+  WITH checked AS (
+    SELECT trajectory_id, step, check_passed,
+           lead(check_passed) OVER (PARTITION BY trajectory_id ORDER BY step) AS next_check_passed
+    FROM steps WHERE check_passed IS NOT NULL{scope})
+  SELECT s.trajectory_id, s.step, s.check_detail, s.error_label, s.tool_calls, s.observations, c.next_check_passed,
+         t.agent, t.teacher, t.domain, t.outcome, t.n_steps
+  FROM checked c JOIN steps s ON s.trajectory_id = c.trajectory_id AND s.step = c.step
+  JOIN trajectories t ON t.trajectory_id = c.trajectory_id{keys}
+  WHERE c.check_passed = false AND s.check_passed = false
+  ORDER BY s.trajectory_id, s.step"""
+
+
+def failed_steps(store: CorpusStore, keys: pa.Table | None = None) -> pd.DataFrame:
+    """The failed steps (all, or those whose (trajectory_id, step) is in `keys`) with their run's facets and text."""
+    scope = " AND trajectory_id IN (SELECT trajectory_id FROM mode_keys)" if keys is not None else ""
+    join = " JOIN mode_keys k ON k.trajectory_id = s.trajectory_id AND k.step = s.step" if keys is not None else ""
+    cur = store.cursor()
+    try:
+        if keys is not None:
+            cur.register("mode_keys", keys.select(["trajectory_id", "step"]))
+        frame = cur.sql(_FAILED_SQL.format(scope=scope, keys=join)).df()
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the failed steps ({exc})") from None
+    finally:
+        cur.close()
+    frame["text"] = [step_text(c, o, d) for c, o, d in
+                     zip(frame["tool_calls"], frame["observations"], frame["check_detail"], strict=True)]
+    frame["tools"] = [", ".join(dict.fromkeys(c.get("name") or "" for c in calls)) if calls is not None else ""
+                      for calls in frame["tool_calls"]]
+    frame["position"] = frame["step"] / frame["n_steps"].clip(lower=1)
+    return frame.drop(columns=["tool_calls", "observations"])
+
+
+@dataclass
+class Fitted:
+    """A fitted mode model: what every failed step was assigned to, and how the fit was bounded."""
+
+    assignment: np.ndarray  # per failed step: its mode (UNCLUSTERED: none)
+    vectors: np.ndarray  # per distinct text: its unit-length SVD vector
+    text_index: np.ndarray  # per failed step: the row of its text in `vectors`
+    centroids: np.ndarray  # per mode: unit-length centroid
+    fitted_steps: int
+    distinct_texts: int
+
+
+def fit_modes(texts: list[str], config: ModeConfig = ModeConfig()) -> Fitted:
+    """Cluster texts (one per failed step) into modes: fit on a sample, assign every step (module docstring)."""
+    from scipy.sparse import hstack
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    n = len(texts)
+    distinct, text_index = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    rng = np.random.default_rng(config.seed)
+    sample = np.sort(rng.choice(n, size=config.fit_sample, replace=False)) if n > config.fit_sample else np.arange(n)
+    fit_rows = text_index[sample]  # distinct-text rows of the sampled steps (duplicates kept: density counts)
+    fit_distinct = np.unique(fit_rows)
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True, dtype=np.float32)
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=1, sublinear_tf=True, max_features=50_000,
+                            dtype=np.float32)
+    fit_texts = distinct[fit_distinct].tolist()
+    words.fit(fit_texts)
+    chars.fit(fit_texts)
+    matrix = hstack([words.transform(distinct.tolist()), chars.transform(distinct.tolist())]).tocsr()
+    dims = max(1, min(SVD_DIMS, matrix.shape[1] - 1, len(fit_distinct) - 1))
+    if dims >= 2:
+        svd = TruncatedSVD(n_components=dims, random_state=config.seed).fit(matrix[fit_distinct])
+        vectors = normalize(svd.transform(matrix)).astype(np.float32)
+    else:
+        vectors = normalize(matrix.toarray()).astype(np.float32)
+    min_size = config.min_cluster_size or max(10, len(sample) // 100)
+    points = vectors[fit_rows]
+    if len(sample) < 2 * min_size or len(fit_distinct) < 2:
+        labels = np.zeros(len(sample), dtype=int)  # too few to split: one mode
+    else:
+        labels = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 10), copy=True).fit_predict(points)
+    modes = sorted(set(labels.tolist()) - {UNCLUSTERED})
+    if not modes:
+        labels, modes = np.zeros(len(sample), dtype=int), [0]
+    centroids = normalize(np.stack([points[labels == m].mean(0) for m in modes])).astype(np.float32)
+    floors = np.array([np.quantile(points[labels == m] @ centroids[i], ASSIGN_QUANTILE) for i, m in enumerate(modes)])
+    sims = vectors @ centroids.T  # (distinct texts, modes)
+    best = sims.argmax(1)
+    near = sims[np.arange(len(best)), best] >= floors[best] - 1e-6
+    per_text = np.where(near, best, UNCLUSTERED)
+    return Fitted(assignment=per_text[text_index], vectors=vectors, text_index=text_index, centroids=centroids,
+                  fitted_steps=len(sample), distinct_texts=len(distinct))
+
+
+_PLACEHOLDERS = frozenset({"qval", "idval", "num", "tool", "the", "to", "of", "on", "in", "a", "an", "and", "or",
+                           "is", "at", "from", "by", "for", "with", "was", "has", "not", "be"})
+
+
+def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 5) -> dict[int, list[str]]:
+    """Per mode, the words that set it apart from the other modes (class-based TF-IDF, BERTopic's c-TF-IDF).
+
+    Each mode is one document (its steps' texts); a word's weight in a mode is its frequency there times
+    log(1 + A / f), A the mean words per mode and f the word's frequency over all modes. Placeholders left by
+    `normalise` and stop words are not terms.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    keep = modes != UNCLUSTERED
+    if not keep.any():
+        return {}
+    distinct, index = np.unique(np.asarray(texts, dtype=object)[keep], return_inverse=True)
+    vec = CountVectorizer(token_pattern=r"(?u)\b[a-z][a-z_]{2,}\b", stop_words=list(_PLACEHOLDERS))
+    try:
+        counts = vec.fit_transform(distinct.tolist())
+    except ValueError:  # no word at all (texts of numbers only)
+        return {int(m): [] for m in np.unique(modes[keep])}
+    ids, inverse = np.unique(modes[keep], return_inverse=True)
+    from scipy.sparse import csr_matrix
+
+    onehot = csr_matrix((np.ones(len(index)), (inverse, index)), shape=(len(ids), len(distinct)))
+    per_mode = np.asarray((onehot @ counts).todense(), dtype=np.float64)  # (modes, words)
+    tf = per_mode / np.maximum(per_mode.sum(1, keepdims=True), 1)
+    avg = per_mode.sum() / len(ids)
+    weight = tf * np.log1p(avg / np.maximum(per_mode.sum(0), 1))
+    words = vec.get_feature_names_out()
+    return {int(m): [str(words[j]) for j in np.argsort(-weight[i])[:top] if weight[i, j] > 0]
+            for i, m in enumerate(ids)}
+
+
+RESULT_TABLES = ("modes", "members", "facets", "positions", "examples")
+POSITION_BINS = 10
+
+
+@dataclass
+class ModeResult:
+    """Failure modes of a selection: one table per view of them, and how they were computed (`note`)."""
+
+    modes: pd.DataFrame  # one row per mode (UNCLUSTERED last): COLUMNS
+    members: pd.DataFrame  # trajectory_id, step, mode: every failed step of the selection
+    facets: pd.DataFrame  # mode, facet, value, steps, share (of the mode), lift (share / share among all)
+    positions: pd.DataFrame  # mode, bin (tenth of the run), steps
+    examples: pd.DataFrame  # mode, rank, trajectory_id, step, tools, text, agent, domain
+    note: dict[str, Any]  # failed_steps, fitted_steps, distinct_texts, sampled, where, config
+
+    def to_json(self) -> dict[str, Any]:
+        """`horizonlens modes --json`: every mode with its label, size and members [[trajectory_id, step], ...]."""
+        members = {int(str(m)): g[["trajectory_id", "step"]].to_numpy().tolist()
+                   for m, g in self.members.groupby("mode", sort=False)}
+        modes = []
+        for r in self.modes.to_dict("records"):
+            m = int(r["mode"])
+            modes.append({"mode": m, "label": r["label"], "size": int(r["size"]), "share": float(r["share"]),
+                          "terms": r["terms"].split(", ") if r["terms"] else [], "example": r["example"],
+                          "median_position": _num(r["median_position"]),
+                          "next_check_passed": _num(r["next_check_passed"]), "run_succeeded": _num(r["run_succeeded"]),
+                          "members": [[str(t), int(s)] for t, s in members.get(m, [])]})
+        return {"modes": modes, "note": self.note}
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else float(v)
+
+
+def select_failed(store: CorpusStore, where: str | None) -> pa.Table | None:
+    """The (trajectory_id, step) of the failed steps a user predicate selects, through the SQL console's gate.
+
+    The predicate is SQL over `s` (the step) and `t` (its trajectory), e.g. `t.domain = 'search'`; it runs as
+    one read-only, bounded SELECT (query/console.py). None: no predicate, every failed step.
+    """
+    if where is None or not where.strip():
+        return None
+    from horizonlens.query.console import run_sql
+
+    sql = ("SELECT s.trajectory_id, s.step FROM steps s JOIN trajectories t ON t.trajectory_id = s.trajectory_id "
+           f"WHERE s.check_passed = false AND ({where})")
+    result = run_sql(store, sql, row_cap=MAX_SELECTED, timeout_s=60.0)
+    if result.truncated:
+        raise StoreError(f"the predicate selects more than {MAX_SELECTED:,} failed steps; narrow it")
+    return result.table
+
+
+MAX_SELECTED = 2_000_000
+
+
+def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig(),
+               keep: bool = True) -> ModeResult:
+    """The failure modes of the failed steps a predicate selects (all when None), computed once per corpus state.
+
+    Kept as a result dataset inside the corpus (metrics/results.py) unless `keep` is False. A selection without
+    failed steps gives a ModeResult without modes; its note says so.
+    """
+    from horizonlens.metrics.results import computed_once, result_key
+
+    key = result_key("modes", (where or "").strip(), asdict(config))
+    state = store.corpus_snapshot.fingerprint
+
+    def compute() -> tuple[dict[str, pa.Table], dict[str, Any]]:
+        result = compute_modes(store, where, config)
+        return ({name: pa.Table.from_pandas(getattr(result, name), preserve_index=False)
+                 for name in RESULT_TABLES}, result.note)
+
+    tables, note = computed_once(store.root, "modes", key, state, RESULT_TABLES, compute, keep=keep)
+    return ModeResult(**{name: tables[name].to_pandas() for name in RESULT_TABLES}, note=note)
+
+
+def compute_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig()) -> ModeResult:
+    """Read the selection's failed steps and cluster them (no caching; `find_modes` keeps the result)."""
+    steps = failed_steps(store, select_failed(store, where))
+    note: dict[str, Any] = {"failed_steps": int(len(steps)), "where": (where or "").strip() or None,
+                            "config": asdict(config)}
+    if steps.empty:
+        empty = ModeResult(pd.DataFrame(columns=COLUMNS), pd.DataFrame(columns=["trajectory_id", "step", "mode"]),
+                           pd.DataFrame(columns=["mode", "facet", "value", "steps", "share", "lift"]),
+                           pd.DataFrame(columns=["mode", "bin", "steps"]),
+                           pd.DataFrame(columns=["mode", "rank", "trajectory_id", "step", "tools", "text", "agent",
+                                                 "domain"]), {**note, "fitted_steps": 0, "distinct_texts": 0,
+                                                              "sampled": False})
+        return empty
+    fitted = fit_modes(steps["text"].tolist(), config)
+    steps["mode"] = fitted.assignment
+    # a step's similarity to its mode's centroid orders the examples (most typical first)
+    vec = fitted.vectors[fitted.text_index]
+    assigned = steps["mode"].to_numpy()
+    steps["typical"] = np.where(assigned >= 0, (vec * fitted.centroids[np.maximum(assigned, 0)]).sum(1), -1.0)
+    note.update(fitted_steps=fitted.fitted_steps, distinct_texts=fitted.distinct_texts,
+                sampled=fitted.fitted_steps < len(steps), unclustered=int((assigned == UNCLUSTERED).sum()))
+    return _describe(steps, distinguishing_terms(steps["text"].tolist(), assigned), config, note)
+
+
+def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConfig, note: dict[str, Any]) -> ModeResult:
+    """Every table of a ModeResult from the failed steps with their `mode` and `typical` columns."""
+    total = len(steps)
+    rows, facets, positions, examples = [], [], [], []
+    overall = {f: steps[f].fillna("(none)").value_counts(normalize=True) for f in FACETS}
+    order = steps.groupby("mode").size().sort_values(ascending=False, kind="stable").index.tolist()
+    order = [m for m in order if m != UNCLUSTERED] + ([UNCLUSTERED] if UNCLUSTERED in order else [])
+    for rank, m in enumerate(order):
+        part = steps[steps["mode"] == m].sort_values(["typical", "trajectory_id", "step"],
+                                                     ascending=[False, True, True])
+        top = part.iloc[0]
+        words = terms.get(int(m), [])
+        label = ("unclustered" if m == UNCLUSTERED else
+                 f"M{rank + 1}: {' · '.join(words[:3]) if words else top['tools'] or 'no tool'}")
+        labels = part["error_label"].dropna()
+        rows.append({"mode": int(m), "label": label, "size": len(part), "share": len(part) / total,
+                     "terms": ", ".join(words), "example": top["text"], "example_trajectory": top["trajectory_id"],
+                     "example_step": int(top["step"]), "median_position": float(part["position"].median()),
+                     "next_check_passed": float(part["next_check_passed"].dropna().astype(float).mean())
+                     if part["next_check_passed"].notna().any() else None,
+                     "run_succeeded": float((part["outcome"] == "success").mean()),
+                     "error_label": labels.mode().iloc[0] if len(labels) else None,
+                     "error_label_share": float((labels == labels.mode().iloc[0]).mean()) if len(labels) else None})
+        for f in FACETS:
+            shares = part[f].fillna("(none)").value_counts()
+            for value, n in shares.items():
+                facets.append({"mode": int(m), "facet": f, "value": str(value), "steps": int(n),
+                               "share": n / len(part), "lift": (n / len(part)) / overall[f][value]})
+        bins = np.minimum((part["position"].to_numpy() * POSITION_BINS).astype(int), POSITION_BINS - 1)
+        for b, n in zip(*np.unique(bins, return_counts=True), strict=True):
+            positions.append({"mode": int(m), "bin": int(b), "steps": int(n)})
+        for i, r in enumerate(part.head(config.examples).to_dict("records")):
+            examples.append({"mode": int(m), "rank": i + 1, "trajectory_id": r["trajectory_id"], "step": int(r["step"]),
+                             "tools": r["tools"], "text": r["text"], "agent": r["agent"], "domain": r["domain"]})
+    members = steps[["trajectory_id", "step", "mode"]].reset_index(drop=True)
+    return ModeResult(pd.DataFrame(rows), members, pd.DataFrame(facets), pd.DataFrame(positions),
+                      pd.DataFrame(examples), note)
+
+
+def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "modes") -> tuple[int, int]:
+    """Label every step of one mode (category `mode`); returns (labels added, labels already present).
+
+    The label's text is the mode's label, so the mode flows into filters, facets and attribution.
+    """
+    from horizonlens.labels.annotations import Label, add_labels
+
+    found = result.modes[result.modes["mode"] == mode]
+    if found.empty:
+        raise StoreError(f"no mode {mode}; the modes are {', '.join(str(m) for m in result.modes['mode'])}")
+    text = str(found.iloc[0]["label"])[:500]
+    members = result.members[result.members["mode"] == mode]
+    labels = [Label(trajectory_id=str(t), step=int(s), label=text, category="mode", source=source,
+                    note=f"failure mode {mode}: {found.iloc[0]['terms']}")
+              for t, s in zip(members["trajectory_id"], members["step"], strict=True)]
+    ids, present = add_labels(root, labels)
+    return len(ids), present
+
+
+def routing_split(store: CorpusStore, checkpoint_id: str, members: pd.DataFrame, groups: int = 4,
+                  seed: int = 0) -> pd.DataFrame:
+    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures."""
+    from sklearn.cluster import KMeans
+
+    from horizonlens.metrics.routing_probe import step_signatures
+
+    if members.empty:
+        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+    ids = sorted(members["trajectory_id"].astype(str).unique().tolist())
+    sig = step_signatures(store, checkpoint_id, ids)
+    keys = sig.keys.assign(row=range(len(sig.keys))).merge(members, on=["trajectory_id", "step"])
+    if len(keys) < groups:
+        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+    found = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit_predict(sig.matrix[keys["row"].to_numpy()])
+    keys["routing_group"] = [f"R{g + 1}" for g in found]
+    out = keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()
+    return out

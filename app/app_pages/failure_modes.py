@@ -1,0 +1,93 @@
+"""Failure modes: the failed steps clustered by what they say, where each mode occurs, and examples to open."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pandas as pd
+import streamlit as st
+
+from horizonlens.app import state, ui
+from horizonlens.errors import HorizonLensError
+from horizonlens.figures import insight as ifig
+from horizonlens.metrics import modes as mmodes
+
+store = state.require_store()
+st.title("Failure modes")
+where = st.text_input("Only failed steps where (SQL over the step `s` and its trajectory `t`)", key="modes_where",
+                      placeholder="t.domain = 'search' AND t.agent LIKE 'dense%'",
+                      help="Read-only and bounded, like the SQL console. Empty: every failed step.")
+try:
+    result = state.cached(mmodes.find_modes, store, where or None)
+except HorizonLensError as exc:
+    ui.show_error(exc)
+    st.stop()
+note = result.note
+if result.modes.empty:
+    st.info("This selection has no failed steps (no step whose check failed), so there is nothing to cluster.")
+    st.stop()
+n_modes = int((result.modes["mode"] >= 0).sum())
+fit = (f"fitted on a random sample of {note['fitted_steps']:,} of them (seed {note['config']['seed']}), then every "
+       f"step assigned to its nearest mode" if note.get("sampled") else "fitted on all of them")
+st.caption(f"{note['failed_steps']:,} failed steps ({note['distinct_texts']:,} distinct texts once numbers, ids and "
+           f"quoted values are masked), {fit}: {n_modes} modes, {int(note.get('unclustered') or 0):,} steps too far "
+           f"from every mode (unclustered). Computed once per corpus state and kept in the corpus.")
+ui.chart(ifig.mode_sizes(result.modes), "Each bar is a mode: failed steps that call the same tools the same way and "
+         "get the same kind of answer. Its label lists the words that set it apart from the other modes.",
+         key="modes_sizes", data=result.modes)
+table = result.modes.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}" for t, s in
+                                  zip(result.modes["example_trajectory"], result.modes["example_step"], strict=True)])
+st.dataframe(table[["label", "size", "share", "median_position", "next_check_passed", "run_succeeded", "error_label",
+                    "example", "open"]], hide_index=True, key="modes_table", column_config={
+    "share": st.column_config.NumberColumn(format="%.1f%%"),
+    "median_position": st.column_config.NumberColumn("median position", format="%.2f",
+                                                     help="Step ÷ run length: 0 = the start, 1 = the end."),
+    "next_check_passed": st.column_config.NumberColumn("next check passed", format="%.2f"),
+    "run_succeeded": st.column_config.NumberColumn("run succeeded", format="%.2f",
+                                                   help="How often the run still succeeded: it recovered."),
+    "error_label": st.column_config.TextColumn("most common error label"),
+    "open": st.column_config.LinkColumn("example", display_text="open step")})
+facet = st.segmented_control("Share by", list(mmodes.FACETS), default="domain", key="modes_facet") or "domain"
+left, right = st.columns(2)
+with left:
+    ui.chart(ifig.mode_facets(result.facets, result.modes, facet), f"Share of each mode's steps by {facet}; hover "
+             "gives the lift (the share ÷ that value's share of all failed steps).", key="modes_facets",
+             data=result.facets)
+with right:
+    ui.chart(ifig.mode_positions(result.positions, result.modes), "Where in the run each mode's steps sit: early "
+             "modes (left) derail runs from the start, late ones (right) hit long runs.", key="modes_positions",
+             data=result.positions)
+
+st.subheader("Examples")
+labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
+chosen = st.selectbox("Mode", list(labels), format_func=lambda m: ui.md(labels[m], 120), key="modes_chosen")
+examples = result.examples[result.examples["mode"] == chosen]
+st.dataframe(examples.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}"
+                                   for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
+             [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
+             key="modes_examples", column_config={"open": st.column_config.LinkColumn("open",
+                                                                                      display_text="open step")})
+st.caption("The most typical steps of the mode (closest to its centre), as normalised text; open one to read it whole.")
+if chosen != mmodes.UNCLUSTERED and st.button("Save this mode as labels", key="modes_save",
+                                              help="Every step of the mode gets a label of category `mode`, so it "
+                                                   "appears in Explore's label filter, facets and attribution."):
+    try:
+        added, present = mmodes.save_mode_labels(store.root, result, int(chosen))
+        st.success(f"Saved {added:,} labels ({present:,} were already there).")
+    except HorizonLensError as exc:
+        ui.show_error(exc)
+
+checkpoints = store.replay_checkpoints
+if checkpoints:
+    st.subheader("Split by routing signature")
+    ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
+    split = state.cached(mmodes.routing_split, store, ckpt, result.members)
+    if split.empty:
+        st.info("None of these failed steps has been replayed through this checkpoint.")
+    else:
+        shown = split.assign(mode=[labels.get(m, m) for m in split["mode"]])
+        st.dataframe(shown, hide_index=True, key="modes_split")
+        st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the steps' "
+                   "expert-usage signatures (per layer, the share of assignments per expert). A mode spread over "
+                   "groups fails under different routing; one group means one routing pattern.")
+pd.set_option("display.max_colwidth", 200)
