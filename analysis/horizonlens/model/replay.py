@@ -15,10 +15,18 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING_TOKENS
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING_TOKENS, TOKEN_SURPRISAL
 from horizonlens.errors import ReplayError
-from horizonlens.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
+from horizonlens.model.render import (
+    DEFAULT_FIELD_TOKENS,
+    ActionParts,
+    Rendered,
+    recorded_action,
+    render,
+    split_action,
+)
 from horizonlens.replays.codec import aggregate_tables, token_table, weight_scale
+from horizonlens.replays.layout import TOKEN_SURPRISAL_TABLE
 
 if TYPE_CHECKING:
     from horizonlens.model.capture import LayerRecord
@@ -87,6 +95,17 @@ class ReplayResult:
             })
         return pa.Table.from_pylist(rows, schema=REPLAY_STEPS)
 
+    def surprisal_table(self) -> pa.Table:
+        """One row per replayed token: its surprisal, whether it was the model's top-1, whether it is scored."""
+        n = self.n_replayed
+        surprisal = self.surprisal[:n].astype(np.float16)
+        return pa.table({"trajectory_id": pa.array([self.trajectory_id] * n, pa.string()),
+                         "step": pa.array(self.rendered.steps[:n], pa.int32()),
+                         "token_index": pa.array(np.arange(n), pa.int32()),
+                         "surprisal": pa.array(surprisal, pa.float16(), mask=np.isnan(surprisal)),
+                         "top1": pa.array(self.top1[:n], pa.bool_()),
+                         "scored": pa.array(self.rendered.scored[:n], pa.bool_())}, schema=TOKEN_SURPRISAL)
+
     def _stacked(self) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Layers, experts (N, L, k) and weights (N, L, k) of the replayed tokens."""
         layers = sorted(self.routing)
@@ -127,7 +146,7 @@ class ReplayResult:
 
     def tables(self) -> dict[str, pa.Table]:
         """Every table this replay stores, by replay-cache table name (what `ReplayCache.write_many` writes)."""
-        out = {"steps": self.step_table(), **self.aggregate_tables()}
+        out = {"steps": self.step_table(), TOKEN_SURPRISAL_TABLE: self.surprisal_table(), **self.aggregate_tables()}
         if self.routing and self.routing_mode == "tokens":
             out["routing_tokens"] = self.routing_table()
         return out
@@ -212,6 +231,8 @@ class Continuation:
     prompt_tokens: int
     prefix_truncated: bool
     settings: dict[str, Any]
+    generated_parts: ActionParts = field(default_factory=ActionParts)  # the model's text, split by the template
+    recorded_parts: ActionParts = field(default_factory=ActionParts)  # the step as recorded, in the same parts
 
 
 def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int, max_new_tokens: int = 96,
@@ -254,7 +275,13 @@ def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int,
     new = out[0, ids.shape[1]:].tolist()
     generated = _one_text(loaded.tokenizer.decode(new, skip_special_tokens=False))
     recorded = _one_text(loaded.tokenizer.decode(recorded_ids, skip_special_tokens=False))
-    return Continuation(step, generated, recorded, int(ids.shape[1]), start > budget, settings)
+    # generation starts inside the reasoning when the prompt's last template piece opened it
+    opened = _one_text(loaded.tokenizer.decode(rendered.token_ids[max(0, start - 4):start].tolist(),
+                                               skip_special_tokens=False))
+    in_think = opened.rstrip().endswith("<think>")
+    row = next((s for s in steps if int(s["step"]) == step), {})
+    return Continuation(step, generated, recorded, int(ids.shape[1]), start > budget, settings,
+                        split_action(generated, in_think), recorded_action(row))
 
 
 def _one_text(decoded: str | list[str]) -> str:

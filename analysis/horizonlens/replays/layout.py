@@ -11,6 +11,7 @@ replays/<checkpoint_id>/<table>/*.parquet     replay results of that checkpoint,
   routing_steps/     routing per (trajectory, step, layer, expert)     the step tier, written by every replay
   routing_segments/  routing per (trajectory, segment, layer, expert)  (views of the same names)
   routing_tokens/    routing per (token, layer), compact               the token tier (view `routing`)
+  token_surprisal/   surprisal and top-1 per token (optional: replays before it lack it; read by the token view)
   rollout_tokens/    the same, as an inference engine routed it       (view `routing_rollout`)
   rollout_compare/   rollout vs replay per (trajectory, step, segment, layer)  (views of the same names;
   rollout_compare_steps/  ... per (trajectory, step, segment), across layers   metrics/rollout.py)
@@ -34,6 +35,7 @@ from horizonlens.corpus.schema import (
     ROUTING_SEGMENTS,
     ROUTING_STEPS,
     ROUTING_TOKENS,
+    TOKEN_SURPRISAL,
 )
 from horizonlens.errors import CorpusError
 from horizonlens.replays.codec import SOURCE_TABLES
@@ -45,12 +47,14 @@ REPLAYS = "replays"
 LEGACY_ROUTING = "routing"  # format 1 (corpus/routing_format.py)
 STEP_TIER = ("routing_steps", "routing_segments")
 TOKEN_TIER = SOURCE_TABLES["replay"]
+TOKEN_SURPRISAL_TABLE = "token_surprisal"  # not required of a complete replay: older replays do not have it
 CACHE_TABLES: dict[str, pa.Schema] = {
     "steps": REPLAY_STEPS,
     "routing_steps": ROUTING_STEPS,
     "routing_segments": ROUTING_SEGMENTS,
     SOURCE_TABLES["replay"]: ROUTING_TOKENS,
     SOURCE_TABLES["rollout"]: ROUTING_TOKENS,
+    TOKEN_SURPRISAL_TABLE: TOKEN_SURPRISAL,
     LEGACY_ROUTING: ROUTING,
     "rollout_compare": ROLLOUT_COMPARE,
     "rollout_compare_steps": ROLLOUT_COMPARE_STEPS,
