@@ -147,7 +147,10 @@ def _offer_surprisal(store: CorpusStore, tid: str) -> None:
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
     info = state.cached(CorpusStore.trajectory, store, tid)
-    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about {info['n_tokens']:,} tokens). "
+    tokens = state.replay_token_count(store, tid)
+    size = (f"{tokens:,} tokens as this checkpoint's tokenizer renders it" if tokens is not None else
+            f"about {info['n_tokens']:,} tokens by the corpus's estimate")
+    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet ({size}). "
             "Replay it to see routing and surprisal per step.")
     if st.button("▶ Replay this trajectory", key=f"replay_{tid}", type="primary"):
         loaded = state.get_model()

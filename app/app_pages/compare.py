@@ -26,16 +26,23 @@ def comparison() -> None:
     default_b = next((t for t in trials if t != a), "")
     b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
                         help="Defaults to another trial of the same task as A.")
-    if trials:
-        st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
     if not a or not b:
         st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
         return
     ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
+    # the trials named are those of A as typed now, not of the trajectory the page was opened with
+    a_trials = state.cached(CorpusStore.trials_of, store, ta["task_id"]) if ta and ta["task_id"] else []
+    if a_trials:
+        st.caption(f"Trials of A's task {ui.md(ta['task_id'])}: " + ", ".join(ui.md(t) for t in a_trials))
     for name, t, tid in (("A", ta, a), ("B", tb, b)):
         if t is None:
             st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
             return
+    if ta["task_id"] != tb["task_id"] or ta["task_id"] is None:
+        tasks = f"{ui.md(ta['task_id'] or 'none')} and {ui.md(tb['task_id'] or 'none')}"
+        st.warning(f"A and B are not runs of the same task ({tasks}): their steps are set side by side by index "
+                   "only, so a divergence may just be the task's. Two trials of one task compare like with like.",
+                   icon=":material/warning:")
     m = st.columns(2)
     for col, t in zip(m, (ta, tb), strict=True):
         col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "

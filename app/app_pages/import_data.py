@@ -11,8 +11,8 @@ from horizonlens.app import state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.ingest import FORMATS, import_paths
 from horizonlens.ingest.targets import (
-    MAX_UPLOAD_BYTES,
     MAX_UPLOAD_FILES,
+    MAX_UPLOAD_MB,
     UPLOAD_ROOT,
     check_uploads,
     upload_target,
@@ -23,12 +23,14 @@ from horizonlens.storage import as_location
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
             "Re-importing the same file does not duplicate it. "
-            f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_BYTES // 2**20} MB per import; for more use "
-            "`horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
+            f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_MB} MB per import (the server takes no larger "
+            "upload); for more use `horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
 with st.expander("Supported formats"):
     for fmt in FORMATS:
         st.markdown(f"- **{ui.md(fmt.name)}** — {ui.md(fmt.description)}")
-uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files")
+uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval)", accept_multiple_files=True, key="import_files",
+                           max_upload_size=MAX_UPLOAD_MB,
+                           help=f"Up to {MAX_UPLOAD_FILES} files, {MAX_UPLOAD_MB} MB in all.")
 c = st.columns([3, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "

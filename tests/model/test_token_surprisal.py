@@ -80,3 +80,18 @@ def test_continuation_keeps_reasoning_and_tool_call_apart(tiny_corpus: Path, tin
     assert result.recorded_parts.reasoning == step["reasoning"] and len(result.recorded_parts.tool_calls) == 1
     # the prompt opened <think>: the generated text is split as if it started inside it
     assert result.generated_parts == split_action(result.generated, in_think=True)
+
+
+def test_replay_length_is_what_the_replay_runs(tiny_corpus: Path, tiny_checkpoint: Path) -> None:
+    from horizonlens.model.files import context_length, read_config
+    from horizonlens.model.replay import replay_length
+
+    tid, steps = _trajectory(tiny_corpus)
+    loaded = load_checkpoint(tiny_checkpoint)
+    assert context_length(read_config(tiny_checkpoint)) == loaded.max_context
+    full = replay_length(loaded.tokenizer, steps, loaded.max_context)
+    cut = replay_length(loaded.tokenizer, steps, loaded.max_context, ReplayConfig(max_tokens=300))
+    assert cut == 300 < full
+    assert full == replay_trajectory(loaded, tid, steps).n_replayed
+    assert context_length({"text_config": {"max_position_embeddings": 8}, "max_position_embeddings": 9}) == 8
+    assert context_length({"max_position_embeddings": True}) == 4096

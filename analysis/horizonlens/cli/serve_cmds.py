@@ -49,6 +49,7 @@ def serve(corpus: Annotated[Optional[str], typer.Option(help="Corpus directory o
     from importlib.resources import files
 
     from horizonlens.corpus.files import CorpusError, read_manifest
+    from horizonlens.ingest.targets import MAX_UPLOAD_MB
     from horizonlens.storage.location import as_location
 
     if corpus is None:
@@ -73,7 +74,9 @@ def serve(corpus: Annotated[Optional[str], typer.Option(help="Corpus directory o
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
            # A served app does not reload its code, and a full garbage collection after every run (every step
            # change) cost as much as the step itself: together they were ~60% of the server's CPU per step.
-           "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
+           "--server.fileWatcherType", "none", "--runner.postScriptGC", "false",
+           # one upload limit: the Import page's per-import limit (also in app/.streamlit/config.toml)
+           "--server.maxUploadSize", str(MAX_UPLOAD_MB)]
     typer.echo(f"Horizon Lens on http://{host}:{port}  (corpus: {location})", err=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -54,6 +54,7 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)  # records not imported, with where and why
     notices: list[Problem] = field(default_factory=list)  # records imported with a change (a string value cut)
     seconds: float = 0.0
+    corpus: str = ""  # where the import wrote: the corpus folder or s3:// location
 
     def summary(self) -> str:
         """One line for the CLI and the app: what was added, counts, outcomes, formats, problems, time."""
@@ -62,7 +63,8 @@ class ImportReport:
         cut = f", {len(self.notices)} cut" if self.notices else ""
         return (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present), "
                 f"{self.steps:,} steps, {self.tool_calls:,} tool calls, {self.failed_checks:,} failed checks; "
-                f"outcomes: {outs}; formats: {fmts}; {len(self.problems)} problem(s){cut}; {self.seconds:.1f}s")
+                f"outcomes: {outs}; formats: {fmts}; {len(self.problems)} problem(s){cut}; {self.seconds:.1f}s"
+                + (f"; written to {self.corpus}" if self.corpus else ""))
 
 
 def input_files(paths: Iterable[Path | str]) -> list[Path]:
@@ -115,8 +117,8 @@ def import_paths(paths: Iterable[Path | str], into: CorpusPath | str, fmt: str =
         raise ImportFailed(f"unknown format {fmt!r}; choose auto or one of {', '.join(f.name for f in FORMATS)}")
     started = time.perf_counter()
     files = input_files(paths)
-    report = ImportReport(files=len(files))
     into = as_location(into)
+    report = ImportReport(files=len(files), corpus=str(into.resolve()))
     with StagedImport(into, replace=replace, batch_size=batch_size) as staged:
         for path in files:
             for raw in records_of(path):

@@ -16,7 +16,8 @@ from horizonlens.errors import ImportFailed
 from horizonlens.storage.location import ObjectPath, as_location, is_remote
 
 MAX_UPLOAD_FILES = 20  # files per import from the app
-MAX_UPLOAD_BYTES = 512 << 20  # all files of one import from the app together
+MAX_UPLOAD_MB = 512  # all files of one import from the app together; also the server's upload limit
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB << 20
 UPLOAD_ROOT = "corpora"  # new corpora from the app may go under <data home>/corpora/
 
 

@@ -194,6 +194,22 @@ def forward_chunks(loaded: "LoadedModel", ids: "Any", chunk_size: int,
     return surprisal, top1
 
 
+def _limit(max_context: int, config: ReplayConfig) -> int:
+    """The most tokens a replay runs: the model's context, or less if the config says so."""
+    return min(max_context, config.max_tokens or max_context)
+
+
+def replay_length(tokenizer: Any, steps: list[dict[str, Any]], max_context: int,
+                  config: ReplayConfig | None = None) -> int:
+    """How many tokens a replay of these steps will run, known before replaying (no model is loaded).
+
+    Rendered as the replay renders them, with the checkpoint's tokenizer, and cut at the same limit.
+    """
+    config = config or ReplayConfig()
+    rendered = render(tokenizer, steps, config.use_chat_template, config.max_field_tokens)
+    return min(len(rendered), _limit(max_context, config))
+
+
 def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]],
                       config: ReplayConfig | None = None,
                       progress: Callable[[int, int], None] | None = None) -> ReplayResult:
@@ -205,7 +221,7 @@ def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dic
     config = config or ReplayConfig()
     started = time.perf_counter()
     rendered = render(loaded.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
-    limit = min(loaded.max_context, config.max_tokens or loaded.max_context)
+    limit = _limit(loaded.max_context, config)
     notes = list(rendered.notes)
     n = min(len(rendered), limit)
     if n < len(rendered):
