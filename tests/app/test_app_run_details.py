@@ -9,33 +9,14 @@ import pytest
 
 from horizonlens.ingest import import_paths
 from tests.support.app import assert_inert, make_app, page_markdown, rendered_markdown, shown
-from tests.support.corpora import HOSTILE, MARKDOWN_IMAGE
-
-
-def _call(cid: str, name: str, args: dict) -> dict:
-    return {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-
-
-def tau_run(task_id: int = 3) -> dict:
-    """A failed τ-bench run with no failed check: it cancelled reservation B where the task expected A."""
-    return {"task_id": task_id, "trial": 0, "reward": 0.0,
-            "info": {"task": {"instruction": "Cancel my trip", "user_id": "u1"},
-                     "reward_info": {"reward": 0.0, "info": {"r_actions": 0.0, "note": MARKDOWN_IMAGE},
-                                     "actions": [{"name": "get_user", "kwargs": {"id": "u1"}},
-                                                 {"name": "cancel_reservation", "kwargs": {"reservation_id": "A"}}]}},
-            "traj": [{"role": "system", "content": "policy"}, {"role": "user", "content": HOSTILE},
-                     {"role": "assistant", "content": None, "tool_calls": [_call("c1", "get_user", {"id": "u1"})]},
-                     {"role": "tool", "tool_call_id": "c1", "content": "{\"reservations\": [\"A\", \"B\"]}"},
-                     {"role": "assistant", "content": None,
-                      "tool_calls": [_call("c2", "cancel_reservation", {"reservation_id": "B"})]},
-                     {"role": "tool", "tool_call_id": "c2", "content": "{\"status\": \"cancelled\"}"},
-                     {"role": "assistant", "content": "Done."}]}
+from tests.support.corpora import MARKDOWN_IMAGE
+from tests.support.tau import wrong_cancellation
 
 
 @pytest.fixture()
 def tau_corpus(tmp_path: Path) -> Path:
     src = tmp_path / "tau.json"
-    src.write_text(json.dumps([tau_run()]))
+    src.write_text(json.dumps([wrong_cancellation()]))
     import_paths([src], tmp_path / "corpus")
     return tmp_path / "corpus"
 
