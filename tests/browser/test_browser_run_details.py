@@ -1,4 +1,4 @@
-"""In headless Chromium: why a τ-bench run failed (Run details), and Explore's figures under a filter.
+"""In headless Chromium: why a τ-bench run failed (Run details), Explore's figures under a filter, the upload box.
 
 Screenshots go to test-artifacts/screenshots/ (10-run-details*, 11-explore-filtered*).
 """
@@ -13,6 +13,7 @@ import pytest
 
 from horizonlens.bench.browser import serving, step_heading, wait_ready
 from horizonlens.ingest import import_paths
+from horizonlens.ingest.targets import MAX_UPLOAD_MB
 from horizonlens.query import TrajectoryFilter, open_store
 from tests.support.browser import settled, shot
 from tests.support.corpora import MARKDOWN_IMAGE, PLANTED_HOST, SHARED_DATASETS
@@ -125,4 +126,10 @@ def test_explore_figures_follow_the_filters(browser, tiny_corpus: Path) -> None:
         names = [h.strip() for h in headers if h.strip()]
         assert names[:2] == ["trajectory_id", "cost_usd ↓"], names
         shot(page, "11-explore-sorted")
+
+        # one upload limit: the box the browser draws says the Import page's own
+        page.goto(f"{app.url}/import")
+        settled(page, page.get_by_text(f"{MAX_UPLOAD_MB} MB per import", exact=False).first)
+        box = page.locator("[data-testid=stFileUploaderDropzone]").first.inner_text()
+        assert f"{MAX_UPLOAD_MB}MB per file" in box, box
         page.close()
