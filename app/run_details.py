@@ -95,14 +95,15 @@ def _alignment(run: RunReference, tid: str, go_to: Callable[[int], None]) -> Non
             step = table.iloc[rows[0]]["step"]
             go_to(int(step) if pd.notna(step) else run.last_step)
 
-    shown = table[["status", "step", "tool", "differences", "expected", "given", "divergence", "check_passed"]]
+    shown = table[["status", "step", "tool", "differences", "expected", "given", "divergence", "check_passed"]].copy()
+    shown["step"] = [str(s) if pd.notna(s) else "by the end" for s in table["step"]]
     st.dataframe(shown, hide_index=True, key=key, on_select=jump,
                  selection_mode="single-row", height=min(38 + 35 * len(table), 38 + 35 * TABLE_ROWS),
                  column_config={
                      "status": st.column_config.TextColumn(width="small"),
-                     "step": st.column_config.NumberColumn("step", width="small", help="The call's step; for a "
-                                                           "missing action, the step before which it was due "
-                                                           "(empty: by the end)"),
+                     "step": st.column_config.TextColumn("step", width="small", help="The call's step; for a "
+                                                         "missing action, the step before which it was due, or "
+                                                         "'by the end' if no later expected action was taken"),
                      "expected": st.column_config.TextColumn("expected arguments", width="medium"),
                      "given": st.column_config.TextColumn("given arguments", width="medium"),
                      "differences": st.column_config.TextColumn(width="medium"),

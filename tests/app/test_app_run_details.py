@@ -33,8 +33,8 @@ def test_failed_run_without_failed_checks_says_where_its_outcome_comes_from(monk
            'reservation_id: expected "A", given "B"' in md
     table = at.dataframe(key="run_alignment_tau-bench:3:0").value
     rows = table[["status", "step", "tool", "differences"]].values.tolist()
-    assert rows == [["matched", 2, "get_user", ""],
-                    ["wrong arguments", 3, "cancel_reservation", 'reservation_id: expected "A", given "B"']]
+    assert rows == [["matched", "2", "get_user", ""],
+                    ["wrong arguments", "3", "cancel_reservation", 'reservation_id: expected "A", given "B"']]
     assert table["expected"].tolist() == ['{"id": "u1"}', '{"reservation_id": "A"}']
     assert table["given"].tolist() == ['{"id": "u1"}', '{"reservation_id": "B"}']
     # the link goes to the step of the first divergence
