@@ -100,7 +100,7 @@ def _alignment(run: RunReference, tid: str, go_to: Callable[[int], None]) -> Non
     st.dataframe(shown, hide_index=True, key=key, on_select=jump,
                  selection_mode="single-row", height=min(38 + 35 * len(table), 38 + 35 * TABLE_ROWS),
                  column_config={
-                     "status": st.column_config.TextColumn(width="small"),
+                     "status": st.column_config.TextColumn(width=110),
                      "step": st.column_config.TextColumn("step", width="small", help="The call's step; for a "
                                                          "missing action, the step before which it was due, or "
                                                          "'by the end' if no later expected action was taken"),
