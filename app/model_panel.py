@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import auth, rollout_panel, state, ui
+from horizonlens.app import auth, rollout_panel, state, ui, would_do_panel
 from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import expert_rank, replays, routing
@@ -107,18 +107,49 @@ def render_tokens(store: CorpusStore, tid: str, step: int, highlight: int | None
     if shown.empty:
         return
     tokens = step_tokens(shown, state.get_tokenizer(str(Path(state.checkpoint_path()).resolve())))
-    ui.chart(rfig.token_expert_view(tokens, shown, n_experts, highlight),
-             "Each column is a token of this step (its text on the axis), each row a MoE layer. Without a followed "
+    surprisal = state.cached(replays.step_token_surprisal, store, ckpt_id, tid, step)
+    ui.chart(rfig.token_expert_view(tokens, shown, n_experts, highlight, surprisal),
+             f"Each column is a token of this step (its text and position on the axis; {rfig.VISIBLE_TOKENS} in "
+             "view, drag sideways for the rest of the window), each row a MoE layer. Top row: the model's surprisal "
+             "at the token (−ln p, nats; hover: whether it was the model's own first choice). Without a followed "
              "expert a cell shows the token's top-1 expert and is shaded by its gate weight; with one, the cells "
              "where that expert is in the top-k are shaded by its weight. Hover for the router's top-k experts, "
              "their weights and the router entropy.",
-             key="traj_token_expert", data=shown.merge(tokens[["token_index", "text"]], on="token_index"))
+             key="traj_token_expert", data=token_data(tokens, shown, surprisal))
+    if surprisal.empty:
+        _offer_surprisal(store, tid)
+
+
+def token_data(tokens: pd.DataFrame, routing: pd.DataFrame, surprisal: pd.DataFrame) -> pd.DataFrame:
+    """The token view's data for its CSV: routing rows with each token's text and surprisal."""
+    rows = routing.merge(tokens[["token_index", "text"]], on="token_index")
+    return rows.merge(surprisal, on="token_index", how="left") if not surprisal.empty else rows
+
+
+def _offer_surprisal(store: CorpusStore, tid: str) -> None:
+    """A replay stored before per-token surprisal was kept: say so, and offer to replay it again."""
+    c = st.columns([5, 1.6])
+    c[0].caption("This replay was stored without per-token surprisal (only the per-step means above). Replaying it "
+                 "again adds the surprisal row.")
+    if c[1].button("Replay again", key=f"replay_again_{tid}", icon=":material/refresh:"):
+        loaded = state.get_model()
+        if loaded is None:
+            return
+        from horizonlens.model.batch import ensure_replayed
+
+        with st.spinner("Replaying…"):
+            ensure_replayed(store, loaded, tid, force=True)
+        state.clear_query_cache()
+        st.rerun()
 
 
 def _offer_replay(store: CorpusStore, tid: str, ckpt_id: str) -> None:
     info = state.cached(CorpusStore.trajectory, store, tid) or {}
-    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet (about "
-            f"{fmt.count(info.get('n_tokens'))} tokens). Replay it to see routing and surprisal per step.")
+    tokens = state.replay_token_count(store, tid)
+    size = (f"{tokens:,} tokens as this checkpoint's tokenizer renders it" if tokens is not None else
+            f"about {fmt.count(info.get('n_tokens'))} tokens by the corpus's estimate")
+    st.info(f"This trajectory has not been replayed through {ui.md(ckpt_id)} yet ({size}). "
+            "Replay it to see routing and surprisal per step.")
     if not auth.can(Permission.REPLAY):
         st.caption("Replaying needs an editor's account on this server.")
         return
@@ -160,12 +191,6 @@ def _would_do(store: CorpusStore, tid: str, step: int) -> None:
                                                       do_sample=sample, temperature=float(temp))
         result = st.session_state.get(key)
         if result is not None:
-            a, b = st.columns(2)
-            with a:
-                st.markdown("**Model**")
-                st.code(result.generated or "(nothing)", language=None, wrap_lines=True)
-            with b:
-                st.markdown("**Recorded agent**")
-                st.code(result.recorded, language=None, wrap_lines=True)
+            would_do_panel.show(result, key)
             cut = " (prefix cut to the context)" if result.prefix_truncated else ""
             st.caption(f"From {result.prompt_tokens:,} prompt tokens{cut}; {result.settings}.")

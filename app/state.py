@@ -215,6 +215,28 @@ def get_tokenizer(path: str) -> Any:
     return load_tokenizer(path)
 
 
+def replay_token_count(store: CorpusStore, trajectory_id: str) -> int | None:
+    """Tokens a replay of this trajectory will run through the sidebar's checkpoint (None without a usable one).
+
+    Counted with the checkpoint's own tokenizer and template, so the number shown before a replay is the one the
+    replay reports; the corpus's `n_tokens` is an estimate made without any tokenizer.
+    """
+    path = checkpoint_path()
+    if not path or checkpoint_id_of(path) is None:
+        return None
+    return _replay_tokens(store, str(store.root), store.version, trajectory_id, str(Path(path).resolve()))
+
+
+@st.cache_data(max_entries=256, ttl=900, show_spinner=False)
+def _replay_tokens(_store: CorpusStore, root: str, version: tuple[Any, ...], trajectory_id: str,
+                   checkpoint: str) -> int:
+    from horizonlens.model.files import context_length, read_config
+    from horizonlens.model.replay import replay_length
+
+    steps = _store.steps(trajectory_id).to_pylist()
+    return replay_length(get_tokenizer(checkpoint), steps, context_length(read_config(Path(checkpoint))))
+
+
 def selected_trajectory() -> str | None:
     """The trajectory the user is looking at: from the URL (deep link) or the session."""
     tid = trajectory_param()

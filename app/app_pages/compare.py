@@ -29,20 +29,27 @@ def comparison() -> None:
     default_b = pair[1] if pair and pair[0] == current else next((t for t in trials if t != a), "")
     b = c[1].text_input("Trajectory B", value=default_b, key="cmp_b",
                         help="Defaults to another trial of the same task as A.")
-    if info and trials:
-        st.caption(f"Trials of task {ui.md(info['task_id'])}: " + ", ".join(ui.md(t) for t in trials))
     if not a or not b:
         st.info("Enter two trajectory ids (open one on the Explore page first to prefill A and B).")
         return
-    runs = []
-    for name, tid in (("A", a), ("B", b)):
-        run = state.cached(CorpusStore.trajectory, store, tid)
-        if run is None:
+    ta, tb = state.cached(CorpusStore.trajectory, store, a), state.cached(CorpusStore.trajectory, store, b)
+    # the trials named are those of A as typed now, not of the trajectory the page was opened with
+    a_task = ta["task_id"] if ta else None
+    a_trials = state.cached(CorpusStore.trials_of, store, a_task) if a_task else []
+    if a_trials:
+        st.caption(f"Trials of A's task {ui.md(a_task)}: " + ", ".join(ui.md(t) for t in a_trials))
+    for name, t, tid in (("A", ta, a), ("B", tb, b)):
+        if t is None:
             st.error(f"Trajectory {name} ({ui.md(repr(tid))}) is not in this corpus.")
-            return
-        runs.append(run)
+    if ta is None or tb is None:
+        return
+    if ta["task_id"] != tb["task_id"] or ta["task_id"] is None:
+        tasks = f"{ui.md(ta['task_id'] or 'none')} and {ui.md(tb['task_id'] or 'none')}"
+        st.warning(f"A and B are not runs of the same task ({tasks}): their steps are set side by side by index "
+                   "only, so a divergence may just be the task's. Two trials of one task compare like with like.",
+                   icon=":material/warning:")
     m = st.columns(2)
-    for col, t in zip(m, runs, strict=True):
+    for col, t in zip(m, (ta, tb), strict=True):
         col.markdown(f"**{ui.md(t['trajectory_id'])}** · {ui.md(t['outcome'])} · {t['n_steps']} steps · "
                      f"{t['n_failed_checks']} failed checks · agent {ui.md(t['agent'])}")
     table, first = state.cached(compare.align, store, a, b)

@@ -7,6 +7,7 @@ cached per corpus version.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from horizonlens.app import state, ui
@@ -42,6 +43,8 @@ def compounding_panel() -> None:
                "independent.")
 
     km = state.cached(compounding.survival, store, by, flt)
+    svl = state.cached(compounding.success_vs_length, store, by, flt)
+    horizons_panel(rate, km, svl["fits"], state.cached(compounding.checks_per_step, store, by, flt))
     left, right = st.columns(2)
     with left:
         max_t = int(km["t"].max()) if not km.empty else 1
@@ -77,16 +80,51 @@ def compounding_panel() -> None:
         ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator "
                  "over tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
 
-    svl = state.cached(compounding.success_vs_length, store, by, flt)
     ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
              "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the "
-             "step counts at which predicted success falls to 50% and 80%.", key="comp_length", data=svl["fits"])
+             "step counts at which predicted success falls to 50% and 80% (the same horizons in checks: "
+             "“Horizons in checks and in steps” above).", key="comp_length", data=svl["fits"])
     st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
 
     st.subheader("Decisive-step attribution")
     ckpt_id = state.current_checkpoint_id()
     _attribution(ckpt_id, flt)
     _early_warning(ckpt_id, flt)
+
+
+def horizons_panel(rate: pd.DataFrame, km: pd.DataFrame, fits: pd.DataFrame, per_step: pd.DataFrame) -> None:
+    """Every horizon of the page in checks and in steps, and in words how the two units relate."""
+    table = compounding.horizons(rate, km, fits, per_step)
+    st.markdown("**Horizons in checks and in steps**")
+    st.dataframe(table, hide_index=True, key="comp_horizons", column_config={
+        "checks": st.column_config.NumberColumn("in checks", format="%.1f"),
+        "steps": st.column_config.NumberColumn("in steps", format="%.1f"),
+        "checks_per_step": st.column_config.NumberColumn("checks per step", format="%.2f")})
+    if len(per_step) == 1 and not table.empty:
+        st.caption(horizons_text(table, per_step.iloc[0]))
+    else:
+        st.caption("Per group: a horizon known in checks is converted to steps at the group's checks per step, and "
+                   "one known in steps the other way (an average over the group, not a per-run conversion).")
+
+
+def horizons_text(table: pd.DataFrame, counts: pd.Series) -> str:
+    """How the 50% horizons relate, in words, for one selection."""
+    at = table[table["level"] == "50%"].set_index("horizon")
+
+    def both(name: str, in_steps: bool = False) -> str:
+        row = at.loc[name] if name in at.index else None
+        if row is None or pd.isna(row["checks"] if not in_steps else row["steps"]):
+            return "never (not reached)"
+        first, other = (("steps", "checks") if in_steps else ("checks", "steps"))
+        beside = f" ≈ {row[other]:.1f} {other}" if pd.notna(row[other]) else ""
+        return f"{row[first]:.1f} {first}{beside}"
+
+    return (f"Here a step carries {counts['checks_per_step']:.2f} checks on average ({counts['checks']:,} checks "
+            f"over {counts['steps']:,} steps). 50% horizons: independent errors at p̂ predict the first failed check "
+            f"by {both('independent errors (H)')}; observed, half of the runs have one by "
+            f"{both('first failed check, observed')}; and half of the runs succeed up to "
+            f"{both('success vs step count (fit)', in_steps=True)}. Success comes later than the first failed "
+            "check because runs recover from failed checks.")
 
 
 def _attribution(ckpt_id: str | None, flt: TrajectoryFilter) -> None:

@@ -7,29 +7,23 @@ corpus version, and the overview reads the corpus aggregates, never the steps.
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
-from horizonlens.app import auth, export_panel, state, ui
+from horizonlens.app import auth, explore_filters, export_panel, state, ui
 from horizonlens.figures import corpus as corpus_figs
-from horizonlens.figures import formatting as fmt
+from horizonlens.metrics import overview as ov
 from horizonlens.query import SORTABLE, CorpusStore, TrajectoryFilter
-from horizonlens.query import labels as label_queries
 from horizonlens.storage.access import Permission
 
 PAGE_SIZE = 50
-MATCH_WORDS, MATCH_EXACT = "all words", "exact text"
+NUMBER_FORMATS = {"reward": "%.2f", "cost_usd": "$%.4f", "duration_s": "%.0f s"}
 
 store = state.require_store()
 st.title("Explore")
 
-summary = state.cached(CorpusStore.summary, store)
-cols = st.columns(6)
-cols[0].metric("Trajectories", fmt.count(summary["trajectories"]))
-cols[1].metric("Tasks", fmt.count(summary["tasks"]))
-cols[2].metric("Steps", fmt.count(summary["steps"] or 0))
-cols[3].metric("Tokens", fmt.count(summary["tokens"] or 0))
-cols[4].metric("Success rate", fmt.share(summary["success_rate"]))
-cols[5].metric("Runs with a failed check", fmt.share(summary["share_with_failed_checks"] or 0))
+corpus = state.cached(ov.summary, store)
 
 
 def build_indexes() -> None:
@@ -51,66 +45,63 @@ if not (store.has_word_index and store.has_aggregates) and auth.can(Permission.I
     if note[1].button("Build index", key="explore_build_index", icon=":material/build:"):
         build_indexes()
 
+flt = explore_filters.filter_bar(store, int(corpus["max_steps"] or 1))
+filtered = explore_filters.is_filtered(flt)
+chosen = state.cached(ov.summary, store, flt) if filtered else corpus
+selection = f"{chosen['trajectories']:,} of {corpus['trajectories']:,} trajectories" if filtered else None
+
+
+def headline(col: st.delta_generator.DeltaGenerator, label: str, key: str, fmt: str) -> None:
+    """One headline figure for the filtered trajectories, the corpus's own beside it when a filter is on."""
+    value, whole = chosen[key], corpus[key]
+    show = "—" if value is None else format(value, fmt)
+    beside = f"corpus: {'—' if whole is None else format(whole, fmt)}" if filtered else None
+    col.metric(label, show, delta=beside, delta_color="off", delta_arrow="off",
+               help="For the trajectories matching the filters; beside it, the whole corpus." if filtered else None)
+
+
+cols = st.columns(6)
+headline(cols[0], "Trajectories", "trajectories", ",")
+headline(cols[1], "Tasks", "tasks", ",")
+headline(cols[2], "Steps", "steps", ",")
+headline(cols[3], "Tokens", "tokens", ",")
+headline(cols[4], "Success rate", "success_rate", ".0%")
+headline(cols[5], "Runs with a failed check", "share_with_failed_checks", ".0%")
+if filtered:
+    st.caption(f"Figures and charts below are for the {ui.md(selection)} that match the filters.")
+
 
 @st.fragment
-def overview() -> None:
-    """Outcome and failed-check rates per group, and the horizon-length histogram."""
-    with st.expander("Corpus overview", expanded=True):
+def overview(flt: TrajectoryFilter, filtered: bool) -> None:
+    """Outcome and failed-check rates per group, and the horizon-length histogram, for the filtered runs."""
+    with st.expander("Overview of the selection" if filtered else "Corpus overview", expanded=True):
         group_by = st.radio("Group by", ["domain", "agent", "teacher", "source"], horizontal=True,
                             key="explore_group")
         left, right = st.columns(2)
-        groups = state.cached(CorpusStore.by_group, store, group_by).to_pandas()
+        groups = state.cached(ov.group_rates, store, group_by, flt if filtered else None)
+        whole = state.cached(ov.group_rates, store, group_by) if filtered else None
         with left:
-            ui.chart(corpus_figs.group_rates(groups, group_by),
-                     f"Share of successful runs and of failed checks per {group_by}.", key="explore_groups",
-                     data=groups)
+            ui.chart(corpus_figs.group_rates(groups, group_by, whole, selection),
+                     f"Share of successful runs and of failed checks per {group_by}"
+                     + ("; the dark tick on each bar is the whole corpus's rate." if filtered else "."),
+                     key="explore_groups", data=groups)
         with right:
             unit = st.radio("Length in", ["steps", "tokens"], horizontal=True, key="explore_len_unit")
             column = "n_steps" if unit == "steps" else "n_tokens"
-            edges = corpus_figs.length_edges(summary["max_steps" if unit == "steps" else "max_tokens"])
-            counts = state.cached(CorpusStore.length_histogram, store, column, edges).to_pandas()
-            ui.chart(corpus_figs.horizon_histogram(counts, edges, column),
-                     "How long trajectories are (log-spaced bins), stacked by outcome.", key="explore_lengths")
+            edges = corpus_figs.length_edges(corpus["max_steps" if unit == "steps" else "max_tokens"])
+            counts = state.cached(ov.length_histogram, store, column, edges, flt if filtered else None)
+            ui.chart(corpus_figs.horizon_histogram(counts, edges, column, selection),
+                     "How long trajectories are (log-spaced bins), stacked by outcome.", key="explore_lengths",
+                     data=counts)
 
 
 @st.fragment
-def trajectory_list() -> None:
-    """The filters, one page of matching trajectories, and paging; a selected row opens the trajectory."""
+def trajectory_list(flt: TrajectoryFilter) -> None:
+    """One page of matching trajectories, sorted and paged; a selected row opens the trajectory."""
     st.subheader("Trajectories")
-    with st.container(border=True):
-        f1, f2, f3, f4 = st.columns(4)
-        domains = f1.multiselect("Domain", state.cached(CorpusStore.distinct, store, "domain"), key="explore_domains")
-        agents = f2.multiselect("Agent", state.cached(CorpusStore.distinct, store, "agent"), key="explore_agents")
-        teachers = f3.multiselect("Teacher", state.cached(CorpusStore.distinct, store, "teacher"),
-                                  key="explore_teachers")
-        sources = f4.multiselect("Source", state.cached(CorpusStore.distinct, store, "source"), key="explore_sources")
-        g1, g2, g3, g4 = st.columns(4)
-        outcomes = g1.multiselect("Outcome", state.cached(CorpusStore.distinct, store, "outcome"),
-                                  key="explore_outcomes")
-        failed = g2.selectbox("Failed checks", ["any", "has failed checks", "no failed checks"], key="explore_failed")
-        tool = g3.selectbox("Uses tool", ["any", *state.cached(CorpusStore.tools, store)], key="explore_tool")
-        max_steps = int(summary["max_steps"] or 1)
-        lo, hi = g4.slider("Steps", 1, max(2, max_steps), (1, max(2, max_steps)), key="explore_steps")
-        h1, h2, h3, h4 = st.columns([3, 1.3, 1, 1])
-        text = h1.text_input("Search task and step content (case-insensitive)", key="explore_text",
-                             placeholder="e.g. insufficient balance, FAILED test_, Error:")
-        how = "index" if store.has_word_index else "scan"
-        modes = [MATCH_WORDS, MATCH_EXACT] if store.has_word_index else [MATCH_EXACT]
-        mode = h2.radio("Match", modes, key="explore_text_mode",
-                        help=f"All words: every word occurs somewhere in the trajectory. Exact text: a literal "
-                             f"substring of one field (%, _ and \\ mean themselves). This corpus answers both "
-                             f"through its {how}.")
-        sort = h3.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
-        descending = h4.toggle("Descending", value=True, key="explore_desc")
-        labels = st.multiselect("Has label", state.cached(label_queries.label_values, store), key="explore_labels",
-                                help="Runs with one of these labels, on any step or on the whole run.")
-
-    flt = TrajectoryFilter(domains=domains, agents=agents, teachers=teachers, sources=sources, outcomes=outcomes,
-                           min_steps=lo if lo > 1 else None, max_steps=hi if hi < max_steps else None,
-                           has_failed_checks={"any": None, "has failed checks": True,
-                                              "no failed checks": False}[failed],
-                           tool=None if tool == "any" else tool, text=text or None,
-                           text_mode="words" if mode == MATCH_WORDS else "exact", labels=labels)
+    s1, s2, _ = st.columns([1.2, 1, 4])
+    sort = s1.selectbox("Sort by", SORTABLE, index=SORTABLE.index("started_at"), key="explore_sort")
+    descending = s2.toggle("Descending", value=True, key="explore_desc")
     if st.session_state.get("explore_filter") != flt:  # a new filter starts at its first page
         st.session_state["explore_filter"] = flt
         st.session_state["explore_page"] = 0
@@ -133,16 +124,26 @@ def trajectory_list() -> None:
     if df.empty:
         st.info("No trajectory matches these filters.")
         return
-    selection = st.dataframe(
-        df, hide_index=True, on_select="rerun", selection_mode="single-row", key="explore_table",
-        column_config={"reward": st.column_config.NumberColumn(format="%.2f"),
-                       "cost_usd": st.column_config.NumberColumn(format="$%.4f"),
-                       "duration_s": st.column_config.NumberColumn(format="%.0f s")})
-    st.caption("Select a row to open the trajectory step by step.")
-    rows = selection.selection.rows if selection else []
+    # the id and the sort column come first and stay pinned, so the column sorted by is always in view
+    order = ["trajectory_id", *([sort] if sort != "trajectory_id" else []),
+             *(c for c in df.columns if c not in ("trajectory_id", sort))]
+    arrow = "↓" if descending else "↑"
+
+    def column(name: str) -> Any:  # a column config (st.column_config's TypedDict)
+        label, pinned = (f"{name} {arrow}" if name == sort else name), name in order[:2]
+        if name in NUMBER_FORMATS:
+            return st.column_config.NumberColumn(label, format=NUMBER_FORMATS[name], pinned=pinned)
+        return st.column_config.Column(label, pinned=pinned)
+
+    config = {name: column(name) for name in order}
+    picked = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="explore_table",
+                          column_order=order, column_config=config)
+    st.caption(f"Sorted by {sort} ({'descending' if descending else 'ascending'}; pinned beside the id). "
+               "Select a row to open the trajectory step by step.")
+    rows = picked.selection.rows if picked else []
     if rows:
         state.open_trajectory(df.iloc[rows[0]]["trajectory_id"])
 
 
-overview()
-trajectory_list()
+overview(flt, filtered)
+trajectory_list(flt)

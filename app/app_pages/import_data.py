@@ -7,7 +7,7 @@ import streamlit as st
 from horizonlens.app import auth, state, ui
 from horizonlens.errors import HorizonLensError
 from horizonlens.ingest import FORMATS
-from horizonlens.ingest.targets import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UPLOAD_ROOT
+from horizonlens.ingest.targets import MAX_UPLOAD_FILES, MAX_UPLOAD_MB, UPLOAD_ROOT
 from horizonlens.ingest.uploads import Upload, import_uploads
 from horizonlens.sample.bundled import data_home
 from horizonlens.storage.access import Permission
@@ -18,13 +18,14 @@ if not auth.can(Permission.IMPORT):  # the page is not offered then; a stale lin
 st.title("Import trajectories")
 st.markdown("Upload logs in any supported format; they are converted into the corpus format and added to a corpus. "
             "Re-importing the same file does not duplicate it. "
-            f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_BYTES // 2**20} MB per import; for more use "
-            "`horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
+            f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_MB} MB per import (the server takes no larger "
+            "upload); for more use `horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
 with st.expander("Supported formats"):
     for source_format in FORMATS:
         st.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
 uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval, .parquet)", accept_multiple_files=True,
-                           key="import_files")
+                           key="import_files", max_upload_size=MAX_UPLOAD_MB,
+                           help=f"Up to {MAX_UPLOAD_FILES} files, {MAX_UPLOAD_MB} MB in all.")
 c = st.columns([3, 2, 1, 1, 1])
 target = c[0].text_input("Into corpus", value=state.corpus_path(), key="import_target",
                          help="The current corpus, or a new folder: a name (created beside the current corpus), "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from horizonlens.app import annotations_panel, auth, model_panel, params, state, ui
+from horizonlens.app import annotations_panel, auth, model_panel, params, run_details, state, ui
 from horizonlens.export.bundle import bundle_file_name, bundle_html
 from horizonlens.figures import formatting as fmt
 from horizonlens.figures import routing as rfig
@@ -101,6 +101,7 @@ m[4].metric("Recovered", summary["recovered"])
 m[5].metric("Reward", fmt.number(info["reward"]))
 m[6].metric("Decisive step", fmt.count(summary["decisive_step"]))
 failed_steps = state.cached(timelines.failed_steps, store, tid)
+run_details.render(store, info, go_to)
 
 
 @st.fragment

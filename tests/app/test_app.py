@@ -287,7 +287,7 @@ def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: 
     labels = [m.label for m in at.metric]
     assert "Surprisal (nats)" in labels and "Router entropy" in labels
     at.button(key=f"wwd_{tid}_4_go").click().run(timeout=300)
-    assert not at.exception and any("Recorded agent" in m.value for m in at.markdown)
+    assert not at.exception and any("The recorded action" in m.value for m in at.markdown)
     routing = make_app(monkeypatch, corpus, tiny_checkpoint, page="routing", trajectory=tid)
     routing.run()
     assert not routing.exception, routing.exception

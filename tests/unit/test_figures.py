@@ -92,3 +92,22 @@ def test_bench_cost_vs_size_one_line_per_query_and_engine() -> None:
     assert list(fig.data[1].x) == [1000, 10000] and list(fig.data[1].y) == [0.2, 2.0]
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     assert cost_vs_size({"1000": corpora["1000"]}) is None
+
+
+def test_token_view_surprisal_row_and_labels() -> None:
+    hostile = "<a href='http://planted.invalid/t'>t</a>"
+    tokens = pd.DataFrame({"token_index": [7, 8, 9], "text": [hostile, " HL", "\n"]})
+    routing = pd.DataFrame({"token_index": [7, 8, 9], "layer": [0, 0, 0], "experts": [[1, 2], [0, 3], [2, 1]],
+                            "weights": [[0.6, 0.4], [0.5, 0.5], [0.7, 0.3]], "entropy": [1.0, 1.2, 0.9]})
+    surprisal = pd.DataFrame({"token_index": [7, 8, 9], "surprisal": [float("nan"), 7.25, 0.5],
+                              "top1": [False, False, True], "scored": [False, True, True]})
+    fig = rfig.token_expert_view(tokens, routing, 4, surprisal=surprisal)
+    strings = _assert_text_only(fig)
+    layers, row = fig.data
+    assert list(layers.x)[1:] == ["·HL<br>8", "⏎<br>9"]  # whitespace made visible, the position below
+    assert list(row.text[0]) == ["–", "7.2", "0.5"] and row.y == ("surprisal",)
+    assert "not the model's top-1" in row.customdata[0][1] and "agent-written (scored)" in row.customdata[0][1]
+    assert any("planted.invalid" in s for s in strings)  # shown as text, escaped
+    assert fig.layout.xaxis2.tickangle == 0 and fig.layout.dragmode == "pan"
+    # without surprisal: the layers alone, as before
+    assert len(rfig.token_expert_view(tokens, routing, 4).data) == 1

@@ -44,6 +44,7 @@ def serve(corpus: Annotated[Optional[list[str]], typer.Option(
     """Start the Streamlit app (this process becomes the server: stopping it stops the app)."""
     from importlib.resources import files
 
+    from horizonlens.ingest.targets import MAX_UPLOAD_MB
     from horizonlens.sample.bundled import data_home
     from horizonlens.server.config import ENV, build
 
@@ -71,7 +72,9 @@ def serve(corpus: Annotated[Optional[list[str]], typer.Option(
            "--client.showErrorDetails", "type",
            # A served app does not reload its code, and a full garbage collection after every run (every step
            # change) cost as much as the step itself: together they were ~60% of the server's CPU per step.
-           "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
+           "--server.fileWatcherType", "none", "--runner.postScriptGC", "false",
+           # one upload limit: the Import page's per-import limit (also in app/.streamlit/config.toml)
+           "--server.maxUploadSize", str(MAX_UPLOAD_MB)]
     for name in config.hosts:  # Streamlit's own websocket check, beside the app's check of every request
         cmd += ["--server.allowedHosts", name]
     names = ", ".join(config.registry().names()) or "none yet"

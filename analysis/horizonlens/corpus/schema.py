@@ -129,6 +129,18 @@ ROUTING_TOKENS = pa.schema(
         pa.field("num_experts", pa.int32()),
     ]
 )
+# Per-token replay signals (one row per replayed token): the token view's surprisal row. Stored at display
+# precision; corpus statistics read the per-step means in REPLAY_STEPS, computed before this rounding.
+TOKEN_SURPRISAL = pa.schema(
+    [
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("token_index", pa.int32()),  # position in the rendered input (as in ROUTING_TOKENS)
+        pa.field("surprisal", pa.float16()),  # -ln p(token | everything before it), nats; null for the first token
+        pa.field("top1", pa.bool_()),  # the token was the model's own first choice
+        pa.field("scored", pa.bool_()),  # agent-written: counted in the step's surprisal
+    ]
+)
 _AGGREGATE = [
     pa.field("layer", pa.int16()),
     pa.field("expert", pa.uint8()),

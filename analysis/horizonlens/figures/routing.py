@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain
 from horizonlens.metrics.expert_rank import OTHER, fold_experts, layer_ranks, preference_order, seriate, top_experts
@@ -29,6 +30,8 @@ ROW_PX = 18  # pixels per heatmap row: a layer or expert label at font size 10 s
 HIGHLIGHT = "#e8590c"  # the one accent colour: the expert the user picked
 SPEC_LOG2_MAX = 3  # specialization colours saturate at 8x and 1/8x uniform (hover gives the exact ratio)
 PLOT_WIDTH_PX = 1000  # about the width of a full-width chart at a 1500 px window (sidebar open)
+VISIBLE_TOKENS = 16  # token columns in view at once: a horizontal label of TOKEN_CHARS characters fits each
+TOKEN_CHARS = 9  # characters of a token's text on its axis label (hover has all of it)
 
 
 def timeline_strip(timeline: pd.DataFrame, current: int | None = None) -> go.Figure:
@@ -178,14 +181,25 @@ def token_window(num_experts: int) -> int:
     return max(16, min(64, PLOT_WIDTH_PX // (6 * digits + 6)))
 
 
+def token_label(index: int, text: str) -> str:
+    """A token's axis label: its text on one line (spaces as ·, line breaks as ⏎), its position below."""
+    shown = str(text).replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥").replace("\r", "")
+    return f"{plain(shown or '∅', limit=TOKEN_CHARS)}<br>{index}"
+
+
 def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: int,
-                      highlight: int | None = None) -> go.Figure:
-    """Tokens of one step (columns, text readable) x layers (rows).
+                      highlight: int | None = None, surprisal: pd.DataFrame | None = None) -> go.Figure:
+    """Tokens of one step (columns, text readable) x layers (rows), under a row of per-token surprisal.
 
     Without a picked expert each cell prints the token's top-1 expert id and is shaded by that
     expert's gate weight (how sure the router was). With a picked expert, only the cells where that
     expert is in the token's top-k are shaded, by the weight it received, and print its rank there.
     Hover shows the router's top-k experts, their weights and the router entropy.
+
+    `surprisal` (token_index, surprisal, top1, scored; metrics.replays.step_token_surprisal) adds its own row on
+    top, with its own colour scale: how surprised the model was by each token. Token labels are horizontal:
+    VISIBLE_TOKENS columns are in view, and the chart pans sideways (drag) through the rest of the window.
+    The layer heatmap is the figure's first trace.
     """
     if tokens.empty or routing.empty:
         return empty("No routed tokens in this step")
@@ -210,7 +224,7 @@ def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: 
             z[i, j], cell[i, j] = float(weights[k]), str(k + 1)
         pairs = ", ".join(f"E{e}: {w:.2f}" for e, w in zip(experts, weights, strict=True))  # the router's top-k
         hover[i, j] = f"{plain(repr(texts[j]))}<br>layer {layer}<br>{pairs}<br>entropy {ent:.2f}"
-    labels = [f"{i}:{plain(t, limit=12)}" for i, t in enumerate(texts)]
+    labels = [token_label(t, text) for t, text in zip(pos, texts, strict=True)]
     show_text = len(pos) <= token_window(num_experts)
     scale: str | list[list[object]]
     if highlight is None:
@@ -220,13 +234,50 @@ def token_expert_view(tokens: pd.DataFrame, routing: pd.DataFrame, num_experts: 
         title = (f"Expert {highlight} across layers: shaded where it is in a token's top-k (number: its rank there; "
                  f"shade: its gate weight)")
         scale, bar = [[0, "#fde4d3"], [1, HIGHLIGHT]], f"E{highlight} weight"
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers], colorscale=scale, zmin=0,
-                               text=cell if show_text else None, texttemplate="%{text}" if show_text else None,
-                               textfont=dict(size=9), customdata=hover, hovertemplate="%{customdata}<extra></extra>",
-                               colorbar=dict(title=bar, thickness=12), xgap=1, ygap=1))
-    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10))
-    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
-    return layout(fig, title, height=max(240, 190 + ROW_PX * len(layers)), margin=dict(l=50, r=10, t=50, b=110))
+    has_surprisal = surprisal is not None and not surprisal.empty
+    rows = 2 if has_surprisal else 1
+    layer_px = ROW_PX * max(2, len(layers))
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04 if rows == 2 else 0,
+                        row_heights=[2.2 * ROW_PX, layer_px] if rows == 2 else None)
+    fig.add_trace(go.Heatmap(z=z, x=labels, y=[f"L{layer}" for layer in layers], colorscale=scale, zmin=0,
+                             text=cell if show_text else None, texttemplate="%{text}" if show_text else None,
+                             textfont=dict(size=9), customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+                             colorbar=dict(title=bar, thickness=12), xgap=1, ygap=1),
+                  row=rows, col=1)
+    if has_surprisal:
+        assert surprisal is not None
+        fig.add_trace(_surprisal_row(surprisal, pos, texts, labels), row=1, col=1)
+        title += "; top row: the model's surprisal at each token"
+    visible = min(len(labels), VISIBLE_TOKENS)
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10), fixedrange=True)
+    fig.update_xaxes(type="category", tickangle=0, tickfont=dict(size=10), range=[-0.5, visible - 0.5],
+                     showticklabels=False)
+    fig.update_xaxes(showticklabels=True, row=rows, col=1)
+    height = 120 + layer_px + (2.2 * ROW_PX + 30 if has_surprisal else 0) + 40
+    return layout(fig, title, height=int(max(260, height)), margin=dict(l=70, r=10, t=50, b=50), dragmode="pan")
+
+
+def _surprisal_row(surprisal: pd.DataFrame, pos: dict[int, int], texts: list[str], labels: list[str]) -> go.Heatmap:
+    """One heatmap row: each token's surprisal (nats), printed, shaded on its own scale (darker: more surprised)."""
+    values = np.full((1, len(pos)), np.nan)
+    cell = np.full(values.shape, "", dtype=object)
+    hover = np.full(values.shape, "", dtype=object)
+    for token_index, value, top1, scored in zip(surprisal["token_index"], surprisal["surprisal"], surprisal["top1"],
+                                                surprisal["scored"], strict=True):
+        j = pos.get(int(token_index))
+        if j is None:
+            continue
+        known = value is not None and np.isfinite(value)
+        values[0, j] = float(value) if known else np.nan
+        cell[0, j] = f"{value:.1f}" if known else "–"
+        who = "agent-written (scored)" if scored else "context (not scored)"
+        first = "the model's top-1 choice" if top1 else "not the model's top-1"
+        hover[0, j] = (f"{plain(repr(texts[j]))}<br>surprisal {value:.2f} nats<br>{first}<br>{who}" if known
+                       else f"{plain(repr(texts[j]))}<br>no surprisal (the first token)")
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+    return go.Heatmap(z=values, x=labels, y=["surprisal"], colorscale="Oranges", zmin=0, zmax=max(top, 1.0),
+                      text=cell, texttemplate="%{text}", textfont=dict(size=9), customdata=hover,
+                      hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=1, showscale=False)
 
 
 def step_expert_heatmap(load: pd.DataFrame, num_experts: int, failed_steps: list[int], layer: int,

@@ -92,6 +92,11 @@ def count(value: Any, what: str) -> int | None:
     return int(x)
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of a tool's output, stripped: where a traceback names its error."""
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
+
 def content_id(value: Any) -> str:
     """A stable 12-hex-digit id from a record's content, for sources without ids of their own."""
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode("utf-8", "replace")).hexdigest()[:12]

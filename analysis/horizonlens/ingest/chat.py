@@ -18,9 +18,11 @@ import json
 import re
 from typing import Any, Callable
 
+from horizonlens.corpus.actions import call_text
 from horizonlens.errors import RecordError
 from horizonlens.ingest.base import new_step
 
+ERROR_CHARS = 300  # characters of a tool's error kept in a failed check's detail
 ERROR_RESULT = re.compile(r"^\s*(error\b|error:|exception\b|traceback \(most recent call last\))", re.IGNORECASE)
 KNOWLEDGE, ENVIRONMENT = "knowledge", "environment"  # message names for what chat roles do not cover
 
@@ -150,7 +152,7 @@ def messages_to_steps(messages: list[Any], is_error: Callable[[dict[str, Any], s
                 add(new_step(len(steps), ENVIRONMENT, observations=[obs]))
                 continue
             owner["observations"].append(obs)
-            _record_check(owner, failed, text)
+            _record_check(owner, failed, text, obs["call_id"])
     if knowledge:  # context after the last turn still belongs to the run
         add(new_step(len(steps), ENVIRONMENT))
     return steps
@@ -202,11 +204,18 @@ def steps_to_messages(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _record_check(step: dict[str, Any], failed: bool, text: str | None) -> None:
-    """A failed result fails the step; a step passes only while all its results are clean."""
+def _record_check(step: dict[str, Any], failed: bool, text: str | None, call_id: str | None) -> None:
+    """A failed result fails the step; a step passes only while all its results are clean.
+
+    A failed check's detail is the tool's error and the call that got it (the value given; chat logs
+    know no expected one, a source that does adds it).
+    """
     if failed:
         step["check_passed"] = False
-        step["check_detail"] = (text or "").strip()[:300]
+        call = next((c for c in step["tool_calls"] if c["id"] == call_id), None) if call_id is not None else None
+        call = call or (step["tool_calls"][0] if len(step["tool_calls"]) == 1 else None)
+        given = f" — given {call_text(call['name'], call['arguments'])}" if call else ""
+        step["check_detail"] = (text or "").strip()[:ERROR_CHARS] + given
         step["error_label"] = "tool_error"
     elif step["check_passed"] is None:
         step["check_passed"] = True

@@ -60,6 +60,7 @@ class ImportReport:
     seconds: float = 0.0
     replaced_lengths: dict[str, int] = field(default_factory=dict)  # steps of each replaced run now
     labels_removed: tuple[int, int] = (0, 0)  # labels past the new end of replaced runs, and on how many runs
+    corpus: str = ""  # where the import wrote: the corpus folder or s3:// location
 
     def summary(self) -> str:
         """One line for the CLI and the app: what was added, counts, outcomes, formats, problems, time."""
@@ -73,7 +74,8 @@ class ImportReport:
         line = (f"{self.added} trajectories added ({self.replaced} replaced, {self.skipped_existing} already present"
                 f"{clash}), {self.steps:,} steps, {self.tool_calls:,} tool calls, "
                 f"{self.failed_checks:,} failed checks; outcomes: {outs}; formats: {fmts}; "
-                f"{len(self.problems)} problem(s){cut}{removed}; {self.seconds:.1f}s")
+                f"{len(self.problems)} problem(s){cut}{removed}; {self.seconds:.1f}s"
+                + (f"; written to {self.corpus}" if self.corpus else ""))
         if self.conflicts:
             line += (f". {len(self.conflicts)} run(s) not imported: their ids are already in the corpus with different "
                      "content (another model's runs of the same tasks?). Give each model its --agent NAME to keep "
@@ -152,8 +154,8 @@ def import_records(records: Iterable[Raw | Problem], into: CorpusPath | str, fmt
     if fmt != "auto" and fmt not in BY_NAME:
         raise ImportFailed(f"unknown format {fmt!r}; choose auto or one of {', '.join(f.name for f in FORMATS)}")
     started = time.perf_counter()
-    report = ImportReport(files=files)
     into = as_location(into)
+    report = ImportReport(files=files, corpus=str(into))
     with StagedImport(into, replace=replace, batch_size=batch_size) as staged:
         for raw in records:
             if isinstance(raw, Problem):

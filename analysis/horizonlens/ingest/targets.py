@@ -16,7 +16,10 @@ from horizonlens.errors import ImportFailed
 from horizonlens.storage.location import ObjectPath, as_location, is_remote
 
 MAX_UPLOAD_FILES = 20  # files per import from the app
-MAX_UPLOAD_BYTES = 512 << 20  # all files of one import from the app together
+# All files of one import from the app together; also the server's upload limit (server.maxUploadSize). The
+# upload box prints it in decimal units and rounds anything above 500 MB up to "1GB": 500 reads as itself.
+MAX_UPLOAD_MB = 500
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB << 20
 UPLOAD_ROOT = "corpora"  # new corpora from the app may go under <data home>/corpora/
 
 

@@ -78,6 +78,70 @@ def step_error_rate(store: CorpusStore, by: str | None = None, flt: TrajectoryFi
     return df
 
 
+def checks_per_step(store: CorpusStore, by: str | None = None, flt: TrajectoryFilter | None = None) -> pd.DataFrame:
+    """Per group: checks, steps, and checks per step (the exchange rate between the two horizon units)."""
+    src, params = _cells(store, "trajectories", flt, by)
+    df = store.query(f"SELECT {_group_expr(by)} AS group, CAST(sum(t.checks) AS BIGINT) AS checks, "
+                     f"CAST(sum(t.n_steps * t.trajectories) AS BIGINT) AS steps {src} GROUP BY 1 ORDER BY 1",
+                     params).to_pandas()
+    df["checks_per_step"] = df["checks"] / df["steps"].where(df["steps"] > 0)
+    return df
+
+
+def horizons(rate: pd.DataFrame, km: pd.DataFrame, fits: pd.DataFrame, per_step: pd.DataFrame,
+             levels: tuple[int, ...] = (50, 80)) -> pd.DataFrame:
+    """Every horizon of the page in both units, side by side: checks and steps, converted at the group's rate.
+
+    Three horizons per level s, which measure different things:
+    - *independent errors*: H_s = ln s / ln(1 − p̂) checks until a clean run (no failed check) has chance s, if
+      every check failed independently at the overall rate p̂ (`step_error_rate`);
+    - *first failed check, observed*: the checked step t at which the Kaplan–Meier survival to the first failed
+      check falls to s (`survival`; none if it never does);
+    - *success*: the step count at which the logistic fit of success on log2 steps predicts s (`success_vs_length`).
+      Runs survive failed checks (recovery), so this one is usually the longest.
+    A horizon known in checks is divided by the group's checks per step to give steps, and one known in steps is
+    multiplied by it: an average over the selection, not a per-run conversion.
+    """
+    rate_of = per_step.set_index("group")["checks_per_step"]
+    rows = []
+    for grp in sorted(set(rate["group"]) | set(fits.get("group", pd.Series(dtype=str)))):
+        cps = rate_of.get(grp)
+        cps = float(cps) if cps is not None and np.isfinite(cps) and cps > 0 else None
+        h = rate[rate["group"] == grp]
+        curve = km[km["group"] == grp] if not km.empty else km
+        fit = fits[fits["group"] == grp] if not fits.empty else fits
+        for s in levels:
+            in_checks = {"independent errors (H)": h[f"horizon_{s}"].iloc[0] if not h.empty else None,
+                         "first failed check, observed": _crossing(curve, s / 100)}
+            for name, checks in in_checks.items():
+                rows.append(_horizon_row(grp, s, name, "first failed check", checks=checks, cps=cps))
+            steps = fit[f"steps_at_{s}"].iloc[0] if not fit.empty else None
+            rows.append(_horizon_row(grp, s, "success vs step count (fit)", "success", steps=steps, cps=cps))
+    return pd.DataFrame(rows, columns=["group", "level", "horizon", "measures", "checks", "steps",
+                                       "checks_per_step"])
+
+
+def _crossing(km: pd.DataFrame, s: float) -> float | None:
+    """The first checked step t at which the survival curve is at or below s (None if it never gets there)."""
+    below = km[km["survival"] <= s] if not km.empty else km
+    return float(below["t"].iloc[0]) if not below.empty else None
+
+
+def _horizon_row(group: str, level: int, name: str, measures: str, checks: Any = None, steps: Any = None,
+                 cps: float | None = None) -> dict[str, Any]:
+    """One horizon in both units; the missing unit converted at `cps` checks per step."""
+    def known(v: Any) -> float | None:
+        return float(v) if v is not None and np.isfinite(v) else None
+
+    checks, steps = known(checks), known(steps)
+    if checks is not None and steps is None and cps:
+        steps = checks / cps
+    elif steps is not None and checks is None and cps:
+        checks = steps * cps
+    return {"group": group, "level": f"{level}%", "horizon": name, "measures": measures, "checks": checks,
+            "steps": steps, "checks_per_step": cps}
+
+
 def horizon(p: float, s: float) -> float | None:
     """Checks until the chance of a clean run falls to s if errors were independent at rate p."""
     if p is None or not np.isfinite(p) or p <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pyarrow.compute as pc
 
 from horizonlens.query.store import CorpusStore
 from horizonlens.replays.cache import ReplayCache
@@ -48,6 +49,20 @@ def step_tokens(routing: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
     tokens = routing.drop_duplicates("token_index")[["token_index", "token_id", "segment"]].reset_index(drop=True)
     tokens["text"] = [tokenizer.decode([int(t)]) for t in tokens["token_id"]]
     return tokens
+
+
+def step_token_surprisal(store: CorpusStore, checkpoint_id: str, trajectory_id: str, step: int) -> pd.DataFrame:
+    """Per-token surprisal of one step: token_index, surprisal (nats), top1, scored (empty if the replay has none).
+
+    Replays stored before per-token surprisal was kept have only the per-step means: empty here.
+    """
+    table = ReplayCache(store.root, checkpoint_id).read_token_surprisal(trajectory_id)
+    if table is None:
+        return pd.DataFrame(columns=["token_index", "surprisal", "top1", "scored"])
+    df = table.filter(pc.equal(table["step"], int(step))).select(["token_index", "surprisal", "top1", "scored"])
+    out = df.to_pandas()
+    out["surprisal"] = out["surprisal"].astype("float64")
+    return out
 
 
 def replayed_trajectories(store: CorpusStore, checkpoint_id: str) -> list[str]:

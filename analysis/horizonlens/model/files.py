@@ -185,3 +185,13 @@ def hash_file(h: "hashlib._Hash", path: Path, limit: int | None) -> None:
             for i in range(16):
                 fh.seek(int((size - SAMPLE_BYTES) * i / 15))
                 h.update(fh.read(SAMPLE_BYTES))
+
+
+def context_length(config: dict[str, Any], default: int = 4096) -> int:
+    """The model's context (max_position_embeddings) from config.json, text config first; `default` if unsaid."""
+    text = config.get("text_config")
+    for source in (text if isinstance(text, dict) else {}, config):
+        value = source.get("max_position_embeddings")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default

@@ -56,6 +56,47 @@ class Rendered:
         return (int(idx[0]), int(idx[-1]) + 1) if idx.size else None
 
 
+@dataclass
+class ActionParts:
+    """An agent action split into what the template keeps apart: reasoning, message and tool calls."""
+
+    reasoning: str | None = None
+    message: str | None = None
+    tool_calls: list[str] = field(default_factory=list)  # each call's JSON text, as written
+
+
+def split_action(text: str, in_think: bool = False) -> ActionParts:
+    """Split generated text into reasoning (`<think>`…`</think>`), tool calls (`<tool_call>`…) and the message.
+
+    `in_think`: the prompt already opened the reasoning (the text starts inside `<think>`). Whatever follows an
+    end-of-turn tag is not part of the action. Text in neither tag is the message; an unclosed tag runs to the end.
+    """
+    text = text.split("<|end|>", 1)[0]
+    reasoning = None
+    rest = text
+    if not in_think and rest.lstrip().startswith("<think>"):
+        rest, in_think = rest.lstrip()[len("<think>"):], True
+    if in_think:
+        reasoning, _, rest = rest.partition("</think>")
+        reasoning = reasoning.strip() or None
+    calls = []
+    message_parts = []
+    while "<tool_call>" in rest:
+        before, _, after = rest.partition("<tool_call>")
+        message_parts.append(before)
+        call, _, rest = after.partition("</tool_call>")
+        calls.append(call.strip())
+    message_parts.append(rest)
+    message = "\n".join(p.strip() for p in message_parts if p.strip()) or None
+    return ActionParts(reasoning, message, calls)
+
+
+def recorded_action(step: dict[str, Any]) -> ActionParts:
+    """A recorded agent step (a dict of the `steps` columns) as the same parts, calls as the template writes them."""
+    return ActionParts(step.get("reasoning") or None, step.get("message") or None,
+                       [_call_json(c) for c in step.get("tool_calls") or []])
+
+
 def _call_json(call: dict[str, Any]) -> str:
     try:
         args: Any = json.loads(call.get("arguments") or "{}")

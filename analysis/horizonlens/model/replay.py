@@ -15,10 +15,18 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING_TOKENS
+from horizonlens.corpus.schema import REPLAY_STEPS, ROUTING_TOKENS, TOKEN_SURPRISAL
 from horizonlens.errors import ReplayError
-from horizonlens.model.render import DEFAULT_FIELD_TOKENS, Rendered, render
+from horizonlens.model.render import (
+    DEFAULT_FIELD_TOKENS,
+    ActionParts,
+    Rendered,
+    recorded_action,
+    render,
+    split_action,
+)
 from horizonlens.replays.codec import aggregate_tables, token_table, weight_scale
+from horizonlens.replays.layout import TOKEN_SURPRISAL_TABLE
 
 if TYPE_CHECKING:
     from horizonlens.model.capture import LayerRecord
@@ -87,6 +95,17 @@ class ReplayResult:
             })
         return pa.Table.from_pylist(rows, schema=REPLAY_STEPS)
 
+    def surprisal_table(self) -> pa.Table:
+        """One row per replayed token: its surprisal, whether it was the model's top-1, whether it is scored."""
+        n = self.n_replayed
+        surprisal = self.surprisal[:n].astype(np.float16)
+        return pa.table({"trajectory_id": pa.array([self.trajectory_id] * n, pa.string()),
+                         "step": pa.array(self.rendered.steps[:n], pa.int32()),
+                         "token_index": pa.array(np.arange(n), pa.int32()),
+                         "surprisal": pa.array(surprisal, pa.float16(), mask=np.isnan(surprisal)),
+                         "top1": pa.array(self.top1[:n], pa.bool_()),
+                         "scored": pa.array(self.rendered.scored[:n], pa.bool_())}, schema=TOKEN_SURPRISAL)
+
     def _stacked(self) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Layers, experts (N, L, k) and weights (N, L, k) of the replayed tokens."""
         layers = sorted(self.routing)
@@ -127,7 +146,7 @@ class ReplayResult:
 
     def tables(self) -> dict[str, pa.Table]:
         """Every table this replay stores, by replay-cache table name (what `ReplayCache.write` writes)."""
-        out = {"steps": self.step_table(), **self.aggregate_tables()}
+        out = {"steps": self.step_table(), TOKEN_SURPRISAL_TABLE: self.surprisal_table(), **self.aggregate_tables()}
         if self.routing and self.routing_mode == "tokens":
             out["routing_tokens"] = self.routing_table()
         return out
@@ -175,6 +194,22 @@ def forward_chunks(loaded: "LoadedModel", ids: "Any", chunk_size: int,
     return surprisal, top1
 
 
+def _limit(max_context: int, config: ReplayConfig) -> int:
+    """The most tokens a replay runs: the model's context, or less if the config says so."""
+    return min(max_context, config.max_tokens or max_context)
+
+
+def replay_length(tokenizer: Any, steps: list[dict[str, Any]], max_context: int,
+                  config: ReplayConfig | None = None) -> int:
+    """How many tokens a replay of these steps will run, known before replaying (no model is loaded).
+
+    Rendered as the replay renders them, with the checkpoint's tokenizer, and cut at the same limit.
+    """
+    config = config or ReplayConfig()
+    rendered = render(tokenizer, steps, config.use_chat_template, config.max_field_tokens)
+    return min(len(rendered), _limit(max_context, config))
+
+
 def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dict[str, Any]],
                       config: ReplayConfig | None = None,
                       progress: Callable[[int, int], None] | None = None) -> ReplayResult:
@@ -186,7 +221,7 @@ def replay_trajectory(loaded: "LoadedModel", trajectory_id: str, steps: list[dic
     config = config or ReplayConfig()
     started = time.perf_counter()
     rendered = render(loaded.tokenizer, steps, config.use_chat_template, config.max_field_tokens)
-    limit = min(loaded.max_context, config.max_tokens or loaded.max_context)
+    limit = _limit(loaded.max_context, config)
     notes = list(rendered.notes)
     n = min(len(rendered), limit)
     if n < len(rendered):
@@ -212,6 +247,8 @@ class Continuation:
     prompt_tokens: int
     prefix_truncated: bool
     settings: dict[str, Any]
+    generated_parts: ActionParts = field(default_factory=ActionParts)  # the model's text, split by the template
+    recorded_parts: ActionParts = field(default_factory=ActionParts)  # the step as recorded, in the same parts
 
 
 def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int, max_new_tokens: int = 96,
@@ -254,7 +291,13 @@ def continue_from(loaded: "LoadedModel", steps: list[dict[str, Any]], step: int,
     new = out[0, ids.shape[1]:].tolist()
     generated = _one_text(loaded.tokenizer.decode(new, skip_special_tokens=False))
     recorded = _one_text(loaded.tokenizer.decode(recorded_ids, skip_special_tokens=False))
-    return Continuation(step, generated, recorded, int(ids.shape[1]), start > budget, settings)
+    # generation starts inside the reasoning when the prompt's last template piece opened it
+    opened = _one_text(loaded.tokenizer.decode(rendered.token_ids[max(0, start - 4):start].tolist(),
+                                               skip_special_tokens=False))
+    in_think = opened.rstrip().endswith("<think>")
+    row = next((s for s in steps if int(s["step"]) == step), {})
+    return Continuation(step, generated, recorded, int(ids.shape[1]), start > budget, settings,
+                        split_action(generated, in_think), recorded_action(row))
 
 
 def _one_text(decoded: str | list[str]) -> str:

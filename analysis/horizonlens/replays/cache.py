@@ -29,6 +29,7 @@ from horizonlens.replays.layout import (
     ROLLOUT_TABLES,
     SELECTION_META,
     STEP_TIER,
+    TOKEN_SURPRISAL_TABLE,
     TOKEN_TABLES,
     TOKEN_TIER,
     new_cache,
@@ -274,6 +275,13 @@ class ReplayCache:
         """
         tokens = self._read(trajectory_id, TOKEN_TIER)
         return decode_token_table(tokens) if tokens is not None else None
+
+    def read_token_surprisal(self, trajectory_id: str) -> pa.Table | None:
+        """Per-token surprisal and top-1 of one trajectory's replay (TOKEN_SURPRISAL rows), or None.
+
+        None also for a replay written before this table existed: replay the trajectory again to get it.
+        """
+        return self._read(trajectory_id, TOKEN_SURPRISAL_TABLE)
 
     def read_routing_steps(self, trajectory_id: str) -> pa.Table | None:
         """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""

@@ -22,6 +22,7 @@ from horizonlens.corpus.schema import (
     ROUTING_SEGMENTS,
     ROUTING_STEPS,
     ROUTING_TOKENS,
+    TOKEN_SURPRISAL,
 )
 from horizonlens.errors import CorpusError
 from horizonlens.replays.codec import FORMAT_VERSION, MAX_TOP_K, SOURCE_TABLES
@@ -35,12 +36,14 @@ REPLAYS = "replays"
 STEP_TIER = ("routing_steps", "routing_segments")
 TOKEN_TIER = SOURCE_TABLES["replay"]
 TOKEN_TABLES = tuple(SOURCE_TABLES.values())
+TOKEN_SURPRISAL_TABLE = "token_surprisal"  # not required of a complete replay: older replays do not have it
 CACHE_TABLES: dict[str, pa.Schema] = {
     "steps": REPLAY_STEPS,
     "routing_steps": ROUTING_STEPS,
     "routing_segments": ROUTING_SEGMENTS,
     SOURCE_TABLES["replay"]: ROUTING_TOKENS,
     SOURCE_TABLES["rollout"]: ROUTING_TOKENS,
+    TOKEN_SURPRISAL_TABLE: TOKEN_SURPRISAL,
     "rollout_compare": ROLLOUT_COMPARE,
     "rollout_compare_steps": ROLLOUT_COMPARE_STEPS,
 }

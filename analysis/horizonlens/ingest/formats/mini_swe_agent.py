@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from horizonlens.corpus.actions import expected_given, parse_arguments, show_value
 from horizonlens.errors import RecordError
 from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, require, run_id, trajectory
 from horizonlens.ingest.chat import text_of
@@ -49,7 +50,9 @@ def convert(raw: Raw) -> Iterator[Converted]:
         elif code and pending is not None and pending["tool_calls"]:
             rc = int(code.group(1))
             pending["observations"].append({"call_id": pending["tool_calls"][0]["id"], "content": text})
-            pending.update(check_passed=rc == 0, check_detail=f"return code {rc}", label_source="heuristic",
+            command = parse_arguments(pending["tool_calls"][0]["arguments"]).get("command", "")
+            pending.update(check_passed=rc == 0, label_source="heuristic",
+                           check_detail=f"return code: {expected_given(0, rc)} — command {show_value(command)}",
                            error_label=None if rc == 0 else "nonzero_exit")
             pending = None
         elif role in ("system", "user"):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from horizonlens.corpus.actions import ABSENT, differences, parse_arguments
 from horizonlens.errors import RecordError
 from horizonlens.ingest.base import (
     Converted,
@@ -60,6 +61,8 @@ def tau_bench_id(task_id: Any, trial: Any, agent: str | None = None) -> str:
     """
     return run_id(TAU_BENCH, agent, task_id, trial)
 
+MAX_DIFFERENCES = 5  # differing arguments named in one check's detail
+
 
 def detect(sample: Any) -> bool:
     """A list of messages (objects with a role), a τ-bench run (traj + task_id) or a record with messages."""
@@ -84,6 +87,29 @@ def first_user(steps: list[dict[str, Any]]) -> str | None:
     return next((s["message"] for s in steps if s["source"] == "user" and s["message"]), None)
 
 
+def expect_actions(steps: list[dict[str, Any]], actions: Any) -> None:
+    """Add the task's expected action to the detail of each failed call of a tool the task expects.
+
+    τ-bench lists the actions its reward replays (`reward_info.actions`: name and kwargs). A failed call of one
+    of those tools is set beside the closest expected call of it: each argument that differs, with both values,
+    or "same arguments" (then the environment refused the expected action itself).
+    """
+    expected = [(a["name"], a.get("kwargs")) for a in actions if isinstance(a, dict) and isinstance(a.get("name"), str)
+                ] if isinstance(actions, list) else []
+    for step in steps:
+        if step["check_passed"] is not False or not step["tool_calls"]:
+            continue
+        for call in step["tool_calls"]:
+            given = parse_arguments(call["arguments"])
+            options = [differences(kwargs, given) for name, kwargs in expected if name == call["name"]]
+            if not options:
+                continue
+            closest = min(options, key=lambda d: (sum(x.expected is not ABSENT for x in d), len(d)))
+            named = [d.text() for d in closest if d.expected is not ABSENT][:MAX_DIFFERENCES]
+            step["check_detail"] += (f" — the task expects {call['name']} with "
+                                     + ("; ".join(named) if named else "the same arguments"))
+
+
 def convert(raw: Raw) -> Iterator[Converted]:
     """One trajectory per record; ids from the source (τ-bench task and trial, `id`) or the content."""
     v = raw.value
@@ -98,6 +124,7 @@ def convert(raw: Raw) -> Iterator[Converted]:
         steps = messages_to_steps(require(v, "traj", list))
         reward, outcome = reward_outcome(v.get("reward"))
         info = obj(v.get("info"))
+        expect_actions(steps, obj(info.get("reward_info")).get("actions"))
         task = obj(info.get("task"))
         trial = v.get("trial")
         trial = count(trial, "trial") if isinstance(trial, int) and not isinstance(trial, bool) else None

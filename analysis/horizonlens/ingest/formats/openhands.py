@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from horizonlens.corpus.actions import expected_given, parse_arguments, show_value
 from horizonlens.errors import RecordError
 from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, require, run_id, trajectory
 from horizonlens.ingest.chat import text_of
@@ -45,6 +46,9 @@ def convert(raw: Raw) -> Iterator[Converted]:
     if resolved is None:
         resolved = obj(result.get("report")).get("resolved")
     outcome = "unknown" if resolved is None else ("success" if resolved else "failure")
+    # the harness's per-test results (SWE-bench: FAIL_TO_PASS, PASS_TO_PASS), the reference the outcome comes from
+    status = obj(result.get("report")).get("tests_status")
+    tests = {"tests_status": status} if isinstance(status, dict) else {}
     instruction = v.get("instruction")
     iid = v.get("instance_id")
     if iid is None:
@@ -54,7 +58,8 @@ def convert(raw: Raw) -> Iterator[Converted]:
                      task=instruction if isinstance(instruction, str) else first_user(steps),
                      domain="engineering", outcome=outcome, reward=None if resolved is None else float(bool(resolved)),
                      cost_usd=number(obj(v.get("metrics")).get("accumulated_cost"), "metrics.accumulated_cost"),
-                     metadata={"error": v.get("error"), "agent_class": obj(v.get("metadata")).get("agent_class")})
+                     metadata={"error": v.get("error"), "agent_class": obj(v.get("metadata")).get("agent_class"),
+                               **tests})
 
 
 def _key(value: Any) -> str:
@@ -101,8 +106,12 @@ def _observation(e: dict[str, Any], steps: list[dict[str, Any]], by_id: dict[str
         return
     owner["observations"].append(obs)
     if e.get("observation") == "error" or is_code:
-        owner.update(check_passed=not failed, label_source="heuristic",
-                     check_detail=f"exit code {code}" if is_code else "error observation",
+        command = obj(parse_arguments(owner["tool_calls"][0]["arguments"])).get("command") \
+            if owner["tool_calls"] else None
+        ran = f" — command {show_value(command)}" if command else ""
+        detail = f"exit code: {expected_given(0, code)}{ran}" if is_code else \
+            f"error observation: {show_value((content or '').strip())}{ran}"
+        owner.update(check_passed=not failed, label_source="heuristic", check_detail=detail,
                      error_label="tool_error" if failed else None)
 
 FORMAT = Format("openhands", "OpenHands evaluation output (instance_id + history)", priority=50, detect=detect,

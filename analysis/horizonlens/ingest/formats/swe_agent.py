@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from horizonlens.corpus.actions import show_value
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, agent_of, new_step, number, obj, run_id, trajectory
+from horizonlens.ingest.base import Converted, Format, agent_of, last_line, new_step, number, obj, run_id, trajectory
 from horizonlens.ingest.chat import messages_to_steps, text_of
 from horizonlens.ingest.formats.openai_chat import first_user
 from horizonlens.ingest.readers import Raw
@@ -43,10 +44,14 @@ def _step(i: int, item: Any, n: int) -> dict[str, Any]:
                     observations=[{"call_id": f"swe-{i}", "content": obs}] if obs is not None else [],
                     duration_s=number(item.get("execution_time"), f"trajectory[{i}].execution_time"))
     if obs is not None:
-        failed = bool(SWE_ERROR.search(obs))
-        step.update(check_passed=not failed, label_source="heuristic",
-                    check_detail="observation reports an error" if failed else "no error in the observation",
-                    error_label="tool_error" if failed else None)
+        error = SWE_ERROR.search(obs)
+        detail = "no error in the observation"
+        if error:  # the line that reads as an error (a traceback's last line), and the command that produced it
+            line = last_line(obs) if error.group(0).startswith("Traceback") else \
+                obs[obs.rfind("\n", 0, error.start()) + 1:].split("\n", 1)[0].strip()
+            detail = f"observation reports an error: {show_value(line)} — command {show_value(action)}"
+        step.update(check_passed=error is None, label_source="heuristic", check_detail=detail,
+                    error_label="tool_error" if error else None)
     return step
 
 

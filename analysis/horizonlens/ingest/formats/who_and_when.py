@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from horizonlens.corpus.actions import expected_given, show_value
 from horizonlens.errors import RecordError
-from horizonlens.ingest.base import Converted, Format, count, new_step, require, trajectory
+from horizonlens.ingest.base import Converted, Format, count, last_line, new_step, require, trajectory
 from horizonlens.ingest.chat import text_of
 from horizonlens.ingest.label_records import (
     LabelImportReport,
@@ -66,8 +67,9 @@ def convert(raw: Raw) -> Iterator[Converted]:
         exit_code = EXIT_CODE.match(text or "")
         if terminal and exit_code:
             code = int(exit_code.group(1))
-            step.update(check_passed=code == 0, check_detail=f"exit code {code}", label_source="heuristic",
-                        error_label=None if code == 0 else "execution_failed")
+            output = f" — output ends {show_value(last_line(text or ''))}" if code else ""
+            step.update(check_passed=code == 0, check_detail=f"exit code: {expected_given(0, code)}{output}",
+                        label_source="heuristic", error_label=None if code == 0 else "execution_failed")
         step["is_decisive_error"] = (i == mistake) if mistake is not None else None
         if i == mistake:
             step.update(label_source="annotation", error_label=step["error_label"] or "decisive_mistake",
