@@ -301,7 +301,8 @@ def specialization(load: pd.DataFrame, layer: int, by: str, top_n: int = TOP_N) 
                                                        for t in ticks]),
                                hovertemplate=f"{by} %{{y}} · %{{x}}: %{{customdata:.2f}}× uniform<extra></extra>"))
     fig.add_scatter(x=labels[:len(order)], y=[groups[i] for i in preferred], mode="markers", hoverinfo="skip",
-                    showlegend=False, marker=dict(symbol="circle", size=7, color="white", line=dict(color="#222", width=1.5)))
+                    showlegend=False,
+                    marker=dict(symbol="circle", size=7, color="white", line=dict(color="#222", width=1.5)))
     _group_bands(fig, [str(g) for g in pivot.index], preferred, len(labels))
     fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10),
                      title=dict(text=(f"all {E} experts" if n_fold == 0 else f"the {len(order)} most specialised of "

@@ -365,7 +365,11 @@ def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig 
 
 def compute_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig()) -> ModeResult:
     """Read the selection's failed steps and cluster them (no caching; `find_modes` keeps the result)."""
-    steps = failed_steps(store, select_failed(store, where))
+    return cluster_steps(failed_steps(store, select_failed(store, where)), config, where)
+
+
+def cluster_steps(steps: pd.DataFrame, config: ModeConfig = ModeConfig(), where: str | None = None) -> ModeResult:
+    """Cluster failed steps (rows as `failed_steps` gives them) into modes and describe each mode."""
     note: dict[str, Any] = {"failed_steps": int(len(steps)), "where": (where or "").strip() or None,
                             "config": asdict(config)}
     if steps.empty:
