@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import pandas as pd
 import streamlit as st
 
 from horizonlens.app import state, ui
@@ -61,13 +60,17 @@ with right:
 st.subheader("Examples")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
 chosen = st.selectbox("Mode", list(labels), format_func=lambda m: ui.md(labels[m], 120), key="modes_chosen")
-examples = result.examples[result.examples["mode"] == chosen]
-st.dataframe(examples.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}"
-                                   for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
-             [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
-             key="modes_examples", column_config={"open": st.column_config.LinkColumn("open",
-                                                                                      display_text="open step")})
-st.caption("The most typical steps of the mode (closest to its centre), as normalised text; open one to read it whole.")
+examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
+picked = st.dataframe(examples.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}"
+                                            for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
+                      [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
+                      key="modes_examples", on_select="rerun", selection_mode="single-row",
+                      column_config={"open": st.column_config.LinkColumn("open", display_text="open step")})
+st.caption("The most typical steps of the mode (closest to its centre), as normalised text. Select a row to read "
+           "that step whole on the Trajectory page (the link opens it in a new tab).")
+if picked and picked.selection.rows:
+    row = examples.iloc[picked.selection.rows[0]]
+    state.open_trajectory(str(row["trajectory_id"]), int(row["step"]))
 if chosen != mmodes.UNCLUSTERED and st.button("Save this mode as labels", key="modes_save",
                                               help="Every step of the mode gets a label of category `mode`, so it "
                                                    "appears in Explore's label filter, facets and attribution."):
@@ -90,4 +93,3 @@ if checkpoints:
         st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the steps' "
                    "expert-usage signatures (per layer, the share of assignments per expert). A mode spread over "
                    "groups fails under different routing; one group means one routing pattern.")
-pd.set_option("display.max_colwidth", 200)

@@ -302,6 +302,10 @@ class ModeResult:
     examples: pd.DataFrame  # mode, rank, trajectory_id, step, tools, text, agent, domain
     note: dict[str, Any]  # failed_steps, fitted_steps, distinct_texts, sampled, where, config
 
+    def labelled_members(self) -> pd.DataFrame:
+        """Every failed step of the selection with its mode's label: trajectory_id, step, mode, label."""
+        return self.members.merge(self.modes[["mode", "label"]], on="mode", how="left")
+
     def to_json(self) -> dict[str, Any]:
         """`horizonlens modes --json`: every mode with its label, size and members [[trajectory_id, step], ...]."""
         members = {int(str(m)): g[["trajectory_id", "step"]].to_numpy().tolist()
