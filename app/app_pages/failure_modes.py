@@ -17,7 +17,7 @@ where = st.text_input("Only failed steps where (SQL over the step `s` and its tr
                       placeholder="t.domain = 'search' AND t.agent LIKE 'dense%'",
                       help="Read-only and bounded, like the SQL console. Empty: every failed step.")
 try:
-    result = state.cached(mmodes.find_modes, store, where or None)
+    result = state.cached(mmodes.find_modes, store, where or None, members=False)
 except HorizonLensError as exc:
     ui.show_error(exc)
     st.stop()
@@ -75,7 +75,7 @@ if chosen != mmodes.UNCLUSTERED and st.button("Save this mode as labels", key="m
                                               help="Every step of the mode gets a label of category `mode`, so it "
                                                    "appears in Explore's label filter, facets and attribution."):
     try:
-        added, present = mmodes.save_mode_labels(store.root, result, int(chosen))
+        added, present = mmodes.save_mode_labels(store.root, mmodes.find_modes(store, where or None), int(chosen))
         st.success(f"Saved {added:,} labels ({present:,} were already there).")
     except HorizonLensError as exc:
         ui.show_error(exc)
@@ -84,7 +84,7 @@ checkpoints = store.replay_checkpoints
 if checkpoints:
     st.subheader("Split by routing signature")
     ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
-    split = state.cached(mmodes.routing_split, store, ckpt, result.members)
+    split = state.cached(mmodes.routing_split, store, ckpt, where or None)
     if split.empty:
         st.info("None of these failed steps has been replayed through this checkpoint.")
     else:

@@ -174,7 +174,8 @@ if tab_probe.open:
             or "pca"
         points = state.cached(routing_map.routing_map, store, ckpt, ids, level, method)
         if color == "mode" and level == "step":
-            points = routing_map.with_modes(points, state.cached(mmodes.find_modes, store, None).labelled_members())
+            points = routing_map.with_modes(points, state.cached(mmodes.mode_labels_at, store,
+                                                                 points[["trajectory_id", "step"]]))
         sample = points.attrs.get("sample") or {}
         event = ui.chart(ifig.routing_map(points, color, f"Replayed {level}s by routing signature ({method.upper()})"),
                          f"Each point is a replayed {level} placed by its expert usage (per layer, the share of "

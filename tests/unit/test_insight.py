@@ -171,3 +171,31 @@ def test_stratified_sample_is_proportional_and_seeded() -> None:
     chosen = frame[frame["trajectory_id"].isin(drawn)]
     assert len(drawn) == 10 and (chosen["domain"] == "a").sum() == 8
     assert drawn == stratified_sample(frame, 10, seed=1) and drawn != stratified_sample(frame, 10, seed=2)
+
+
+def test_index_results_keeps_modes_and_probe_so_later_readers_compute_nothing(tmp_path: Path, monkeypatch) -> None:
+    """`index --results` computes the modes and the probe once; a later process reads them back, as the pages do."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+    from horizonlens.metrics import routing_probe
+    from tests.support.corpora import REPO
+
+    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    out = CliRunner().invoke(app, ["index", str(corpus), "--results"])
+    assert out.exit_code == 0, out.output
+    assert "modes: " in out.output and "routing probe of " in out.output
+    kept = sorted(p.name.split("-")[0] for p in (corpus / "results").iterdir())
+    assert kept == ["modes", "routing_probe"]
+
+    def recomputed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("computed again instead of read back")
+
+    monkeypatch.setattr(mmodes, "compute_modes", recomputed)
+    monkeypatch.setattr(routing_probe, "routing_probe", recomputed)
+    store = open_store(corpus)
+    found = mmodes.find_modes(store, members=False)
+    assert found.note["failed_steps"] > 0 and found.members.empty and not found.modes.empty
+    assert not routing_probe.kept_probe(store, store.replay_checkpoints[0]).empty

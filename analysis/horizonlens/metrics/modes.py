@@ -347,11 +347,12 @@ MAX_SELECTED = 2_000_000
 
 
 def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig(),
-               keep: bool = True) -> ModeResult:
+               keep: bool = True, members: bool = True) -> ModeResult:
     """The failure modes of the failed steps a predicate selects (all when None), computed once per corpus state.
 
     Kept as a result dataset inside the corpus (metrics/results.py) unless `keep` is False. A selection without
-    failed steps gives a ModeResult without modes; its note says so.
+    failed steps gives a ModeResult without modes; its note says so. `members=False` leaves out the one table
+    as long as the selection (every failed step's mode), for callers that show the modes and keep them cached.
     """
     from horizonlens.metrics.results import computed_once, result_key
 
@@ -364,6 +365,8 @@ def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig 
                  for name in RESULT_TABLES}, result.note)
 
     tables, note = computed_once(store.root, "modes", key, state, RESULT_TABLES, compute, keep=keep)
+    if not members:
+        tables["members"] = tables["members"].slice(0, 0)
     return ModeResult(**{name: tables[name].to_pandas() for name in RESULT_TABLES}, note=note)
 
 
@@ -454,21 +457,34 @@ def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "mo
     return len(ids), present
 
 
-def routing_split(store: CorpusStore, checkpoint_id: str, members: pd.DataFrame, groups: int = 4,
+def mode_labels_at(store: CorpusStore, keys: pd.DataFrame, where: str | None = None) -> pd.DataFrame:
+    """The failure mode of each of these steps that is a failed step of the selection: trajectory_id, step, label."""
+    found = find_modes(store, where).labelled_members()
+    return found.merge(keys[["trajectory_id", "step"]].drop_duplicates().astype({"step": "int64"}),
+                       on=["trajectory_id", "step"])[["trajectory_id", "step", "mode", "label"]]
+
+
+def routing_split(store: CorpusStore, checkpoint_id: str, where: str | None = None, groups: int = 4,
                   seed: int = 0) -> pd.DataFrame:
-    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures."""
+    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures.
+
+    The modes are those of `where`'s failed steps (`find_modes`); only runs replayed through the checkpoint are read.
+    """
     from sklearn.cluster import KMeans
 
+    from horizonlens.metrics.replays import replayed_trajectories
     from horizonlens.metrics.routing_probe import step_signatures
 
+    columns = ["mode", "routing_group", "steps"]
+    members = find_modes(store, where).members
+    replayed = set(replayed_trajectories(store, checkpoint_id))
+    members = members[members["trajectory_id"].isin(replayed)]
     if members.empty:
-        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
-    ids = sorted(members["trajectory_id"].astype(str).unique().tolist())
-    sig = step_signatures(store, checkpoint_id, ids)
+        return pd.DataFrame(columns=columns)
+    sig = step_signatures(store, checkpoint_id, sorted(members["trajectory_id"].astype(str).unique().tolist()))
     keys = sig.keys.assign(row=range(len(sig.keys))).merge(members, on=["trajectory_id", "step"])
     if len(keys) < groups:
-        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+        return pd.DataFrame(columns=columns)
     found = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit_predict(sig.matrix[keys["row"].to_numpy()])
     keys["routing_group"] = [f"R{g + 1}" for g in found]
-    out = keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()
-    return out
+    return keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()
