@@ -38,7 +38,7 @@ table = result.modes.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={
                                   zip(result.modes["example_trajectory"], result.modes["example_step"], strict=True)])
 st.dataframe(table[["label", "size", "share", "median_position", "next_check_passed", "run_succeeded", "error_label",
                     "example", "open"]], hide_index=True, key="modes_table", column_config={
-    "share": st.column_config.NumberColumn(format="%.1f%%"),
+    "share": st.column_config.NumberColumn("share of failed steps", format="percent"),
     "median_position": st.column_config.NumberColumn("median position", format="%.2f",
                                                      help="Step ÷ run length: 0 = the start, 1 = the end."),
     "next_check_passed": st.column_config.NumberColumn("next check passed", format="%.2f"),
@@ -59,7 +59,8 @@ with right:
 
 st.subheader("Examples")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
-chosen = st.selectbox("Mode", list(labels), format_func=lambda m: ui.md(labels[m], 120), key="modes_chosen")
+# options are shown as plain text (never markdown), so a label needs no escaping there
+chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen")
 examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
 picked = st.dataframe(examples.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}"
                                             for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
@@ -88,7 +89,9 @@ if checkpoints:
     if split.empty:
         st.info("None of these failed steps has been replayed through this checkpoint.")
     else:
-        shown = split.assign(mode=[labels.get(m, m) for m in split["mode"]])
+        rank = {m: i for i, m in enumerate(labels)}  # the modes' own order: largest first
+        ordered = split.sort_values("mode", key=lambda col: col.map(rank))
+        shown = ordered.assign(mode=ordered["mode"].map(labels))
         st.dataframe(shown, hide_index=True, key="modes_split")
         st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the steps' "
                    "expert-usage signatures (per layer, the share of assignments per expert). A mode spread over "

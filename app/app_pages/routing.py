@@ -100,9 +100,12 @@ if tab_corpus.open:
                  "an expert that is busy everywhere; a blue one is rarely chosen.", key="routing_all_layers",
                  data=overall)
         busiest = routing_map.busiest_experts(overall)
-        st.dataframe(busiest.pivot_table(index="layer", columns="rank", values="expert").rename(
-            columns=lambda r: f"#{r}"), key="routing_busiest")
-        st.caption("The three busiest experts of each layer (by share of its assignments).")
+        cells = busiest.assign(cell=[f"E{e} · {share:.1%}"
+                                     for e, share in zip(busiest["expert"], busiest["share"], strict=True)])
+        st.dataframe(cells.pivot(index="layer", columns="rank", values="cell").rename(columns=lambda r: f"#{r}"),
+                     key="routing_busiest")
+        st.caption(f"The three busiest experts of each layer and their share of its assignments (uniform: "
+                   f"{1 / E:.1%}).")
         layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus") \
             if len(layers) > 1 else layers[0]
         seg = state.cached(routing.expert_load, store, ckpt, "segment", ids)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain
 from horizonlens.metrics.expert_rank import OTHER, fold_experts, layer_ranks, preference_order, seriate, top_experts
@@ -325,7 +326,7 @@ def _group_bands(fig: go.Figure, groups: list[str], preferred: np.ndarray, n_col
         fig.add_shape(type="rect", xref="x", yref="paper", x0=i0 - 0.5, x1=i1 - 0.5, y0=1.01, y1=1.0 + 34 / 300,
                       line=dict(width=0), fillcolor=BAND_COLORS[k % 2], layer="below")
         fig.add_annotation(x=(i0 + i1 - 1) / 2, y=1.01, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                           text=plain(name, max(3, 5 * (i1 - i0))), hovertext=plain(name), font=dict(size=10))
+                           text=plain(name, max(2, 3 * (i1 - i0))), hovertext=plain(name), font=dict(size=9))
         if i0 > 0:
             fig.add_shape(type="line", xref="x", yref="paper", x0=i0 - 0.5, x1=i0 - 0.5, y0=0, y1=1.0 + 34 / 300,
                           line=dict(color="#444", width=1.5))
@@ -366,16 +367,20 @@ def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int, top_n: i
 
 
 def layer_usage(usage: pd.DataFrame) -> go.Figure:
-    """Per MoE layer: how evenly experts are used (normalised entropy) and the busiest expert's load."""
+    """Per MoE layer: how evenly experts are used (normalised entropy) and the busiest expert's load; one axis each."""
     if usage.empty:
         return empty("No replayed routing yet")
-    fig = go.Figure()
-    fig.add_bar(x=usage["layer"], y=usage["normalized_entropy"], name="usage entropy / ln E", marker_color=SEQUENCE[0])
-    fig.add_scatter(x=usage["layer"], y=usage["imbalance"], name="imbalance (max/mean)",
-                    mode="lines+markers", yaxis="y2", line=dict(color=SEQUENCE[4]))
-    return layout(fig, f"Expert usage per layer, {layer_range(usage['layer'].tolist())}", yaxis_range=[0, 1.05],
-                  yaxis_title="normalised entropy", xaxis_title="layer",
-                  yaxis2=dict(overlaying="y", side="right", title="max/mean load", showgrid=False))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("usage entropy ÷ ln E (1 = balanced)", "busiest expert's load ÷ mean"))
+    fig.add_bar(x=usage["layer"], y=usage["normalized_entropy"], marker_color=SEQUENCE[0], showlegend=False,
+                hovertemplate="layer %{x}: %{y:.3f} of the balanced entropy<extra></extra>", row=1, col=1)
+    fig.add_scatter(x=usage["layer"], y=usage["imbalance"], mode="lines+markers", line=dict(color=SEQUENCE[4]),
+                    showlegend=False, hovertemplate="layer %{x}: %{y:.2f}× the mean load<extra></extra>", row=1, col=2)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title="layer")
+    return layout(fig, f"Expert usage per layer, {layer_range(usage['layer'].tolist())}", margin=dict(
+        l=50, r=20, t=70, b=45))
 
 
 def agreement(df: pd.DataFrame, a: str, b: str) -> go.Figure:
