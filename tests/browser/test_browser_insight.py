@@ -58,7 +58,8 @@ def test_insight_pages_draw_and_open_the_steps_they_name(browser, tmp_path: Path
 
         page.goto(f"{app.url}/tools")
         settled(page, chart(page, "Along the horizon"))
-        assert chart(page, "Per tool: share of its calls").is_visible() and chart(page, "Tool use by agent").is_visible()
+        for title in ("Per tool: share of its calls", "Tool use by agent"):
+            assert chart(page, title).is_visible()
         assert page.get_by_text("runs with loops", exact=True).first.is_visible()
         shot(page, "insight-03-tools")
 
