@@ -124,6 +124,14 @@ def test_mode_labels_never_read_alike() -> None:
     assert labels[3] == ["doc", "query"]
 
 
+def test_labels_are_read_from_a_bounded_seeded_sample_of_each_mode() -> None:
+    modes = np.array([0] * 5_000 + [1] * 10 + [-1] * 3_000)
+    rows = mmodes.label_sample(modes, seed=3, per_mode=2_000)
+    assert (np.diff(rows) > 0).all()
+    assert np.bincount(modes[rows] + 1).tolist() == [2_000, 2_000, 10]  # unclustered, mode 0, mode 1
+    assert rows.tolist() == mmodes.label_sample(modes, seed=3, per_mode=2_000).tolist()
+
+
 def test_modes_where_predicate_and_json(planted: Path) -> None:
     store = open_store(planted)
     result = mmodes.find_modes(store, "t.domain = 'path'", mmodes.ModeConfig(min_cluster_size=5), keep=False)

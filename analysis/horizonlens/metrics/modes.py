@@ -232,6 +232,7 @@ _PLACEHOLDERS = frozenset({"qval", "idval", "num", "tool", "the", "to", "of", "o
                            "is", "at", "from", "by", "for", "with", "was", "has", "not", "be", "it", "as", "if", "do",
                            "so", "we", "me", "my", "up", "us"})
 LABEL_TERMS = 3  # terms in a mode's label
+LABEL_STEPS = 2_000  # steps of each mode its distinguishing terms are counted on (a seeded sample)
 
 
 def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 8) -> dict[int, list[str]]:
@@ -395,7 +396,19 @@ def cluster_steps(steps: pd.DataFrame, config: ModeConfig = ModeConfig(), where:
     steps["typical"] = np.where(assigned >= 0, (vec * fitted.centroids[np.maximum(assigned, 0)]).sum(1), -1.0)
     note.update(fitted_steps=fitted.fitted_steps, distinct_texts=fitted.distinct_texts,
                 sampled=fitted.fitted_steps < len(steps), unclustered=int((assigned == UNCLUSTERED).sum()))
-    return _describe(steps, distinguishing_terms(steps["text"].tolist(), assigned), config, note)
+    named = label_sample(assigned, config.seed)
+    terms = distinguishing_terms(steps["text"].to_numpy()[named].tolist(), assigned[named])
+    return _describe(steps, terms, config, note)
+
+
+def label_sample(modes: np.ndarray, seed: int = 0, per_mode: int = LABEL_STEPS) -> np.ndarray:
+    """Rows (ascending) of a seeded random sample of at most `per_mode` steps of each mode: what its label is read from.
+
+    A label is a summary of the words a mode uses most; a few thousand steps tell it as well as all of them.
+    """
+    order = np.random.default_rng(seed).permutation(len(modes))
+    rank = pd.Series(modes[order]).groupby(modes[order]).cumcount().to_numpy()
+    return np.sort(order[rank < per_mode])
 
 
 def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConfig, note: dict[str, Any]) -> ModeResult:
