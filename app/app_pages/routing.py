@@ -95,9 +95,10 @@ if tab_corpus.open:
         scope = _scope()
         ids = scope.trajectory_ids
         overall = state.cached(routing.expert_load, store, ckpt, None, ids)
-        ui.chart(ifig.layer_expert_summary(overall, E), "Every MoE layer (rows) and expert (columns): its share of the "
-                 "layer's token→expert assignments ÷ the uniform 1/E. A red column that runs through many layers is "
-                 "an expert that is busy everywhere; a blue one is rarely chosen.", key="routing_all_layers",
+        ui.chart(ifig.layer_expert_summary(overall, E), "Every MoE layer (rows), its experts ranked by their share of "
+                 "the layer's token→expert assignments (busiest left), ÷ the uniform 1/E. Expert ids are per layer, so "
+                 "the columns are ranks: a pale row is a balanced layer, a row red at the left and blue elsewhere "
+                 "leans on a few experts. The table names each layer's busiest.", key="routing_all_layers",
                  data=overall)
         busiest = routing_map.busiest_experts(overall)
         cells = busiest.assign(cell=[f"E{e} · {share:.1%}"

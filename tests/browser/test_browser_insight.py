@@ -67,7 +67,7 @@ def test_insight_pages_draw_and_open_the_steps_they_name(browser, tmp_path: Path
         settled(page, chart(page, "Expert load per step"))
         page.get_by_role("tab", name="Replayed corpus").click()
         settled(page, chart(page, "Around checks"))
-        for title in ("All layers: each expert's load", "Expert load by domain", "Expert load by teacher"):
+        for title in ("All layers: each layer's experts by load", "Expert load by domain", "Expert load by teacher"):
             assert chart(page, title).is_visible()
         assert page.get_by_text("Runs used: All 60 replayed runs", exact=False).first.is_visible()  # flagged
         shot(page, "insight-04-routing-corpus")

@@ -240,6 +240,26 @@ def test_specialization_groups_experts_by_the_group_they_prefer() -> None:
 
 
 @pytest.mark.parametrize("layers, experts", SHAPES)
+def test_all_layers_summary_ranks_each_layers_experts(layers: int, experts: int) -> None:
+    """Planted: in every odd layer expert 5 takes half the assignments; the rest share the other half evenly."""
+    from horizonlens.figures import insight as ifig
+
+    rows = []
+    for layer in range(layers):
+        for e in range(experts):
+            busy = layer % 2 == 1
+            share = (0.5 if e == 5 else 0.5 / (experts - 1)) if busy else 1 / experts
+            rows.append({"layer": layer, "expert": e, "share": share})
+    heat = _spec(ifig.layer_expert_summary(pd.DataFrame(rows), experts))["data"][0]
+    z = np.asarray(heat["z"], dtype=float)
+    assert z.shape == (layers, experts) and list(heat["x"]) == list(range(1, experts + 1))  # ranks, any E
+    assert np.allclose(z[0], 0)  # a balanced layer: 1x uniform at every rank
+    assert z[1, 0] == pytest.approx(np.log2(min(8, 0.5 * experts)))  # the busy expert first, saturating at 8x
+    assert "rank 1: E5" in heat["customdata"][1][0]  # hover names it
+    assert (np.diff(z, axis=1) <= 1e-12).all()  # each row falls from the busiest to the least used
+
+
+@pytest.mark.parametrize("layers, experts", SHAPES)
 def test_specialization_and_coactivation_fold_at_256(layers: int, experts: int) -> None:
     rng = np.random.default_rng(2)
     groups = ["reasoning", "tool_call", "observation"]

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from horizonlens.figures.routing import ROW_PX, expert_label
+from horizonlens.figures.routing import ROW_PX
 from horizonlens.figures.style import OUTCOME_COLORS, SEQUENCE, empty, layout, plain
 
 MODES_SHOWN = 20  # modes named on a chart; the rest are in the table
@@ -188,21 +188,33 @@ def health(table: pd.DataFrame, E: int) -> go.Figure:
 
 
 def layer_expert_summary(load: pd.DataFrame, E: int) -> go.Figure:
-    """Every layer x every expert: its share of the layer's assignments ÷ uniform (experts sorted by total load)."""
+    """Every layer x its experts ranked by load (busiest left): each one's share of the layer's assignments ÷ uniform.
+
+    Expert ids are per layer (E17 of one layer and E17 of another are different networks), so columns are
+    ranks, not ids: each row draws its layer's load profile, the same way at 16 experts and at 256. A balanced
+    layer is pale throughout; a collapsing one is dark red at the left and blue across the rest. Hover names
+    the expert at each rank.
+    """
     if load.empty:
         return empty("No replayed routing yet")
     pivot = load.pivot_table(index="layer", columns="expert", values="share", fill_value=0)
-    order = pivot.sum(axis=0).sort_values(ascending=False, kind="stable").index
-    ratio = pivot[order].to_numpy() * E
-    fig = go.Figure(go.Heatmap(z=np.log2(np.clip(ratio, 1 / 8, 8)), x=[expert_label(int(e)) for e in order],
-                               y=[f"L{v}" for v in pivot.index], customdata=ratio, colorscale="RdBu_r", zmin=-3,
-                               zmax=3, colorbar=dict(title="× uniform", tickvals=[-3, -1, 0, 1, 3],
-                                                     ticktext=["1/8×", "1/2×", "1×", "2×", "8×"], thickness=12),
-                               hovertemplate="%{y} · %{x}: %{customdata:.2f}× uniform<extra></extra>"))
+    shares = pivot.to_numpy()
+    order = np.argsort(-shares, axis=1, kind="stable")  # per layer: experts by load, busiest first
+    ranked = np.take_along_axis(shares, order, axis=1) * E
+    experts = np.asarray(pivot.columns)[order]
+    layers = [f"L{v}" for v in pivot.index]
+    hover = np.array([[f"{layer} · rank {j + 1}: E{int(e)}, {r:.2f}× uniform" for j, (e, r) in
+                       enumerate(zip(row_e, row_r, strict=True))]
+                      for layer, row_e, row_r in zip(layers, experts, ranked, strict=True)], dtype=object)
+    fig = go.Figure(go.Heatmap(z=np.log2(np.clip(ranked, 1 / 8, 8)), x=np.arange(1, ranked.shape[1] + 1), y=layers,
+                               customdata=hover, colorscale="RdBu_r", zmin=-3, zmax=3,
+                               colorbar=dict(title="× uniform", tickvals=[-3, -1, 0, 1, 3],
+                                             ticktext=["1/8×", "1/2×", "1×", "2×", "8×"], thickness=12),
+                               hovertemplate="%{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=9))
-    fig.update_xaxes(type="category", showticklabels=E <= 64, tickangle=-60, tickfont=dict(size=9),
-                     title=f"{E} experts, busiest over all layers on the left")
-    return layout(fig, "All layers: each expert's load ÷ uniform (red: used more than 1/E, blue: less)",
+    fig.update_xaxes(title=f"the layer's {E} experts ranked by load (1 = busiest); hover names each",
+                     tickfont=dict(size=9))
+    return layout(fig, "All layers: each layer's experts by load ÷ uniform (red: more than 1/E, blue: less)",
                   height=max(260, 130 + ROW_PX * len(pivot)), margin=dict(l=50, r=10, t=46, b=60))
 
 
