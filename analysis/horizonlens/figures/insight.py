@@ -172,7 +172,7 @@ def health(table: pd.DataFrame, E: int) -> go.Figure:
     worst_load = max(2.0, float(part["max_mean_load"].max() or 0))
     panels = (("rare", f"rare experts (< 1/{10 * E} of the load), 0–{E}", "Reds", 0.0, float(E)),
               ("max_mean_load", f"max / mean load, 1–{worst_load:.3g}", "Reds", 1.0, worst_load),
-              ("normalized_entropy", "usage entropy ÷ ln E, 1–0", "Blues_r", 0.0, 1.0))
+              ("normalized_entropy", "usage entropy ÷ ln E (0–1)", "Blues_r", 0.0, 1.0))
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=[p[1] for p in panels])
     x = [f"{10 * b}%" for b in range(10)]
     for col, (column, _, scale, low, high) in enumerate(panels, start=1):
