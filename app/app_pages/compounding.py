@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import state, ui
+from horizonlens.app import replayed_set, state, ui
 from horizonlens.figures import compounding as cfig
 from horizonlens.figures import early_warning as ewfig
 from horizonlens.metrics import attribution, compounding, early_warning
@@ -154,8 +154,11 @@ def _early_warning(ckpt_id: str | None, flt: TrajectoryFilter) -> None:
         st.info("Replay trajectories through the checkpoint (Trajectory page, or `horizonlens replay`) to see whether "
                 "its surprisal, router entropy and routing drift warn of failed checks.")
         return
+    narrowed = flt.domains or flt.agents
+    scope = replayed_set.disclose(store, ckpt_id, "comp_use_sample",
+                                  "Only those in the domains and agents chosen above." if narrowed else "")
     k = st.slider("Within the next k steps", 1, 10, early_warning.DEFAULT_K, key="comp_ew_k")
-    ew = state.cached(early_warning.early_warning, store, ckpt_id, k, flt)
+    ew = state.cached(early_warning.early_warning, store, ckpt_id, k, flt, trajectory_ids=scope.trajectory_ids)
     ui.chart(ewfig.auroc_by_signal(ew),
              f"AUROC of each signal at step t for 'a check fails in t+1…t+{k}' (bars: 95% bootstrap interval over "
              "trajectories). 0.5 = no better than chance; grey = baselines that need no model (step position, "

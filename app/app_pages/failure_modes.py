@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import pandas as pd
 import streamlit as st
 
 from horizonlens.app import auth, state, ui
@@ -19,7 +18,7 @@ where = st.text_input("Only failed steps where (SQL over the step `s` and its tr
                       placeholder="t.domain = 'search' AND t.agent LIKE 'dense%'",
                       help="Read-only and bounded, like the SQL console. Empty: every failed step.")
 try:
-    result = state.cached(mmodes.find_modes, store, where or None)
+    result = state.cached(mmodes.find_modes, store, where or None, members=False)
 except HorizonLensError as exc:
     ui.show_error(exc)
     st.stop()
@@ -40,7 +39,7 @@ table = result.modes.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={
                                   zip(result.modes["example_trajectory"], result.modes["example_step"], strict=True)])
 st.dataframe(table[["label", "size", "share", "median_position", "next_check_passed", "run_succeeded", "error_label",
                     "example", "open"]], hide_index=True, key="modes_table", column_config={
-    "share": st.column_config.NumberColumn(format="%.1f%%"),
+    "share": st.column_config.NumberColumn("share of failed steps", format="percent"),
     "median_position": st.column_config.NumberColumn("median position", format="%.2f",
                                                      help="Step ÷ run length: 0 = the start, 1 = the end."),
     "next_check_passed": st.column_config.NumberColumn("next check passed", format="%.2f"),
@@ -61,20 +60,25 @@ with right:
 
 st.subheader("Examples")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
-chosen = st.selectbox("Mode", list(labels), format_func=lambda m: ui.md(labels[m], 120), key="modes_chosen")
-examples = result.examples[result.examples["mode"] == chosen]
-st.dataframe(examples.assign(open=[state.link("trajectory", trajectory=str(t), step=str(int(s)))
-                                   for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
-             [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
-             key="modes_examples", column_config={"open": st.column_config.LinkColumn("open",
-                                                                                      display_text="open step")})
-st.caption("The most typical steps of the mode (closest to its centre), as normalised text; open one to read it whole.")
+# options are shown as plain text (never markdown), so a label needs no escaping there
+chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen")
+examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
+picked = st.dataframe(examples.assign(open=[state.link("trajectory", trajectory=str(t), step=str(int(s)))
+                                            for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
+                      [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
+                      key="modes_examples", on_select="rerun", selection_mode="single-row",
+                      column_config={"open": st.column_config.LinkColumn("open", display_text="open step")})
+st.caption("The most typical steps of the mode (closest to its centre), as normalised text. Select a row to read "
+           "that step whole on the Trajectory page (the link opens it in a new tab).")
+if picked and picked.selection.rows:
+    row = examples.iloc[picked.selection.rows[0]]
+    state.open_trajectory(str(row["trajectory_id"]), int(row["step"]))
 if chosen != mmodes.UNCLUSTERED and auth.can(Permission.LABEL) and st.button("Save this mode as labels",
                                                                               key="modes_save",
                                               help="Every step of the mode gets a label of category `mode`, so it "
                                                    "appears in Explore's label filter, facets and attribution."):
     try:
-        added, present = mmodes.save_mode_labels(store.root, result, int(chosen))
+        added, present = mmodes.save_mode_labels(store.root, mmodes.find_modes(store, where or None), int(chosen))
         st.success(f"Saved {added:,} labels ({present:,} were already there).")
     except HorizonLensError as exc:
         ui.show_error(exc)
@@ -83,13 +87,14 @@ checkpoints = store.replay_checkpoints
 if checkpoints:
     st.subheader("Split by routing signature")
     ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
-    split = state.cached(mmodes.routing_split, store, ckpt, result.members)
+    split = state.cached(mmodes.routing_split, store, ckpt, where or None)
     if split.empty:
         st.info("None of these failed steps has been replayed through this checkpoint.")
     else:
-        shown = split.assign(mode=[labels.get(m, m) for m in split["mode"]])
+        rank = {m: i for i, m in enumerate(labels)}  # the modes' own order: largest first
+        ordered = split.sort_values("mode", key=lambda col: col.map(rank))
+        shown = ordered.assign(mode=ordered["mode"].map(labels))
         st.dataframe(shown, hide_index=True, key="modes_split")
         st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the steps' "
                    "expert-usage signatures (per layer, the share of assignments per expert). A mode spread over "
                    "groups fails under different routing; one group means one routing pattern.")
-pd.set_option("display.max_colwidth", 200)

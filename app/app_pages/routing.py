@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from horizonlens.app import rollout_panel, state, ui
+from horizonlens.app import replayed_set, rollout_panel, state, ui
 from horizonlens.figures import insight as ifig
 from horizonlens.figures import routing as rfig
 from horizonlens.metrics import model_side, replay_set, replays, routing, routing_map, routing_probe, timeline
+from horizonlens.metrics import modes as mmodes
 
 
 def _sample_note(df: pd.DataFrame) -> str:
@@ -63,14 +64,9 @@ tab_traj, tab_corpus, tab_probe, tab_compare, tab_rollout = st.tabs(
 
 def _scope() -> replay_set.ReplayScope:
     """Which replayed runs the corpus statistics use, said on the page (and flagged when not drawn at random)."""
-    use_sample = st.session_state.get("routing_use_sample", True)
-    scope = state.cached(replay_set.replay_scope, store, ckpt, use_sample)
-    if scope.random or use_sample is False:
-        st.toggle("Only the random sample", value=True, key="routing_use_sample",
-                  help="Statistics over runs replayed to study failures are biased; the recorded stratified random "
-                       "sample is not.")
-    (st.caption if scope.random else st.warning)(f"Runs used: {scope.how}")
-    return scope
+    return replayed_set.disclose(store, ckpt, "routing_use_sample")
+
+
 if tab_traj.open:
     with tab_traj:
         current = state.selected_trajectory()
@@ -98,17 +94,21 @@ if tab_corpus.open:
         scope = _scope()
         ids = scope.trajectory_ids
         overall = state.cached(routing.expert_load, store, ckpt, None, ids)
-        ui.chart(ifig.layer_expert_summary(overall, E), "Every MoE layer (rows) and expert (columns): its share of the "
-                 "layer's token→expert assignments ÷ the uniform 1/E. A red column that runs through many layers is "
-                 "an expert that is busy everywhere; a blue one is rarely chosen.", key="routing_all_layers",
+        ui.chart(ifig.layer_expert_summary(overall, E), "Every MoE layer (rows), its experts ranked by their share of "
+                 "the layer's token→expert assignments (busiest left), ÷ the uniform 1/E. Expert ids are per layer, so "
+                 "the columns are ranks: a pale row is a balanced layer, a row red at the left and blue elsewhere "
+                 "leans on a few experts. The table names each layer's busiest.", key="routing_all_layers",
                  data=overall)
         busiest = routing_map.busiest_experts(overall)
-        st.dataframe(busiest.pivot_table(index="layer", columns="rank", values="expert").rename(
-            columns=lambda r: f"#{r}"), key="routing_busiest")
-        st.caption("The three busiest experts of each layer (by share of its assignments).")
+        cells = busiest.assign(cell=[f"E{e} · {share:.1%}"
+                                     for e, share in zip(busiest["expert"], busiest["share"], strict=True)])
+        st.dataframe(cells.pivot(index="layer", columns="rank", values="cell").rename(columns=lambda r: f"#{r}"),
+                     key="routing_busiest")
+        st.caption(f"The three busiest experts of each layer and their share of its assignments (uniform: "
+                   f"{1 / E:.1%}).")
         layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus") \
             if len(layers) > 1 else layers[0]
-        seg = state.cached(routing.expert_load, store, ckpt, "segment")
+        seg = state.cached(routing.expert_load, store, ckpt, "segment", ids)
         ui.chart(rfig.specialization(seg, layer_c, "segment", top_n),
                  "Expert load per segment type ÷ uniform 1/E: red experts are preferred for that kind of token "
                  "(reasoning, tool call, observation, ...), blue avoided. Experts are grouped by the segment they "
@@ -126,21 +126,21 @@ if tab_corpus.open:
                      key="routing_by_teacher", data=by_teacher)
         left, right = st.columns(2)
         with left:
-            co = state.cached(routing.coactivation, store, ckpt, layer_c)
+            co = state.cached(routing.coactivation, store, ckpt, layer_c, ids)
             ui.chart(rfig.coactivation_matrix(co, E, layer_c, top_n),
                      "Row i, column j: how often expert j is also in a token's top-k when expert i is. Experts "
                      "are ordered so that frequent partners sit together." + _sample_note(co), key="routing_coact",
                      data=co)
         with right:
-            usage = state.cached(routing.layer_usage, store, ckpt)
+            usage = state.cached(routing.layer_usage, store, ckpt, ids)
             ui.chart(rfig.layer_usage(usage), "Entropy of expert usage per layer (1 = perfectly balanced) and "
                      "max/mean load; collapse shows as low entropy and high imbalance.", key="routing_usage",
                      data=usage)
-        consec = state.cached(routing.consecutive_same_expert, store, ckpt)
+        consec = state.cached(routing.consecutive_same_expert, store, ckpt, ids)
         st.dataframe(consec, hide_index=True)
         st.caption("Consecutive tokens routed to the same top-1 expert, against the random baseline Σ share² "
                    "(Mixtral §5); `any_overlap` = consecutive top-k sets share an expert." + _sample_note(consec))
-        around = state.cached(model_side.around_failures, store, ckpt)
+        around = state.cached(model_side.around_failures, store, ckpt, trajectory_ids=ids)
         ui.chart(ifig.around_failures(around), "Mean surprisal and router entropy at agent steps before (−) and after "
                  "(+) each check, for failed (red) and passed (green) checks. A red line above the green one before 0 "
                  "means the model was already uneasy before the failure; only after 0, it reacts to it.",
@@ -176,6 +176,9 @@ if tab_probe.open:
                                         help="UMAP is computed once per replay state; the first takes a minute.") \
             or "pca"
         points = state.cached(routing_map.routing_map, store, ckpt, ids, level, method)
+        if color == "mode" and level == "step":
+            points = routing_map.with_modes(points, state.cached(mmodes.mode_labels_at, store,
+                                                                 points[["trajectory_id", "step"]]))
         sample = points.attrs.get("sample") or {}
         event = ui.chart(ifig.routing_map(points, color, f"Replayed {level}s by routing signature ({method.upper()})"),
                          f"Each point is a replayed {level} placed by its expert usage (per layer, the share of "

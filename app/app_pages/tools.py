@@ -39,9 +39,15 @@ ui.chart(ifig.tool_horizon(found["horizon"]), "Each point is a tenth of the runs
          key="tools_horizon", data=found["horizon"])
 st.subheader("Runs with the most repeats, loops and overuse")
 runs = found["runs"].sort_values(["loop_calls", "repeated", "overuse"], ascending=False).head(50)
+runs = runs.reset_index(drop=True)
 runs = runs.assign(open=[state.link("trajectory", trajectory=str(t)) for t in runs["trajectory_id"]])
-st.dataframe(runs[["trajectory_id", "agent", "domain", "outcome", "calls", "failed", "repeated", "loop_calls",
-                   "reference_calls", "overuse", "open"]], hide_index=True, key="tools_runs",
-             column_config={"open": st.column_config.LinkColumn("open", display_text="open run"),
-                            "reference_calls": st.column_config.NumberColumn(
-                                "median of successful runs", help="Calls of the task's median successful run.")})
+picked = st.dataframe(runs[["trajectory_id", "agent", "domain", "outcome", "calls", "failed", "repeated", "loop_calls",
+                            "reference_calls", "overuse", "open"]], hide_index=True, key="tools_runs",
+                      on_select="rerun", selection_mode="single-row",
+                      column_config={"open": st.column_config.LinkColumn("open", display_text="open run"),
+                                     "reference_calls": st.column_config.NumberColumn(
+                                         "median of successful runs",
+                                         help="Calls of the task's median successful run.")})
+st.caption("Select a row to open the run step by step (the link opens it in a new tab).")
+if picked and picked.selection.rows:
+    state.open_trajectory(str(runs.iloc[picked.selection.rows[0]]["trajectory_id"]))

@@ -10,6 +10,7 @@ import pytest
 
 from horizonlens.metrics import modes as mmodes
 from horizonlens.metrics import tool_use
+from horizonlens.metrics.replays import replayed_trajectories
 from horizonlens.query.store import open_store
 from tests.support.app import make_app
 from tests.support.corpora import REPO
@@ -59,3 +60,62 @@ def test_routing_probe_tab_discloses_the_runs_it_uses(monkeypatch, corpus: Path)
     titles = _titles(at)
     assert any(t.startswith("Does routing predict teacher") for t in titles)
     assert any(t.startswith("Replayed steps by routing signature") for t in titles)
+
+
+def _record_sample(corpus: Path, n: int) -> list[str]:
+    """Record a stratified random sample of n of the corpus's replayed runs, as `replay --sample` does."""
+    from horizonlens.metrics.replay_set import selection_record, stratified_sample
+    from horizonlens.metrics.replays import replayed_trajectories
+    from horizonlens.replays.cache import ReplayCache
+
+    store = open_store(corpus)
+    ckpt = store.replay_checkpoints[0]
+    replayed = replayed_trajectories(store, ckpt)
+    rows = store.query("SELECT trajectory_id, domain, outcome FROM trajectories WHERE list_contains(?, trajectory_id)",
+                       [replayed]).to_pandas()
+    ids = stratified_sample(rows, n, seed=4)
+    ReplayCache(corpus, ckpt).write_selection(selection_record(ids, n, 4, len(rows)))
+    return ids
+
+
+def _early_warning_table(at):  # noqa: ANN001, ANN202
+    return next(d.value for d in at.dataframe if "signal" in d.value.columns and "auroc" in d.value.columns)
+
+
+def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: Path) -> None:
+    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    checkpoint = REPO / "sample_data" / "checkpoint"
+    at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
+    at.run()
+    assert not at.exception, at.exception
+    store = open_store(corpus)
+    n_replayed = len(replayed_trajectories(store, store.replay_checkpoints[0]))
+    flagged = [w.value for w in at.warning if w.value.startswith("Runs used:")]
+    assert flagged and f"All {n_replayed:,} replayed runs" in flagged[0] and "not drawn at random" in flagged[0]
+    everyone = _early_warning_table(at)
+
+    ids = _record_sample(corpus, 24)
+    at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
+    at.run()
+    assert not at.exception, at.exception
+    said = [c.value for c in at.caption if c.value.startswith("Runs used:")]
+    assert said and "24 runs of the stratified random sample (seed 4" in said[0]
+    assert not [w for w in at.warning if w.value.startswith("Runs used:")]
+    sampled = _early_warning_table(at)
+    assert sampled["trajectories"].max() <= len(ids) < everyone["trajectories"].max()
+    at.toggle(key="comp_use_sample").set_value(False).run()  # every replayed run again, flagged
+    assert any(w.value.startswith("Runs used: All") for w in at.warning)
+    assert _early_warning_table(at)["trajectories"].max() == everyone["trajectories"].max()
+
+
+def test_routing_corpus_tab_uses_the_sample_everywhere(monkeypatch, tmp_path: Path) -> None:
+    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    _record_sample(corpus, 24)
+    at = make_app(monkeypatch, corpus, REPO / "sample_data" / "checkpoint", page="routing")
+    at.session_state["routing_tab"] = "Replayed corpus"
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Runs used: 24 runs of the stratified random sample") for c in at.caption)
+    titles = _titles(at)
+    assert any(t.startswith("Expert load by teacher") for t in titles)
+    assert any(t.startswith("Expert load by domain") for t in titles)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from horizonlens.bench.browser import serving, step_heading, wait_ready
-from tests.support.browser import TIMINGS, heading, settled, shot, timed
+from tests.support.browser import TIMINGS, assert_no_planted_markup, heading, planted_requests, settled, shot, timed
 from tests.support.corpora import HOSTILE, MARKDOWN_IMAGE, PLANTED_HOST
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -86,19 +86,6 @@ def test_serve_stops_on_sigterm_with_a_browser_connected(browser, tiny_corpus: P
     page.close()
 
 
-def _planted_requests(page) -> list[str]:  # noqa: ANN001
-    seen: list[str] = []
-    page.on("request", lambda r: seen.append(r.url) if PLANTED_HOST in r.url else None)
-    return seen
-
-
-def _assert_no_planted_markup(page) -> None:  # noqa: ANN001
-    assert page.locator(f"img[src*='{PLANTED_HOST}']").count() == 0
-    assert page.locator(f"a[href*='{PLANTED_HOST}']").count() == 0
-    assert page.locator("a[href^='javascript']").count() == 0
-    assert page.evaluate("() => window.__pwned") is None
-
-
 def test_a_bad_link_gets_a_message_and_no_server_path(browser, tiny_corpus: Path) -> None:
     """?step=² (str.isdigit accepts it, int does not) showed a traceback with the server's file paths."""
     from horizonlens.query import open_store
@@ -123,7 +110,7 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
     """Hostile names and text on every page: nothing runs, nothing is fetched from the planted host, no link to it."""
     with serving(hostile_corpus) as app:
         page = browser.new_page(viewport={"width": 1440, "height": 1400})
-        planted = _planted_requests(page)
+        planted = planted_requests(page)
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(f"{app.url}/trajectory?trajectory=evil-t0&step=1")
@@ -132,25 +119,25 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         assert "<script>window.__pwned = 1</script>" in body  # shown literally
         assert page.locator("img[src=x]").count() == 0
         assert "Tool call · ![tool](http://" in body.replace("\u2060", "")  # a tool's name, as typed
-        _assert_no_planted_markup(page)
+        assert_no_planted_markup(page)
         assert HOSTILE.split("'")[0] in body
         shot(page, "07-hostile")
         page.goto(f"{app.url}/trajectory?trajectory=evil-t0&step=2")
         settled(page, step_heading(page, 2))
         assert MARKDOWN_IMAGE in page.locator("body").inner_text().replace("\u2060", "")  # the check detail
-        _assert_no_planted_markup(page)
+        assert_no_planted_markup(page)
         shot(page, "07-hostile-check-detail")
         for path, content in (("compare?trajectory=evil-t0", "Compare trajectories"),
                               ("compounding", "Error compounding")):
             page.goto(f"{app.url}/{path}")
             settled(page, heading(page, content))
-            _assert_no_planted_markup(page)
+            assert_no_planted_markup(page)
         page.get_by_role("combobox", name="Facet by").click()
         page.get_by_role("option", name="agent").click()
         legend = page.locator("text.legendtext", has_text=MARKDOWN_IMAGE.split("]")[0]).first  # names the agent
         legend.wait_for(state="attached", timeout=120_000)
         wait_ready(page)
-        _assert_no_planted_markup(page)
+        assert_no_planted_markup(page)
         shot(page, "07-hostile-compounding")
         page.goto(f"{app.url}/sql")
         settled(page, heading(page, "SQL"))
@@ -161,20 +148,20 @@ def test_html_injection_never_executes(browser, hostile_corpus: Path) -> None:
         area.fill(f'SELECT * FROM "{MARKDOWN_IMAGE} https://{PLANTED_HOST}/sql"')
         page.get_by_role("button", name="Run").click()
         settled(page, page.locator("[data-testid=stAlertContentError]").first)
-        _assert_no_planted_markup(page)
+        assert_no_planted_markup(page)
         shot(page, "07-hostile-sql")
         page.goto(f"{app.url}/?")
         settled(page, page.locator(".js-plotly-plot").first)
         for label in ("Agent", "Teacher", "Uses tool"):  # option lists hold names from the corpus
             page.get_by_role("combobox", name=label, exact=True).first.click()
             page.get_by_role("option").first.wait_for()
-            _assert_no_planted_markup(page)
+            assert_no_planted_markup(page)
             page.keyboard.press("Escape")
         shot(page, "07-hostile-explore")
         page.get_by_label("Search task and step content (case-insensitive)").fill("<script>")
         page.keyboard.press("Enter")
         settled(page, page.get_by_text("1 trajectories", exact=False).first)  # only the hostile one matches
-        _assert_no_planted_markup(page)
+        assert_no_planted_markup(page)
         assert not dialogs
         assert not planted, planted
         page.close()

@@ -233,6 +233,43 @@ def test_token_view_encodes_identity_as_text_not_colour(layers: int, experts: in
     assert text[0, 0] == "3"  # its rank there
 
 
+def test_specialization_groups_experts_by_the_group_they_prefer() -> None:
+    """Planted: experts 0-2 prefer 'b', 3 prefers 'c', 4-5 prefer 'a' (6 experts, all shown): three blocks."""
+    prefers = {0: "b", 1: "b", 2: "b", 3: "c", 4: "a", 5: "a"}
+    strength = {0: 3.0, 1: 5.0, 2: 2.0, 3: 4.0, 4: 2.5, 5: 6.0}
+    rows = [{"layer": 1, "group": g, "expert": e, "uniform": 1 / 6,
+             "specialization": strength[e] if prefers[e] == g else 0.5, "share": 0.1}
+            for e in prefers for g in ("a", "b", "c")]
+    fig = rfig.specialization(pd.DataFrame(rows), 1, "domain")
+    heat, dots = _spec(fig)["data"][:2]
+    assert list(heat["y"]) == ["a", "b", "c"] and fig.layout.yaxis.autorange == "reversed"  # a on top
+    assert list(heat["x"]) == ["E5", "E4", "E1", "E0", "E2", "E3"]  # blocks a, b, c; strongest first in each
+    assert list(dots["x"]) == list(heat["x"]) and list(dots["y"]) == ["a", "a", "b", "b", "b", "c"]  # preferred
+    assert [a.text for a in fig.layout.annotations] == ["a", "b", "c"]  # each block named above the plot
+    lines = [sh.x0 for sh in fig.layout.shapes if sh.type == "line"]
+    assert lines == [1.5, 4.5]  # between the blocks
+
+
+@pytest.mark.parametrize("layers, experts", SHAPES)
+def test_all_layers_summary_ranks_each_layers_experts(layers: int, experts: int) -> None:
+    """Planted: in every odd layer expert 5 takes half the assignments; the rest share the other half evenly."""
+    from horizonlens.figures import insight as ifig
+
+    rows = []
+    for layer in range(layers):
+        for e in range(experts):
+            busy = layer % 2 == 1
+            share = (0.5 if e == 5 else 0.5 / (experts - 1)) if busy else 1 / experts
+            rows.append({"layer": layer, "expert": e, "share": share})
+    heat = _spec(ifig.layer_expert_summary(pd.DataFrame(rows), experts))["data"][0]
+    z = np.asarray(heat["z"], dtype=float)
+    assert z.shape == (layers, experts) and list(heat["x"]) == list(range(1, experts + 1))  # ranks, any E
+    assert np.allclose(z[0], 0)  # a balanced layer: 1x uniform at every rank
+    assert z[1, 0] == pytest.approx(np.log2(min(8, 0.5 * experts)))  # the busy expert first, saturating at 8x
+    assert "rank 1: E5" in heat["customdata"][1][0]  # hover names it
+    assert (np.diff(z, axis=1) <= 1e-12).all()  # each row falls from the busiest to the least used
+
+
 @pytest.mark.parametrize("layers, experts", SHAPES)
 def test_specialization_and_coactivation_fold_at_256(layers: int, experts: int) -> None:
     rng = np.random.default_rng(2)

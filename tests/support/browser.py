@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from horizonlens.bench.browser import CHROMIUM, chromium, wait_ready
-from tests.support.corpora import REPO
+from tests.support.corpora import PLANTED_HOST, REPO
 
 ARTIFACTS = REPO / "test-artifacts"
 SHOTS = ARTIFACTS / "screenshots"
@@ -29,6 +29,21 @@ def heading(page, name: str):  # noqa: ANN202 - a Playwright locator
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def planted_requests(page) -> list[str]:  # noqa: ANN001
+    """Every request the page makes to the planted host, from now on (a hostile text became markup)."""
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url) if PLANTED_HOST in r.url else None)
+    return seen
+
+
+def assert_no_planted_markup(page) -> None:  # noqa: ANN001
+    """No image or link to the planted host, no javascript: link, and the planted script never ran."""
+    assert page.locator(f"img[src*='{PLANTED_HOST}']").count() == 0
+    assert page.locator(f"a[href*='{PLANTED_HOST}']").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
 
 
 def timed(name: str, page, action, content) -> None:  # noqa: ANN001

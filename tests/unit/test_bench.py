@@ -83,6 +83,16 @@ def test_diff_floor_agrees_with_the_store(scaled: Path) -> None:
     assert result["common_tasks"] == common and result["ratio_to_floor"] > 0
 
 
+def test_modes_bench_selects_whole_replicas(scaled: Path) -> None:
+    from horizonlens.bench.modes import replica_predicate
+
+    store = open_store(scaled)
+    per_replica = store.scalar("SELECT count(*) FROM steps WHERE NOT check_passed AND trajectory_id LIKE '%~r0000'")
+    where, selected = replica_predicate(scaled, n=per_replica)  # the first replica holds exactly that many
+    assert selected == per_replica and where == "split_part(s.trajectory_id, '~', 2) <= 'r0000'"
+    assert replica_predicate(scaled, n=10**9)[0] is None  # more than the corpus has: every failed step
+
+
 def test_bench_cli_tiny(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -113,6 +123,15 @@ def test_bench_cli_tiny(tmp_path: Path) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Horizon Lens beside its peers" in text and "bytes per (token, layer)" in text
     assert corpus["diff"]["common_tasks"] > 0 and "Run-set diff of two agents" in text
+    modes = data["modes"]  # a 2,000-run corpus has fewer than 10^5 failed steps: all of them
+    failed = open_store(tmp_path / "data" / "corpus-2000").scalar("SELECT count(*) FROM steps WHERE NOT check_passed")
+    assert modes["where"] is None and modes["failed_steps"] == failed
+    rows = {r["variant"]: r for r in modes["rows"]}
+    assert set(rows) == {"modes", "tfidf", "modes_distinct", "tfidf_distinct"}
+    assert all(r["failed_steps"] == failed and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert rows["modes_distinct"]["distinct_texts"] == failed > rows["modes"]["distinct_texts"]
+    assert rows["tfidf"]["ratio_to_tfidf"] == 1 and rows["modes"]["ratio_to_tfidf"] > 0
+    assert f"## Failure modes on {failed:,} failed steps" in text
     assert "export" not in data  # --no-export (test_bench_export times it on its own)
 
 

@@ -76,6 +76,62 @@ def test_modes_recover_the_planted_error_families(planted: Path) -> None:
     assert "filenotfounderror" in terms and "cabin" in terms and "calc" in terms
 
 
+def test_mode_text_masks_values_ids_and_numbers(planted: Path) -> None:
+    """A failed step's text, built in SQL: argument names with masked values, then the masked observation and check."""
+    steps = mmodes.failed_steps(open_store(planted)).set_index(["trajectory_id", "step"])
+    flight = steps.loc[("run-01", 6)]  # run 1 is of the flight family
+    assert flight["text"] == ("tool book_reservation flight_id=qval cabin=qval | error: cabin qval not available on "
+                              "idval | planted flight")
+    assert flight["tools"] == "book_reservation"
+    calc = steps.loc[("run-02", 3)]
+    assert calc["text"] == "tool calc expression=qval | num | planted calc"
+
+
+def test_single_quotes_mask_values_but_not_apostrophes(tmp_path: Path) -> None:
+    call = _call("c", "grep", {"pattern": "x", "n": 3, "ok": True, "opts": {"a": 1}})
+    rows = [step_row("q", 0, check=False, tool_calls=[call, _call("d", "grep", {}), _call("e", "ls", {})],
+                     observations=[{"call_id": "c", "content": "don't 'a' 'b' at  line\n12,345 of file9.py"}],
+                     check_detail='"quoted" result -2.5e3')]
+    store = open_store(make_corpus(tmp_path / "c", [traj_row("q", 1, n_failed_checks=1)], rows))
+    found = mmodes.failed_steps(store).iloc[0]
+    assert found["text"] == ("tool grep pattern=qval n=num ok=num opts=qval tool grep tool ls | don't qval qval at "
+                             "line num of idval .py | qval result num")
+    assert found["tools"] == "grep, ls"
+
+
+def test_char_tfidf_equals_scikit_learn_char_wb() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    r = random.Random(5)
+    vocab = ["".join(r.choice("abcdefgh_=|") for _ in range(r.randint(1, 9))) for _ in range(300)]
+    texts = sorted({" ".join(r.choice(vocab) for _ in range(r.randint(1, 30))) for _ in range(400)})
+    fit = np.arange(0, len(texts), 3)
+    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, lowercase=False)
+    expected = reference.fit([texts[i] for i in fit]).transform(texts).toarray()
+    found = mmodes.char_tfidf(texts, fit).toarray()
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(found, expected, atol=1e-6)
+    assert mmodes.char_tfidf(texts, fit, max_features=50).shape[1] == 50
+
+
+def test_mode_labels_never_read_alike() -> None:
+    terms = {0: ["kg", "from_unit", "to_unit", "value", "g"], 1: ["kg", "to_unit", "from_unit", "value", "t"],
+             2: ["kg", "from_unit", "to_unit", "g"], 3: ["doc", "query"]}
+    labels = mmodes.label_terms(terms, [0, 1, 2, 3])
+    assert labels[0] == ["kg", "from_unit", "to_unit"]
+    assert labels[1] == ["kg", "to_unit", "t"]  # its best term that mode 0 does not rank
+    assert labels[2] == ["kg", "from_unit", "to_unit"]  # nothing sets it apart from mode 0: its number does
+    assert labels[3] == ["doc", "query"]
+
+
+def test_labels_are_read_from_a_bounded_seeded_sample_of_each_mode() -> None:
+    modes = np.array([0] * 5_000 + [1] * 10 + [-1] * 3_000)
+    rows = mmodes.label_sample(modes, seed=3, per_mode=2_000)
+    assert (np.diff(rows) > 0).all()
+    assert np.bincount(modes[rows] + 1).tolist() == [2_000, 2_000, 10]  # unclustered, mode 0, mode 1
+    assert rows.tolist() == mmodes.label_sample(modes, seed=3, per_mode=2_000).tolist()
+
+
 def test_modes_where_predicate_and_json(planted: Path) -> None:
     store = open_store(planted)
     result = mmodes.find_modes(store, "t.domain = 'path'", mmodes.ModeConfig(min_cluster_size=5), keep=False)
@@ -123,3 +179,31 @@ def test_stratified_sample_is_proportional_and_seeded() -> None:
     chosen = frame[frame["trajectory_id"].isin(drawn)]
     assert len(drawn) == 10 and (chosen["domain"] == "a").sum() == 8
     assert drawn == stratified_sample(frame, 10, seed=1) and drawn != stratified_sample(frame, 10, seed=2)
+
+
+def test_index_results_keeps_modes_and_probe_so_later_readers_compute_nothing(tmp_path: Path, monkeypatch) -> None:
+    """`index --results` computes the modes and the probe once; a later process reads them back, as the pages do."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+    from horizonlens.metrics import routing_probe
+    from tests.support.corpora import REPO
+
+    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    out = CliRunner().invoke(app, ["index", str(corpus), "--results"])
+    assert out.exit_code == 0, out.output
+    assert "modes: " in out.output and "routing probe of " in out.output
+    kept = sorted(p.name.split("-")[0] for p in (corpus / "results").iterdir())
+    assert kept == ["modes", "routing_probe"]
+
+    def recomputed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("computed again instead of read back")
+
+    monkeypatch.setattr(mmodes, "compute_modes", recomputed)
+    monkeypatch.setattr(routing_probe, "routing_probe", recomputed)
+    store = open_store(corpus)
+    found = mmodes.find_modes(store, members=False)
+    assert found.note["failed_steps"] > 0 and found.members.empty and not found.modes.empty
+    assert not routing_probe.kept_probe(store, store.replay_checkpoints[0]).empty

@@ -7,6 +7,7 @@ from typing import Any
 
 from horizonlens.bench.diff import report_lines as diff_lines
 from horizonlens.bench.export import report_lines as export_lines
+from horizonlens.bench.modes import report_lines as modes_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
@@ -113,6 +114,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                   f"(token, layer) vs "
                   f"{r['raw_fp32_logits_bytes_per_token_layer']} bytes of raw fp32 router logits "
                   f"({r['raw_fp32_logits_bytes_per_token_layer'] / r['routing_bytes_per_token_layer']:.1f}× smaller)."]
+    lines += modes_lines(results)
     lines += shape_lines(results)
     shape_app = results.get("shape_app")
     if shape_app and "error" not in shape_app:

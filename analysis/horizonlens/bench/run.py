@@ -107,6 +107,16 @@ def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[s
     return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
 
 
+def _modes(data: Path, sizes: list[int], log: Callable[[str], None]) -> dict[str, Any]:
+    """`modes` on MODES_STEPS failed steps: the smallest corpus that has them (else the largest, all its steps)."""
+    from horizonlens.bench.modes import MODES_STEPS, bench_modes
+
+    log("failure modes")
+    # about four failed steps per trajectory in the replicated sample
+    n = next((n for n in sizes if n * 4 >= MODES_STEPS), sizes[-1])
+    return bench_modes(data / f"corpus-{n}", _child, n, log)
+
+
 def machine() -> dict[str, Any]:
     """The machine and library versions the figures were measured with."""
     import duckdb
@@ -208,6 +218,7 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     if scale != "none":
         results["pages"] = pages
         results["peers"] = peers
+        results["modes"] = _modes(data, SCALES[scale], log)
         log("replay")
         results["replay"] = replay_bench(checkpoint, base, repeats)
         results["replay_memory"] = [replay_memory(checkpoint, base, t) for t in (2048, 8192, 32768)]

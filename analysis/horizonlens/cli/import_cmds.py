@@ -89,7 +89,11 @@ def _watch(folder: Path, into: str, fmt: str) -> None:
 @app.command()
 def index(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bucket/prefix.")],
           full: Annotated[bool, typer.Option(help="Recompute the aggregates from scratch instead of updating them."
-                                             )] = False) -> None:
+                                             )] = False,
+          results: Annotated[bool, typer.Option(help="Also compute and keep what the Failure modes and Routing pages "
+                                                     "would compute on their first load: the failure modes of every "
+                                                     "failed step, and each replayed checkpoint's routing probe.")
+                             ] = False) -> None:
     """Build the search index and the corpus aggregates (imports keep them up to date; run after hand edits)."""
     from horizonlens.corpus.files import CorpusError, read_manifest
     from horizonlens.derived.build import build_all
@@ -103,3 +107,27 @@ def index(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://b
         rows = ", ".join(f"{n:,} {table}" for table, n in built[name]["rows"].items())
         typer.echo(f"{name}: {rows} rows; {sum(built[name]['computed'].values())} source file(s) read in "
                    f"{built[name]['seconds']:.1f}s")
+    if results:
+        _keep_results(corpus)
+
+
+def _keep_results(corpus: str) -> None:
+    """The failure modes of every failed step and each checkpoint's routing probe, computed now and kept."""
+    import time
+
+    from horizonlens.metrics.modes import find_modes
+    from horizonlens.metrics.replay_set import replay_scope
+    from horizonlens.metrics.routing_probe import kept_probe, probe_message
+    from horizonlens.query.store import open_store
+
+    store = open_store(corpus)
+    started = time.perf_counter()
+    found = find_modes(store)
+    typer.echo(f"modes: {int((found.modes['mode'] >= 0).sum()) if not found.modes.empty else 0} modes of "
+               f"{found.note['failed_steps']:,} failed steps in {time.perf_counter() - started:.1f}s")
+    for checkpoint in store.replay_checkpoints:
+        ids = replay_scope(store, checkpoint).trajectory_ids  # the runs the Routing page probes by default
+        if probe_message(store, checkpoint, ids) is None:
+            started = time.perf_counter()
+            rows = len(kept_probe(store, checkpoint, ids))
+            typer.echo(f"routing probe of {checkpoint}: {rows} rows in {time.perf_counter() - started:.1f}s")

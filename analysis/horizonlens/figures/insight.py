@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from horizonlens.figures.routing import ROW_PX, expert_label
+from horizonlens.figures.routing import ROW_PX
 from horizonlens.figures.style import OUTCOME_COLORS, SEQUENCE, empty, layout, plain
 
 MODES_SHOWN = 20  # modes named on a chart; the rest are in the table
@@ -103,7 +103,7 @@ def tool_groups(groups: pd.DataFrame, facet: str) -> go.Figure:
                                 ("runs_with_overuse_share", "overuse", SEQUENCE[0])):
         fig.add_bar(x=names, y=groups[column], name=name, marker_color=color, row=1, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    return layout(fig, f"Tool use by {facet}", barmode="group", height=360)
+    return layout(fig, f"Tool use by {facet}", barmode="group", height=380, margin=dict(l=50, r=20, t=95, b=45))
 
 
 def tool_horizon(horizon: pd.DataFrame) -> go.Figure:
@@ -161,41 +161,60 @@ def probe(table: pd.DataFrame, target: str) -> go.Figure:
 
 
 def health(table: pd.DataFrame, E: int) -> go.Figure:
-    """Per layer along the horizon: rare experts, max/mean load and normalised entropy (small multiples)."""
+    """Per layer along the horizon: rare experts, max/mean load and normalised entropy (small multiples).
+
+    Each panel has a fixed colour range (stated in its title), so a healthy layer reads light in all three
+    instead of taking the middle colour of a range stretched over nearly equal values.
+    """
     part = table[table["bin"] >= 0]
     if part.empty:
         return empty("No replayed routing yet")
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=(
-        f"rare experts (share < 1/{10 * E})", "max / mean load", "usage entropy ÷ ln E"))
+    worst_load = max(2.0, float(part["max_mean_load"].max() or 0))
+    panels = (("rare", f"rare experts (< 1/{10 * E} of the load), 0–{E}", "Reds", 0.0, float(E)),
+              ("max_mean_load", f"max / mean load, 1–{worst_load:.3g}", "Reds", 1.0, worst_load),
+              ("normalized_entropy", "usage entropy ÷ ln E (0–1)", "Blues_r", 0.0, 1.0))
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=[p[1] for p in panels])
     x = [f"{10 * b}%" for b in range(10)]
-    for column, col in (("rare", 1), ("max_mean_load", 2), ("normalized_entropy", 3)):
+    for col, (column, _, scale, low, high) in enumerate(panels, start=1):
         pivot = part.pivot_table(index="layer", columns="bin", values=column).reindex(columns=range(10))
         fig.add_trace(go.Heatmap(z=pivot.to_numpy(), x=x, y=[f"L{v}" for v in pivot.index], coloraxis=None,
-                                 colorscale="Reds" if col < 3 else "Blues_r", showscale=False, xgap=1, ygap=1,
+                                 colorscale=scale, zmin=low, zmax=high, showscale=False, xgap=1, ygap=1,
                                  hovertemplate="%{y}, from %{x} of the run: %{z:.3g}<extra></extra>"),
                       row=1, col=col)
     fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=9))
     n = part["layer"].nunique()
     return layout(fig, "Routing health per layer along the horizon (x: part of the run; darker = worse)",
-                  height=max(280, 120 + 12 * n))
+                  height=max(300, 140 + 12 * n), margin=dict(l=50, r=20, t=80, b=40))
 
 
 def layer_expert_summary(load: pd.DataFrame, E: int) -> go.Figure:
-    """Every layer x every expert: its share of the layer's assignments ÷ uniform (experts sorted by total load)."""
+    """Every layer x its experts ranked by load (busiest left): each one's share of the layer's assignments ÷ uniform.
+
+    Expert ids are per layer (E17 of one layer and E17 of another are different networks), so columns are
+    ranks, not ids: each row draws its layer's load profile, the same way at 16 experts and at 256. A balanced
+    layer is pale throughout; a collapsing one is dark red at the left and blue across the rest. Hover names
+    the expert at each rank.
+    """
     if load.empty:
         return empty("No replayed routing yet")
     pivot = load.pivot_table(index="layer", columns="expert", values="share", fill_value=0)
-    order = pivot.sum(axis=0).sort_values(ascending=False, kind="stable").index
-    ratio = pivot[order].to_numpy() * E
-    fig = go.Figure(go.Heatmap(z=np.log2(np.clip(ratio, 1 / 8, 8)), x=[expert_label(int(e)) for e in order],
-                               y=[f"L{v}" for v in pivot.index], customdata=ratio, colorscale="RdBu_r", zmin=-3,
-                               zmax=3, colorbar=dict(title="× uniform", tickvals=[-3, -1, 0, 1, 3],
-                                                     ticktext=["1/8×", "1/2×", "1×", "2×", "8×"], thickness=12),
-                               hovertemplate="%{y} · %{x}: %{customdata:.2f}× uniform<extra></extra>"))
+    shares = pivot.to_numpy()
+    order = np.argsort(-shares, axis=1, kind="stable")  # per layer: experts by load, busiest first
+    ranked = np.take_along_axis(shares, order, axis=1) * E
+    experts = np.asarray(pivot.columns)[order]
+    layers = [f"L{v}" for v in pivot.index]
+    hover = np.array([[f"{layer} · rank {j + 1}: E{int(e)}, {r:.2f}× uniform" for j, (e, r) in
+                       enumerate(zip(row_e, row_r, strict=True))]
+                      for layer, row_e, row_r in zip(layers, experts, ranked, strict=True)], dtype=object)
+    fig = go.Figure(go.Heatmap(z=np.log2(np.clip(ranked, 1 / 8, 8)), x=np.arange(1, ranked.shape[1] + 1), y=layers,
+                               customdata=hover, colorscale="RdBu_r", zmin=-3, zmax=3,
+                               colorbar=dict(title="× uniform", tickvals=[-3, -1, 0, 1, 3],
+                                             ticktext=["1/8×", "1/2×", "1×", "2×", "8×"], thickness=12),
+                               hovertemplate="%{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=9))
-    fig.update_xaxes(type="category", showticklabels=E <= 64, tickangle=-60, tickfont=dict(size=9),
-                     title=f"{E} experts, busiest over all layers on the left")
-    return layout(fig, "All layers: each expert's load ÷ uniform (red: used more than 1/E, blue: less)",
+    fig.update_xaxes(title=f"the layer's {E} experts ranked by load (1 = busiest); hover names each",
+                     tickfont=dict(size=9))
+    return layout(fig, "All layers: each layer's experts by load ÷ uniform (red: more than 1/E, blue: less)",
                   height=max(260, 130 + ROW_PX * len(pivot)), margin=dict(l=50, r=10, t=46, b=60))
 
 
@@ -214,7 +233,8 @@ def around_failures(around: pd.DataFrame) -> go.Figure:
                             hovertemplate="%{x:+d} steps: %{y:.3f}<extra>" + str(anchor) + "</extra>")
         fig.add_vline(x=0, line=dict(color="#888", dash="dot"), row=1, col=col)
     fig.update_xaxes(title="agent steps from the check", dtick=1)
-    return layout(fig, "Around checks: model signals before and after failed vs passed checks", height=330)
+    return layout(fig, "Around checks: model signals before and after failed vs passed checks", height=350,
+                  margin=dict(l=50, r=20, t=95, b=45))
 
 
 def signals_small_multiples(signals: pd.DataFrame, drift: pd.DataFrame | None, failed_steps: list[int]) -> go.Figure:

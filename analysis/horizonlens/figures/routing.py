@@ -317,11 +317,13 @@ def step_expert_heatmap(load: pd.DataFrame, num_experts: int, failed_steps: list
 
 
 def specialization(load: pd.DataFrame, layer: int, by: str, top_n: int = TOP_N) -> go.Figure:
-    """Expert load per segment/domain divided by the uniform 1/E (1 = no preference).
+    """Expert load per segment/domain/teacher divided by the uniform 1/E (1 = no preference), grouped visibly.
 
-    Columns are the `top_n` experts with the strongest preference for some group, ordered by the group
-    they prefer (so each group's specialists sit together), then "other": the folded experts' load
-    divided by their uniform share.
+    Rows are the groups, top to bottom. Columns are the `top_n` experts with the strongest preference for some
+    group, in blocks: the experts that prefer the first row's group most, then the second's, and so on
+    (strongest preference first within a block), then "other": the folded experts' load divided by their
+    uniform share. Each block is named in a band above the plot and set off by a line, and each expert's
+    preferred cell is dotted, so the blocks step down the rows.
     """
     part = load[load["layer"] == layer]
     if part.empty:
@@ -332,26 +334,55 @@ def specialization(load: pd.DataFrame, layer: int, by: str, top_n: int = TOP_N) 
     keep = strongest.index.tolist() if len(strongest) <= top_n + 1 else strongest.index[:top_n].tolist()
     order = preference_order(pivot[keep])
     z = pivot[order].to_numpy()
+    preferred = z.argmax(axis=0)  # row of each shown expert's preferred group (non-decreasing along the columns)
     labels = [expert_label(e) for e in order]
     n_fold = E - len(order)
     if n_fold > 0:
         folded = part[~part["expert"].isin(order)].groupby("group")["share"].sum().reindex(pivot.index, fill_value=0)
         z = np.column_stack([z, folded.to_numpy() / (n_fold / E)])
         labels.append(expert_label(OTHER, n_fold))
+    groups = [plain(g) for g in pivot.index]
     # Colour is log2 of the ratio, symmetric around 1x: 4x preferred and 4x avoided look equally strong.
     ticks = list(range(-SPEC_LOG2_MAX, SPEC_LOG2_MAX + 1))
     fig = go.Figure(go.Heatmap(z=np.log2(np.clip(z, 2.0 ** -SPEC_LOG2_MAX, 2.0 ** SPEC_LOG2_MAX)), x=labels,
-                               y=[plain(g) for g in pivot.index], customdata=z, colorscale="RdBu_r",
+                               y=groups, customdata=z, colorscale="RdBu_r",
                                zmin=-SPEC_LOG2_MAX, zmax=SPEC_LOG2_MAX, xgap=1, ygap=1,
                                colorbar=dict(title="× uniform", thickness=12, tickvals=ticks,
                                              ticktext=[f"{2.0 ** t:g}×" if t >= 0 else f"1/{2 ** -t}×"
                                                        for t in ticks]),
                                hovertemplate=f"{by} %{{y}} · %{{x}}: %{{customdata:.2f}}× uniform<extra></extra>"))
-    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10))
-    scope = (f"all {E} experts" if n_fold == 0 else f"the {len(order)} most specialised of {E} experts, "
-             f"{n_fold} folded into “other”")
-    return layout(fig, f"Expert load by {by} vs uniform, layer {layer}: {scope}, grouped by preferred {by}",
-                  height=max(260, 170 + 26 * len(pivot)), margin=dict(l=110, r=10, t=60, b=70))
+    fig.add_scatter(x=labels[:len(order)], y=[groups[i] for i in preferred], mode="markers", hoverinfo="skip",
+                    showlegend=False,
+                    marker=dict(symbol="circle", size=7, color="white", line=dict(color="#222", width=1.5)))
+    _group_bands(fig, [str(g) for g in pivot.index], preferred, len(labels))
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=10),
+                     title=dict(text=(f"all {E} experts" if n_fold == 0 else f"the {len(order)} most specialised of "
+                                      f"{E} experts, {n_fold} folded into “other”") +
+                                f", in blocks by the {by} each prefers (dot)", font=dict(size=11)))
+    fig.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=10))
+    return layout(fig, f"Expert load by {by} ÷ uniform, layer {layer}", height=max(290, 210 + 26 * len(pivot)),
+                  margin=dict(l=110, r=10, t=80, b=95))
+
+
+BAND_COLORS = ("#e9edf5", "#f6f1e7")  # alternating backgrounds of the group labels above a specialization heatmap
+
+
+def _group_bands(fig: go.Figure, groups: list[str], preferred: np.ndarray, n_columns: int) -> None:
+    """Name each block of columns (the experts preferring one group) in a band above the plot; a line between."""
+    starts = np.flatnonzero(np.r_[True, preferred[1:] != preferred[:-1]]) if len(preferred) else np.array([], int)
+    ends = np.r_[starts[1:], len(preferred)]
+    for k, (i0, i1) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        name = groups[int(preferred[i0])]
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=i0 - 0.5, x1=i1 - 0.5, y0=1.01, y1=1.0 + 34 / 300,
+                      line=dict(width=0), fillcolor=BAND_COLORS[k % 2], layer="below")
+        fig.add_annotation(x=(i0 + i1 - 1) / 2, y=1.01, xref="x", yref="paper", yanchor="bottom", showarrow=False,
+                           text=plain(name, max(2, 3 * (i1 - i0))), hovertext=plain(name), font=dict(size=9))
+        if i0 > 0:
+            fig.add_shape(type="line", xref="x", yref="paper", x0=i0 - 0.5, x1=i0 - 0.5, y0=0, y1=1.0 + 34 / 300,
+                          line=dict(color="#444", width=1.5))
+    if len(preferred) and n_columns > len(preferred):  # "other" set apart too
+        fig.add_shape(type="line", xref="x", yref="paper", x0=len(preferred) - 0.5, x1=len(preferred) - 0.5, y0=0,
+                      y1=1, line=dict(color="#444", width=1.5, dash="dot"))
 
 
 def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int, top_n: int = TOP_N) -> go.Figure:
@@ -386,16 +417,20 @@ def coactivation_matrix(co: pd.DataFrame, num_experts: int, layer: int, top_n: i
 
 
 def layer_usage(usage: pd.DataFrame) -> go.Figure:
-    """Per MoE layer: how evenly experts are used (normalised entropy) and the busiest expert's load."""
+    """Per MoE layer: how evenly experts are used (normalised entropy) and the busiest expert's load; one axis each."""
     if usage.empty:
         return empty("No replayed routing yet")
-    fig = go.Figure()
-    fig.add_bar(x=usage["layer"], y=usage["normalized_entropy"], name="usage entropy / ln E", marker_color=SEQUENCE[0])
-    fig.add_scatter(x=usage["layer"], y=usage["imbalance"], name="imbalance (max/mean)",
-                    mode="lines+markers", yaxis="y2", line=dict(color=SEQUENCE[4]))
-    return layout(fig, f"Expert usage per layer, {layer_range(usage['layer'].tolist())}", yaxis_range=[0, 1.05],
-                  yaxis_title="normalised entropy", xaxis_title="layer",
-                  yaxis2=dict(overlaying="y", side="right", title="max/mean load", showgrid=False))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("usage entropy ÷ ln E (1 = balanced)", "busiest expert's load ÷ mean"))
+    fig.add_bar(x=usage["layer"], y=usage["normalized_entropy"], marker_color=SEQUENCE[0], showlegend=False,
+                hovertemplate="layer %{x}: %{y:.3f} of the balanced entropy<extra></extra>", row=1, col=1)
+    fig.add_scatter(x=usage["layer"], y=usage["imbalance"], mode="lines+markers", line=dict(color=SEQUENCE[4]),
+                    showlegend=False, hovertemplate="layer %{x}: %{y:.2f}× the mean load<extra></extra>", row=1, col=2)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title="layer")
+    return layout(fig, f"Expert usage per layer, {layer_range(usage['layer'].tolist())}", margin=dict(
+        l=50, r=20, t=70, b=45))
 
 
 def agreement(df: pd.DataFrame, a: str, b: str) -> go.Figure:

@@ -5,13 +5,16 @@ masked), represented by TF-IDF over words and character n-grams, reduced by a tr
 HDBSCAN on a seeded sample of at most `fit_sample` steps; every failed step is then assigned to the nearest
 mode or left unclustered (-1). Modes are labelled by class-based TF-IDF. docs/metrics.md ("Failure modes")
 says what each figure of a mode means.
+
+Bounded in time and memory at 10^5 failed steps: the texts are built and masked inside DuckDB (`mode_text_sql`),
+identical normalised texts are represented once, and character n-grams are cut once per distinct word
+(`char_tfidf`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,20 +25,16 @@ import pyarrow as pa
 
 from horizonlens.errors import StoreError
 from horizonlens.query.store import CorpusStore
+from horizonlens.storage.quoting import sql_string
 
 FIELD_CHARS = 300  # characters of each field (observation, check detail, arguments) a text keeps
 SVD_DIMS = 48
+CHAR_FEATURES = 50_000  # character n-grams kept (the most frequent in the fitting sample)
 ASSIGN_QUANTILE = 0.05  # a step joins a mode if it is as close to its centroid as 95% of the mode's fitted members
 UNCLUSTERED = -1
 FACETS = ("agent", "teacher", "domain")
 COLUMNS = ["mode", "label", "size", "share", "terms", "example", "example_trajectory", "example_step",
            "median_position", "next_check_passed", "run_succeeded"]
-
-_QUOTED = re.compile(r"(?<![\w])(\"[^\"\n]{0,200}\"|'[^'\n]{0,200}')(?![\w])")
-_HEX_OR_ID = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]+\b")  # words mixing letters and digits: ids
-_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_SPACE = re.compile(r"\s+")
-
 
 @dataclass(frozen=True)
 class ModeConfig:
@@ -45,39 +44,62 @@ class ModeConfig:
     min_cluster_size: int | None = None  # HDBSCAN's; None: 1% of the fitted sample, at least 10
     seed: int = 0
     examples: int = 5  # example steps kept per mode
-    revision: int = 1  # bump when the method changes meaning
+    revision: int = 2  # bump when the method changes meaning
 
     def key(self) -> str:
         """A short hash of the configuration."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def normalise(text: str) -> str:
-    """Mask what differs between instances of one mistake: quoted values, ids, numbers; lower case, one space."""
-    s = _QUOTED.sub(" qval ", text)
-    s = _HEX_OR_ID.sub(" idval ", s)
-    s = _NUMBER.sub(" num ", s)
-    return _SPACE.sub(" ", s).strip().lower()
+# What `normalise_sql` masks, as RE2 patterns (DuckDB's regex engine: no look-around, so a single-quoted value
+# takes its delimiting characters along and gives them back; one pass misses the second of two adjacent values,
+# so that replacement runs twice). Applied in this order, on ASCII word characters.
+_MASKS = (
+    (r'"[^"\n]{0,200}"', " qval "),  # double-quoted values
+    (r"(^|[^\w])'[^'\n]{0,200}'([^\w]|$)", r"\1 qval \2"),  # single-quoted values, not apostrophes in words
+    (r"(^|[^\w])'[^'\n]{0,200}'([^\w]|$)", r"\1 qval \2"),
+    (r"[-+]?\b\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?\b", " num "),  # whole numbers (3.5e3 too, not HL401)
+    (r"\b[\w-]*(?:\d[\w-]*[A-Za-z]|[A-Za-z][\w-]*\d)[\w-]*\b", " idval "),  # words mixing letters and digits
+    (r"\d+", " num "),  # digits left inside other words
+    (r"\s+", " "),
+)
+# JSON value types DuckDB reports that Python reads as numbers (a boolean is an int in Python)
+_NUMERIC_JSON = "('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE', 'BOOLEAN')"
 
 
-def _arguments(arguments: str | None) -> str:
-    """A tool call's arguments as its argument names with masked values (JSON), else the text itself."""
-    if not arguments:
-        return ""
-    try:
-        value = json.loads(arguments)
-    except (json.JSONDecodeError, TypeError):
-        return arguments[:FIELD_CHARS]
-    if isinstance(value, dict):
-        return " ".join(f"{k}={'num' if isinstance(v, (int, float)) else 'qval'}" for k, v in value.items())
-    return str(value)[:FIELD_CHARS]
+def normalise_sql(expr: str) -> str:
+    """SQL that masks what differs between instances of one mistake in `expr` (then one space, lower case).
+
+    Quoted values become `qval`, numbers `num`, ids (words mixing letters and digits) `idval`.
+    """
+    for pattern, replacement in _MASKS:
+        expr = f"regexp_replace({expr}, {sql_string(pattern)}, {sql_string(replacement)}, 'g')"
+    return f"lower(trim({expr}))"
 
 
-def step_text(tool_calls: Any, observations: Any, check_detail: str | None) -> str:
-    """The normalised text of one failed step: calls, observations, check detail."""
-    calls = " ".join(f"tool {c.get('name') or ''} {_arguments(c.get('arguments'))}" for c in tool_calls or [])
-    obs = " ".join((o.get("content") or "")[:FIELD_CHARS] for o in observations or [])
-    return normalise(f"{calls} | {obs} | {(check_detail or '')[:FIELD_CHARS]}")
+def _arguments_sql(arguments: str) -> str:
+    """A tool call's arguments: a JSON object as its keys with masked values (`path=qval n=num`), else the text."""
+    entries = f"map_entries(TRY_CAST(json({arguments}) AS MAP(VARCHAR, JSON)))"
+    masked = (f"array_to_string(list_transform({entries}, lambda e: e.key || '=' || CASE WHEN json_type(e.value) IN "
+              f"{_NUMERIC_JSON} THEN 'num' ELSE 'qval' END), ' ')")
+    return (f"CASE WHEN json_valid({arguments}) AND json_type({arguments}) = 'OBJECT' "
+            f"THEN coalesce({masked}, left({arguments}, {FIELD_CHARS})) ELSE left({arguments}, {FIELD_CHARS}) END")
+
+
+def mode_text_sql(alias: str) -> str:
+    """SQL for the normalised text of step `alias`: its calls, observations and check detail (module docstring)."""
+    calls = (f"array_to_string(list_transform({alias}.tool_calls, lambda c: 'tool ' || coalesce(c.name, '') || ' ' "
+             f"|| coalesce({_arguments_sql('c.arguments')}, '')), ' ')")
+    obs = (f"array_to_string(list_transform({alias}.observations, lambda o: left(coalesce(o.content, ''), "
+           f"{FIELD_CHARS})), ' ')")
+    detail = f"left(coalesce({alias}.check_detail, ''), {FIELD_CHARS})"
+    return normalise_sql(f"coalesce({calls}, '') || ' | ' || coalesce({obs}, '') || ' | ' || {detail}")
+
+
+def tools_sql(alias: str) -> str:
+    """SQL for the names of the tools step `alias` calls, each once, in call order, joined by ', '."""
+    names = f"list_transform({alias}.tool_calls, lambda c: coalesce(c.name, ''))"
+    return f"coalesce(array_to_string(list_filter({names}, lambda x, i: list_position({names}, x) = i), ', '), '')"
 
 
 _FAILED_SQL = """
@@ -85,7 +107,7 @@ _FAILED_SQL = """
     SELECT trajectory_id, step, check_passed,
            lead(check_passed) OVER (PARTITION BY trajectory_id ORDER BY step) AS next_check_passed
     FROM steps WHERE check_passed IS NOT NULL{scope})
-  SELECT s.trajectory_id, s.step, s.check_detail, s.error_label, s.tool_calls, s.observations, c.next_check_passed,
+  SELECT s.trajectory_id, s.step, s.error_label, {text} AS text, {tools} AS tools, c.next_check_passed,
          t.agent, t.teacher, t.domain, t.outcome, t.n_steps
   FROM checked c JOIN steps s ON s.trajectory_id = c.trajectory_id AND s.step = c.step
   JOIN trajectories t ON t.trajectory_id = c.trajectory_id{keys}
@@ -94,24 +116,24 @@ _FAILED_SQL = """
 
 
 def failed_steps(store: CorpusStore, keys: pa.Table | None = None) -> pd.DataFrame:
-    """The failed steps (all, or those whose (trajectory_id, step) is in `keys`) with their run's facets and text."""
+    """The failed steps (all, or those whose (trajectory_id, step) is in `keys`) with their run's facets and text.
+
+    The text is built and normalised inside DuckDB, so no step's calls or observations are ever Python objects.
+    """
     scope = " AND trajectory_id IN (SELECT trajectory_id FROM mode_keys)" if keys is not None else ""
     join = " JOIN mode_keys k ON k.trajectory_id = s.trajectory_id AND k.step = s.step" if keys is not None else ""
     cur = store.cursor()
     try:
         if keys is not None:
             cur.register("mode_keys", keys.select(["trajectory_id", "step"]))
-        frame = cur.sql(_FAILED_SQL.format(scope=scope, keys=join)).df()
+        frame = cur.sql(_FAILED_SQL.format(scope=scope, keys=join, text=mode_text_sql("s"),
+                                           tools=tools_sql("s"))).df()
     except duckdb.Error as exc:
         raise StoreError(f"cannot read the failed steps ({exc})") from None
     finally:
         cur.close()
-    frame["text"] = [step_text(c, o, d) for c, o, d in
-                     zip(frame["tool_calls"], frame["observations"], frame["check_detail"], strict=True)]
-    frame["tools"] = [", ".join(dict.fromkeys(c.get("name") or "" for c in calls)) if calls is not None else ""
-                      for calls in frame["tool_calls"]]
     frame["position"] = frame["step"] / frame["n_steps"].clip(lower=1)
-    return frame.drop(columns=["tool_calls", "observations"])
+    return frame
 
 
 @dataclass
@@ -124,6 +146,31 @@ class Fitted:
     centroids: np.ndarray  # per mode: unit-length centroid
     fitted_steps: int
     distinct_texts: int
+
+
+def char_tfidf(texts: list[str], fit_rows: np.ndarray, max_features: int = CHAR_FEATURES) -> Any:
+    """TF-IDF of character 3-5 grams within words (scikit-learn's `char_wb`), fitted on `texts[fit_rows]`.
+
+    The same matrix as `TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
+    max_features=...)` fitted on those rows, up to column order and ties at the max_features cut.
+
+    A word's n-grams do not depend on its neighbours, so each distinct word is cut into n-grams once and a
+    text's counts are its word counts times the words' n-gram counts (one sparse product) instead of a Python
+    loop over every character of every text.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+    tokens = CountVectorizer(token_pattern=r"(?u)\S+", lowercase=False, dtype=np.float32)  # words as char_wb cuts
+    per_text = tokens.fit_transform(texts).tocsr()  # (texts, words)
+    grams = CountVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=False, dtype=np.float32)
+    per_word = grams.fit_transform(tokens.get_feature_names_out().tolist()).tocsc()  # (words, n-grams)
+    fitted = per_text[fit_rows] @ per_word
+    seen = np.flatnonzero(np.asarray((fitted > 0).sum(0)).ravel())  # the vocabulary: n-grams of the fitting rows
+    if len(seen) > max_features:  # the most frequent ones, as max_features keeps
+        frequency = np.asarray(fitted[:, seen].sum(0)).ravel()
+        seen = np.sort(seen[np.argsort(-frequency, kind="stable")[:max_features]])
+    weights = TfidfTransformer(sublinear_tf=True).fit(fitted[:, seen])
+    return weights.transform(per_text @ per_word[:, seen]).astype(np.float32)
 
 
 def fit_modes(texts: list[str], config: ModeConfig = ModeConfig()) -> Fitted:
@@ -140,13 +187,10 @@ def fit_modes(texts: list[str], config: ModeConfig = ModeConfig()) -> Fitted:
     sample = np.sort(rng.choice(n, size=config.fit_sample, replace=False)) if n > config.fit_sample else np.arange(n)
     fit_rows = text_index[sample]  # distinct-text rows of the sampled steps (duplicates kept: density counts)
     fit_distinct = np.unique(fit_rows)
+    all_texts = distinct.tolist()
     words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True, dtype=np.float32)
-    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=1, sublinear_tf=True, max_features=50_000,
-                            dtype=np.float32)
-    fit_texts = distinct[fit_distinct].tolist()
-    words.fit(fit_texts)
-    chars.fit(fit_texts)
-    matrix = hstack([words.transform(distinct.tolist()), chars.transform(distinct.tolist())]).tocsr()
+    words.fit(distinct[fit_distinct].tolist())
+    matrix = hstack([words.transform(all_texts), char_tfidf(all_texts, fit_distinct)]).tocsr()
     dims = max(1, min(SVD_DIMS, matrix.shape[1] - 1, len(fit_distinct) - 1))
     if dims >= 2:
         svd = TruncatedSVD(n_components=dims, random_state=config.seed).fit(matrix[fit_distinct])
@@ -173,15 +217,18 @@ def fit_modes(texts: list[str], config: ModeConfig = ModeConfig()) -> Fitted:
 
 
 _PLACEHOLDERS = frozenset({"qval", "idval", "num", "tool", "the", "to", "of", "on", "in", "a", "an", "and", "or",
-                           "is", "at", "from", "by", "for", "with", "was", "has", "not", "be"})
+                           "is", "at", "from", "by", "for", "with", "was", "has", "not", "be", "it", "as", "if", "do",
+                           "so", "we", "me", "my", "up", "us"})
+LABEL_TERMS = 3  # terms in a mode's label
+LABEL_STEPS = 2_000  # steps of each mode its distinguishing terms are counted on (a seeded sample)
 
 
-def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 5) -> dict[int, list[str]]:
+def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 8) -> dict[int, list[str]]:
     """Per mode, the words that set it apart from the other modes (class-based TF-IDF, BERTopic's c-TF-IDF).
 
     Each mode is one document (its steps' texts); a word's weight in a mode is its frequency there times
-    log(1 + A / f), A the mean words per mode and f the word's frequency over all modes. Placeholders left by
-    `normalise` and stop words are not terms.
+    log(1 + A / f), A the mean words per mode and f the word's frequency over all modes. Words of two letters
+    count (units such as kg and km tell modes apart); placeholders left by `normalise_sql` and stop words do not.
     """
     from sklearn.feature_extraction.text import CountVectorizer
 
@@ -189,7 +236,7 @@ def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 5) -> d
     if not keep.any():
         return {}
     distinct, index = np.unique(np.asarray(texts, dtype=object)[keep], return_inverse=True)
-    vec = CountVectorizer(token_pattern=r"(?u)\b[a-z][a-z_]{2,}\b", stop_words=list(_PLACEHOLDERS))
+    vec = CountVectorizer(token_pattern=r"(?u)\b[a-z][a-z_]*\b", stop_words=list(_PLACEHOLDERS))
     try:
         counts = vec.fit_transform(distinct.tolist())
     except ValueError:  # no word at all (texts of numbers only)
@@ -207,6 +254,28 @@ def distinguishing_terms(texts: list[str], modes: np.ndarray, top: int = 5) -> d
             for i, m in enumerate(ids)}
 
 
+def label_terms(terms: dict[int, list[str]], order: list[int]) -> dict[int, list[str]]:
+    """The LABEL_TERMS terms that name each mode, so that no two modes read alike.
+
+    Modes are named in `order` (largest first) by their top terms; a mode whose top terms repeat an earlier
+    mode's label swaps its last one for its best term that the earlier mode does not rank.
+    """
+    named: dict[frozenset[str], int] = {}
+    out: dict[int, list[str]] = {}
+    for m in order:
+        words = terms.get(m, [])
+        chosen = words[:LABEL_TERMS]
+        earlier = named.get(frozenset(chosen))
+        if earlier is not None:
+            other = set(terms.get(earlier, []))
+            extra = next((w for w in words[LABEL_TERMS:] + words if w not in other), None)
+            if extra is not None and extra not in chosen:
+                chosen = chosen[:LABEL_TERMS - 1] + [extra]
+        named.setdefault(frozenset(chosen), m)
+        out[m] = chosen
+    return out
+
+
 RESULT_TABLES = ("modes", "members", "facets", "positions", "examples")
 POSITION_BINS = 10
 
@@ -221,6 +290,10 @@ class ModeResult:
     positions: pd.DataFrame  # mode, bin (tenth of the run), steps
     examples: pd.DataFrame  # mode, rank, trajectory_id, step, tools, text, agent, domain
     note: dict[str, Any]  # failed_steps, fitted_steps, distinct_texts, sampled, where, config
+
+    def labelled_members(self) -> pd.DataFrame:
+        """Every failed step of the selection with its mode's label: trajectory_id, step, mode, label."""
+        return self.members.merge(self.modes[["mode", "label"]], on="mode", how="left")
 
     def to_json(self) -> dict[str, Any]:
         """`horizonlens modes --json`: every mode with its label, size and members [[trajectory_id, step], ...]."""
@@ -263,11 +336,12 @@ MAX_SELECTED = 2_000_000
 
 
 def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig(),
-               keep: bool = True) -> ModeResult:
+               keep: bool = True, members: bool = True) -> ModeResult:
     """The failure modes of the failed steps a predicate selects (all when None), computed once per corpus state.
 
     Kept as a result dataset inside the corpus (metrics/results.py) unless `keep` is False. A selection without
-    failed steps gives a ModeResult without modes; its note says so.
+    failed steps gives a ModeResult without modes; its note says so. `members=False` leaves out the one table
+    as long as the selection (every failed step's mode), for callers that show the modes and keep them cached.
     """
     from horizonlens.metrics.results import computed_once, result_key
 
@@ -280,12 +354,18 @@ def find_modes(store: CorpusStore, where: str | None = None, config: ModeConfig 
                  for name in RESULT_TABLES}, result.note)
 
     tables, note = computed_once(store.root, "modes", key, state, RESULT_TABLES, compute, keep=keep)
+    if not members:
+        tables["members"] = tables["members"].slice(0, 0)
     return ModeResult(**{name: tables[name].to_pandas() for name in RESULT_TABLES}, note=note)
 
 
 def compute_modes(store: CorpusStore, where: str | None = None, config: ModeConfig = ModeConfig()) -> ModeResult:
     """Read the selection's failed steps and cluster them (no caching; `find_modes` keeps the result)."""
-    steps = failed_steps(store, select_failed(store, where))
+    return cluster_steps(failed_steps(store, select_failed(store, where)), config, where)
+
+
+def cluster_steps(steps: pd.DataFrame, config: ModeConfig = ModeConfig(), where: str | None = None) -> ModeResult:
+    """Cluster failed steps (rows as `failed_steps` gives them) into modes and describe each mode."""
     note: dict[str, Any] = {"failed_steps": int(len(steps)), "where": (where or "").strip() or None,
                             "config": asdict(config)}
     if steps.empty:
@@ -304,7 +384,19 @@ def compute_modes(store: CorpusStore, where: str | None = None, config: ModeConf
     steps["typical"] = np.where(assigned >= 0, (vec * fitted.centroids[np.maximum(assigned, 0)]).sum(1), -1.0)
     note.update(fitted_steps=fitted.fitted_steps, distinct_texts=fitted.distinct_texts,
                 sampled=fitted.fitted_steps < len(steps), unclustered=int((assigned == UNCLUSTERED).sum()))
-    return _describe(steps, distinguishing_terms(steps["text"].tolist(), assigned), config, note)
+    named = label_sample(assigned, config.seed)
+    terms = distinguishing_terms(steps["text"].to_numpy()[named].tolist(), assigned[named])
+    return _describe(steps, terms, config, note)
+
+
+def label_sample(modes: np.ndarray, seed: int = 0, per_mode: int = LABEL_STEPS) -> np.ndarray:
+    """Rows (ascending) of a seeded random sample of at most `per_mode` steps of each mode: what its label is read from.
+
+    A label is a summary of the words a mode uses most; a few thousand steps tell it as well as all of them.
+    """
+    order = np.random.default_rng(seed).permutation(len(modes))
+    rank = pd.Series(modes[order]).groupby(modes[order]).cumcount().to_numpy()
+    return np.sort(order[rank < per_mode])
 
 
 def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConfig, note: dict[str, Any]) -> ModeResult:
@@ -314,13 +406,14 @@ def _describe(steps: pd.DataFrame, terms: dict[int, list[str]], config: ModeConf
     overall = {f: steps[f].fillna("(none)").value_counts(normalize=True) for f in FACETS}
     order = steps.groupby("mode").size().sort_values(ascending=False, kind="stable").index.tolist()
     order = [m for m in order if m != UNCLUSTERED] + ([UNCLUSTERED] if UNCLUSTERED in order else [])
+    names = label_terms({int(m): w for m, w in terms.items()}, [int(m) for m in order])
     for rank, m in enumerate(order):
         part = steps[steps["mode"] == m].sort_values(["typical", "trajectory_id", "step"],
                                                      ascending=[False, True, True])
         top = part.iloc[0]
         words = terms.get(int(m), [])
         label = ("unclustered" if m == UNCLUSTERED else
-                 f"M{rank + 1}: {' · '.join(words[:3]) if words else top['tools'] or 'no tool'}")
+                 f"M{rank + 1}: {' · '.join(names[int(m)]) if words else top['tools'] or 'no tool'}")
         labels = part["error_label"].dropna()
         rows.append({"mode": int(m), "label": label, "size": len(part), "share": len(part) / total,
                      "terms": ", ".join(words), "example": top["text"], "example_trajectory": top["trajectory_id"],
@@ -365,21 +458,34 @@ def save_mode_labels(root: Any, result: ModeResult, mode: int, source: str = "mo
     return len(ids), present
 
 
-def routing_split(store: CorpusStore, checkpoint_id: str, members: pd.DataFrame, groups: int = 4,
+def mode_labels_at(store: CorpusStore, keys: pd.DataFrame, where: str | None = None) -> pd.DataFrame:
+    """The failure mode of each of these steps that is a failed step of the selection: trajectory_id, step, label."""
+    found = find_modes(store, where).labelled_members()
+    return found.merge(keys[["trajectory_id", "step"]].drop_duplicates().astype({"step": "int64"}),
+                       on=["trajectory_id", "step"])[["trajectory_id", "step", "mode", "label"]]
+
+
+def routing_split(store: CorpusStore, checkpoint_id: str, where: str | None = None, groups: int = 4,
                   seed: int = 0) -> pd.DataFrame:
-    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures."""
+    """Replayed failed steps per (mode, routing group); groups are k-means clusters of their routing signatures.
+
+    The modes are those of `where`'s failed steps (`find_modes`); only runs replayed through the checkpoint are read.
+    """
     from sklearn.cluster import KMeans
 
+    from horizonlens.metrics.replays import replayed_trajectories
     from horizonlens.metrics.routing_probe import step_signatures
 
+    columns = ["mode", "routing_group", "steps"]
+    members = find_modes(store, where).members
+    replayed = set(replayed_trajectories(store, checkpoint_id))
+    members = members[members["trajectory_id"].isin(replayed)]
     if members.empty:
-        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
-    ids = sorted(members["trajectory_id"].astype(str).unique().tolist())
-    sig = step_signatures(store, checkpoint_id, ids)
+        return pd.DataFrame(columns=columns)
+    sig = step_signatures(store, checkpoint_id, sorted(members["trajectory_id"].astype(str).unique().tolist()))
     keys = sig.keys.assign(row=range(len(sig.keys))).merge(members, on=["trajectory_id", "step"])
     if len(keys) < groups:
-        return pd.DataFrame(columns=["mode", "routing_group", "steps"])
+        return pd.DataFrame(columns=columns)
     found = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit_predict(sig.matrix[keys["row"].to_numpy()])
     keys["routing_group"] = [f"R{g + 1}" for g in found]
-    out = keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()
-    return out
+    return keys.groupby(["mode", "routing_group"]).size().unstack(fill_value=0).reset_index()

@@ -67,10 +67,19 @@ class ReplayScope:
     how: str  # one sentence for the page
 
 
-def replay_scope(store: CorpusStore, checkpoint_id: str, use_sample: bool = True) -> ReplayScope:
-    """Which replayed runs to use: the recorded random sample's (by default, when there is one), else all of them."""
+def recorded_sample(store: CorpusStore, checkpoint_id: str) -> dict[str, Any] | None:
+    """The random sample recorded with this checkpoint's replays (`replay --sample`), or None."""
+    return ReplayCache(store.root, checkpoint_id).read_selection()
+
+
+def replay_scope(store: CorpusStore, checkpoint_id: str, use_sample: bool = True,
+                 record: dict[str, Any] | None = None) -> ReplayScope:
+    """Which replayed runs to use: the recorded random sample's (by default, when there is one), else all of them.
+
+    `record`: the sample record when the caller has read it (`recorded_sample`), e.g. to key a cache on it.
+    """
     replayed = replayed_trajectories(store, checkpoint_id)
-    record = ReplayCache(store.root, checkpoint_id).read_selection()
+    record = record if record is not None else recorded_sample(store, checkpoint_id)
     sampled = sorted(set(record.get("trajectory_ids") or []) & set(replayed)) if record else []
     if record and use_sample and sampled:
         drawn = len(record.get("trajectory_ids") or [])

@@ -89,17 +89,28 @@ def routing_map(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str
         frame["kind"] = [_kind(s, c) for s, c in zip(frame["source"], frame["has_call"], strict=True)]
         frame["hazard"] = frame["fail_k"].map({"true": f"check fails within {k} steps",
                                                "false": f"no failure within {k} steps"}).fillna("no check ahead")
-    frame["mode"] = "—"
-    if modes is not None and level == "step" and not modes.empty:
-        labelled = modes[["trajectory_id", "step", "label"]]
-        frame = frame.merge(labelled, on=["trajectory_id", "step"], how="left")
-        frame["mode"] = frame.pop("label").fillna("not a failed step")
+    frame = with_modes(frame, modes if level == "step" else None)
     xy = _project(matrix, method, seed) if len(frame) else np.zeros((0, 2))
     frame["x"], frame["y"] = xy[:, 0] if len(frame) else [], xy[:, 1] if len(frame) else []
     frame.attrs["sample"] = {"points": int(len(frame)), "of": int(total or 0),
                              "sampled": int(len(frame)) < int(total or 0), "level": level, "method": method}
     columns = ["trajectory_id", "step", "x", "y", *COLOR_FIELDS]
     return frame[[c for c in columns if c in frame]]
+
+
+def with_modes(points: pd.DataFrame, modes: pd.DataFrame | None) -> pd.DataFrame:
+    """Map points (steps) with their failure mode's label in `mode` ("not a failed step" for the others).
+
+    `modes`: failure-mode members with their labels (trajectory_id, step, label); None: every point "—".
+    """
+    out = points.drop(columns=["mode"], errors="ignore")
+    if modes is None or modes.empty or out["step"].isna().all():
+        return out.assign(mode="—")  # assign keeps attrs
+    labelled = modes[["trajectory_id", "step", "label"]].drop_duplicates(["trajectory_id", "step"])
+    out = out.merge(labelled.astype({"step": "int64"}), on=["trajectory_id", "step"], how="left")
+    out["mode"] = out.pop("label").fillna("not a failed step")
+    out.attrs = dict(points.attrs)
+    return out
 
 
 def routing_health(store: CorpusStore, checkpoint_id: str, trajectory_ids: list[str] | None = None,
