@@ -182,3 +182,16 @@ def test_a_rebuilt_checkpoint_writes_the_bundled_template(tiny_corpus: Path, tmp
     written = (tmp_path / "chat_template.jinja").read_bytes()
     assert written == (sample_checkpoint() / "chat_template.jinja").read_bytes()
     assert load_tokenizer(tmp_path).chat_template == HORIZONLENS_CHAT_TEMPLATE
+
+
+def test_the_bundled_template_keeps_the_checkpoint_id_and_its_cached_replays(untemplated: Path, tmp_path: Path) -> None:
+    """Replays render the Horizon Lens template piece by piece, as without a template: the id (which names the
+    replay cache) is the same with or without it, and any other template gives another id."""
+    from horizonlens.model.loader import checkpoint_id
+
+    bundled = checkpoint_id(sample_checkpoint())
+    assert bundled == checkpoint_id(untemplated)
+    other = Path(shutil.copytree(sample_checkpoint(), tmp_path / "other"))
+    (other / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    assert checkpoint_id(other) != bundled
+    assert (bundled_dir("corpus") / "replays" / bundled).is_dir()  # the shipped replays are this checkpoint's
