@@ -26,7 +26,7 @@ SETTLE_TIMEOUT_MS = 180_000  # a page that takes longer than this is a failure, 
 STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing chart title (figures.routing)
 
 
-def _cpu_s(server_pid: int) -> tuple[float, float]:
+def cpu_seconds(server_pid: int) -> tuple[float, float]:
     """CPU seconds used so far by the app server and by this process's Chromium processes (Linux /proc).
 
     The machine is shared, so wall times vary with load; CPU seconds per action say what the work costs.
@@ -63,13 +63,13 @@ class _Action:
         self.server_pid = server_pid
 
     def __enter__(self) -> _Action:
-        self.cpu0 = _cpu_s(self.server_pid)
+        self.cpu0 = cpu_seconds(self.server_pid)
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.t0
-        cpu = _cpu_s(self.server_pid)
+        cpu = cpu_seconds(self.server_pid)
         self.server_cpu, self.browser_cpu = cpu[0] - self.cpu0[0], cpu[1] - self.cpu0[1]
 
 
