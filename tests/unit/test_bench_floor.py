@@ -23,6 +23,14 @@ def test_every_page_is_read_against_the_floor_of_its_run() -> None:
     assert sql["ratio"] == pytest.approx(1.25) and sql["over_floor_rerun_s"] is None
     assert broken["ratio"] is None and broken["over_floor_rerun_s"] is None
     assert "ratio" not in timed["floor"]  # the floor is the baseline, not a page
+    assert "chart_ratio" not in explore  # no floor with a chart in this run
+
+
+def test_pages_with_charts_are_also_read_against_the_floor_with_one_chart() -> None:
+    timed = with_floor({"floor": _row(0.8, 0.05), "floor_chart": _row(1.6, 0.06), "explore": _row(2.0, 0.25)})
+    explore = timed["explore"]
+    assert explore["chart_floor_s"] == 1.6 and explore["chart_ratio"] == pytest.approx(1.25)
+    assert explore["ratio"] == pytest.approx(2.5) and "ratio" not in timed["floor_chart"]
 
 
 def test_no_floor_leaves_the_ratio_empty() -> None:
@@ -61,11 +69,11 @@ def test_the_report_shows_each_page_beside_the_floor() -> None:
     page = {**_row(2.0, 0.25), "trajectories": 2400, "corpus": "bundled",
             "breakdown": parts_of({"wsOpen": 700.0, "runs": [[720.0, 1200.0]]}, 2.0)}
     fast = {**_row(1.0, 0.1), "trajectories": 100_000}
-    rows = with_floor({"floor": floor, "explore": page})
+    rows = with_floor({"floor": floor, "floor_chart": _row(1.6, 0.06), "explore": page})
     text = "\n".join(report_lines({"floor": [rows["floor"]], "explore": [rows["explore"]],
                                    "sql": [with_floor({"floor": _row(0.8, 0.05), "sql": fast})["sql"]]}))
-    assert "| explore | 2,400 (bundled) | 2.00 s | 800.0 ms | 2.50× |" in text
+    assert "| explore | 2,400 (bundled) | 2.00 s | 800.0 ms | 2.50× | 1.25× |" in text
     assert "| 250.0 ms | 50.0 ms | 200.0 ms | missed |" in text  # 2.5 floors: over the 1.5 goal
-    assert "| sql | 100,000 | 1.00 s | 800.0 ms | 1.25× |" in text and text.count("| met |") == 1
+    assert "| sql | 100,000 | 1.00 s | 800.0 ms | 1.25× | — |" in text and text.count("| met |") == 1
     assert "| explore | 2,400 (bundled) | 2.00 s | 700.0 ms | 20.0 ms | 480.0 ms | 800.0 ms |" in text
     assert "| floor | 2,400 (bundled) | 800.0 ms |" in text  # the floor's own breakdown, for comparison

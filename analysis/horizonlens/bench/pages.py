@@ -4,7 +4,9 @@ The floor is `horizonlens serve --floor` (app/floor.py): the same server, flags 
 page that only says hello. Whatever a page costs beyond it is the page's own work. Each repeat opens the floor
 and then every page, round-robin in fresh browser tabs (new Streamlit sessions), so machine noise hits them alike.
 Per page: the median first load, its `ratio` to the floor's median first load (`floor_s`), and each
-interaction's time over the floor's own rerun (`over_floor_rerun_s`, a click on its button).
+interaction's time over the floor's own rerun (`over_floor_rerun_s`, a click on its button). A second baseline,
+the floor with one small Plotly chart (`chart_floor_s`, `chart_ratio`), says how much of a page with charts is
+the frontend's Plotly bundle, which the browser loads and runs for the first chart of any page.
 
 Beside the wall times, every load records where its time went (`bench.breakdown`): the document and the
 frontend's scripts until the websocket opens, the server's script runs, the rendering after the last run, the
@@ -109,6 +111,9 @@ def _floor_rerun(page: Any) -> float:
 
 
 FLOOR = PageBench("floor", "/", _text("Hello, world"), "rerun (a button)", _floor_rerun)
+# The floor with one small Plotly chart: what a page's first chart costs before the page's own work.
+CHART_FLOOR = PageBench("floor_chart", "/?chart=1", _charts(1), "rerun (a button)", _floor_rerun)
+BASELINES = (FLOOR, CHART_FLOOR)
 PAGES = (
     PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
     PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
@@ -146,15 +151,25 @@ def _summary(bench: PageBench, got: dict[str, list[Any]]) -> dict[str, Any]:
             "breakdown": median_breakdown(got["breakdowns"])}
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def with_floor(timed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each page's row with `floor_s`, `ratio` (first load ÷ floor), the floor's rerun and the interaction over it."""
+    """Each page's row with `floor_s`, `ratio` (first load ÷ floor), the floor's rerun and the interaction over it.
+
+    Also `chart_floor_s` and `chart_ratio`: the same against the floor with one chart, when it was measured.
+    """
     floor = timed.get(FLOOR.name) or {}
     floor_s, rerun_s = floor.get("first_load_s"), floor.get("interaction_s")
+    chart_s = (timed.get(CHART_FLOOR.name) or {}).get("first_load_s")
     for name, row in timed.items():
-        if name == FLOOR.name:
+        if name in (b.name for b in BASELINES):
             continue
         row["floor_s"], row["floor_rerun_s"] = floor_s, rerun_s
-        row["ratio"] = row["first_load_s"] / floor_s if row["first_load_s"] and floor_s else None
+        row["ratio"] = _ratio(row["first_load_s"], floor_s)
+        if chart_s is not None:
+            row["chart_floor_s"], row["chart_ratio"] = chart_s, _ratio(row["first_load_s"], chart_s)
         row["over_floor_rerun_s"] = (row["interaction_s"] - rerun_s
                                      if row["interaction_s"] is not None and rerun_s is not None else None)
     return timed
@@ -172,15 +187,16 @@ def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, rep
     if browser is None:
         with chromium(executable) as own:
             return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own)
+    every = (*BASELINES, *pages)
     got: dict[str, dict[str, list[Any]]] = {b.name: {"loads": [], "acts": [], "failures": [], "breakdowns": []}
-                                            for b in (FLOOR, *pages)}
+                                            for b in every}
     with serving(corpus, checkpoint) as app, serving(corpus, args=["--floor"]) as floor:
         for _ in range(repeats):
-            for bench in (FLOOR, *pages):
-                served = floor if bench is FLOOR else app
+            for bench in every:
+                served = floor if bench in BASELINES else app
                 n = interactions if bench.name in ("trajectory", FLOOR.name) else 1
                 _sample(browser, served.url, bench, trajectory_id, n, served.process.pid, got[bench.name])
-    return with_floor({b.name: _summary(b, got[b.name]) for b in (FLOOR, *pages)})
+    return with_floor({b.name: _summary(b, got[b.name]) for b in every})
 
 
 FIRST_LOAD_GOAL = 1.5  # a page's first load, in floors
@@ -216,18 +232,21 @@ def report_lines(pages: dict[str, list[dict[str, Any]]]) -> list[str]:
              "screen), median of the repeats; *cold* is the first load after the server started. Interactions run "
              "from the click to the end of the rerun it starts; the floor's is a click on its button. Goals: first "
              f"load ≤ {FIRST_LOAD_GOAL:g}× the floor, interaction ≤ {RERUN_GOAL_S:g} s over the floor's rerun.",
-             "", "| page | trajectories | first load | floor | × floor | cold first load | interaction | "
-             "interaction time | floor's rerun | over the floor's rerun | goals |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " The floor with one chart is the same page with one small Plotly chart: the frontend's Plotly bundle "
+             "is loaded and run for the first chart of any page, so a page with charts is also shown as a multiple "
+             "of that.", "", "| page | trajectories | first load | floor | × floor | × floor with one chart | "
+             "cold first load | interaction | interaction time | floor's rerun | over the floor's rerun | goals |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, rows in pages.items():
-        if name == FLOOR.name:
+        if name in (b.name for b in BASELINES):
             continue
         for row in rows:
             failed = len(row.get("failures") or [])
             note = f" ({failed} sample(s) timed out, left out)" if failed else ""
             ratio = "—" if row.get("ratio") is None else f"{row['ratio']:.2f}×"
+            chart = "—" if row.get("chart_ratio") is None else f"{row['chart_ratio']:.2f}×"
             lines.append(f"| {name} | {_corpus_label(row)} | {seconds(row['first_load_s'])} | "
-                         f"{seconds(row.get('floor_s'))} | {ratio} | {seconds(row.get('cold_s'))} | "
+                         f"{seconds(row.get('floor_s'))} | {ratio} | {chart} | {seconds(row.get('cold_s'))} | "
                          f"{row.get('interaction', '')}{note} | {seconds(row.get('interaction_s'))} | "
                          f"{seconds(row.get('floor_rerun_s'))} | {seconds(row.get('over_floor_rerun_s'))} | "
                          f"{_goal(row)} |")
