@@ -77,3 +77,24 @@ def test_the_report_shows_each_page_beside_the_floor() -> None:
     assert "| sql | 100,000 | 1.00 s | 800.0 ms | 1.25× | — |" in text and text.count("| met |") == 1
     assert "| explore | 2,400 (bundled) | 2.00 s | 700.0 ms | 20.0 ms | 480.0 ms | 800.0 ms |" in text
     assert "| floor | 2,400 (bundled) | 800.0 ms |" in text  # the floor's own breakdown, for comparison
+
+
+def test_the_shape_report_shows_the_real_horizon_beside_the_floor() -> None:
+    from horizonlens.bench.shape_app import report_lines as shape_lines
+    from horizonlens.bench.shape_app import with_ratios
+
+    def per(open_s: float, next_s: float) -> dict[str, Any]:
+        stats = {a: {"median": s, "server_cpu_median": 0.1, "browser_cpu_median": 0.2}
+                 for a, s in (("open_trajectory_s", open_s), ("next_step_s", next_s), ("routing_page_s", 0.4),
+                              ("routing_page_revisit_s", 0.3))}
+        return {**stats, "floor_s": {"median": 1.0}, "open_vs_floor": open_s / 1.0}
+
+    base, far = per(2.0, 0.3), per(3.0, 0.5)
+    lines = shape_lines({"trajectory": "t9k", "tokens": 9020, "baseline": base,
+                         "shapes": with_ratios({"agents-a1": per(2.2, 0.33)}, base),
+                         "long": {"trajectory": "t44k", "tokens": 44027, "steps": 214, "baseline": far,
+                                  "shapes": with_ratios({"agents-a1": per(4.5, 1.0)}, far)}})
+    rows = [line for line in lines if line.startswith("| agents-a1 |")]
+    assert rows[0].startswith("| agents-a1 | `t9k` (9,020 tokens) | 0.33 (1.10×);")
+    assert rows[1].startswith("| agents-a1 | `t44k` (44,027 tokens, 214 steps; opened at step 107) | 1.00 (2.00×);")
+    assert rows[1].endswith("| 4.50 (1.50×); cpu 0.10 + 0.20 | 4.50× (1.00 s) |")
