@@ -436,7 +436,7 @@ def test_a_bad_labels_manifest_leaves_the_labels_out_and_the_corpus_opens(tmp_pa
     from horizonlens.labels.annotations import Label, add_labels
 
     root = _sample(tmp_path)
-    add_labels(root, [Label("search-00000-t0", "wrong tool", step=1)])
+    add_labels(root, [Label("search-00000-a1-student-ckpt-4k-t0", "wrong tool", step=1)])
     assert open_store(root).scalar("SELECT count(*) FROM annotations") == 1
     _edit(root / "annotations" / "manifest.json", lambda m: m["files"][0].update(path="../manifest.json"))
     store = open_store(root)

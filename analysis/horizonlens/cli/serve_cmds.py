@@ -78,7 +78,7 @@ def serve(corpus: Annotated[Optional[list[str]], typer.Option(
            # an unexpected error shows its type in the page; its message and traceback (server paths) stay in the log
            "--client.showErrorDetails", "type",
            # A served app does not reload its code, and a full garbage collection after every run (every step
-           # change) cost as much as the step itself: together they were ~60% of the server's CPU per step.
+           # change) costs about as much as the step itself.
            "--server.fileWatcherType", "none", "--runner.postScriptGC", "false",
            # one upload limit: the Import page's per-import limit (also in app/.streamlit/config.toml)
            "--server.maxUploadSize", str(MAX_UPLOAD_MB)]
