@@ -248,16 +248,17 @@ def bench_shape_app(names: list[str], data: Path, log: Callable[[str], None] = p
     """Browser timings at each routing shape beside the bundled 4 x 16 checkpoint on the same trajectories.
 
     Two trajectories: the typical long sample one (`bench.shape.TARGET_TOKENS`), and one at the users' real
-    horizon (`LONG_TOKENS` tokens, at least `LONG_STEPS` steps), opened at its middle step. The corpora come from
+    horizon (at least `LONG_MIN_TOKENS` tokens and `LONG_STEPS` steps, near `LONG_TOKENS`), opened at its middle
+    step. The corpora come from
     `bench.shape.prepare_shape_corpus` (built once under `data`); every app, the baselines and the floor are
     measured interleaved in one run. Ratios are shape / baseline medians on the same trajectory, and the open
     of each trajectory ÷ the floor's first load.
     """
-    from horizonlens.bench.shape import LONG_STEPS, LONG_TOKENS, prepare_shape_corpus
+    from horizonlens.bench.shape import LONG_MIN_TOKENS, LONG_STEPS, LONG_TOKENS, prepare_shape_corpus
 
     short = {name: prepare_shape_corpus(name, data, log=log) for name in ["sample", *names]}
-    long = {name: prepare_shape_corpus(name, data, target=LONG_TOKENS, min_steps=LONG_STEPS, log=log)
-            for name in ["sample", *names]}
+    long = {name: prepare_shape_corpus(name, data, target=LONG_TOKENS, min_steps=LONG_STEPS,
+                                       min_tokens=LONG_MIN_TOKENS, log=log) for name in ["sample", *names]}
     base, far = short["sample"], long["sample"]
     steps = _n_steps(far.corpus, far.trajectory_id)
     targets = {name: AppTarget(sc.corpus, sc.checkpoint, sc.trajectory_id, warmup=far.trajectory_id)
