@@ -100,11 +100,38 @@ RESULT = {{'trajectories': ids}}
 
 
 def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[str, Any]:
-    """Every page in headless Chromium on one corpus (see `bench.browser.measure_pages`)."""
-    from horizonlens.bench.browser import measure_pages
+    """Every page in headless Chromium on one corpus, beside the floor (see `bench.pages.measure_pages`)."""
+    from horizonlens.bench.pages import measure_pages
 
     ids = replay_some(checkpoint, corpus)
     return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
+
+
+def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callable[[str], None],
+                         pages: dict[str, list[dict[str, Any]]], errors: list[str]) -> None:
+    """The pages on a copy of the bundled corpus (its search index and aggregates built), into `pages`."""
+    from horizonlens.bench.shape import copy_corpus
+
+    log("pages in headless Chromium on the bundled corpus")
+    corpus = copy_corpus(bundled_dir("corpus"), data / "corpus-bundled")
+    build_all(corpus, log=lambda m: log(f"  {m}"))
+    try:
+        n = open_store_count(corpus)
+        for name, t in page_timings(corpus, checkpoint, n, repeats).items():
+            pages.setdefault(name, []).append({"trajectories": n, "corpus": "bundled", **t})
+    except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+        errors.append(f"bundled: {str(exc)[:500]}")
+
+
+def open_store_count(corpus: Path) -> int:
+    """Trajectories in a corpus."""
+    from horizonlens.query.store import open_store
+
+    store = open_store(corpus)
+    try:
+        return int(store.summary()["trajectories"])
+    finally:
+        store.close()
 
 
 def _modes(data: Path, sizes: list[int], log: Callable[[str], None]) -> dict[str, Any]:
@@ -217,6 +244,9 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                                "corpora": {}}
     pages: dict[str, list[dict[str, Any]]] = {}
     peers: dict[str, list[dict[str, Any]]] = {}
+    if with_app and scale != "none":
+        bundled_page_timings(data, checkpoint, max(3, repeats // 2), log, pages,
+                             results.setdefault("page_errors", []))
     for n in SCALES.get(scale, []):
         log(f"corpus of {n:,} trajectories")
         started = time.perf_counter()
