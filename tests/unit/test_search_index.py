@@ -87,3 +87,24 @@ def test_hostile_query_words(corpus: Path) -> None:
     for q in ["'; DROP TABLE steps; --", "%_\\", "<script>", "漢字 🚀"]:
         store.list_trajectories(TrajectoryFilter(text=q), limit=5)
     assert store.scalar("SELECT count(*) FROM steps") > 0
+
+
+def test_an_index_in_the_older_format_is_named_and_rebuilt(corpus: Path) -> None:
+    index = corpus / "index"
+    (index / "texts").mkdir(parents=True)
+    (index / "texts" / "part-0.arrow").write_bytes(b"old")
+    (index / "manifest.json").write_text(json.dumps({"version": 3, "kind": "search index", "files": [
+        {"table": "texts", "path": "texts/part-0.arrow", "rows": 1, "bytes": 3}]}))
+    store = open_store(corpus)
+    assert not store.has_word_index
+    problem = " ".join(store.problems)
+    assert "older format" in problem and "texts" in problem and "horizonlens index" in problem
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+
+    out = CliRunner().invoke(app, ["index", str(corpus)])
+    assert out.exit_code == 0, out.output
+    assert "replacing an older search index with a text copy (texts, task_texts)" in out.output
+    assert not (index / "texts" / "part-0.arrow").exists()  # the text copy is gone with the old format
+    assert index_is_fresh(corpus) and store.refresh_index() and not store.problems
