@@ -59,54 +59,51 @@ def _pairs_sql(words: str, seps: str) -> str:
 
 
 def _prepare(fields: list[str]) -> tuple[tuple[str, str], ...]:
-    """The temp tables of one unit, in order, from its distinct lower-cased field texts to (word|pair, doc) rows.
+    """The temp tables of one unit, in order, from its trajectories to each word's and pair's sorted docs.
 
-    Its trajectories are numbered, each distinct text is tokenised once, and the (word, doc) and (pair, doc) rows
-    its tables read are made.
-
-    Identical texts (system prompts, tool schemas, repeated observations) are tokenised once.
+    Each distinct lower-cased field text is kept once with the trajectories that have it, and tokenised once:
+    identical texts (system prompts, tool schemas, repeated observations) cost one pass, and long strings are
+    hashed once.
     """
-    texts = " UNION ALL ".join(f"SELECT s.trajectory_id, lower({f}) AS x FROM {{src}} s" for f in fields)
+    texts = " UNION ALL ".join(f"SELECT d.doc, lower({f}) AS x FROM {{src}} s JOIN unit_docs d USING (trajectory_id)"
+                               for f in fields)
     return (
-        ("unit_texts", f"SELECT DISTINCT trajectory_id, x FROM ({texts}) WHERE x <> ''"),
         ("unit_docs", "SELECT trajectory_id, CAST(row_number() OVER (ORDER BY trajectory_id) - 1 AS INTEGER) AS doc "
                       "FROM (SELECT DISTINCT trajectory_id FROM {src})"),
-        ("unit_tokens", f"SELECT x, regexp_extract_all(x, '{WORD_SQL}') AS w, "
-                        f"regexp_split_to_array(x, '{WORD_SQL}') AS s FROM (SELECT DISTINCT x FROM unit_texts)"),
-        ("unit_words", "SELECT DISTINCT k.word, d.doc FROM unit_texts t "
-                       "JOIN (SELECT DISTINCT x, unnest(w) AS word FROM unit_tokens) k USING (x) "
-                       "JOIN unit_docs d USING (trajectory_id)"),
-        ("unit_pairs", f"SELECT DISTINCT k.p.a AS a, k.p.sep AS sep, k.p.b AS b, d.doc FROM unit_texts t "
-                       f"JOIN (SELECT DISTINCT x, unnest({_pairs_sql('w', 's')}) AS p FROM unit_tokens) k USING (x) "
-                       f"JOIN unit_docs d USING (trajectory_id)"),
+        ("unit_texts", f"SELECT x, list(DISTINCT doc) AS docs FROM ({texts}) WHERE x <> '' GROUP BY x"),
+        ("unit_tokens", f"SELECT docs, list_distinct(w) AS w, list_distinct({_pairs_sql('w', 's')}) AS p FROM ("
+                        f"SELECT docs, regexp_extract_all(x, '{WORD_SQL}') AS w, "
+                        f"regexp_split_to_array(x, '{WORD_SQL}') AS s FROM unit_texts)"),
+        ("unit_words", "SELECT word, list(DISTINCT doc ORDER BY doc) AS docs FROM (SELECT word, unnest(docs) AS doc "
+                       "FROM (SELECT unnest(w) AS word, docs FROM unit_tokens)) GROUP BY word"),
+        ("unit_pairs", "SELECT a, sep, b, list(DISTINCT doc ORDER BY doc) AS docs FROM (SELECT a, sep, b, "
+                       "unnest(docs) AS doc FROM (SELECT unnest(p, recursive := true), docs FROM unit_tokens)) "
+                       "GROUP BY a, sep, b"),
     )
 
 
 _UNIT = "CAST(getvariable('derived_unit') AS BIGINT) AS unit"
 _DOCS = f"SELECT {_UNIT}, doc, trajectory_id FROM unit_docs ORDER BY doc"
-_WORDS = f"SELECT word, {_UNIT}, doc FROM unit_words ORDER BY word, doc"
-_PAIRS = f"SELECT a || sep || b AS pair, {_UNIT}, doc FROM unit_pairs ORDER BY pair, doc"
-_VOCAB = "SELECT word, count(*) AS trajectories FROM unit_words GROUP BY word ORDER BY word"
-_PAIR_VOCAB = "SELECT a, sep, b, count(*) AS trajectories FROM unit_pairs GROUP BY a, sep, b ORDER BY sep, b, a"
-POSTINGS_ROWS = 65_536  # rows per row group of the postings: a rare term's lookup decodes one group
+_WORDS = f"SELECT word, {_UNIT}, len(docs) AS n, docs FROM unit_words ORDER BY word"
+_PAIRS = f"SELECT a, sep, b, {_UNIT}, len(docs) AS n, docs FROM unit_pairs ORDER BY a, sep, b"
+# Rows (terms) per row group of the postings: a lookup decodes one group of each file it may be in.
+POSTINGS_ROWS = 4_096
 
 
 def _tables(prefix: str, source: str) -> tuple[DerivedTable, ...]:
     what = "each trajectory's step fields and task"
-    v2 = "PARQUET_VERSION V2"  # delta-coded integers: a sorted run of document numbers costs bits, not bytes
+    # delta-coded integers: a sorted run of document numbers costs bits, not bytes
+    v2 = "PARQUET_VERSION V2, COMPRESSION_LEVEL 9"
     return (
         DerivedTable(f"{prefix}docs", source=source, sql=_DOCS, view="search_docs", options=v2,
                      doc="the trajectories of each unit of the index, numbered: (unit, doc) -> trajectory_id"),
         DerivedTable(f"{prefix}words", source=source, sql=_WORDS, view="search_words", options=v2,
                      row_group_size=POSTINGS_ROWS,
-                     doc=f"(word, unit, doc) for the lower-cased words of {what}; sorted by word"),
+                     doc=f"per (word, unit): the docs (sorted) whose {what} have the lower-cased word, and how many"),
         DerivedTable(f"{prefix}pairs", source=source, sql=_PAIRS, view="search_pairs", options=v2,
                      row_group_size=POSTINGS_ROWS,
-                     doc=f"(pair, unit, doc) for neighbouring words of {what} with the separator between them"),
-        DerivedTable(f"{prefix}vocab", source=source, sql=_VOCAB, view="search_unit_vocab",
-                     doc="each word with the trajectories it occurs in, per unit of the index"),
-        DerivedTable(f"{prefix}pair_vocab", source=source, sql=_PAIR_VOCAB, view="search_unit_pair_vocab",
-                     doc="each pair (a, sep, b) with the trajectories it occurs in, per unit of the index"),
+                     doc=f"per (pair a, sep, b, unit): the docs (sorted) whose {what} have the two neighbouring words "
+                         f"with that separator in one field, and their number"),
     )
 
 
@@ -116,11 +113,11 @@ SPEC = DerivedSpec(
     prepare={"steps": _prepare([f.format(a="s") for f in STEP_TEXT_FIELDS]), "trajectories": _prepare(["s.task"])},
     tables=(*_tables("", "steps"), *_tables("task_", "trajectories")),
     rollups=(
-        Rollup("all_vocab", "SELECT word, CAST(sum(trajectories) AS BIGINT) AS trajectories FROM search_unit_vocab "
-                            "GROUP BY word ORDER BY word", view="search_vocab",
+        Rollup("vocab", "SELECT word, CAST(sum(n) AS BIGINT) AS trajectories FROM search_words GROUP BY word "
+                        "ORDER BY word", view="search_vocab",
                doc="each word of the index with the trajectories it occurs in"),
-        Rollup("all_pair_vocab", "SELECT a, sep, b, CAST(sum(trajectories) AS BIGINT) AS trajectories "
-                                 "FROM search_unit_pair_vocab GROUP BY a, sep, b ORDER BY sep, b, a",
+        Rollup("pair_vocab", "SELECT a, sep, b, CAST(sum(n) AS BIGINT) AS trajectories FROM search_pairs "
+                             "GROUP BY a, sep, b ORDER BY sep, b, a",
                view="search_pair_vocab", doc="each pair of the index (a, sep, b) with the trajectories it occurs in; "
                                              "a is START (chr 2) and b END (chr 3) at a field's edges"),
     ))

@@ -57,6 +57,7 @@ class TrajectoryList:
         self._search_lock = threading.Lock()
         self._hits: dict[tuple[str, str], tuple[TextHits, str]] = {}  # (mode, text) -> hits, their table
         self._tables_made = 0
+        self._searches_made = 0
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
 
     def reset(self) -> None:
@@ -65,6 +66,8 @@ class TrajectoryList:
             for _, table in self._hits.values():
                 self.store.drop(table)
             self._hits = {}
+            if self._search is not None:
+                self._search[1].close()
             self._search = None
 
     def page(self, flt: TrajectoryFilter | None, sort: str, descending: bool, offset: int, limit: int) -> Page:
@@ -142,7 +145,11 @@ class TrajectoryList:
         with self._search_lock:
             found = self._search
             if found is None or found[0] != key:
-                found = (key, TextSearch(self.store, self.table(), self._gid_table))
+                if found is not None:
+                    found[1].close()
+                self._searches_made += 1
+                found = (key, TextSearch(self.store, self.table(), self._hits_table,
+                                         f"_text_search_{self._searches_made:04d}"))
                 self._search = found
             return found[1]
 
@@ -162,7 +169,7 @@ class TrajectoryList:
         with self.store.lock:
             if key in self._hits:
                 return self._hits[key]
-            table = self._gid_table(hits.gids, with_ids=True)
+            table = self._hits_table(hits.gids)
             while len(self._hits) >= SEARCHES_KEPT:
                 _, old = self._hits.pop(next(iter(self._hits)))
                 self.store.drop(old)
@@ -173,17 +180,16 @@ class TrajectoryList:
         """An exact-text search resolved through the index (see `search`)."""
         return self.search(text, "exact")
 
-    def _gid_table(self, gids: np.ndarray, with_ids: bool = False) -> str:
-        """A new table of the in-memory database with these gids (and, `with_ids`, their trajectory ids)."""
+    def _hits_table(self, gids: np.ndarray) -> str:
+        """A new table of the in-memory database: these gids of the list and their trajectory ids."""
         store = self.store
         with store.lock:
             name = f"text_hits_{self._tables_made:06d}"
             self._tables_made += 1
             store.con.register("_gids_arrow", pa.table({"gid": pa.array(gids, pa.int32())}))
             try:
-                select = (f"SELECT l.gid, l.trajectory_id FROM {LIST_TABLE} l WHERE l.gid IN "
-                          f"(SELECT gid FROM _gids_arrow)" if with_ids else "SELECT gid FROM _gids_arrow")
-                store.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS {select}")
+                store.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT l.gid, l.trajectory_id "
+                                  f"FROM {LIST_TABLE} l WHERE l.gid IN (SELECT gid FROM _gids_arrow)")
             finally:
                 store.con.unregister("_gids_arrow")
             return name
