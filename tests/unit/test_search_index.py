@@ -105,6 +105,6 @@ def test_an_index_in_the_older_format_is_named_and_rebuilt(corpus: Path) -> None
 
     out = CliRunner().invoke(app, ["index", str(corpus)])
     assert out.exit_code == 0, out.output
-    assert "replacing an older search index with a text copy (texts, task_texts)" in out.output
+    assert "replacing an older search index with a text copy (texts): 1 file(s) removed" in out.output
     assert not (index / "texts" / "part-0.arrow").exists()  # the text copy is gone with the old format
     assert index_is_fresh(corpus) and store.refresh_index() and not store.problems

@@ -146,12 +146,12 @@ def build_index(root: CorpusPath | str, full: bool = False, threads: int | None 
                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Build the search index of a corpus, or bring it up to date; returns the index manifest.
 
-    An index in an older format (one with a text copy) is built again from nothing and its files are removed;
-    `replaced` then names what was there.
+    An index this version cannot read (an older format, say one with a text copy) is built again from nothing
+    and the files it listed are removed; `replaced` then says what was there.
     """
     root = as_location(root).resolve()
     dataset = index_dataset(root)
-    old = _retired_files(dataset)
+    old, retired = _unreadable_files(dataset)
     report: UpdateReport = update(SPEC, corpus_dataset(root), full=full, threads=threads, log=log)
     replaced = None
     if old:
@@ -159,24 +159,30 @@ def build_index(root: CorpusPath | str, full: bool = False, threads: int | None 
         gone = [p for p in old if p not in listed]
         for path in gone:
             (dataset.root / path).unlink(missing_ok=True)
-        replaced = f"an older search index with a text copy ({', '.join(RETIRED_TABLES)}): {len(gone)} file(s) removed"
+        what = f"with a text copy ({', '.join(retired)})" if retired else "in another format"
+        replaced = f"an older search index {what}: {len(gone)} file(s) removed"
         log(f"  replaced {replaced}")
     return {**report.manifest, "computed": report.computed, "seconds": round(report.seconds, 2),
             "replaced": replaced}
 
 
-def _retired_files(dataset: Dataset) -> list[str]:
-    """Every file an index of the older format lists ([] for any other index, or none)."""
+def _unreadable_files(dataset: Dataset) -> tuple[list[str], list[str]]:
+    """The files an index this version cannot read lists, and the retired tables among its tables.
+
+    ([], []) for a readable index or none; a manifest that is not JSON lists nothing to remove.
+    """
     try:
-        raw = read_json(dataset.manifest_path) if dataset.exists() else None
+        dataset.snapshot(missing_ok=True)
+        return [], []
     except CorpusError:
-        return []
-    files = raw.get("files") if isinstance(raw, dict) else None
-    if not isinstance(files, list) or not any(isinstance(f, dict) and f.get("table") in RETIRED_TABLES
-                                              for f in files):
-        return []
-    return [f["path"] for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)
-            and ".." not in f["path"].split("/")]
+        pass
+    try:
+        raw = read_json(dataset.manifest_path)
+    except CorpusError:
+        return [], []
+    files = [f for f in (raw.get("files") if isinstance(raw, dict) else None) or [] if isinstance(f, dict)]
+    paths = [f["path"] for f in files if isinstance(f.get("path"), str) and ".." not in f["path"].split("/")]
+    return paths, sorted({str(f.get("table")) for f in files} & set(RETIRED_TABLES))
 
 
 # --- exact search: what a query asks of the index -----------------------------------------------------------

@@ -60,12 +60,17 @@ class TrajectoryList:
         self._searches_made = 0
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="horizonlens-query")
 
-    def reset(self) -> None:
-        """Forget the resolved searches (the corpus or its index changed)."""
+    def forget_searches(self) -> None:
+        """Forget the resolved text searches (the next search of each text reads the index again)."""
         with self.store.lock:
             for _, table in self._hits.values():
                 self.store.drop(table)
             self._hits = {}
+
+    def reset(self) -> None:
+        """Forget the resolved searches and the index's state (the corpus or its index changed)."""
+        with self.store.lock:
+            self.forget_searches()
             if self._search is not None:
                 self._search[1].close()
             self._search = None
