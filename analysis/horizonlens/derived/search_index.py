@@ -86,8 +86,9 @@ _UNIT = "CAST(getvariable('derived_unit') AS BIGINT) AS unit"
 _DOCS = f"SELECT {_UNIT}, doc, trajectory_id FROM unit_docs ORDER BY doc"
 _WORDS = f"SELECT word, {_UNIT}, len(docs) AS n, docs FROM unit_words ORDER BY word"
 _PAIRS = f"SELECT a, sep, b, {_UNIT}, len(docs) AS n, docs FROM unit_pairs ORDER BY a, sep, b"
-# Rows (terms) per row group of the postings: a lookup decodes one group of each file it may be in.
-POSTINGS_ROWS = 4_096
+# A row group of the postings holds at most this many terms and doc numbers: a lookup decodes one group of each
+# file the term may be in, so a rare term is never read beside a very common one.
+POSTINGS_ROWS, POSTINGS_DOCS = 4_096, 262_144
 
 
 def _tables(prefix: str, source: str) -> tuple[DerivedTable, ...]:
@@ -98,10 +99,10 @@ def _tables(prefix: str, source: str) -> tuple[DerivedTable, ...]:
         DerivedTable(f"{prefix}docs", source=source, sql=_DOCS, view="search_docs", options=v2,
                      doc="the trajectories of each unit of the index, numbered: (unit, doc) -> trajectory_id"),
         DerivedTable(f"{prefix}words", source=source, sql=_WORDS, view="search_words", options=v2,
-                     row_group_size=POSTINGS_ROWS,
+                     row_group_size=POSTINGS_ROWS, list_budget=POSTINGS_DOCS,
                      doc=f"per (word, unit): the docs (sorted) whose {what} have the lower-cased word, and how many"),
         DerivedTable(f"{prefix}pairs", source=source, sql=_PAIRS, view="search_pairs", options=v2,
-                     row_group_size=POSTINGS_ROWS,
+                     row_group_size=POSTINGS_ROWS, list_budget=POSTINGS_DOCS,
                      doc=f"per (pair a, sep, b, unit): the docs (sorted) whose {what} have the two neighbouring words "
                          f"with that separator in one field, and their number"),
     )

@@ -28,6 +28,7 @@ import duckdb
 
 from horizonlens.errors import CorpusError
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
+from horizonlens.storage.grouped import write_grouped
 from horizonlens.storage.location import CorpusPath, as_location
 from horizonlens.storage.manifest import DataFile, ManifestRules, string_list
 from horizonlens.storage.quoting import quote_ident, sql_string
@@ -60,6 +61,9 @@ class DerivedTable:
     view: str | None = None  # the DuckDB view name the store gives this table (None: not a SQL table)
     row_group_size: int = 65_536
     options: str = ""  # more Parquet COPY options, e.g. "PARQUET_VERSION V2" (how rows are stored, not what)
+    # > 0: row groups hold at most this many elements of the list columns as well (storage/grouped.py), so that
+    # a lookup by key decodes little beside the key's own list
+    list_budget: int = 0
     doc: str = ""
     revision: int = 1  # bump when `writer` changes meaning (SQL definitions are hashed as they are)
 
@@ -411,7 +415,10 @@ def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[
         for table in tables:
             target = txn.reserve(table.name, suffix=table.suffix)
             written.append(target)
-            if table.sql is not None:
+            if table.sql is not None and table.list_budget:
+                write_grouped(con.sql(table.sql.format(src="src")).to_arrow_reader(65_536), target,
+                              table.row_group_size, table.list_budget)
+            elif table.sql is not None:
                 options = f", {table.options}" if table.options else ""
                 con.execute(f"COPY ({table.sql.format(src='src')}) TO {sql_string(str(target))} "
                             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {int(table.row_group_size)}{options})")
