@@ -14,6 +14,7 @@ from horizonlens.derived.search_index import build_index, index_is_fresh, query_
 from horizonlens.errors import StoreError
 from horizonlens.ingest import import_paths
 from horizonlens.query import TrajectoryFilter, open_store
+from horizonlens.query.filters import FilterContext
 from tests.support.corpora import HOSTILE
 
 
@@ -48,6 +49,10 @@ def test_word_search_matches_a_python_reference(corpus: Path, query: str) -> Non
     expected = {t for t, ws in ref.items() if words <= ws}
     page = store.list_trajectories(TrajectoryFilter(text=query, text_mode="words"), limit=1000)
     assert set(page.rows["trajectory_id"].to_pylist()) == expected and page.total == len(expected)
+    # the same in plain SQL over the index's views (what a filter without the store's resolved hits runs)
+    clauses, params = TrajectoryFilter(text=query, text_mode="words").clauses(FilterContext(word_index=True))
+    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t WHERE {clauses[0]}", params)
+    assert set(ids.column(0).to_pylist()) == expected
 
 
 def test_exact_mode_still_scans_and_auto_prefers_the_index(corpus: Path) -> None:

@@ -32,6 +32,7 @@ class FilterContext:
     # a table of the store's database holding the trajectories (column trajectory_id) the filter's text matches,
     # resolved through the search index (query/search.py)
     text_table: str | None = None
+    text_matches_all: bool = False  # ... and it holds every trajectory (the text filters nothing out)
 
 
 @dataclass
@@ -111,15 +112,16 @@ class TrajectoryFilter:
                            f"WHERE a.label IN ({', '.join('?' for _ in self.labels)}))")
             params.extend(self.labels)
         if self.text and ctx.text_table:
-            clauses.append(f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.text_table)} h)")
+            if not ctx.text_matches_all:  # a text every trajectory has filters nothing out
+                clauses.append(f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.text_table)} h)")
         elif self.text and self.search_mode(word_index) == "words":
             if not word_index:
                 raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "
                                  "or search for the exact text")
             words = query_words(self.text)
-            clauses.append(f"t.trajectory_id IN (SELECT d.trajectory_id FROM search_words w JOIN search_docs d "
-                           f"USING (unit, doc) WHERE w.word IN ({', '.join('?' for _ in words)}) "
-                           f"GROUP BY d.trajectory_id HAVING count(DISTINCT w.word) = ?)")
+            clauses.append(f"t.trajectory_id IN (SELECT d.trajectory_id FROM (SELECT word, unit, unnest(docs) AS doc "
+                           f"FROM search_words WHERE word IN ({', '.join('?' for _ in words)})) w JOIN search_docs d "
+                           f"USING (unit, doc) GROUP BY d.trajectory_id HAVING count(DISTINCT w.word) = ?)")
             params.extend([*words, len(words)])
         elif self.text:
             pattern = like_pattern(self.text)

@@ -109,8 +109,8 @@ class TrajectoryList:
         return Page(rows=pending.result(), total=int(total or 0), offset=offset, limit=limit)
 
     def warm(self) -> None:
-        """Start making the in-memory list in the background."""
-        self._pool.submit(self.table)
+        """Start making the in-memory list, and the search index's view of it, in the background."""
+        self._pool.submit(self.text_search if self.store.has_word_index else self.table)
 
     def table(self) -> str:
         """The name of an in-memory table of every trajectory's list columns, made once per corpus state."""
@@ -136,7 +136,9 @@ class TrajectoryList:
         if flt.text and ctx.word_index:
             resolved = self.search(flt.text, flt.search_mode(True))
             if resolved is not None:
-                ctx = replace(ctx, text_table=resolved[1])
+                search = self.text_search()
+                every = search is not None and len(resolved[0].gids) == search.n
+                ctx = replace(ctx, text_table=resolved[1], text_matches_all=every)
         return flt.clauses(ctx)
 
     def text_search(self) -> TextSearch | None:
