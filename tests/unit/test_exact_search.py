@@ -17,7 +17,7 @@ import pytest
 from horizonlens.corpus.text import step_text_parts
 from horizonlens.derived.search_index import SEP_KEEP, WORD, Cond, PairCond, build_index, needle_plan
 from horizonlens.query import TrajectoryFilter, open_store
-from horizonlens.query.filters import FilterContext
+from horizonlens.query.filters import FilterContext, where_sql
 from tests.support.corpora import HOSTILE, REPO, make_corpus, step_row, traj_row
 
 SAMPLE = REPO / "sample_data" / "corpus"
@@ -60,7 +60,7 @@ def through_index(store, needle: str) -> tuple[set[str], int]:
     """Every match as the store's filter finds it, and the Explore page's total."""
     flt = TrajectoryFilter(text=needle, text_mode="exact")
     clauses, params = store.filter_clauses(flt)
-    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t WHERE {' AND '.join(clauses)}", params)
+    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t{where_sql(clauses)}", params)
     return set(ids.column(0).to_pylist()), store.list_trajectories(flt, limit=5).total
 
 
