@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from horizonlens.bench.diff import bench_diff
+from horizonlens.bench.explore import explore_profile, explore_runs
 from horizonlens.bench.export import bench_export
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.search import bench_search
 from horizonlens.bench.shape import bench_shapes
 from horizonlens.derived.aggregates import AGGREGATES_DIR
 from horizonlens.derived.build import build_all
@@ -268,6 +270,11 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                  **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
         for query in ("explore", "search_exact", "open_trajectory"):
             peers.setdefault(query, []).append(peers_row(n, entry[query]))
+        log("  search index designs")
+        entry["search_designs"] = bench_search(store, data, repeats=repeats, log=lambda m: log(f"  {m}"))
+        log("  Explore, three runs in a row, and its plans")
+        entry["explore_runs"] = explore_runs(store)
+        entry["explore_profile"] = explore_profile(store)
         log("  run-set diff")
         entry["diff"] = bench_diff(store, repeats=max(3, repeats // 2))
         log("  memory")
