@@ -231,9 +231,6 @@ def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
 
     at = make_app(monkeypatch, tiny_corpus, page="sql")
     at.run()
-    assert not at.dataframe  # the closed list of views sends nothing
-    at.session_state["sql_views_open"] = True
-    at.run()
     # every view the store has is listed with its columns, replay and label views too (empty here, but there)
     store = open_store(tiny_corpus)
     views = at.dataframe[0].value

@@ -23,6 +23,7 @@ from typing import Any
 
 from horizonlens.bench.breakdown import LOAD_PROBE, load_breakdown, median_breakdown
 from horizonlens.bench.browser import CHROMIUM, VIEWPORT, chromium, serving, timed_interaction, timed_load
+from horizonlens.bench.shape_app import cpu_seconds
 
 
 def _choose(page: Any, label: str, option: str) -> Callable[[], None]:
@@ -136,7 +137,11 @@ def _sample(browser: Any, url: str, bench: PageBench, tid: str, interactions: in
             into["loads"].append(timed_load(page, url + bench.path.format(tid=tid), bench.ready))
         into["breakdowns"].append(parts)
         if bench.interact is not None:
-            into["acts"] += [bench.interact(page) for _ in range(interactions)]
+            for _ in range(interactions):
+                before = cpu_seconds(server_pid)
+                into["acts"].append(bench.interact(page))
+                after = cpu_seconds(server_pid)
+                into["act_cpu"].append((after[0] - before[0], after[1] - before[1]))
     except Exception as exc:  # noqa: BLE001 - a sample that times out is reported, the others count
         into["failures"].append(str(exc).splitlines()[0][:300])
     finally:
@@ -145,10 +150,13 @@ def _sample(browser: Any, url: str, bench: PageBench, tid: str, interactions: in
 
 def _summary(bench: PageBench, got: dict[str, list[Any]]) -> dict[str, Any]:
     loads, acts = got["loads"], [a for a in got["acts"] if a == a]  # NaN: the page had nothing to interact with
+    cpu = [c for a, c in zip(got["acts"], got["act_cpu"], strict=True) if a == a]
     return {"first_load_s": statistics.median(loads) if loads else None, "cold_s": loads[0] if loads else None,
             "interaction_s": statistics.median(acts) if acts else None, "interaction": bench.interaction,
             "loads_s": loads, "interactions_s": acts, "failures": got["failures"],
-            "breakdown": median_breakdown(got["breakdowns"])}
+            "breakdown": median_breakdown(got["breakdowns"]),
+            "interaction_cpu_s": {"server": statistics.median(c[0] for c in cpu),
+                                  "browser": statistics.median(c[1] for c in cpu)} if cpu else None}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -188,8 +196,8 @@ def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, rep
         with chromium(executable) as own:
             return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own)
     every = (*BASELINES, *pages)
-    got: dict[str, dict[str, list[Any]]] = {b.name: {"loads": [], "acts": [], "failures": [], "breakdowns": []}
-                                            for b in every}
+    got: dict[str, dict[str, list[Any]]] = {b.name: {"loads": [], "acts": [], "act_cpu": [], "failures": [],
+                                                     "breakdowns": []} for b in every}
     with serving(corpus, checkpoint) as app, serving(corpus, args=["--floor"]) as floor:
         for _ in range(repeats):
             for bench in every:
