@@ -54,7 +54,10 @@ class TextSearch:
                           "cannot read the search index's vocabulary")
         store.materialize(self.pair_vocab, "SELECT a, sep, b, trajectories FROM search_pair_vocab ORDER BY sep, b",
                           "cannot read the search index's pair vocabulary")
-        self.n = int(store.scalar(f"SELECT count(*) FROM {quote_ident(list_table)}") or 0)
+        # every trajectory id of the list by gid: hits become (gid, trajectory_id) tables without a join
+        self.ids = store.query(f"SELECT trajectory_id FROM {quote_ident(list_table)} ORDER BY gid"
+                               ).column(0).combine_chunks()
+        self.n = len(self.ids)
         docs = store.query(f"SELECT d.unit, d.doc, l.gid FROM search_docs d JOIN {quote_ident(list_table)} l "
                            f"USING (trajectory_id)")
         unit = docs["unit"].to_numpy()
