@@ -30,11 +30,12 @@ browser:
 run: setup
 	$(BIN)/horizonlens serve --corpus $(CORPUS) --checkpoint $(CHECKPOINT) --port $(PORT)
 
-# Regenerate the bundled corpus's replays (docs/replay.md): the same 60 trajectories, replayed again with
-# the current code, then compacted into one file per table; then its aggregates. The search index is not
-# shipped (docs/sample-corpus.md), so it is removed again.
+# Regenerate the bundled corpus's replays (docs/replay.md): a stratified random sample of 60 trajectories
+# (seed 0, by domain and outcome, among those under 20k estimated tokens), recorded in the cache so corpus-level
+# routing statistics say what they stand for; replayed with the current code, then compacted into one file per
+# table; then its aggregates. The search index is not shipped (docs/sample-corpus.md), so it is removed again.
 sample-replays: setup
-	$(BIN)/horizonlens replay $(CORPUS) --checkpoint $(CHECKPOINT) --per-domain 10 --max-tokens 20000 --force
+	$(BIN)/horizonlens replay $(CORPUS) --checkpoint $(CHECKPOINT) --sample 60 --seed 0 --max-tokens 20000 --force
 	$(BIN)/horizonlens compact $(CORPUS)
 	$(BIN)/horizonlens index $(CORPUS)
 	rm -rf $(CORPUS)/index

@@ -17,13 +17,15 @@ st.title("SQL")
 views = state.cached(CorpusStore.views, store)
 st.caption("One read-only SELECT over the views " + ", ".join(f"`{v.name}`" for v in views) + ". Writes, COPY, "
            "ATTACH, settings and files outside the corpus are refused.")
-with st.expander("Views and their columns"):
+views_box = st.expander("Views and their columns", key="sql_views_open", on_change="rerun")
+# Only once opened: closed, its table would make every first load fetch the browser's table component.
+if views_box.open:
     # column names come from the corpus files (extra columns are allowed): shown as table cells, i.e. as text
-    st.dataframe(pd.DataFrame([{"view": v.name, "dataset": v.part, "holds": v.doc,
-                                "columns": ", ".join(f"{c} {t}" for c, t in v.columns)} for v in views]),
-                 hide_index=True, key="sql_views",
-                 column_config={"holds": st.column_config.TextColumn(width="medium"),
-                                "columns": st.column_config.TextColumn(width="large")})
+    views_box.dataframe(pd.DataFrame([{"view": v.name, "dataset": v.part, "holds": v.doc,
+                                       "columns": ", ".join(f"{c} {t}" for c, t in v.columns)} for v in views]),
+                        hide_index=True, key="sql_views",
+                        column_config={"holds": st.column_config.TextColumn(width="medium"),
+                                       "columns": st.column_config.TextColumn(width="large")})
 
 
 @st.fragment

@@ -79,7 +79,7 @@ def _strip_clicked() -> None:
 # --- header ------------------------------------------------------------------------------------
 badge = {"success": ":green-badge[:material/check_circle: success]", "failure": ":red-badge[:material/cancel: failure]"
          }.get(info["outcome"], f":gray-badge[{ui.md(info['outcome'])}]")
-st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'])} · "
+st.markdown(f"#### {badge} · {ui.md(info['domain'])} · agent {ui.md(info['agent'] or '—')} · "
             f"teacher {ui.md(info['teacher'] or '—')}")
 ui.untrusted("Task", info["task"], key="traj_task")
 if auth.can(Permission.EXPORT):  # a bundle takes the run out of the server: an editor's action there

@@ -231,6 +231,9 @@ def test_sql_page(monkeypatch, tiny_corpus: Path) -> None:
 
     at = make_app(monkeypatch, tiny_corpus, page="sql")
     at.run()
+    assert not at.dataframe  # the closed list of views sends nothing
+    at.session_state["sql_views_open"] = True
+    at.run()
     # every view the store has is listed with its columns, replay and label views too (empty here, but there)
     store = open_store(tiny_corpus)
     views = at.dataframe[0].value
@@ -286,6 +289,9 @@ def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: 
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
     assert "Surprisal (nats)" in labels and "Router entropy" in labels
+    assert not at.get("number_input")  # "What would the model do here?" sends its widgets only once opened
+    at.session_state["wwd_open"] = True
+    at.run()
     at.button(key=f"wwd_{tid}_4_go").click().run(timeout=300)
     assert not at.exception and any("The recorded action" in m.value for m in at.markdown)
     routing = make_app(monkeypatch, corpus, tiny_checkpoint, page="routing", trajectory=tid)

@@ -18,7 +18,16 @@ from tests.support.corpora import REPO
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path_factory.mktemp("insight") / "corpus"))
+    """The bundled corpus with its replays as if chosen by hand (its recorded random sample removed)."""
+    return _hand_chosen(Path(shutil.copytree(REPO / "sample_data" / "corpus",
+                                             tmp_path_factory.mktemp("insight") / "corpus")))
+
+
+def _hand_chosen(corpus: Path) -> Path:
+    """Remove the record of the replays' random sample: every replayed run then counts, flagged as chosen."""
+    for record in (corpus / "replays").glob("*/selection.json"):
+        record.unlink()
+    return corpus
 
 
 def _titles(at) -> list[str]:  # noqa: ANN001
@@ -82,8 +91,18 @@ def _early_warning_table(at):  # noqa: ANN001, ANN202
     return next(d.value for d in at.dataframe if "signal" in d.value.columns and "auroc" in d.value.columns)
 
 
-def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: Path) -> None:
+def test_the_bundled_replays_are_a_recorded_random_sample(monkeypatch, tmp_path: Path) -> None:
     corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    at = make_app(monkeypatch, corpus, REPO / "sample_data" / "checkpoint", page="compounding")
+    at.run()
+    assert not at.exception, at.exception
+    said = [c.value for c in at.caption if c.value.startswith("Runs used:")]
+    assert said and "60 runs of the stratified random sample (seed 0" in said[0]
+    assert not [w for w in at.warning if w.value.startswith("Runs used:")]
+
+
+def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: Path) -> None:
+    corpus = _hand_chosen(Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus")))
     checkpoint = REPO / "sample_data" / "checkpoint"
     at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
     at.run()

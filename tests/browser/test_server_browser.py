@@ -19,6 +19,7 @@ from horizonlens.bench.browser import serving, step_heading, wait_ready
 from horizonlens.query.store import open_store
 from horizonlens.server.users import add_user
 from tests.support.browser import TIMINGS, heading, settled, shot
+from tests.support.corpora import TINY_RUN
 from tests.support.logs import append, line, tau_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -57,7 +58,7 @@ def _sign_in(page, name: str, password: str | None = None) -> None:  # noqa: ANN
 
 def test_sign_in_roles_and_refusals(browser, team: Path) -> None:
     alpha = team / "corpora" / "alpha"
-    tid = "search-00000-t0"
+    tid = TINY_RUN
     task, secrets = _corpus_strings(alpha, shown=tid)
     with serving(team / "corpora", args=["--auth", str(team / "users.toml")]) as app:
         page = browser.new_page(viewport=VIEWPORT)

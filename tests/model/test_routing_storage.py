@@ -235,12 +235,12 @@ def test_compact_merges_small_files_losslessly(corpus: Path, tiny_checkpoint: Pa
     assert runner.invoke(app, args).exit_code == 0  # batches of one: one commit, one file per table, per trajectory
     ckpt = load_checkpoint(tiny_checkpoint).checkpoint_id
     files = sorted((corpus / "replays" / ckpt).glob("*/*.parquet"))
-    assert len(files) == 3 * 4
+    assert len(files) == 3 * 5  # steps, two step-tier tables, token routing, token surprisal
     before = _view_results(corpus)
     weights = open_store(corpus).query("SELECT trajectory_id, token_index, layer, weights, margin, entropy "
                                        "FROM routing ORDER BY ALL").to_pylist()
     result = runner.invoke(app, ["compact", str(corpus)])
-    assert result.exit_code == 0 and "12 files" in result.output and "-> 4 files" in result.output
+    assert result.exit_code == 0 and "15 files" in result.output and "-> 5 files" in result.output
     assert _view_results(corpus) == before
     assert open_store(corpus).query("SELECT trajectory_id, token_index, layer, weights, margin, entropy "
                                     "FROM routing ORDER BY ALL").to_pylist() == weights  # copied, not re-quantized
@@ -259,7 +259,7 @@ def test_compact_failure_leaves_the_cache_as_it_was(corpus: Path, tiny_checkpoin
     result = runner.invoke(app, ["compact", str(corpus)])
     assert result.exit_code == 1 and str(victim.name) in result.output
     assert (corpus / "replays" / ckpt / "manifest.json").read_text() == manifest
-    assert len(list((corpus / "replays" / ckpt).glob("*/*.parquet"))) == 8  # nothing written, nothing deleted
+    assert len(list((corpus / "replays" / ckpt).glob("*/*.parquet"))) == 2 * 5  # nothing written, nothing deleted
     assert runner.invoke(app, ["compact", str(corpus), "--checkpoint-id", "nope"]).exit_code == 1
 
 

@@ -64,8 +64,18 @@ def test_cached_replay_serves_a_steps_surprisal(tiny_corpus: Path, tiny_checkpoi
     # a replay stored before the table existed: the cache still counts it complete, the view gets nothing
     result = replay_trajectory(loaded, tid, steps)
     old = {name: table for name, table in result.tables().items() if name != "token_surprisal"}
+
+    class Older:  # the same replay as an older Horizon Lens wrote it: no token_surprisal table
+        trajectory_id = tid
+
+        def tables(self) -> dict:
+            return old
+
+        def cache_notes(self) -> dict:
+            return result.cache_notes()
+
     cache = ReplayCache(corpus, loaded.checkpoint_id)
-    cache.write_tables(tid, old, result.cache_notes())
+    cache.write([Older()])
     store.refresh()
     assert cache.has(tid, tokens=True) and cache.read_token_surprisal(tid) is None
     assert step_token_surprisal(store, loaded.checkpoint_id, tid, agent).empty

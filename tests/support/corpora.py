@@ -29,6 +29,7 @@ def _shared_datasets() -> Path:
 
 SHARED_DATASETS = _shared_datasets()
 # A host no browser can reach (.invalid never resolves): any request for it means untrusted text became markup.
+TINY_RUN = "search-00000-a1-student-ckpt-4k-t0"  # a run of the `tiny_corpus` fixture
 PLANTED_HOST = "planted.invalid"
 MARKDOWN_IMAGE = f"![pwn](http://{PLANTED_HOST}/pwn.png) [click](javascript:alert(1))"
 TOOL_IMAGE = f"![tool](http://{PLANTED_HOST}/tool.png)"  # a tool's name: rendered in a label on the Trajectory page

@@ -20,6 +20,7 @@ from horizonlens.query.store import open_store
 from horizonlens.replays.layout import replay_dataset
 from horizonlens.storage import access
 from horizonlens.storage.access import NOBODY, OWNER, Permission, Principal, acting_as
+from tests.support.corpora import TINY_RUN
 
 VIEWER = Principal.of_role("val", "viewer")
 EDITOR = Principal.of_role("eve", "editor")
@@ -57,7 +58,7 @@ def test_roles() -> None:
 
 def test_a_viewer_can_read_and_query_but_not_write(corpus: Path, log_file: Path) -> None:
     before = _trajectories(corpus)
-    label = Label(trajectory_id="search-00000-t0", label="wrong answer")
+    label = Label(trajectory_id=TINY_RUN, label="wrong answer")
     with acting_as(VIEWER):
         assert run_sql(open_store(corpus), "SELECT count(*) AS n FROM trajectories").table["n"][0].as_py() == before
         with pytest.raises(AccessDenied, match=r"may not change labels: signed in as val \(viewer\)"):
@@ -78,15 +79,15 @@ def test_a_viewer_can_read_and_query_but_not_write(corpus: Path, log_file: Path)
 def test_an_editor_writes_through_the_same_functions(corpus: Path, log_file: Path) -> None:
     before = _trajectories(corpus)
     with acting_as(EDITOR):
-        ids, _ = annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="wrong answer")])
-        annotations.edit_label(corpus, ids[0], Label(trajectory_id="search-00000-t0", label="right answer"))
+        ids, _ = annotations.add_labels(corpus, [Label(trajectory_id=TINY_RUN, label="wrong answer")])
+        annotations.edit_label(corpus, ids[0], Label(trajectory_id=TINY_RUN, label="right answer"))
         report = import_paths([log_file], corpus)
         assert annotations.export_bytes(pa.table({"x": [1]}), "csv")
     assert report.added == 1 and _trajectories(corpus) == before + 1 and _labels(corpus) == 2
     with acting_as(EDITOR):  # a signed-in user writes as themselves, whatever author is passed
-        annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="x")], author="mallory")
+        annotations.add_labels(corpus, [Label(trajectory_id=TINY_RUN, label="x")], author="mallory")
     with acting_as(OWNER):
-        annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="y")], author="a colleague")
+        annotations.add_labels(corpus, [Label(trajectory_id=TINY_RUN, label="y")], author="a colleague")
     authors = open_store(corpus).query("SELECT label, author FROM annotation_history ORDER BY created_at, label")
     assert set(zip(*authors.to_pydict().values(), strict=True)) >= {("x", "eve"), ("y", "a colleague"),
                                                                     ("wrong answer", "eve")}
@@ -111,7 +112,7 @@ def test_nobody_may_do_anything_and_a_signed_out_thread_is_nobody(corpus: Path) 
         with pytest.raises(AccessDenied, match="may not run SQL"):
             run_sql(open_store(corpus), "SELECT 1")
         with acting_as(EDITOR):  # an explicit principal wins over the default
-            annotations.add_labels(corpus, [Label(trajectory_id="search-00000-t0", label="x")])
+            annotations.add_labels(corpus, [Label(trajectory_id=TINY_RUN, label="x")])
     finally:
         access.set_default(OWNER)
     assert _labels(corpus) == 1

@@ -189,6 +189,7 @@ def test_index_results_keeps_modes_and_probe_so_later_readers_compute_nothing(tm
 
     from horizonlens.cli import app
     from horizonlens.metrics import routing_probe
+    from horizonlens.metrics.replay_set import replay_scope
     from tests.support.corpora import REPO
 
     corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
@@ -206,4 +207,6 @@ def test_index_results_keeps_modes_and_probe_so_later_readers_compute_nothing(tm
     store = open_store(corpus)
     found = mmodes.find_modes(store, members=False)
     assert found.note["failed_steps"] > 0 and found.members.empty and not found.modes.empty
-    assert not routing_probe.kept_probe(store, store.replay_checkpoints[0]).empty
+    checkpoint = store.replay_checkpoints[0]
+    scope = replay_scope(store, checkpoint)  # the runs the Routing page probes by default: the recorded sample
+    assert not routing_probe.kept_probe(store, checkpoint, scope.trajectory_ids).empty

@@ -248,10 +248,10 @@ def test_compact_and_migrate_work_on_s3(s3: S3Server, tmp_path: Path, tiny_check
     view = "SELECT * FROM routing ORDER BY trajectory_id, token_index, layer"
     before = open_store(uri).query(view)
     cache = [k for k in _keys(s3, "compact/corpus/replays/") if k.endswith(".parquet")]
-    assert len(cache) == 3 * 4
+    assert len(cache) == 3 * 5  # steps, two step-tier tables, token routing, token surprisal
     out = _run(["compact", uri], outputs)
-    assert "12 files" in out and "-> 4 files" in out
-    assert len([k for k in _keys(s3, "compact/corpus/replays/") if k.endswith(".parquet")]) == 4
+    assert "15 files" in out and "-> 5 files" in out
+    assert len([k for k in _keys(s3, "compact/corpus/replays/") if k.endswith(".parquet")]) == 5
     assert open_store(uri).query(view).equals(before)
     assert "already cached 3" in _run(replay, outputs)
     assert "nothing to do" in _run(["migrate", uri], outputs)

@@ -262,6 +262,7 @@ def add_labels(root: CorpusPath | str, labels: Sequence[Label], author: str | No
     `skip_existing`: a label whose content equals a current label's is not stored again, so importing the
     same file twice adds nothing.
     """
+    require(Permission.LABEL)  # who may label is decided before anything about the labels is read
     cleaned = [clean(label) for label in labels]  # refused before the dataset is touched
     check_steps(root, cleaned)
     with LabelWriter(root, author, skip_existing, timeout_s) as writer:
@@ -303,6 +304,7 @@ def _new_version(root: CorpusPath | str, annotation_id: str, author: str | None,
 def edit_label(root: CorpusPath | str, annotation_id: str, label: Label, author: str | None = None,
                timeout_s: float | None = None) -> int:
     """Store an edited label as the next version of its annotation; returns the new version number."""
+    require(Permission.LABEL)
     change = clean(label)
     check_steps(root, [change])
     return _new_version(root, annotation_id, author, timeout_s, change)

@@ -7,7 +7,7 @@ A label on step 999,999,999, or on a run the corpus does not have, points at not
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,8 +16,17 @@ from horizonlens.corpus.files import corpus_dataset
 from horizonlens.errors import CorpusError, LabelError
 from horizonlens.storage.location import CorpusPath, as_location, read_table
 
-if TYPE_CHECKING:
-    from horizonlens.labels.annotations import Label
+
+class Located(Protocol):
+    """What a check needs of a label: the run it names and its step (None: the whole run)."""
+
+    @property
+    def trajectory_id(self) -> str:
+        """The run's id."""
+
+    @property
+    def step(self) -> int | None:
+        """The step, or None for the whole run."""
 
 
 def run_lengths(root: CorpusPath | str, trajectory_ids: Iterable[str]) -> dict[str, int]:
@@ -38,7 +47,7 @@ def run_lengths(root: CorpusPath | str, trajectory_ids: Iterable[str]) -> dict[s
     return out
 
 
-def check_steps(root: CorpusPath | str, labels: Sequence[Label]) -> None:
+def check_steps(root: CorpusPath | str, labels: Sequence[Located]) -> None:
     """LabelError unless every label's run is in the corpus and its step (if any) is one of the run's steps."""
     lengths = run_lengths(root, (x.trajectory_id for x in labels))
     for x in labels:

@@ -367,11 +367,13 @@ def best_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame, di
     pairs["first_divergence_step"] = [parted.get((x, y)) for x, y in zip(pairs["a_trajectory"],
                                                                          pairs["b_trajectory"], strict=True)]
     # the pair that agrees longest: a pair that never parts first, then the latest parting, then the lowest trials
-    pairs["rank"] = pairs["first_divergence_step"].map(lambda v: -math.inf if v is None else -v)
+    # (the column is float once it holds a None: a pair that never parts is NaN there)
+    pairs["rank"] = pairs["first_divergence_step"].map(lambda v: -math.inf if pd.isna(v) else -v)
     best = pairs.sort_values(["task_id", "rank", "w_trial", "l_trial", "a_trajectory", "b_trajectory"]).groupby(
         "task_id", sort=False).head(1)
     return [{"task_id": r["task_id"], "a_trajectory": r["a_trajectory"], "b_trajectory": r["b_trajectory"],
-             "first_divergence_step": r["first_divergence_step"]} for r in best.to_dict(orient="records")]
+             "first_divergence_step": None if pd.isna(r["first_divergence_step"]) else int(r["first_divergence_step"])}
+            for r in best.to_dict(orient="records")]
 
 
 def candidate_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame) -> pd.DataFrame:

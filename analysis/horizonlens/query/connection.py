@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -13,12 +14,30 @@ import duckdb
 from horizonlens.storage.location import CorpusPath, ObjectPath
 from horizonlens.storage.quoting import sql_string
 
+SPILL_PREFIX = "horizonlens-duckdb-"
+
+
+def _sweep_spill_dirs() -> None:
+    """Remove the spill folders of processes that are gone (a killed server never ran its finalizers)."""
+    for old in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*-*"):
+        pid = old.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # alive, or another user's process: not ours to remove
+            continue
+
 
 def connect(owner: object, memory_limit: str, threads: int | None) -> tuple[duckdb.DuckDBPyConnection, Path, Any]:
     """An in-memory connection, its private spill folder, and the finalizer that removes the folder with `owner`."""
     # DuckDB may always read its temp directory, by default `<cwd>/.tmp/`, where anyone could plant a file: spill
-    # to a private folder instead (mode 0700, removed on close)
-    spill_dir = Path(tempfile.mkdtemp(prefix="horizonlens-duckdb-"))
+    # to a private folder instead (mode 0700, removed on close; named by pid, so a later process can remove the
+    # folders of one that was killed)
+    _sweep_spill_dirs()
+    spill_dir = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
     remove = weakref.finalize(owner, shutil.rmtree, spill_dir, ignore_errors=True)
     con = duckdb.connect(":memory:", config={"temp_directory": str(spill_dir)})
     con.execute(f"SET memory_limit = {sql_string(memory_limit)}")

@@ -46,17 +46,17 @@ EXAMPLES: dict[str, str] = {
     "Failure rate by domain": (
         "SELECT domain, count(*) AS trajectories,\n"
         "       avg((outcome = 'failure')::INT) AS failure_rate\n"
-        "FROM trajectories GROUP BY domain ORDER BY failure_rate DESC"),
+        "FROM trajectories GROUP BY domain ORDER BY failure_rate DESC, domain"),
     "Most common error labels": (
         "SELECT error_label, count(*) AS n FROM steps\n"
-        "WHERE check_passed = false GROUP BY error_label ORDER BY n DESC"),
+        "WHERE check_passed = false GROUP BY error_label ORDER BY n DESC, error_label"),
     "Tool usage and failure rate": (
         "SELECT c.name AS tool, count(*) AS calls,\n"
         "       avg((check_passed = false)::INT) AS failed_share\n"
-        "FROM steps, unnest(tool_calls) AS u(c) GROUP BY tool ORDER BY calls DESC"),
+        "FROM steps, unnest(tool_calls) AS u(c) GROUP BY tool ORDER BY calls DESC, tool"),
     "Longest trajectories": (
         "SELECT trajectory_id, domain, agent, n_steps, n_tokens, outcome\n"
-        "FROM trajectories ORDER BY n_tokens DESC LIMIT 20"),
+        "FROM trajectories ORDER BY n_tokens DESC, trajectory_id LIMIT 20"),
 }
 
 
