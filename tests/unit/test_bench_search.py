@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -67,3 +68,15 @@ def test_explore_runs_and_profiles(indexed: Path) -> None:
     assert "READ_PARQUET" in plans["duckdb_page"]  # the peer reads the files; the store reads its memory
     lines = explore_lines({"corpora": {"2400": {"explore_runs": runs}}})
     assert len([line for line in lines if line.startswith("| 2,400 |")]) == 2
+
+
+def test_the_search_bench_writes_its_report(indexed: Path, tmp_path: Path) -> None:
+    from horizonlens.bench.search import main
+
+    main([str(indexed), "--data", str(tmp_path / "data"), "--out", str(tmp_path), "--repeats", "1",
+          "--explore-runs", "1", "--no-tantivy"])
+    text = (tmp_path / "SEARCH.md").read_text()
+    assert "| 2,400 | postings |" in text and "tantivy" not in text.split("## Explore")[0].split("|---|")[-1]
+    assert "## Explore beside its peers, run after run" in text
+    results = json.loads((tmp_path / "search.json").read_text())
+    assert set(results["corpora"]["2400"]) == {"search_designs", "explore_runs", "explore_profile"}

@@ -176,9 +176,12 @@ def _add(writer: Any, tantivy: Any, schema: Any, rows: Any) -> None:
         writer.add_document(doc)
 
 
-def bench_search(store: CorpusStore, data: Path, repeats: int = 5, log: Callable[[str], None] = print
-                 ) -> dict[str, Any]:
-    """Sizes, build times and query latencies (p50/p95 over every query and repeat) of both designs, same run."""
+def bench_search(store: CorpusStore, data: Path, repeats: int = 5, log: Callable[[str], None] = print,
+                 tantivy: bool = True) -> dict[str, Any]:
+    """Sizes, build times and query latencies (p50/p95 over the queries) of both designs, same run.
+
+    `tantivy`: False measures the product's postings alone (building tantivy at 10^6 takes hours here).
+    """
     root = store.root
     assert isinstance(root, Path), "the search benchmark runs on a local corpus"
     n = int(store.scalar("SELECT count(*) FROM trajectories") or 0)
@@ -188,20 +191,23 @@ def bench_search(store: CorpusStore, data: Path, repeats: int = 5, log: Callable
     assert product is not None, "build the search index first"
     open_s = time.perf_counter() - started
     manifest = store.index_mount.snapshot.manifest if store.index_mount.snapshot is not None else {}  # build_s
+    designs: dict[str, Any] = {"postings": product}
+    sizes, builds, opens = {}, {"postings": manifest.get("build_s")}, {"postings": round(open_s, 3)}
     tv_path = data / f"tantivy-{n}"
-    stamp = tv_path / "built.json"  # a tantivy index of this corpus state is reused, with its build time
-    state = store.snapshot.fingerprint
-    built = json.loads(stamp.read_text()) if stamp.exists() else {}
-    if built.get("corpus") == state:
-        tv_build = float(built["build_s"])
-    else:
-        log("  tantivy index")
-        tv_build = build_tantivy(store, tv_path, log)
-        stamp.write_text(json.dumps({"corpus": state, "build_s": tv_build}))
-    started = time.perf_counter()
-    tv = TantivySearch(tv_path, product)
-    tv_open = time.perf_counter() - started
-    designs: dict[str, Any] = {"postings": product, "tantivy": tv}
+    if tantivy:
+        stamp = tv_path / "built.json"  # a tantivy index of this corpus state is reused, with its build time
+        state = store.snapshot.fingerprint
+        built = json.loads(stamp.read_text()) if stamp.exists() else {}
+        if built.get("corpus") == state:
+            builds["tantivy"] = float(built["build_s"])
+        else:
+            log("  tantivy index")
+            builds["tantivy"] = round(build_tantivy(store, tv_path, log), 2)
+            stamp.write_text(json.dumps({"corpus": state, "build_s": builds["tantivy"]}))
+        started = time.perf_counter()
+        designs["tantivy"] = TantivySearch(tv_path, product)
+        opens["tantivy"] = round(time.perf_counter() - started, 3)
+        sizes["tantivy"] = folder_bytes(tv_path)
     out: dict[str, Any] = {"trajectories": n, "parquet_bytes": parquet, "designs": {}}
     answers: dict[str, dict[str, int]] = {}
     for mode, queries in (("exact", EXACT_NEEDLES), ("words", WORDS_QUERIES)):
@@ -217,9 +223,7 @@ def bench_search(store: CorpusStore, data: Path, repeats: int = 5, log: Callable
     out["answers"] = answers
     index = store.index_mount.snapshot
     assert index is not None
-    sizes = {"postings": sum(f.bytes for f in index.files), "tantivy": folder_bytes(tv_path)}
-    builds = {"postings": manifest.get("build_s"), "tantivy": round(tv_build, 2)}
-    opens = {"postings": round(open_s, 3), "tantivy": round(tv_open, 3)}
+    sizes["postings"] = sum(f.bytes for f in index.files)
     for name, d in designs.items():
         lat: dict[str, Any] = {}
         for mode, queries in (("exact", EXACT_NEEDLES), ("words", WORDS_QUERIES)):
@@ -254,3 +258,49 @@ def report_lines(results: dict[str, Any]) -> list[str]:
                          f"{d['build_s'] or 0:,.0f} s | {ex['p50_ms']:,.1f} ms | {ex['p95_ms']:,.1f} ms "
                          f"| {wd['p50_ms']:,.1f} ms | {wd['p95_ms']:,.1f} ms |")
     return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Both index designs and the Explore runs on existing corpora; writes SEARCH.md and search.json."""
+    import argparse
+    from datetime import datetime, timezone
+
+    from horizonlens.bench.explore import explore_profile, explore_runs
+    from horizonlens.bench.explore import report_lines as explore_lines
+    from horizonlens.bench.run import machine
+    from horizonlens.derived.build import build_all
+    from horizonlens.query.store import open_store
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("corpora", type=Path, nargs="+", help="corpus folders (e.g. bench/data/corpus-100000)")
+    parser.add_argument("--data", type=Path, default=Path("bench/data"), help="where the tantivy indexes go")
+    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--explore-runs", type=int, default=3)
+    parser.add_argument("--no-tantivy", action="store_true", help="the product's postings only")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"machine": machine(), "started_at": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "command": "python -m horizonlens.bench.search " + " ".join(argv or []), "corpora": {}}
+    for corpus in args.corpora:
+        build_all(corpus, log=print)  # nothing is read when the derived data is up to date
+        store = open_store(corpus)
+        n = int(store.scalar("SELECT count(*) FROM trajectories") or 0)
+        print(f"{n:,} trajectories: search index designs")
+        entry: dict[str, Any] = {"search_designs": bench_search(store, args.data, args.repeats, print,
+                                                                tantivy=not args.no_tantivy)}
+        print(f"{n:,} trajectories: Explore")
+        entry["explore_runs"] = explore_runs(store, runs=args.explore_runs)
+        entry["explore_profile"] = explore_profile(store)
+        results["corpora"][str(n)] = entry
+        store.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    m = results["machine"]
+    lines = ["# Search index and Explore", "", f"Command: `{results['command']}` · started {results['started_at']}",
+             "", f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GiB RAM; DuckDB "
+             f"{m['duckdb']}, pyarrow {m['pyarrow']}.", *report_lines(results), *explore_lines(results)]
+    (args.out / "SEARCH.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ class FilterContext:
     # resolved through the search index (query/search.py)
     text_table: str | None = None
     text_matches_all: bool = False  # ... and it holds every trajectory (the text filters nothing out)
+    over_list: bool = False  # `t` is the store's in-memory list, whose gid column `text_table` also has
 
 
 @dataclass
@@ -113,7 +114,8 @@ class TrajectoryFilter:
             params.extend(self.labels)
         if self.text and ctx.text_table:
             if not ctx.text_matches_all:  # a text every trajectory has filters nothing out
-                clauses.append(f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.text_table)} h)")
+                key = "gid" if ctx.over_list else "trajectory_id"
+                clauses.append(f"t.{key} IN (SELECT h.{key} FROM {quote_ident(ctx.text_table)} h)")
         elif self.text and self.search_mode(word_index) == "words":
             if not word_index:
                 raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "

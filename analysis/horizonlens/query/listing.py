@@ -26,6 +26,7 @@ from horizonlens.storage.quoting import quote_ident
 
 # Filter fields that are columns of the aggregate cube `agg_cube_trajectories` (a count needs no scan).
 CUBE_FIELDS = FACET_FIELDS | {"min_steps", "max_steps"}
+TEXT_FIELDS = frozenset({"text", "text_mode"})
 LIST_TABLE = "trajectory_list"  # the in-memory copy of the trajectory list
 SEARCHES_KEPT = 16  # text searches whose results stay resolved (per corpus state)
 # Sortable columns of the trajectory list (identifiers are never taken from user input).
@@ -80,14 +81,14 @@ class TrajectoryList:
         store = self.store
         if sort not in SORTABLE:
             raise StoreError(f"cannot sort by {sort!r}; choose one of {', '.join(SORTABLE)}")
-        clauses, params = self.clauses(flt)
+        # without an up-to-date index a text filter scans the step text
+        scans_text = flt is not None and bool(flt.text) and not self.store.has_word_index
+        clauses, params = self.clauses(flt, over_list=not scans_text)
         where = where_sql(clauses)
         limit = max(1, min(int(limit), 1000))
         offset = max(0, int(offset))
         cols = ", ".join(f"t.{c}" for c in LIST_COLUMNS)
         order = f"t.{quote_ident(sort)} {'DESC' if descending else 'ASC'} NULLS LAST, t.trajectory_id"
-        # without an up-to-date index a text filter scans the step text
-        scans_text = flt is not None and bool(flt.text) and not self.store.has_word_index
         if scans_text:
             # a text filter that scans step content: count in the same pass instead of scanning twice
             rows = store.query(f"SELECT {cols}, count(*) OVER () AS _total FROM trajectories t{where} "
@@ -102,6 +103,12 @@ class TrajectoryList:
                                [*params, limit, offset])
             total = store.scalar(f"SELECT sum(t.trajectories) FROM agg_cube_trajectories t{where}", params)
             return Page(rows=page, total=int(total or 0), offset=offset, limit=limit)
+        resolved = self._hits.get((flt.search_mode(True), flt.text)) if flt is not None and flt.text else None
+        if resolved is not None and flt is not None and flt.uses_only(TEXT_FIELDS):
+            # a text search alone: its hits are the count
+            rows = store.query(f"SELECT {cols} FROM {source} t{where} ORDER BY {order} LIMIT ? OFFSET ?",
+                               [*params, limit, offset])
+            return Page(rows=rows, total=len(resolved[0].gids), offset=offset, limit=limit)
         # the page and the total are independent: run them side by side (each on its own cursor)
         pending = self._pool.submit(store.query, f"SELECT {cols} FROM {source} t{where} ORDER BY {order} "
                                                  f"LIMIT ? OFFSET ?", [*params, limit, offset])
@@ -126,10 +133,13 @@ class TrajectoryList:
                     self._list_state = state
         return LIST_TABLE
 
-    def clauses(self, flt: TrajectoryFilter | None) -> tuple[list[str], list[Any]]:
-        """A filter's SQL conditions over `trajectories t` and their parameters (searches use the index)."""
+    def clauses(self, flt: TrajectoryFilter | None, over_list: bool = False) -> tuple[list[str], list[Any]]:
+        """A filter's SQL conditions over `trajectories t` and their parameters (searches use the index).
+
+        `over_list`: `t` is the in-memory list (its gid column matches resolved searches faster than ids).
+        """
         flt = flt or TrajectoryFilter()
-        ctx = FilterContext(word_index=self.store.has_word_index)
+        ctx = FilterContext(word_index=self.store.has_word_index, over_list=over_list)
         if flt.tool:
             self.store.aggregates()
             ctx = replace(ctx, aggregates=True)
@@ -155,7 +165,7 @@ class TrajectoryList:
                 if found is not None:
                     found[1].close()
                 self._searches_made += 1
-                found = (key, TextSearch(self.store, self.table(), self._hits_table,
+                found = (key, TextSearch(self.store, self.table(), self._candidates_table,
                                          f"_text_search_{self._searches_made:04d}"))
                 self._search = found
             return found[1]
@@ -176,7 +186,7 @@ class TrajectoryList:
         with self.store.lock:
             if key in self._hits:
                 return self._hits[key]
-            table = self._hits_table(hits.gids)
+            table = self._hits_table(hits.gids, search.ids.take(pa.array(hits.gids)))
             while len(self._hits) >= SEARCHES_KEPT:
                 _, old = self._hits.pop(next(iter(self._hits)))
                 self.store.drop(old)
@@ -187,18 +197,23 @@ class TrajectoryList:
         """An exact-text search resolved through the index (see `search`)."""
         return self.search(text, "exact")
 
-    def _hits_table(self, gids: np.ndarray) -> str:
+    def _candidates_table(self, gids: np.ndarray) -> str:
+        """`_hits_table` for trajectories a text search must still check (query/search.py)."""
+        search = self.text_search()
+        assert search is not None
+        return self._hits_table(gids, search.ids.take(pa.array(gids)))
+
+    def _hits_table(self, gids: np.ndarray, ids: pa.Array) -> str:
         """A new table of the in-memory database: these gids of the list and their trajectory ids."""
         store = self.store
         with store.lock:
             name = f"text_hits_{self._tables_made:06d}"
             self._tables_made += 1
-            store.con.register("_gids_arrow", pa.table({"gid": pa.array(gids, pa.int32())}))
+            store.con.register("_hits_arrow", pa.table({"gid": pa.array(gids, pa.int32()), "trajectory_id": ids}))
             try:
-                store.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT l.gid, l.trajectory_id "
-                                  f"FROM {LIST_TABLE} l WHERE l.gid IN (SELECT gid FROM _gids_arrow)")
+                store.con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM _hits_arrow")
             finally:
-                store.con.unregister("_gids_arrow")
+                store.con.unregister("_hits_arrow")
             return name
 
     def close(self) -> None:

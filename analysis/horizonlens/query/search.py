@@ -22,9 +22,10 @@ from horizonlens.derived.search_index import Cond, NeedlePlan, PairCond, needle_
 from horizonlens.query.base import Store
 from horizonlens.storage.quoting import quote_ident
 
-# Terms named inline in one postings lookup; a condition matching more is looked up in batches of this size, the
-# most frequent first, so that a query matching almost everything stops once every trajectory is found.
-TERMS_PER_LOOKUP = 2_000
+# A condition matching many terms is looked up in batches, the most frequent terms first and each batch four times
+# the last (up to TERMS_PER_LOOKUP named inline), so that a query matching almost everything stops as soon as
+# every trajectory is found, after reading a few common terms.
+FIRST_LOOKUP, TERMS_PER_LOOKUP = 8, 2_000
 CHECK_SHARE = 0.5  # when more candidates than this share of the corpus are left, the check reads every text
 
 
@@ -53,7 +54,10 @@ class TextSearch:
                           "cannot read the search index's vocabulary")
         store.materialize(self.pair_vocab, "SELECT a, sep, b, trajectories FROM search_pair_vocab ORDER BY sep, b",
                           "cannot read the search index's pair vocabulary")
-        self.n = int(store.scalar(f"SELECT count(*) FROM {quote_ident(list_table)}") or 0)
+        # every trajectory id of the list by gid: hits become (gid, trajectory_id) tables without a join
+        self.ids = store.query(f"SELECT trajectory_id FROM {quote_ident(list_table)} ORDER BY gid"
+                               ).column(0).combine_chunks()
+        self.n = len(self.ids)
         docs = store.query(f"SELECT d.unit, d.doc, l.gid FROM search_docs d JOIN {quote_ident(list_table)} l "
                            f"USING (trajectory_id)")
         unit = docs["unit"].to_numpy()
@@ -90,8 +94,10 @@ class TextSearch:
         """
         mask = np.zeros(self.n, dtype=bool)
         ordered = [t for t, _ in sorted(terms, key=lambda t: -t[1])]
-        for start in range(0, len(ordered), TERMS_PER_LOOKUP):
-            batch = ordered[start:start + TERMS_PER_LOOKUP]
+        start, size = 0, FIRST_LOOKUP
+        while start < len(ordered):
+            batch = ordered[start:start + size]
+            start, size = start + len(batch), min(size * 4, TERMS_PER_LOOKUP)
             marks = ", ".join("?" for _ in batch)
             if isinstance(batch[0], str):
                 sql, params = f"SELECT unit, unnest(docs) AS doc FROM search_words WHERE word IN ({marks})", batch
@@ -172,8 +178,8 @@ class TextSearch:
         scope = quote_ident(self.list_table if table is None else table)  # (gid, trajectory_id) of who may match
         within = "" if table is None else f" AND {{col}} IN (SELECT trajectory_id FROM {scope})"
         sql = (f"SELECT c.gid FROM {scope} c WHERE c.trajectory_id IN (SELECT t.trajectory_id FROM trajectories t "
-               f"WHERE t.task ILIKE ? ESCAPE '\\'{within.format(col='t.trajectory_id')}) OR c.trajectory_id IN "
-               f"(SELECT s.trajectory_id FROM steps s WHERE {match}{within.format(col='s.trajectory_id')})")
+               f"WHERE t.task ILIKE ? ESCAPE '\\'{within.format(col='t.trajectory_id')} UNION ALL "
+               f"SELECT s.trajectory_id FROM steps s WHERE {match}{within.format(col='s.trajectory_id')})")
         try:
             gids = self.store.query(sql, [pattern] * (n + 1))["gid"].to_numpy()
         finally:
