@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from horizonlens.bench.shape_app import cpu_seconds
+from horizonlens.bench.timing import cpu_seconds
 
 LOAD_PROBE = """(() => {
   const probe = window.__hlLoad = {wsOpen: null, wsBytes: 0, wsMessages: 0, runs: []};

@@ -23,7 +23,7 @@ from typing import Any
 
 from horizonlens.bench.breakdown import LOAD_PROBE, load_breakdown, median_breakdown
 from horizonlens.bench.browser import CHROMIUM, VIEWPORT, chromium, serving, timed_interaction, timed_load
-from horizonlens.bench.shape_app import cpu_seconds
+from horizonlens.bench.timing import cpu_seconds
 
 
 def _choose(page: Any, label: str, option: str) -> Callable[[], None]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +17,7 @@ from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
 from horizonlens.bench.search import bench_search
 from horizonlens.bench.shape import bench_shapes
+from horizonlens.bench.timing import machine
 from horizonlens.derived.aggregates import AGGREGATES_DIR
 from horizonlens.derived.build import build_all
 from horizonlens.derived.search_index import INDEX_DIR
@@ -144,27 +142,6 @@ def _modes(data: Path, sizes: list[int], log: Callable[[str], None]) -> dict[str
     # about four failed steps per trajectory in the replicated sample
     n = next((n for n in sizes if n * 4 >= MODES_STEPS), sizes[-1])
     return bench_modes(data / f"corpus-{n}", _child, n, log)
-
-
-def machine() -> dict[str, Any]:
-    """The machine and library versions the figures were measured with."""
-    import duckdb
-    import pyarrow
-
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
-    try:
-        with open("/proc/meminfo") as fh:
-            info["memory_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    try:  # the installed version, without importing torch for it
-        info["torch"] = version("torch")
-    except PackageNotFoundError:
-        pass
-    return info
 
 
 CONCURRENCY_CORPUS = 100_000  # trajectories in the corpus the concurrent sessions browse

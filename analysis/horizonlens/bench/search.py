@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from horizonlens.bench.explore import explore_profile, explore_runs
     from horizonlens.bench.explore import report_lines as explore_lines
-    from horizonlens.bench.run import machine
+    from horizonlens.bench.timing import machine
     from horizonlens.derived.build import build_all
     from horizonlens.query.store import open_store
 

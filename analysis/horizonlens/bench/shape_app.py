@@ -16,7 +16,6 @@ trajectory also reads as a multiple of what any page costs.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,39 +23,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from horizonlens.bench.browser import CHROMIUM, READY, chromium, serving
+from horizonlens.bench.timing import cpu_seconds
 
 SETTLE_TIMEOUT_MS = 180_000  # a page that takes longer than this is a failure, not a slow figure
 STEP_CHART_TITLE = "Experts chosen in step {step}"  # the step panel's routing chart title (figures.routing)
-
-
-def cpu_seconds(server_pid: int) -> tuple[float, float]:
-    """CPU seconds used so far by the app server and by this process's Chromium processes (Linux /proc).
-
-    The machine is shared, so wall times vary with load; CPU seconds per action say what the work costs.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(entry)] = int(fields[1])
-        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    mine, frontier = set(), [os.getpid()]
-    while frontier:
-        pid = frontier.pop()
-        kids = [c for c, p in parent.items() if p == pid and c not in mine]
-        mine.update(kids)
-        frontier += kids
-    browser = sum(used[p] for p in mine if "chrom" in names.get(p, ""))
-    return used.get(server_pid, 0.0), browser
 
 
 class _Action:

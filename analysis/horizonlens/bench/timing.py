@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
@@ -49,3 +53,54 @@ def loaded_note(machine: dict[str, Any], loads: Sequence[float]) -> str:
         return f"The machine was quiet (1-minute load average at most {top} on {cpus} CPUs)."
     return (f"The machine was shared with other work and loaded (1-minute load average up to {top} on {cpus} CPUs): "
             "these are figures of a loaded machine, slower than a quiet one would give.")
+
+
+def machine() -> dict[str, Any]:
+    """The machine and library versions the figures were measured with."""
+    import duckdb
+    import pyarrow
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    try:  # the installed version, without importing torch for it
+        info["torch"] = version("torch")
+    except PackageNotFoundError:
+        pass
+    return info
+
+
+def cpu_seconds(server_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the app server and by this process's Chromium processes (Linux /proc).
+
+    The machine is shared, so wall times vary with load; CPU seconds per action say what the work costs.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = set(), [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, p in parent.items() if p == pid and c not in mine]
+        mine.update(kids)
+        frontier += kids
+    browser = sum(used[p] for p in mine if "chrom" in names.get(p, ""))
+    return used.get(server_pid, 0.0), browser
