@@ -46,7 +46,9 @@ def test_bench_shapes_reports_every_tier(tmp_path: Path, monkeypatch: pytest.Mon
     assert (oss["moe_layers"], oss["experts"], oss["top_k"]) == (2, 32, 4)
     for r in (base, oss):
         b = r["per_token_layer"]
-        assert b["total_tokens"] == pytest.approx(b["step_tier"] + b["token_tier"] + b["replay_steps"])
+        assert b["total_tokens"] == pytest.approx(b["step_tier"] + b["token_tier"] + b["replay_steps"]
+                                                     + b["token_surprisal"])
+        assert b["token_surprisal"] > 0  # the fifth table: every replay scores each token
         assert b["total_steps_only"] == pytest.approx(b["total_tokens"] - b["token_tier"])
         assert b["format1"] > b["total_tokens"] > b["total_steps_only"] > 0
         assert r["token_layers"] == r["tokens"] * r["moe_layers"]

@@ -165,6 +165,7 @@ def storage(result: ReplayResult) -> dict[str, Any]:
     import time
 
     from horizonlens.replays.cache import ReplayCache
+    from horizonlens.replays.layout import TOKEN_SURPRISAL_TABLE
     from horizonlens.storage.atomic import write_table_atomic
 
     cells = max(1, result.n_replayed * len(result.routing))
@@ -177,12 +178,15 @@ def storage(result: ReplayResult) -> dict[str, Any]:
                   .items() if entries}
         legacy = Path(tmp) / "format1.parquet"
         write_table_atomic(format1_table(result), legacy)  # the writer format-1 caches were written with
-        format1 = legacy.stat().st_size + tables.get("steps", 0)
+        # format 1 kept the same per-step results and, to hold the same information, per-token surprisal
+        format1 = legacy.stat().st_size + tables.get("steps", 0) + tables.get(TOKEN_SURPRISAL_TABLE, 0)
     step_tier = tables.get("routing_steps", 0) + tables.get("routing_segments", 0)
     token_tier = tables.get("routing_tokens", 0)
     return {"bytes": tables, "format1_bytes": format1, "token_layers": cells, "write_s": write_s,
             "per_token_layer": {"step_tier": step_tier / cells, "token_tier": token_tier / cells,
                                 "replay_steps": tables.get("steps", 0) / cells,
+                                # per token, not per layer: written whatever the routing tier
+                                "token_surprisal": tables.get(TOKEN_SURPRISAL_TABLE, 0) / cells,
                                 "total_tokens": sum(tables.values()) / cells,
                                 "total_steps_only": (sum(tables.values()) - token_tier) / cells,
                                 "format1": format1 / cells}}
@@ -252,14 +256,16 @@ def report_lines(results: dict[str, Any]) -> list[str]:
              "per token and layer, int16 experts, float16 weights) written from the same replay (bytes). Bytes "
              "are per (token, MoE layer), all files of the replay included.", "",
              "| shape | MoE layers x experts, top-k | replay tokens/s | x bundled | peak RSS | step tier | "
-             "token tier | per-step results | total (tokens) | total (steps only) | format 1 | x smaller |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "token tier | per-step results | token surprisal | total (tokens) | total (steps only) | format 1 | "
+             "x smaller |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = [("bundled 4 x 16 (baseline)", base), *shapes["shapes"].items()]
     for name, r in rows:
         b = r["per_token_layer"]
         lines.append(f"| {name} | {r['moe_layers']} x {r['experts']}, top-{r['top_k']} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x | {r['peak_rss_mb']:,.0f} MB | "
                      f"{b['step_tier']:.2f} | {b['token_tier']:.2f} | {b['replay_steps']:.3f} | "
+                     f"{b.get('token_surprisal', 0.0):.3f} | "
                      f"{b['total_tokens']:.2f} | {b['total_steps_only']:.2f} | {b['format1']:.2f} | "
                      f"{b['format1'] / b['total_tokens']:.1f}x |")
     return lines

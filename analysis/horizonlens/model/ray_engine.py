@@ -166,10 +166,10 @@ def probe(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 def _connect(ray: Any, options: RayOptions) -> bool:
     """Join or start a cluster; True if this call started Ray (and so must shut it down)."""
+    if options.address:  # also when Ray is already up here: a named cluster that does not answer is an error
+        probe(options.address)
     if ray.is_initialized():
         return False
-    if options.address:
-        probe(options.address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False,
                               "configure_logging": True}
     if options.address:
