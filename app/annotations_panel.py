@@ -158,9 +158,10 @@ def _edit_form(store: CorpusStore, trajectory_id: str, total: int, n_steps: int)
         if delete.form_submit_button("Delete label"):
             _write(lambda: label_store.delete_label(store.root, chosen, author=author),
                    "Label deleted (its history is kept).")
-    with st.expander("History of this label"):
+    box = st.expander("History of this label", key="labels_history_open", on_change="rerun")
+    if box.open:  # closed, its table would make the first load fetch the browser's table component
         history = state.cached(label_queries.label_history, store, chosen).to_pandas()
-        st.dataframe(history[["version", "deleted", *[c for c in SHOWN if c != "version"]]], hide_index=True)
+        box.dataframe(history[["version", "deleted", *[c for c in SHOWN if c != "version"]]], hide_index=True)
 
 
 def _export(store: CorpusStore) -> None:

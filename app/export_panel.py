@@ -21,7 +21,11 @@ TRUNCATE_LABELS = {"none": "nothing (whole runs)", "first-failed-check": "its fi
 
 def render(store: CorpusStore, flt: TrajectoryFilter, total: int) -> None:
     """Options, an export button for the `total` runs the filter selects, and the download of the last export."""
-    with st.expander(f"Export selection ({total:,} runs) as training data", icon=":material/download:"):
+    box = st.expander(f"Export selection ({total:,} runs) as training data", icon=":material/download:",
+                      key="export_open", on_change="rerun")
+    with box:
+        if not box.open:  # its options are sent only once it is opened
+            return
         c = st.columns(3)
         fmt = c[0].selectbox("Format", list(FORMATS), format_func=lambda f: FORMAT_LABELS[f], key="export_format")
         truncate = c[1].selectbox("Cut each run before", list(TRUNCATE_AT), key="export_truncate",

@@ -173,7 +173,10 @@ def _would_do(store: CorpusStore, tid: str, step: int) -> None:
     row = state.cached(CorpusStore.steps, store, tid, step, step + 1).to_pylist()[0]
     if row["source"] != "agent":
         return
-    with st.expander("What would the model do here?", expanded=False):
+    box = st.expander("What would the model do here?", expanded=False, key="wwd_open", on_change="rerun")
+    with box:
+        if not box.open:  # its widgets and any generated answer are sent only once it is opened
+            return
         c = st.columns(3)
         max_new = c[0].number_input("Max new tokens", 8, 512, 96, key="wwd_max")
         sample = c[1].toggle("Sample", value=False, key="wwd_sample")

@@ -27,16 +27,25 @@ def render(store: CorpusStore, info: dict, go_to: Callable[[int], None]) -> None
     if run is None:
         return
     _summary(run, info, go_to)
-    with st.expander("Run details: outcome, expected actions and source metadata", expanded=False):
+    # Closed, the panel sends nothing: its tables and code blocks would make every first load fetch and run
+    # the browser's table and code components for a panel most visits never open.
+    details = st.expander("Run details: outcome, expected actions and source metadata", expanded=False,
+                          key="run_details_open", on_change="rerun")
+    with details:
+        if not details.open:
+            return
         st.markdown(f"**Outcome:** {ui.md(info['outcome'])} — it comes from {ui.md(run.reference.outcome_source)}.")
-        expected, metadata = st.tabs(["Expected vs. actual", "Source metadata"])
-        with expected:
-            _alignment(run, tid, go_to)
-            _outputs(run, go_to)
-            _tests(run)
-        with metadata:
-            ui.untrusted("The run's metadata as the importer stored it", _pretty(info.get("metadata")),
-                         key=f"run_meta_{tid}", language="json")
+        expected, metadata = st.tabs(["Expected vs. actual", "Source metadata"], key="run_details_tab",
+                                     on_change="rerun")
+        if expected.open:
+            with expected:
+                _alignment(run, tid, go_to)
+                _outputs(run, go_to)
+                _tests(run)
+        if metadata.open:
+            with metadata:
+                ui.untrusted("The run's metadata as the importer stored it", _pretty(info.get("metadata")),
+                             key=f"run_meta_{tid}", language="json")
 
 
 def _summary(run: RunReference, info: dict, go_to: Callable[[int], None]) -> None:

@@ -90,7 +90,7 @@ def untrusted(label: str, text: str | None, key: str, language: str | None = Non
     """Trajectory content is untrusted (agents read web pages): always shown as literal text.
 
     The label is escaped here too (it may carry a tool's name). Long fields are collapsed with their size
-    shown; huge ones are cut in the page and offered whole as a download.
+    shown, and sent to the browser only once opened; huge ones are cut in the page and offered whole as a download.
     """
     if text is None or text == "":
         return
@@ -100,7 +100,11 @@ def untrusted(label: str, text: str | None, key: str, language: str | None = Non
         st.markdown(f"**{label}**")
         st.code(text, language=language, wrap_lines=True)
         return
-    with st.expander(f"{label} — {fmt.size(size)}, {len(text):,} characters", expanded=False):
+    box = st.expander(f"{label} — {fmt.size(size)}, {len(text):,} characters", expanded=False, key=f"{key}_open",
+                      on_change="rerun")
+    with box:
+        if not box.open:
+            return
         shown = text[:TEXT_MAX]
         st.code(shown, language=language, wrap_lines=True)
         if len(text) > TEXT_MAX:

@@ -20,9 +20,10 @@ st.markdown("Upload logs in any supported format; they are converted into the co
             "Re-importing the same file does not duplicate it. "
             f"At most {MAX_UPLOAD_FILES} files and {MAX_UPLOAD_MB} MB per import (the server takes no larger "
             "upload); for more use `horizonlens import PATH... --into CORPUS` (it streams in bounded memory).")
-with st.expander("Supported formats"):
+formats_box = st.expander("Supported formats", key="import_formats_open", on_change="rerun")
+if formats_box.open:
     for source_format in FORMATS:
-        st.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
+        formats_box.markdown(f"- **{ui.md(source_format.name)}** — {ui.md(source_format.description)}")
 uploads = st.file_uploader("Files (.json, .jsonl, .traj, .eval, .parquet)", accept_multiple_files=True,
                            key="import_files", max_upload_size=MAX_UPLOAD_MB,
                            help=f"Up to {MAX_UPLOAD_FILES} files, {MAX_UPLOAD_MB} MB in all.")

@@ -17,6 +17,8 @@ st.title("SQL")
 views = state.cached(CorpusStore.views, store)
 st.caption("One read-only SELECT over the views " + ", ".join(f"`{v.name}`" for v in views) + ". Writes, COPY, "
            "ATTACH, settings and files outside the corpus are refused.")
+# Sent with the page although closed: the page's results are tables, so the browser loads its table component
+# with the first load rather than on the first Run.
 with st.expander("Views and their columns"):
     # column names come from the corpus files (extra columns are allowed): shown as table cells, i.e. as text
     st.dataframe(pd.DataFrame([{"view": v.name, "dataset": v.part, "holds": v.doc,

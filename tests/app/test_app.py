@@ -286,6 +286,9 @@ def test_replay_from_the_trajectory_page_then_routing(monkeypatch, tiny_corpus: 
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
     assert "Surprisal (nats)" in labels and "Router entropy" in labels
+    assert not at.get("number_input")  # "What would the model do here?" sends its widgets only once opened
+    at.session_state["wwd_open"] = True
+    at.run()
     at.button(key=f"wwd_{tid}_4_go").click().run(timeout=300)
     assert not at.exception and any("The recorded action" in m.value for m in at.markdown)
     routing = make_app(monkeypatch, corpus, tiny_checkpoint, page="routing", trajectory=tid)

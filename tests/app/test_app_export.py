@@ -12,9 +12,13 @@ from tests.support.exports import export_corpus
 def test_explore_exports_the_current_filter(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HORIZONLENS_HOME", str(tmp_path / "home"))
     corpus = export_corpus(tmp_path / "corpus")
+    closed = make_app(monkeypatch, corpus)
+    closed.run()
+    assert not closed.exception, closed.exception
+    assert all(b.key != "export_go" for b in closed.button)  # closed: its options are not sent
     at = make_app(monkeypatch, corpus)
+    at.session_state["export_open"] = True  # opened, as a click on the expander does
     at.run()
-    assert not at.exception, at.exception
     at.multiselect(key="explore_outcomes").select("success").run()
     assert "**3** trajectories" in page_markdown(at)
     assert at.button(key="export_go").label == "Export 3 runs"
@@ -36,6 +40,7 @@ def test_export_refusals_show_as_errors(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HORIZONLENS_HOME", str(tmp_path / "home"))
     corpus = export_corpus(tmp_path / "corpus")
     at = make_app(monkeypatch, corpus)
+    at.session_state["export_open"] = True
     at.run()
     at.toggle(key="export_success").set_value(True).run()
     at.multiselect(key="explore_outcomes").select("failure").run()  # failures, then only successes: nothing left

@@ -25,6 +25,9 @@ def test_failed_run_without_failed_checks_says_where_its_outcome_comes_from(monk
     at = make_app(monkeypatch, tau_corpus, page="trajectory", trajectory="tau-bench:3:0", step="0")
     at.run()
     assert not at.exception, at.exception
+    assert not at.dataframe  # the closed panel sends nothing (its content runs once it is opened)
+    at.session_state["run_details_open"] = True
+    at.run()
     warning = shown(at.warning[0].value)
     assert "This run failed, yet none of its 2 checks failed" in warning
     assert "r_actions = 0: the database after the run differs" in warning
@@ -46,8 +49,11 @@ def test_failed_run_without_failed_checks_says_where_its_outcome_comes_from(monk
 
 def test_metadata_is_shown_as_inert_text(monkeypatch, tau_corpus: Path) -> None:
     at = make_app(monkeypatch, tau_corpus, page="trajectory", trajectory="tau-bench:3:0")
+    at.session_state["run_details_open"] = True
+    at.session_state["run_details_tab"] = "Source metadata"
     at.run()
     assert not at.exception
+    assert not at.dataframe  # only the open tab runs
     codes = [c.value for c in at.code]
     assert any(MARKDOWN_IMAGE in c and '"r_actions": 0.0' in c for c in codes)  # as typed, in a code block
     assert_inert(rendered_markdown(at))
@@ -59,6 +65,7 @@ def test_run_with_no_reference_and_a_passing_run(monkeypatch, tiny_corpus: Path)
     trajs = pq.read_table(tiny_corpus / "trajectories").to_pylist()
     ok = next(t for t in trajs if t["outcome"] == "success")
     at = make_app(monkeypatch, tiny_corpus, page="trajectory", trajectory=ok["trajectory_id"])
+    at.session_state["run_details_open"] = True
     at.run()
     assert not at.exception
     assert not at.warning  # a success says nothing about its outcome's source outside the panel

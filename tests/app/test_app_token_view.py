@@ -97,6 +97,7 @@ def test_what_would_the_model_do_keeps_the_two_actions_apart(monkeypatch, shape_
     step = _agent_step(corpus, ckpt, tid)
     row = open_store(corpus).steps(tid, step, step + 1).to_pylist()[0]
     at = make_app(monkeypatch, corpus, checkpoint, page="trajectory", trajectory=tid, step=str(step))
+    at.session_state["wwd_open"] = True
     at.run()
     at.number_input(key="wwd_max").set_value(16).run()
     at.button(key=f"wwd_{tid}_{step}_go").click().run()

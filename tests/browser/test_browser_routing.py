@@ -56,11 +56,14 @@ def test_shape_app_timings_run_end_to_end(shape_corpus) -> None:
 
     corpus, checkpoint, ids = shape_corpus
     target = AppTarget(corpus, checkpoint, ids[0], start_step=1)
-    timed = measure_apps({"sample": target, "small": target}, nexts=2, repeats=1, executable=CHROMIUM)
+    warmed = AppTarget(corpus, checkpoint, ids[0], start_step=1, warmup=ids[1])  # another run opened first
+    timed = measure_apps({"sample": target, "small": warmed}, nexts=2, repeats=1, executable=CHROMIUM)
     for per in timed.values():
         assert per["next_step_s"]["runs"] == 2 and per["routing_page_s"]["runs"] == 1
         assert per["next_step_s"]["median"] > 0 and per["open_trajectory_s"]["server_cpu_median"] > 0
+        assert per["floor_s"]["runs"] == 1  # the floor, timed in the same run
+        assert per["open_vs_floor"] == per["open_trajectory_s"]["median"] / per["floor_s"]["median"]
     base = timed.pop("sample")
     lines = report_lines({"trajectory": ids[0], "tokens": 1, "baseline": base, "shapes": with_ratios(timed, base)})
     assert lines[-2].startswith("| sample 4 x 16 (baseline) | ") and lines[-1].startswith("| small | ")
-    assert "×)" in lines[-1].split("|")[2]
+    assert "×)" in lines[-1].split("|")[3] and lines[-1].endswith(f"× ({base['floor_s']['median']:.2f} s) |")

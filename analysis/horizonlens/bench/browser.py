@@ -4,13 +4,11 @@
 check answers, stopped with SIGTERM when the block ends (and killed, with an error, if it does not stop).
 Timings wait for rendered content and for Streamlit to finish the run, never for a fixed time.
 
-`measure_pages` times every page from navigation to a settled page, and one interaction each. A page is
-*settled* when Streamlit's script (or fragment) run is over, no element is a loading skeleton or marked
-stale, and the page's own content is on screen (its figures, its table, its step). An interaction is timed
-from the click to the end of the rerun it starts: a MutationObserver in the page records when the app starts
-and stops running, so a fast rerun is never missed and a slow one never cut short. Each page is loaded
-`repeats` times in a fresh browser tab (a new Streamlit session): the first load after the server starts
-fills the query cache (`cold_s`); `first_load_s` and `interaction_s` are medians.
+`timed_load` times a page from navigation to a settled page. A page is *settled* when Streamlit's script (or
+fragment) run is over, no element is a loading skeleton or marked stale, and the page's own content is on
+screen (its figures, its table, its step). `timed_interaction` times from a click to the end of the rerun it
+starts: a MutationObserver in the page records when the app starts and stops running, so a fast rerun is
+never missed and a slow one never cut short. `bench.pages` times every page this way, beside the floor.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,129 +189,3 @@ def timed_interaction(page: Any, action: Callable[[], None], then: Callable[[Any
     if then:
         then(page)
     return time.perf_counter() - started
-
-
-def _choose(page: Any, label: str, option: str) -> Callable[[], None]:
-    """Open a selectbox/multiselect by its label (untimed) and return the click on one option (timed)."""
-    page.get_by_role("combobox", name=label, exact=True).first.click()
-    target = page.get_by_role("option", name=option, exact=True).first
-    target.wait_for(timeout=30_000)
-    return target.click
-
-
-def _charts(n: int) -> Callable[[Any], None]:
-    def wait(page: Any) -> None:
-        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
-                               timeout=180_000)
-    return wait
-
-
-def _text(text: str) -> Callable[[Any], None]:
-    def wait(page: Any) -> None:
-        page.get_by_text(text, exact=False).first.wait_for(timeout=180_000)
-    return wait
-
-
-@dataclass(frozen=True)
-class PageBench:
-    """One page: where it is, what shows it is ready, and the interaction timed on it."""
-
-    name: str
-    path: str  # relative URL; {tid} is the trajectory to open
-    ready: Callable[[Any], None]
-    interaction: str  # what the interaction is, in words (for the report)
-    interact: Callable[[Any], float] | None  # runs the interaction on a ready page; its seconds
-
-
-def _explore_filter(page: Any) -> float:
-    return timed_interaction(page, _choose(page, "Domain", "search"))
-
-
-def _next_step(page: Any) -> float:
-    heading = page.get_by_role("heading", name="Step", exact=False).first
-    before = heading.inner_text()
-
-    def changed(p: Any) -> None:
-        p.wait_for_function("(b) => { const h = [...document.querySelectorAll('h3')].find(e => "
-                            "e.innerText.startsWith('Step ')); return h && h.innerText !== b; }", arg=before,
-                            timeout=180_000)
-
-    return timed_interaction(page, page.get_by_role("button", name="Next ▶", exact=True).click, changed)
-
-
-def _facet(page: Any) -> float:
-    return timed_interaction(page, _choose(page, "Facet by", "domain"))
-
-
-def _compare_toggle(page: Any) -> float:
-    return timed_interaction(page, page.get_by_text("Only steps where the actions differ").first.click,
-                             effect="() => !!document.querySelector('.st-key-cmp_only_diff input:checked')")
-
-
-def _sql_run(page: Any) -> float:
-    return timed_interaction(page, page.get_by_role("button", name="Run", exact=True).click,
-                             lambda p: p.get_by_text(" rows", exact=False).first.wait_for(timeout=180_000))
-
-
-def _routing_trajectory(page: Any) -> float:
-    """Switch the routing view to another replayed trajectory (NaN when fewer than two are replayed)."""
-    box = page.get_by_role("combobox", name="Trajectory", exact=True)
-    if not box.count():
-        return float("nan")
-    current = box.first.input_value() if box.first.evaluate("e => e.tagName") == "INPUT" else ""
-    box.first.click()
-    options = page.get_by_role("option")
-    options.first.wait_for(timeout=30_000)
-    others = [o for o in options.all() if o.inner_text().strip() != current]
-    if not others:
-        page.keyboard.press("Escape")
-        return float("nan")
-    return timed_interaction(page, others[0].click)
-
-
-PAGES = (
-    PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
-    PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
-    PageBench("routing", "/routing?trajectory={tid}", _text("Expert routing"), "another replayed trajectory",
-              _routing_trajectory),
-    PageBench("compounding", "/compounding", _charts(7), "facet by domain", _facet),
-    PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
-    PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),
-)
-
-
-def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, repeats: int = 3,
-                  interactions: int = 3, executable: str = CHROMIUM, pages: tuple[PageBench, ...] = PAGES,
-                  browser: Any = None) -> dict[str, dict[str, Any]]:
-    """Per page: median first load and interaction (seconds), the cold first load, and every sample.
-
-    `browser`: a Playwright browser to use (the tests have one); by default Chromium is started here.
-    """
-    if browser is None:
-        with chromium(executable) as own:
-            return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own)
-    out: dict[str, dict[str, Any]] = {}
-    with serving(corpus, checkpoint) as app:
-        url = app.url
-        for bench in pages:
-            loads: list[float] = []
-            acts: list[float] = []
-            failures: list[str] = []
-            for _ in range(repeats):
-                page = browser.new_page(viewport=VIEWPORT)
-                try:
-                    loads.append(timed_load(page, url + bench.path.format(tid=trajectory_id), bench.ready))
-                    if bench.interact is not None:
-                        n = interactions if bench.name == "trajectory" else 1
-                        acts += [bench.interact(page) for _ in range(n)]
-                except Exception as exc:  # noqa: BLE001 - a sample that times out is reported, the others count
-                    failures.append(str(exc).splitlines()[0][:300])
-                finally:
-                    page.close()
-            acts = [a for a in acts if a == a]  # NaN: the page had nothing to interact with
-            out[bench.name] = {"first_load_s": statistics.median(loads) if loads else None,
-                               "cold_s": loads[0] if loads else None,
-                               "interaction_s": statistics.median(acts) if acts else None,
-                               "interaction": bench.interaction, "loads_s": loads, "interactions_s": acts,
-                               "failures": failures}
-    return out

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.bench.diff import report_lines as diff_lines
+from horizonlens.bench.explore import report_lines as explore_lines
 from horizonlens.bench.export import report_lines as export_lines
 from horizonlens.bench.modes import report_lines as modes_lines
+from horizonlens.bench.pages import report_lines as pages_lines
+from horizonlens.bench.search import report_lines as search_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
 
-# What each page should stay within at 1M trajectories (seconds): first load, and the interaction it is timed on.
-TARGETS = {"explore": (1.5, 0.5), "trajectory": (1.0, 0.3), "compounding": (2.0, 0.5), "sql": (1.0, None)}
 PEER_NAMES = (("horizonlens_ms", "Horizon Lens"), ("polars_ms", "Polars lazy"), ("duckdb_raw_ms", "DuckDB raw SQL"),
               ("pandas_ms", "pandas"))
 
@@ -28,34 +29,6 @@ def _corpora(results: dict[str, Any]) -> list[str]:
                      f"{idx.get('bytes', 0) / 2**20:,.0f} MB, built in {idx.get('build_s', 0):,.0f} s | "
                      f"{agg.get('bytes', 0) / 2**20:,.1f} MB, built in {agg.get('build_s', 0):,.0f} s | "
                      f"{c['query_memory']['peak_rss_mb']:,.0f} MB |")
-    return lines
-
-
-def _pages(results: dict[str, Any]) -> list[str]:
-    """Each page in headless Chromium: first load and one interaction, against the targets at 1M."""
-    pages = results.get("pages") or {}
-    if not pages:
-        return []
-    lines = ["", "## Pages in headless Chromium", "",
-             "From navigation to a settled page (script done, no skeleton or stale element, the page's content on "
-             "screen), median of fresh sessions; *cold* is the first load after the server started (empty cache). "
-             "Interactions are timed from the click to the end of the rerun it starts.", "",
-             "| page | trajectories | first load | cold first load | interaction | interaction time | target |",
-             "|---|---|---|---|---|---|---|"]
-    for name, rows in pages.items():
-        for row in rows:
-            target = TARGETS.get(name)
-            verdict = ""
-            if target and int(row["trajectories"]) >= 1_000_000 and row["first_load_s"] is not None:
-                ok = row["first_load_s"] <= target[0] and (target[1] is None or row["interaction_s"] is None
-                                                           or row["interaction_s"] <= target[1])
-                verdict = f"{'met' if ok else 'missed'} (≤ {target[0]:g} s" + (
-                    f", ≤ {target[1]:g} s)" if target[1] else ")")
-            failed = len(row.get("failures") or [])
-            note = f" ({failed} sample(s) timed out, left out)" if failed else ""
-            lines.append(f"| {name} | {int(row['trajectories']):,} | {seconds(row['first_load_s'])} | "
-                         f"{seconds(row.get('cold_s'))} | {row.get('interaction', '')}{note} | "
-                         f"{seconds(row.get('interaction_s'))} | {verdict} |")
     return lines
 
 
@@ -89,7 +62,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "Every figure is the median (p95) of repeated runs, measured beside its baseline in the same run "
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", ""]
-    lines += _corpora(results) + _pages(results) + _peers(results) + diff_lines(results)
+    lines += _corpora(results) + pages_lines(results.get("pages") or {}) + _peers(results) + search_lines(results)
+    lines += explore_lines(results) + diff_lines(results)
     if results.get("export"):
         lines += export_lines(results["export"])
     r = results.get("replay")

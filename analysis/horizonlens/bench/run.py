@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from horizonlens.bench.diff import bench_diff
+from horizonlens.bench.explore import explore_profile, explore_runs
 from horizonlens.bench.export import bench_export
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.search import bench_search
 from horizonlens.bench.shape import bench_shapes
 from horizonlens.derived.aggregates import AGGREGATES_DIR
 from horizonlens.derived.build import build_all
@@ -100,11 +102,38 @@ RESULT = {{'trajectories': ids}}
 
 
 def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[str, Any]:
-    """Every page in headless Chromium on one corpus (see `bench.browser.measure_pages`)."""
-    from horizonlens.bench.browser import measure_pages
+    """Every page in headless Chromium on one corpus, beside the floor (see `bench.pages.measure_pages`)."""
+    from horizonlens.bench.pages import measure_pages
 
     ids = replay_some(checkpoint, corpus)
     return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
+
+
+def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callable[[str], None],
+                         pages: dict[str, list[dict[str, Any]]], errors: list[str]) -> None:
+    """The pages on a copy of the bundled corpus (its search index and aggregates built), into `pages`."""
+    from horizonlens.bench.shape import copy_corpus
+
+    log("pages in headless Chromium on the bundled corpus")
+    corpus = copy_corpus(bundled_dir("corpus"), data / "corpus-bundled")
+    build_all(corpus, log=lambda m: log(f"  {m}"))
+    try:
+        n = open_store_count(corpus)
+        for name, t in page_timings(corpus, checkpoint, n, repeats).items():
+            pages.setdefault(name, []).append({"trajectories": n, "corpus": "bundled", **t})
+    except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+        errors.append(f"bundled: {str(exc)[:500]}")
+
+
+def open_store_count(corpus: Path) -> int:
+    """Trajectories in a corpus."""
+    from horizonlens.query.store import open_store
+
+    store = open_store(corpus)
+    try:
+        return int(store.summary()["trajectories"])
+    finally:
+        store.close()
 
 
 def _modes(data: Path, sizes: list[int], log: Callable[[str], None]) -> dict[str, Any]:
@@ -217,6 +246,9 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                                "corpora": {}}
     pages: dict[str, list[dict[str, Any]]] = {}
     peers: dict[str, list[dict[str, Any]]] = {}
+    if with_app and scale != "none":
+        bundled_page_timings(data, checkpoint, max(3, repeats // 2), log, pages,
+                             results.setdefault("page_errors", []))
     for n in SCALES.get(scale, []):
         log(f"corpus of {n:,} trajectories")
         started = time.perf_counter()
@@ -238,6 +270,11 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                  **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
         for query in ("explore", "search_exact", "open_trajectory"):
             peers.setdefault(query, []).append(peers_row(n, entry[query]))
+        log("  search index designs")
+        entry["search_designs"] = bench_search(store, data, repeats=repeats, log=lambda m: log(f"  {m}"))
+        log("  Explore, three runs in a row, and its plans")
+        entry["explore_runs"] = explore_runs(store)
+        entry["explore_profile"] = explore_profile(store)
         log("  run-set diff")
         entry["diff"] = bench_diff(store, repeats=max(3, repeats // 2))
         log("  memory")

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from horizonlens.model.replay import ReplayResult
 
 TARGET_TOKENS = 9_020  # a typical long sample trajectory (search-00198-t0 renders to this), as in bench/RESULTS.md
+# The users' real horizon: Agents-A1's trajectories run to ~45k tokens over a few hundred steps. The long run of
+# the shape bench has at least LONG_MIN_TOKENS rendered tokens and LONG_STEPS steps, as near LONG_TOKENS as the
+# corpus has one.
+LONG_TOKENS, LONG_MIN_TOKENS, LONG_STEPS = 44_000, 40_000, 200
+CANDIDATES = 8  # runs rendered when picking the one nearest a length from a floor up
 CHUNK_SIZE = 512
 
 
@@ -56,22 +61,31 @@ def shape_checkpoint(name: str, data: Path, log: Callable[[str], None] = print) 
     return out
 
 
-def pick_trajectory(corpus: Path, tokenizer: Any, target: int = TARGET_TOKENS) -> tuple[str, int]:
-    """The trajectory whose rendering is closest to `target` tokens (ties by id), and its length.
+def pick_trajectory(corpus: Path, tokenizer: Any, target: int = TARGET_TOKENS, min_steps: int = 0,
+                    min_tokens: int | None = None) -> tuple[str, int]:
+    """The trajectory rendering closest to `target` tokens (ties by id), and its length.
 
-    Only trajectories whose estimated length is within 25% of the target are rendered.
+    Rendered are the trajectories of at least `min_steps` steps whose estimated length is within 25% of the
+    target; with `min_tokens`, instead the CANDIDATES whose estimate is at least that and nearest the target, of
+    which only renderings of at least `min_tokens` count.
     """
     from horizonlens.model.render import render
     from horizonlens.query.store import open_store
 
     store = open_store(corpus)
     try:
-        ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_tokens BETWEEN ? AND ? ORDER BY 1",
-                          [int(target * 0.75), int(target * 1.25)]).column(0).to_pylist()
+        if min_tokens is None:
+            ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_tokens BETWEEN ? AND ? "
+                              "AND n_steps >= ? ORDER BY 1", [int(target * 0.75), int(target * 1.25), min_steps]
+                              ).column(0).to_pylist()
+        else:
+            ids = store.query("SELECT trajectory_id FROM trajectories WHERE n_tokens >= ? AND n_steps >= ? "
+                              "ORDER BY abs(n_tokens - ?), 1 LIMIT ?", [min_tokens, min_steps, target, CANDIDATES]
+                              ).column(0).to_pylist()
         best: tuple[int, str, int] | None = None
         for tid in ids:
             n = len(render(tokenizer, store.steps(tid).to_pylist()))
-            if best is None or (abs(n - target), tid) < (best[0], best[1]):
+            if n >= (min_tokens or 0) and (best is None or (abs(n - target), tid) < (best[0], best[1])):
                 best = (abs(n - target), tid, n)
     finally:
         store.close()
@@ -91,12 +105,14 @@ def copy_corpus(base: Path, out: Path) -> Path:
 
 
 def prepare_shape_corpus(name: str, data: Path, target: int = TARGET_TOKENS, routing: str = "tokens",
-                         log: Callable[[str], None] = print) -> ShapeCorpus:
+                         log: Callable[[str], None] = print, min_steps: int = 0,
+                         min_tokens: int | None = None) -> ShapeCorpus:
     """A copy of the sample corpus with its ~`target`-token trajectory replayed through the `name` checkpoint.
 
-    Reused when already there: the checkpoint (`data/shapes/<name>/`), the copy (`data/shapes/corpus`,
-    shared by every shape) and the cached replay are made once; a `bench --shape` run with the same `data`
-    leaves them there. `name` may also be "sample" (the bundled 4 x 16 checkpoint).
+    The trajectory has at least `min_steps` steps and `min_tokens` tokens (`pick_trajectory`). Reused when
+    already there: the checkpoint (`data/shapes/<name>/`), the copy (`data/shapes/corpus`, shared by every
+    shape) and the cached replay are made once; a `bench --shape` run with the same `data` leaves them there.
+    `name` may also be "sample" (the bundled 4 x 16 checkpoint).
     """
     from horizonlens.model.batch import ensure_replayed
     from horizonlens.model.loader import load_checkpoint
@@ -107,7 +123,7 @@ def prepare_shape_corpus(name: str, data: Path, target: int = TARGET_TOKENS, rou
     # one copy: each checkpoint has its own cache
     corpus = copy_corpus(bundled_dir("corpus"), data / "shapes" / "corpus")
     loaded = load_checkpoint(checkpoint, device="cpu")
-    tid, tokens = pick_trajectory(corpus, loaded.tokenizer, target)
+    tid, tokens = pick_trajectory(corpus, loaded.tokenizer, target, min_steps, min_tokens)
     store = open_store(corpus)
     try:
         if ensure_replayed(store, loaded, tid, ReplayConfig(chunk_size=CHUNK_SIZE, routing=routing)):

@@ -40,13 +40,16 @@ def serve(corpus: Annotated[Optional[list[str]], typer.Option(
           secrets: Annotated[Optional[Path], typer.Option(
               help="Secrets file with Streamlit's [auth] section, for sign-in with an identity provider (the users "
                    "file's [oidc] section); default: .streamlit/secrets.toml here or in your home.")] = None,
+          floor: Annotated[bool, typer.Option(
+              "--floor", help="Serve a hello-world page instead of the app, with the same server and flags: what "
+                              "any page costs on this machine (the benchmark's baseline).")] = False,
           ) -> None:
     """Start the Streamlit app (this process becomes the server: stopping it stops the app)."""
     from importlib.resources import files
 
     from horizonlens.ingest.targets import MAX_UPLOAD_MB
     from horizonlens.sample.bundled import data_home
-    from horizonlens.server.config import ENV, build
+    from horizonlens.server.config import ENV, FLOOR_ENV, build
 
     given = list(corpus or [])
     if not given:
@@ -64,6 +67,10 @@ def serve(corpus: Annotated[Optional[list[str]], typer.Option(
     default = config.registry().default
     env = dict(os.environ, **{ENV: config.to_env()}, HORIZONLENS_CHECKPOINT=ckpt,
                HORIZONLENS_CORPUS=default.location if default else "")
+    if floor:
+        env[FLOOR_ENV] = "1"
+    else:
+        env.pop(FLOOR_ENV, None)
     served = Path(str(files("horizonlens.app") / "served.py"))
     cmd = [sys.executable, "-m", "streamlit", "run", str(served), "--server.address", host,
            "--server.port", str(port), "--server.headless", str(headless).lower(),

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from horizonlens.figures.routing import ROW_PX
-from horizonlens.figures.style import OUTCOME_COLORS, SEQUENCE, empty, layout, plain
+from horizonlens.figures.style import OUTCOME_COLORS, SEQUENCE, empty, layout, plain, vlines
 
 MODES_SHOWN = 20  # modes named on a chart; the rest are in the table
 
@@ -250,7 +250,7 @@ def signals_small_multiples(signals: pd.DataFrame, drift: pd.DataFrame | None, f
         fig.add_scatter(x=frame["step"], y=frame[column], mode="lines+markers", name=name, showlegend=False,
                         line=dict(color=SEQUENCE[row - 1]), marker=dict(size=4), row=row, col=1)
         fig.update_yaxes(nticks=4, tickformat=".2~f", row=row, col=1)
-        for s in failed_steps:
-            fig.add_vline(x=s, line=dict(color=OUTCOME_COLORS["failure"], width=1, dash="dot"), row=row, col=1)
+    vlines(fig, failed_steps, dict(color=OUTCOME_COLORS["failure"], width=1, dash="dot"),
+           rows=range(1, len(panels) + 1))
     fig.update_xaxes(title="step", row=len(panels), col=1)
     return layout(fig, "Model signals along the horizon (dotted red: failed checks)", height=150 + 150 * len(panels))

@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain
+from horizonlens.figures.style import SEQUENCE, STATUS_COLORS, empty, layout, plain, vlines
 from horizonlens.metrics.expert_rank import OTHER, fold_experts, layer_ranks, preference_order, seriate, top_experts
 
 TOP_N = 24  # experts named on an expert axis before the rest fold into "other" (all 16 of the sample fit)
@@ -70,8 +70,7 @@ def step_signals(signals: pd.DataFrame, failed_steps: list[int], drift: pd.DataF
     if drift is not None and not drift.empty:
         fig.add_scatter(x=drift["step"], y=drift["drift"], mode="lines", name="routing drift (JS)",
                         line=dict(color=SEQUENCE[3], dash="dot"), yaxis="y2")
-    for s in failed_steps:
-        fig.add_vline(x=s, line=dict(color=STATUS_COLORS["failed"], width=1, dash="dot"))
+    vlines(fig, failed_steps, dict(color=STATUS_COLORS["failed"], width=1, dash="dot"))
     if current is not None:
         fig.add_vline(x=current, line=dict(color="#3b6fd8", width=2))
     return layout(fig, "Model signals along the horizon (dotted red: failed checks)", xaxis_title="step",
@@ -308,8 +307,7 @@ def step_expert_heatmap(load: pd.DataFrame, num_experts: int, failed_steps: list
     fig = go.Figure(go.Heatmap(z=per.to_numpy(), x=steps, y=labels, colorscale="Blues", zmin=0, customdata=hover,
                                hovertemplate="%{customdata}<extra></extra>", ygap=1,
                                colorbar=dict(title="share", tickformat=".1%", thickness=12)))
-    for s in failed_steps:
-        fig.add_vline(x=s, line=dict(color=STATUS_COLORS["failed"], width=1, dash="dot"))
+    vlines(fig, failed_steps, dict(color=STATUS_COLORS["failed"], width=1, dash="dot"))
     fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=10), title="expert")
     scope = _axis_scope(len(keep), n_fold, num_experts, "busiest on top")
     return layout(fig, f"Expert load per step, layer {layer}: {scope} (dotted: failed checks)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -67,3 +69,21 @@ def empty(message: str, height: int = 240) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return layout(fig, height=height)
+
+
+def vlines(fig: go.Figure, xs: Iterable[float], line: dict[str, object], rows: Iterable[int] = ()) -> go.Figure:
+    """Vertical lines at each x across the plot, or across each of these subplot rows (first column).
+
+    The shapes `add_vline` would add, in one assignment: `add_vline` copies every shape already there on each
+    call, so marking every failed check of a run with a few hundred steps one line at a time took seconds.
+    """
+    refs = [("x", "y domain")]
+    if rows:
+        subs = [fig.get_subplot(row, 1) for row in rows]
+        refs = [(s.xaxis.plotly_name.replace("axis", ""), s.yaxis.plotly_name.replace("axis", "") + " domain")
+                for s in subs]
+    xs = list(xs)
+    new = [dict(type="line", xref=xref, yref=yref, x0=x, x1=x, y0=0, y1=1, line=line)
+           for xref, yref in refs for x in xs]
+    fig.layout.shapes = [*fig.layout.shapes, *new]
+    return fig

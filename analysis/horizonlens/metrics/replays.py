@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pyarrow.compute as pc
 
 from horizonlens.query.store import CorpusStore
 from horizonlens.replays.cache import ReplayCache
@@ -56,11 +55,10 @@ def step_token_surprisal(store: CorpusStore, checkpoint_id: str, trajectory_id: 
 
     Replays stored before per-token surprisal was kept have only the per-step means: empty here.
     """
-    table = ReplayCache(store.root, checkpoint_id).read_token_surprisal(trajectory_id)
+    table = ReplayCache(store.root, checkpoint_id).read_token_surprisal(trajectory_id, int(step))
     if table is None:
         return pd.DataFrame(columns=["token_index", "surprisal", "top1", "scored"])
-    df = table.filter(pc.equal(table["step"], int(step))).select(["token_index", "surprisal", "top1", "scored"])
-    out = df.to_pandas()
+    out = table.select(["token_index", "surprisal", "top1", "scored"]).to_pandas()
     out["surprisal"] = out["surprisal"].astype("float64")
     return out
 
@@ -78,9 +76,11 @@ def moe_layers(store: CorpusStore, checkpoint_id: str) -> list[int]:
 
 
 def has_token_routing(store: CorpusStore, checkpoint_id: str, trajectory_id: str) -> bool:
-    """Whether this trajectory's replay stored its token tier (`--routing tokens`), so token views can show it."""
-    return store.scalar("SELECT count(*) FROM (SELECT 1 FROM routing WHERE checkpoint_id = ? AND trajectory_id = ? "
-                        "LIMIT 1)", [checkpoint_id, trajectory_id]) == 1
+    """Whether this trajectory's replay stored its token tier (`--routing tokens`), so token views can show it.
+
+    Answered from the cache's manifest: a scan of the token tier for one row still visits every row group of the run.
+    """
+    return ReplayCache(store.root, checkpoint_id).has(trajectory_id, tokens=True)
 
 
 

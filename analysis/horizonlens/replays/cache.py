@@ -248,21 +248,26 @@ class ReplayCache:
                           options=write_options(entry.table))
         return changed
 
-    def rows(self, trajectory_id: str, table: str, snapshot: Snapshot | None = None) -> pa.Table | None:
-        """One trajectory's rows of one table as stored, whether or not its replay is complete (None if absent)."""
+    def rows(self, trajectory_id: str, table: str, snapshot: Snapshot | None = None,
+             step: int | None = None) -> pa.Table | None:
+        """One trajectory's rows of one table as stored, whether or not its replay is complete (None if absent).
+
+        `step`: only that step's rows (row groups of other steps are skipped by their statistics).
+        """
         snap = snapshot or self.snapshot()
         entries = self.entries(trajectory_id, snap)[table]
         if not entries:
             return None
-        return pa.concat_tables([read_table(snap.root / e.path, filters=[("trajectory_id", "=", trajectory_id)])
-                                 .replace_schema_metadata(None) for e in entries], promote_options="permissive")
+        where = [("trajectory_id", "=", trajectory_id), *([("step", "=", int(step))] if step is not None else [])]
+        return pa.concat_tables([read_table(snap.root / e.path, filters=where).replace_schema_metadata(None)
+                                 for e in entries], promote_options="permissive")
 
-    def _read(self, trajectory_id: str, table: str) -> pa.Table | None:
-        """Rows of one table of a complete replay (None if it is not cached, or not whole)."""
+    def _read(self, trajectory_id: str, table: str, step: int | None = None) -> pa.Table | None:
+        """Rows of one table of a complete replay (None if it is not cached, or not whole); `step` as in `rows`."""
         snap = self.snapshot()
         if not self.entries(trajectory_id, snap)[table] or not self.has(trajectory_id):
             return None
-        return self.rows(trajectory_id, table, snap)
+        return self.rows(trajectory_id, table, snap, step)
 
     def read_steps(self, trajectory_id: str) -> pa.Table | None:
         """The cached per-step rows of one trajectory, or None."""
@@ -276,12 +281,13 @@ class ReplayCache:
         tokens = self._read(trajectory_id, TOKEN_TIER)
         return decode_token_table(tokens) if tokens is not None else None
 
-    def read_token_surprisal(self, trajectory_id: str) -> pa.Table | None:
+    def read_token_surprisal(self, trajectory_id: str, step: int | None = None) -> pa.Table | None:
         """Per-token surprisal and top-1 of one trajectory's replay (TOKEN_SURPRISAL rows), or None.
 
-        None also for a replay written before this table existed: replay the trajectory again to get it.
+        `step`: only that step's tokens. None also for a replay written before this table existed: replay the
+        trajectory again to get it.
         """
-        return self._read(trajectory_id, TOKEN_SURPRISAL_TABLE)
+        return self._read(trajectory_id, TOKEN_SURPRISAL_TABLE, step)
 
     def read_routing_steps(self, trajectory_id: str) -> pa.Table | None:
         """The cached step tier of one trajectory (`routing_steps` rows as stored), or None."""

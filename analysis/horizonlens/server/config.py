@@ -24,6 +24,7 @@ from horizonlens.storage.access import NOBODY, OWNER, Principal
 from horizonlens.storage.location import as_location, is_remote
 
 ENV = "HORIZONLENS_SERVER"
+FLOOR_ENV = "HORIZONLENS_FLOOR"  # set by `serve --floor`: the server serves the hello-world page, not the app
 
 
 @dataclass(frozen=True)
