@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +106,13 @@ def test_no_replays_gives_an_empty_table(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_store():
-    corpus = REPO / "sample_data" / "corpus"
-    if not (corpus / "manifest.json").exists():
+def sample_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a CorpusStore
+    """A copy of the bundled corpus: `metrics --checkpoint` keeps its routing probe inside the corpus it reads."""
+    bundled = REPO / "sample_data" / "corpus"
+    if not (bundled / "manifest.json").exists():
         pytest.skip("sample corpus not present")
+    corpus = Path(shutil.copytree(bundled, tmp_path_factory.mktemp("sample") / "corpus",
+                                  ignore=shutil.ignore_patterns(".lock", "results")))
     store = open_store(corpus)
     if not store.replay_checkpoints:
         pytest.skip("the sample corpus has no replays")
