@@ -12,11 +12,13 @@ from tests.support.exports import export_corpus
 def test_explore_exports_the_current_filter(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HORIZONLENS_HOME", str(tmp_path / "home"))
     corpus = export_corpus(tmp_path / "corpus")
+    closed = make_app(monkeypatch, corpus)
+    closed.run()
+    assert not closed.exception, closed.exception
+    assert all(b.key != "export_go" for b in closed.button)  # closed: its options are not sent
     at = make_app(monkeypatch, corpus)
+    at.session_state["export_open"] = True  # opened, as a click on the expander does
     at.run()
-    assert not at.exception, at.exception
-    assert not at.get("button") or all(b.key != "export_go" for b in at.button)  # closed: its options not sent
-    at.session_state["export_open"] = True
     at.multiselect(key="explore_outcomes").select("success").run()
     assert "**3** trajectories" in page_markdown(at)
     assert at.button(key="export_go").label == "Export 3 runs"

@@ -69,7 +69,8 @@ def test_insight_pages_draw_and_open_the_steps_they_name(browser, tmp_path: Path
         settled(page, chart(page, "Around checks"))
         for title in ("All layers: each layer's experts by load", "Expert load by domain", "Expert load by teacher"):
             assert chart(page, title).is_visible()
-        assert page.get_by_text("Runs used: All 60 replayed runs", exact=False).first.is_visible()  # flagged
+        # the bundled replays are a recorded stratified sample: said so beside every corpus-level chart
+        assert page.get_by_text("Runs used: 60 runs of the stratified random sample", exact=False).first.is_visible()
         shot(page, "insight-04-routing-corpus")
         page.get_by_role("tab", name="Probe, map and health").click()
         settled(page, chart(page, "Replayed steps by routing signature"))

@@ -457,3 +457,33 @@ def test_every_view_exists_with_the_same_columns_when_its_dataset_is_empty(tmp_p
     for view in ("replay_steps", "routing", "routing_steps", "routing_segments", "routing_rollout",
                  "rollout_compare", "rollout_compare_steps", "annotations", "annotation_history"):
         assert empty.scalar(f"SELECT count(*) FROM {view}") == 0
+
+
+def test_the_atomic_writer_creates_a_secret_owner_only_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from horizonlens.storage.atomic import write_atomic, write_bytes_atomic
+
+    target = tmp_path / "users.toml"
+    modes = []
+
+    def write(fh) -> None:  # noqa: ANN001 - an open binary file
+        modes.append(os.fstat(fh.fileno()).st_mode & 0o777)  # before any byte is written
+        fh.write(b"secret")
+
+    write_atomic(target, write, mode=0o600)
+    assert modes == [0o600] and stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"secret"
+
+    def fail(fh) -> None:  # noqa: ANN001
+        fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(CorpusError, match="users.toml: cannot be written"):
+        write_atomic(target, fail, mode=0o600)
+    assert target.read_bytes() == b"secret" and sorted(p.name for p in tmp_path.iterdir()) == ["users.toml"]
+    write_bytes_atomic(b"plain", tmp_path / "notes.txt")
+    assert stat.S_IMODE((tmp_path / "notes.txt").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

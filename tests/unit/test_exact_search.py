@@ -1,7 +1,8 @@
 """Exact-text search through the search index equals a plain scan (ILIKE over every field), needle by needle.
 
 Needles are drawn at random from the corpus text (rare and common substrings, across word boundaries, with
-punctuation), plus hand-picked punctuation-only, non-ASCII, case-folding and absent ones.
+punctuation), plus hand-picked punctuation-only, non-ASCII, case-folding, long-separator and absent ones. Both
+ways the index answers are checked: from the postings alone, and by reading the candidates' Parquet text.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from horizonlens.corpus.text import step_text_parts
-from horizonlens.derived.search_index import build_index, word_runs
+from horizonlens.derived.search_index import SEP_KEEP, WORD, Cond, PairCond, build_index, needle_plan
 from horizonlens.query import TrajectoryFilter, open_store
-from horizonlens.query.filters import FilterContext
+from horizonlens.query.filters import FilterContext, where_sql
 from tests.support.corpora import HOSTILE, REPO, make_corpus, step_row, traj_row
 
 SAMPLE = REPO / "sample_data" / "corpus"
 HAND_PICKED = ["insufficient balance", "Error", "error:", ": ", "{\"", "  ", "a", "100%", "_", "\\", "%_\\",
                "é", "ünïcødé", "漢字", "🚀", "ISTANBUL", "istanbul", "İstanbul", "straße", "STRASSE", "ΣΑΣ", "σας",
-               "KELVIN\u212a", "<script>", "'; DROP", "zzz_no_such_text", "FAILED test_", "ance bal", "\t", "--"]
+               "KELVIN\u212a", "<script>", "'; DROP", "zzz_no_such_text", "FAILED test_", "ance bal", "\t", "--",
+               " bal", "error: ", "tal — ", "— be", "alpha " + "—" * 20 + " beta", "a " + "—" * 20 + " b",
+               "—" * (SEP_KEEP + 1) + " beta", "alpha " + "—" * (SEP_KEEP - 1), "x\x01y", "\x02z", "z\x03", "y\x02"]
 UNICODE_TEXT = ["Flights from İstanbul to Zürich", "Die Straße ist gesperrt", "ΣΑΣ ΚΑΛΗΜΕΡΑ", "漢字テスト 🚀 launch",
-                "Temperature 300 \u212a (kelvin sign)", "naïve café résumé", "tab\tseparated\tvalues"]
+                "Temperature 300 \u212a (kelvin sign)", "naïve café résumé", "tab\tseparated\tvalues",
+                "alpha " + "—" * 20 + " beta", "alpha " + "—" * 21 + " beta", "capital — beta", "x\x01y\x02z\x03w"]
 
 
 def random_needles(root: Path, n: int, seed: int) -> list[str]:
@@ -56,7 +60,7 @@ def through_index(store, needle: str) -> tuple[set[str], int]:
     """Every match as the store's filter finds it, and the Explore page's total."""
     flt = TrajectoryFilter(text=needle, text_mode="exact")
     clauses, params = store.filter_clauses(flt)
-    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t WHERE {' AND '.join(clauses)}", params)
+    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t{where_sql(clauses)}", params)
     return set(ids.column(0).to_pylist()), store.list_trajectories(flt, limit=5).total
 
 
@@ -91,13 +95,18 @@ def _check(store, needles: list[str]) -> None:
     for needle in needles:
         expected = plain_scan(store, needle)
         got, total = through_index(store, needle)
-        assert store.lists.exact(needle) is not None, needle  # the index answered, not a scan
+        resolved = store.lists.exact(needle)
+        assert resolved is not None, needle  # the index answered
+        if needle_plan(store.scalar("SELECT lower(?)", [needle])).exact:
+            assert resolved[0].checked == 0, needle  # from the postings alone: no text was read
         assert got == expected and total == len(expected), (needle, len(got), len(expected))
 
 
 def test_fifty_random_needles_equal_a_plain_scan(indexed_sample) -> None:
     needles = random_needles(indexed_sample.root, 50, seed=13)
-    assert sum(len(word_runs(n.lower())) == 0 for n in needles) >= 2  # punctuation/space-only needles are drawn
+    assert sum(not WORD.search(n.lower()) for n in needles) >= 2  # punctuation/space-only needles are drawn
+    assert sum(needle_plan(n.lower()).exact for n in needles) >= 10  # some answered by the postings alone
+    assert sum(not needle_plan(n.lower()).exact for n in needles) >= 10  # and some by reading text
     assert sum(len(n) >= 14 for n in needles) >= 10  # and long, rare ones
     _check(indexed_sample, needles)
 
@@ -115,9 +124,17 @@ def test_all_words_mode_still_uses_the_word_postings(indexed_sample) -> None:
     assert set(exact.rows["trajectory_id"].to_pylist()) <= set(words.rows["trajectory_id"].to_pylist())
 
 
-def test_word_runs_constrain_their_words() -> None:
-    runs = word_runs("ance bal")
-    assert [(r.text, r.starts_word, r.ends_word) for r in runs] == [("ance", False, True), ("bal", True, False)]
-    assert [r.vocab_condition() for r in word_runs("x: y.z")] == ["ends_with(v.word, ?)", "v.word = ?",
-                                                                  "starts_with(v.word, ?)"]
-    assert word_runs(": !") == []
+def test_needle_plans_say_which_queries_the_postings_answer_alone() -> None:
+    plan = needle_plan("ance bal")  # a suffix, the exact separator, a prefix: one pair
+    assert plan.pairs == [PairCond(Cond("suffix", "ance"), Cond("equal", " "), Cond("prefix", "bal"))] and plan.exact
+    assert needle_plan("balance") .word == Cond("contains", "balance") and needle_plan("balance").exact
+    assert needle_plan(" bal").pairs == [PairCond(Cond("any"), Cond("suffix", " "), Cond("prefix", "bal"))]
+    assert needle_plan("error:").pairs == [PairCond(Cond("suffix", "error"), Cond("prefix", ":"), Cond("any"))]
+    assert needle_plan(" bal").exact and needle_plan("error:").exact
+    three = needle_plan("x: y.z")  # two pairs: both must occur, but maybe apart, so the text is read
+    assert three.pairs == [PairCond(Cond("suffix", "x"), Cond("equal", ": "), Cond("equal", "y")),
+                           PairCond(Cond("equal", "y"), Cond("equal", "."), Cond("prefix", "z"))]
+    assert not three.exact
+    long_sep = needle_plan("a" + "-" * (SEP_KEEP + 4) + "b")  # kept as its two ends only: not exact
+    assert long_sep.pairs[0].sep == Cond("equal", "-" * SEP_KEEP + "\x01" + "-" * SEP_KEEP) and not long_sep.exact
+    assert needle_plan(": !").reads_everything and not needle_plan(": !").exact

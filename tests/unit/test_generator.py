@@ -10,9 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from horizonlens.sample.domains import WORLDS, check_section
 from horizonlens.sample.generate import TEACHERS, Planted, generate_corpus, generate_rows
 from horizonlens.sample.world import safe_eval
+from horizonlens.sample.worlds import WORLDS
+from horizonlens.sample.worlds.instruction import check_section
 
 
 def _digest(root: Path) -> str:

@@ -191,12 +191,13 @@ def test_bad_input_is_reported_and_the_rest_imports(tmp_path: Path) -> None:
 def test_strict_imports_nothing_and_corpus_is_untouched(tmp_path: Path) -> None:
     corpus = tmp_path / "c"
     import_paths([_write(tmp_path / "a.json", [TAU])], corpus)
-    before = {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file()}
+    # the writer lock's file notes who held it last (pid and time): it is not the corpus's data
+    before = {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file() and p.name != ".lock"}
     bad = tmp_path / "b.jsonl"
     bad.write_text(json.dumps(TAU | {"task_id": 99}) + "\n{oops\n")
     with pytest.raises(ImportFailed, match="strict mode"):
         import_paths([bad], corpus, strict=True)
-    assert {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file() and p.name != ".lock"} == before
     assert not [p for p in corpus.iterdir() if p.name.startswith(".import")]
 
 
@@ -286,3 +287,29 @@ def test_real_who_and_when(tmp_path: Path) -> None:
     for f in files:
         raw = json.loads(f.read_text())
         assert decisive[f"who-and-when:Algorithm-Generated:{f.stem}"] == int(raw["mistake_step"]) + 1
+
+
+def test_an_import_into_a_hive_partitioned_corpus_keeps_it_readable(tiny_corpus: Path, tmp_path: Path) -> None:
+    from horizonlens.bench.scale import build_scaled_corpus
+    from tests.support.logs import line, tau_run
+
+    corpus = build_scaled_corpus(tiny_corpus, tmp_path / "partitioned", 50)  # files under domain=<value>/
+    log = tmp_path / "runs.jsonl"
+    log.write_bytes(line(tau_run(1)) + line(tau_run(2)))
+    assert import_paths([log], corpus).added == 2
+    store = open_store(corpus)  # a file beside the partitions would stop DuckDB reading them
+    domain = store.scalar("SELECT domain FROM trajectories WHERE trajectory_id = 'tau-bench:1:0'")
+    assert store.scalar("SELECT count(*) FROM trajectories") == 52
+    n_steps = store.scalar("SELECT n_steps FROM trajectories WHERE trajectory_id = 'tau-bench:1:0'")
+    assert n_steps and store.steps("tau-bench:1:0").num_rows == n_steps  # read through its domain partition
+    new = sorted(p.relative_to(corpus).parent.as_posix() for t in ("trajectories", "steps")
+                 for p in (corpus / t).rglob("hl-*.parquet"))
+    assert new == [f"steps/domain={domain}", f"trajectories/domain={domain}"]
+    # replacing a run rewrites its old file in its own partition folder
+    log.write_bytes(line(tau_run(1, reward=0.0)))
+    assert import_paths([log], corpus, replace=True).replaced == 1
+    store = open_store(corpus)
+    assert store.scalar("SELECT outcome FROM trajectories WHERE trajectory_id = 'tau-bench:1:0'") == "failure"
+    assert store.scalar("SELECT count(*) FROM trajectories") == 52 and store.steps("tau-bench:2:0").num_rows == n_steps
+    assert all(p.parent.name.startswith("domain=") for t in ("trajectories", "steps")
+               for p in (corpus / t).rglob("*.parquet"))

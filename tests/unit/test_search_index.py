@@ -14,6 +14,7 @@ from horizonlens.derived.search_index import build_index, index_is_fresh, query_
 from horizonlens.errors import StoreError
 from horizonlens.ingest import import_paths
 from horizonlens.query import TrajectoryFilter, open_store
+from horizonlens.query.filters import FilterContext
 from tests.support.corpora import HOSTILE
 
 
@@ -48,6 +49,10 @@ def test_word_search_matches_a_python_reference(corpus: Path, query: str) -> Non
     expected = {t for t, ws in ref.items() if words <= ws}
     page = store.list_trajectories(TrajectoryFilter(text=query, text_mode="words"), limit=1000)
     assert set(page.rows["trajectory_id"].to_pylist()) == expected and page.total == len(expected)
+    # the same in plain SQL over the index's views (what a filter without the store's resolved hits runs)
+    clauses, params = TrajectoryFilter(text=query, text_mode="words").clauses(FilterContext(word_index=True))
+    ids = store.query(f"SELECT t.trajectory_id FROM trajectories t WHERE {clauses[0]}", params)
+    assert set(ids.column(0).to_pylist()) == expected
 
 
 def test_exact_mode_still_scans_and_auto_prefers_the_index(corpus: Path) -> None:
@@ -87,3 +92,24 @@ def test_hostile_query_words(corpus: Path) -> None:
     for q in ["'; DROP TABLE steps; --", "%_\\", "<script>", "漢字 🚀"]:
         store.list_trajectories(TrajectoryFilter(text=q), limit=5)
     assert store.scalar("SELECT count(*) FROM steps") > 0
+
+
+def test_an_index_in_the_older_format_is_named_and_rebuilt(corpus: Path) -> None:
+    index = corpus / "index"
+    (index / "texts").mkdir(parents=True)
+    (index / "texts" / "part-0.arrow").write_bytes(b"old")
+    (index / "manifest.json").write_text(json.dumps({"version": 3, "kind": "search index", "files": [
+        {"table": "texts", "path": "texts/part-0.arrow", "rows": 1, "bytes": 3}]}))
+    store = open_store(corpus)
+    assert not store.has_word_index
+    problem = " ".join(store.problems)
+    assert "older format" in problem and "texts" in problem and "horizonlens index" in problem
+    from typer.testing import CliRunner
+
+    from horizonlens.cli import app
+
+    out = CliRunner().invoke(app, ["index", str(corpus)])
+    assert out.exit_code == 0, out.output
+    assert "replacing an older search index with a text copy (texts): 1 file(s) removed" in out.output
+    assert not (index / "texts" / "part-0.arrow").exists()  # the text copy is gone with the old format
+    assert index_is_fresh(corpus) and store.refresh_index() and not store.problems

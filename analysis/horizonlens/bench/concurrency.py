@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from horizonlens.bench.browser import CHROMIUM_ARGS, RUN_OVER, SETTLED, VIEWPORT, WATCH, serving
+from horizonlens.bench.timing import loaded_note, quantiles
 
 LEVELS = (1, 4, 8, 16)
 NEXTS = 3
@@ -42,14 +42,6 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
     hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
     return rss / 1024, hwm / 1024
-
-
-def _quantiles(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "n": 0}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"p50": round(statistics.median(ordered), 3), "p95": round(p95, 3), "n": len(ordered)}
 
 
 def _step_shown(step: int | None) -> str:
@@ -144,7 +136,7 @@ async def _level(corpus: Path, n: int, chromium: str, log: Callable[[str], None]
     return {"sessions": n, "wall_s": round(wall, 2), "idle_rss_mb": round(idle_rss, 1), "rss_mb": round(rss, 1),
             "peak_rss_mb": round(hwm, 1), "rss_per_session_mb": round((rss - idle_rss) / n, 2),
             "load_average": [round(load_before, 1), round(load_after, 1)],
-            **{k: _quantiles(v) for k, v in times.items()}, "failures": failures}
+            **{k: quantiles(v) for k, v in times.items()}, "failures": failures}
 
 
 def bench_concurrency(corpus: Path, levels: Sequence[int] = LEVELS, chromium: str = "/usr/bin/chromium",
@@ -162,29 +154,33 @@ def bench_concurrency(corpus: Path, levels: Sequence[int] = LEVELS, chromium: st
     return {"trajectories": n_trajectories, "walk": f"Explore → Trajectory → Next × {NEXTS}", "levels": out}
 
 
-def write_markdown(results: dict[str, Any], path: Path, machine: dict[str, Any]) -> None:
-    """The figures as a Markdown table (bench/CONCURRENCY.md)."""
-    lines = [f"# Many users at once: {results['walk']}, {results['trajectories']:,} trajectories\n",
+def session_lines(results: dict[str, Any]) -> list[str]:
+    """The many-users section of CONCURRENCY.md: one row per number of sessions, then every failure."""
+    machine = results.get("machine", {})
+    levels = results["levels"]
+    lines = [f"## Many users at once: {results['walk']}, {results['trajectories']:,} trajectories", "",
              "Each level runs on a fresh server warmed by one untimed session; every figure is from one run of "
-             "`horizonlens bench --scale none --sessions " + ",".join(str(r["sessions"]) for r in results["levels"])
-             + "`. Ratios are to one session in the same run. Seconds from the click (or navigation) to the end "
-             "of the rerun it started, with its content on screen.\n",
+             "`horizonlens bench --scale none --sessions " + ",".join(str(r["sessions"]) for r in levels)
+             + "`" + (f" started {results['started_at']}" if results.get("started_at") else "") + ". Ratios are to "
+             "one session in the same run. Seconds from the click (or navigation) to the end of the rerun it "
+             "started, with its content on screen.", "",
              f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu', '?')}), {machine.get('memory_gb', '?')} GB; "
              "the browsers run on the same machine as the server. The machine's 1-minute load average at the start "
              "and end of each level (other work included): " + "; ".join(
-                 f"{r['sessions']}: {r['load_average'][0]}–{r['load_average'][1]}" for r in results["levels"]
-                 if r.get("load_average")) + ".\n",
+                 f"{r['sessions']}: {r['load_average'][0]}–{r['load_average'][1]}" for r in levels
+                 if r.get("load_average")) + ". "
+             + loaded_note(machine, [x for r in levels for x in r.get("load_average", [])]), "",
              "| sessions | explore p50 / p95 (s) | trajectory p50 / p95 (s) | next p50 / p95 (s) | next p50 × one "
              "session | server RSS (MB) | RSS per session (MB) | failures |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results["levels"]:
+    for r in levels:
         def cell(k: str, r: dict[str, Any] = r) -> str:
             return f"{r[k]['p50']} / {r[k]['p95']}" if r[k]["p50"] is not None else "—"
         ratio = r["next"].get("p50_ratio_to_one_session", "—")
         memory = f"{r['rss_mb']:.0f} (idle {r['idle_rss_mb']:.0f}, peak {r['peak_rss_mb']:.0f})"
         lines.append(f"| {r['sessions']} | {cell('explore')} | {cell('trajectory')} | {cell('next')} | {ratio} | "
                      f"{memory} | {r['rss_per_session_mb']:.1f} | {len(r['failures'])} |")
-    failures = [f"- {r['sessions']} sessions: {f}" for r in results["levels"] for f in r["failures"]]
+    failures = [f"- {r['sessions']} sessions: {f}" for r in levels for f in r["failures"]]
     if failures:
         lines += ["", "Failures:", *failures]
-    path.write_text("\n".join(lines) + "\n")
+    return lines

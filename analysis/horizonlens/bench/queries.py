@@ -83,7 +83,11 @@ def explore_json(json_dir: Path) -> int:
 
 
 def fts_store(store: CorpusStore, mode: str = "exact", needle: str = NEEDLE) -> int:
-    """Mode exact: literal substring (through the search index when it is up to date); words: all words."""
+    """Mode exact: literal substring (through the search index when it is up to date); words: all words.
+
+    Each call searches afresh: the store would otherwise answer a repeated text from the hits it resolved before.
+    """
+    store.lists.forget_searches()
     return store.list_trajectories(TrajectoryFilter(text=needle, text_mode=mode), limit=PAGE).total
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from horizonlens.bench.diff import report_lines as diff_lines
+from horizonlens.bench.explore import report_lines as explore_lines
 from horizonlens.bench.export import report_lines as export_lines
 from horizonlens.bench.modes import report_lines as modes_lines
 from horizonlens.bench.pages import report_lines as pages_lines
+from horizonlens.bench.search import report_lines as search_lines
 from horizonlens.bench.shape import report_lines as shape_lines
 from horizonlens.bench.shape_app import report_lines as shape_app_lines
 from horizonlens.figures.formatting import seconds
@@ -60,7 +62,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "Every figure is the median (p95) of repeated runs, measured beside its baseline in the same run "
              "(variants interleaved round-robin). Corpora are replicated from the 2,400 generated sample "
              "trajectories (see bench/README.md).", ""]
-    lines += _corpora(results) + pages_lines(results.get("pages") or {}) + _peers(results) + diff_lines(results)
+    lines += _corpora(results) + pages_lines(results.get("pages") or {}) + _peers(results) + search_lines(results)
+    lines += explore_lines(results) + diff_lines(results)
     if results.get("export"):
         lines += export_lines(results["export"])
     r = results.get("replay")

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from horizonlens.bench.diff import bench_diff
+from horizonlens.bench.explore import explore_profile, explore_runs
 from horizonlens.bench.export import bench_export
 from horizonlens.bench.queries import bench_queries, peers_row
 from horizonlens.bench.scale import SCALES, build_scaled_corpus, write_json_files
+from horizonlens.bench.search import bench_search
 from horizonlens.bench.shape import bench_shapes
 from horizonlens.derived.aggregates import AGGREGATES_DIR
 from horizonlens.derived.build import build_all
@@ -170,7 +172,7 @@ CONCURRENCY_CORPUS = 100_000  # trajectories in the corpus the concurrent sessio
 
 def concurrency(out: Path, data: Path, sessions: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Concurrent browser sessions on the 10^5-trajectory corpus (bench/concurrency.py); CONCURRENCY.md and JSON."""
-    from horizonlens.bench.concurrency import bench_concurrency, write_markdown
+    from horizonlens.bench.concurrency import bench_concurrency
 
     corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{CONCURRENCY_CORPUS}", CONCURRENCY_CORPUS,
                                  log)
@@ -180,16 +182,50 @@ def concurrency(out: Path, data: Path, sessions: Sequence[int], log: Callable[[s
                **bench_concurrency(corpus, sessions, log=log)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "concurrency.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    write_markdown(results, out / "CONCURRENCY.md", results["machine"])
+    write_server_report(out)
     return results
+
+
+def watch(out: Path, data: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Watched-folder latencies (bench/watch.py) into copies of the bundled sample and the 10^5-trajectory corpus."""
+    from horizonlens.bench.watch import bench_watch
+
+    corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{CONCURRENCY_CORPUS}", CONCURRENCY_CORPUS,
+                                 log)
+    build_all(corpus, log=lambda m: log(f"  {m}"))
+    log("watched folder")
+    results = {"machine": machine(), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "corpora": [bench_watch(c, data, log=log) for c in (bundled_dir("corpus"), corpus)]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "watch.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_server_report(out)
+    return results
+
+
+def write_server_report(out: Path) -> Path:
+    """CONCURRENCY.md in `out` from the team-server benchmarks whose JSON is there (sessions, live runs)."""
+    from horizonlens.bench.concurrency import session_lines
+    from horizonlens.bench.watch import report_lines
+
+    lines = ["# The team server: many users at once, and live runs", "",
+             "Written by `horizonlens bench` from `concurrency.json` (`--sessions`) and `watch.json` (`--watch`) "
+             "beside this file; each section is from its own run."]
+    if (out / "concurrency.json").exists():
+        lines += ["", *session_lines(json.loads((out / "concurrency.json").read_text()))]
+    if (out / "watch.json").exists():
+        lines += ["", *report_lines(json.loads((out / "watch.json").read_text()))]
+    path = out / "CONCURRENCY.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
         log: Callable[[str], None] = print, shapes: Sequence[str] = (), sessions: Sequence[int] = (),
-        with_export: bool = True) -> dict[str, Any]:
-    """Run the benchmarks of one scale (`none`: only `shapes` and `sessions`), write RESULTS.md and JSON; the results.
+        with_export: bool = True, with_watch: bool = False) -> dict[str, Any]:
+    """Run the benchmarks of one scale (`none`: only shapes, sessions and the watch), write the reports; the results.
 
     `sessions`: also (or, with scale `none`, only) the concurrent-sessions benchmark at these numbers of sessions.
+    `with_watch`: also (or, with scale `none`, only) the watched-folder latencies. Both write CONCURRENCY.md.
     """
     from horizonlens.query.store import open_store
 
@@ -199,7 +235,12 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     checkpoint = bundled_dir("checkpoint")
     data = data or out / "data"
     if scale == "none" and not shapes:
-        return {"concurrency": concurrency(out, data, sessions, log)} if sessions else {}
+        server: dict[str, Any] = {}
+        if sessions:
+            server["concurrency"] = concurrency(out, data, sessions, log)
+        if with_watch:
+            server["watch"] = watch(out, data, log)
+        return server
     results: dict[str, Any] = {"scale": scale, "machine": machine(), "started_at": datetime.now(timezone.utc)
                                .isoformat(timespec="seconds"), "command": f"horizonlens bench --scale {scale}",
                                "corpora": {}}
@@ -229,6 +270,11 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                  **bench_queries(store, json_dir, repeats=repeats, python_fts=n <= 100_000)}
         for query in ("explore", "search_exact", "open_trajectory"):
             peers.setdefault(query, []).append(peers_row(n, entry[query]))
+        log("  search index designs")
+        entry["search_designs"] = bench_search(store, data, repeats=repeats, log=lambda m: log(f"  {m}"))
+        log("  Explore, three runs in a row, and its plans")
+        entry["explore_runs"] = explore_runs(store)
+        entry["explore_profile"] = explore_profile(store)
         log("  run-set diff")
         entry["diff"] = bench_diff(store, repeats=max(3, repeats // 2))
         log("  memory")
@@ -264,6 +310,8 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
                 results["shape_app"] = {"error": str(exc)[:500]}
     if sessions:
         results["concurrency"] = concurrency(out, data, sessions, log)
+    if with_watch:
+        results["watch"] = watch(out, data, log)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results-{scale}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from horizonlens.bench.report import write_report

@@ -29,6 +29,12 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
               help="Also run N concurrent headless-browser sessions (Explore, Trajectory, Next x 3) against one "
                    "server on the 10^5-trajectory corpus, for each N of a comma-separated list such as 1,4,8,16; "
                    "writes CONCURRENCY.md. With --scale none, only that.")] = None,
+          watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Also time runs written into a watched "
+                                                                         "folder until they are queryable (import "
+                                                                         "--watch; the bundled sample and 10^5 "
+                                                                         "trajectories, p50/p95 over 21 events); "
+                                                                         "writes CONCURRENCY.md. With --scale none, "
+                                                                         "only that.")] = False,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
     from horizonlens.bench.run import run
@@ -38,10 +44,10 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
         if any(n < 1 for n in levels):
             raise ValueError("--sessions takes numbers of sessions of at least 1, e.g. 1,4,8,16")
         run(scale, out, repeats=repeats, data=data, with_app=app_timings, log=typer.echo, shapes=shape or [],
-            sessions=levels, with_export=export)
+            sessions=levels, with_export=export, with_watch=watch)
     except ValueError as exc:
         fail(str(exc))
     if scale != "none" or shape:
         typer.echo(f"wrote {out / 'RESULTS.md'}")
-    if levels:
+    if levels or watch:
         typer.echo(f"wrote {out / 'CONCURRENCY.md'}")

@@ -103,6 +103,8 @@ def index(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://b
         built = build_all(corpus, full=full)
     except CorpusError as exc:
         fail(str(exc))
+    if built["index"].get("replaced"):
+        typer.echo(f"index: rebuilt from nothing, replacing {built['index']['replaced']}")
     for name in ("index", "aggregates"):
         rows = ", ".join(f"{n:,} {table}" for table, n in built[name]["rows"].items())
         typer.echo(f"{name}: {rows} rows; {sum(built[name]['computed'].values())} source file(s) read in "

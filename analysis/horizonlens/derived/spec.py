@@ -28,6 +28,7 @@ import duckdb
 
 from horizonlens.errors import CorpusError
 from horizonlens.storage.dataset import Dataset, Snapshot, Transaction
+from horizonlens.storage.grouped import write_grouped
 from horizonlens.storage.location import CorpusPath, as_location
 from horizonlens.storage.manifest import DataFile, ManifestRules, string_list
 from horizonlens.storage.quoting import quote_ident, sql_string
@@ -59,6 +60,10 @@ class DerivedTable:
     unique_key: tuple[str, ...] = ()
     view: str | None = None  # the DuckDB view name the store gives this table (None: not a SQL table)
     row_group_size: int = 65_536
+    options: str = ""  # more Parquet COPY options, e.g. "PARQUET_VERSION V2" (how rows are stored, not what)
+    # > 0: row groups hold at most this many elements of the list columns as well (storage/grouped.py), so that
+    # a lookup by key decodes little beside the key's own list
+    list_budget: int = 0
     doc: str = ""
     revision: int = 1  # bump when `writer` changes meaning (SQL definitions are hashed as they are)
 
@@ -79,9 +84,10 @@ class DerivedTable:
 class Rollup:
     """A small summary table recomputed whole at every update, from the derived tables and the source tables.
 
-    Its SQL reads views named after the derived tables (e.g. `agg_trajectories`) and after the source dataset's
-    tables (e.g. `trajectories`). Use it for tables that combine several source tables or roll many units up
-    into a few rows (a cube of per-facet sums), so that a reader needs neither a join nor a scan.
+    Its SQL reads views named after the derived tables (e.g. `agg_trajectories`) or after their reader views (the
+    union of the tables that share one), and after the source dataset's tables (e.g. `trajectories`). Use it for
+    tables that combine several source tables or roll many units up into a few rows (a cube of per-facet sums), so
+    that a reader needs neither a join nor a scan.
     """
 
     name: str
@@ -109,11 +115,13 @@ class DerivedSpec:
     folder: str
     kind: str
     tables: tuple[DerivedTable, ...]
-    # per source table, a temp table computed once per unit before its tables are written, (name, SELECT over
-    # `{src}`), so that several derived tables read the unit's rows tokenised once
-    prepare: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # per source table, temp tables computed in order once per unit before its tables are written, each
+    # (name, SELECT over `{src}` and the temp tables before it), so that several derived tables share one pass
+    prepare: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     rollups: tuple[Rollup, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # manifest keys recorded at each update
+    # tables an older format had: a manifest listing one is read as too old (rebuilt by REBUILD), not as damaged
+    retired: tuple[str, ...] = ()
 
     @property
     def outputs(self) -> tuple[DerivedTable | Rollup, ...]:
@@ -130,12 +138,10 @@ class DerivedSpec:
             h.update(f"{source}|{self.prepare_sql(source)}".encode())
         return h.hexdigest()[:16]
 
-    def prepare_sql(self, source: str) -> str | None:
-        """The statement that makes one unit's temp table of `source` (None: the tables read `{src}` alone)."""
-        if source not in self.prepare:
-            return None
-        name, select = self.prepare[source]
-        return f"CREATE OR REPLACE TEMP TABLE {name} AS\n{select.format(src='src')}"
+    def prepare_sql(self, source: str) -> list[str]:
+        """The statements that make one unit's temp tables of `source` (none: the tables read `{src}` alone)."""
+        return [f"CREATE OR REPLACE TEMP TABLE {name} AS\n{select.format(src='src')}"
+                for name, select in self.prepare.get(source, ())]
 
     def views(self) -> dict[str, str]:
         """The views readers query, each with what it holds."""
@@ -155,10 +161,11 @@ class DerivedSpec:
         for t in self.tables:
             if t.view and t.sql is not None:
                 src = (sources or {}).get(t.source, t.source)
-                prep = self.prepare.get(t.source)
+                prep = self.prepare.get(t.source, ())
                 sql = t.sql.format(src=src)
-                if prep is not None:
-                    sql = f"WITH {prep[0]} AS ({prep[1].format(src=src)}) {sql}"
+                if prep:
+                    ctes = ", ".join(f"{name} AS ({select.format(src=src)})" for name, select in prep)
+                    sql = f"WITH {ctes} {sql}"
                 parts.setdefault(t.view, []).append(sql)
         for r in self.rollups:
             if r.view:
@@ -169,7 +176,21 @@ class DerivedSpec:
     def dataset(self, source_root: CorpusPath | str) -> Dataset:
         """The derived dataset of a source dataset rooted at `source_root`."""
         return Dataset(as_location(source_root) / self.folder, tuple(t.name for t in self.outputs),
-                       rules=DERIVED_RULES)
+                       rules=self.rules)
+
+    @property
+    def rules(self) -> ManifestRules:
+        """The manifest checks: those of all derived data, and the retired tables named as an older format."""
+        if not self.retired:
+            return DERIVED_RULES
+        retired, kind = set(self.retired), self.kind
+
+        def check(manifest: dict[str, Any], where: str) -> None:
+            found = sorted({str(f.get("table")) for f in manifest.get("files") or [] if isinstance(f, dict)} & retired)
+            if found:
+                raise DERIVED_RULES.too_old(where, f"a {kind} in an older format (with table(s) {', '.join(found)})")
+
+        return ManifestRules(kind=DERIVED_RULES.kind, upgrade=REBUILD, entry=_check_entry, check=check)
 
     def table(self, name: str) -> DerivedTable:
         """One table's definition by name."""
@@ -329,11 +350,17 @@ def _write_rollups(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, snap: Snap
     if not spec.rollups:
         return
     files = txn.files()
+    by_view: dict[str, list[CorpusPath]] = {}
     for table in spec.tables:
         paths = [txn.dataset.root / f.path for f in files if f.table == table.name]
         if table.suffix == ".parquet" and paths:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(table.name)} AS SELECT * FROM "
                         f"{_scan(con, f'derived_{table.name}', paths)}")
+            if table.view and table.view != table.name:
+                by_view.setdefault(table.view, []).extend(paths)
+    for view, paths in by_view.items():  # the views readers see, so that a rollup reads the same in both places
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(view)} AS SELECT * FROM "
+                    f"{_scan(con, f'derived_view_{view}', paths)}")
     for name in dict.fromkeys(f.table for f in snap.files):
         con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM "
                     f"{_scan(con, f'source_{name}', snap.paths(name))}")
@@ -364,6 +391,16 @@ def _units(snap: Snapshot, files: Sequence[DataFile]) -> list[list[DataFile]]:
     return units
 
 
+def unit_id(snap: Snapshot, unit: Sequence[DataFile]) -> int:
+    """A number naming one unit of source files (63 bits of a hash of their keys).
+
+    Derived rows that refer to each other across the tables of one unit (say, document numbers local to the unit)
+    carry it as SQL `getvariable('derived_unit')`, which is NULL where the views are computed from the source.
+    """
+    digest = hashlib.sha256("\n".join(source_key(snap, f) for f in unit).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[DerivedTable], snap: Snapshot,
                 unit: list[DataFile], txn: Transaction) -> list[Path]:
     """Compute one unit into reserved (not yet registered) paths, one per table, in table order."""
@@ -372,15 +409,19 @@ def _write_unit(con: duckdb.DuckDBPyConnection, spec: DerivedSpec, tables: list[
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM "
                     f"{_scan(con, 'unit', [snap.root / f.path for f in unit])}")
-        prepare = spec.prepare_sql(source)
-        if prepare:
-            con.execute(prepare)
+        con.execute("SET VARIABLE derived_unit = ?", [unit_id(snap, unit)])
+        for statement in spec.prepare_sql(source):
+            con.execute(statement)
         for table in tables:
             target = txn.reserve(table.name, suffix=table.suffix)
             written.append(target)
-            if table.sql is not None:
+            if table.sql is not None and table.list_budget:
+                write_grouped(con.sql(table.sql.format(src="src")).to_arrow_reader(65_536), target,
+                              table.row_group_size, table.list_budget)
+            elif table.sql is not None:
+                options = f", {table.options}" if table.options else ""
                 con.execute(f"COPY ({table.sql.format(src='src')}) TO {sql_string(str(target))} "
-                            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {int(table.row_group_size)})")
+                            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {int(table.row_group_size)}{options})")
             else:
                 assert table.writer is not None
                 table.writer(con, target)

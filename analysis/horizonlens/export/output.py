@@ -4,8 +4,7 @@ An export folder is written under a temporary name beside its target and renamed
 is complete, so a reader (or a trainer) never sees a half-written export; a failure removes the temporary
 folder and leaves any previous export as it was. A folder that exists is replaced only if it is a previous
 export (its `manifest.json` says so) or empty: anything else is refused, never overwritten. The manifest is
-written with the storage room's atomic JSON writer; a single file (a bundle) goes to a temporary name in
-its folder and is renamed over the target.
+written with the storage room's atomic JSON writer, and a single file (a bundle) with its atomic writer.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from horizonlens.errors import ExportError
-from horizonlens.storage import write_json_atomic
+from horizonlens.errors import CorpusError, ExportError
+from horizonlens.storage import write_bytes_atomic, write_json_atomic
+from horizonlens.storage.atomic import fsync_dir, fsync_path
 
 MANIFEST = "manifest.json"
 EXPORT_KIND = "horizonlens training export"
@@ -82,7 +82,7 @@ class ExportFolder:
     def publish(self) -> Path:
         """Make the export visible under its target name (replacing a previous export); returns the target."""
         for f in self.staging.iterdir():
-            _fsync(f)
+            fsync_path(f)
         check_target(self.target)  # still true: nobody put something else there meanwhile
         old = None
         if self.target.exists():
@@ -95,7 +95,7 @@ class ExportFolder:
                 os.rename(old, self.target)
             raise
         self.published = True
-        _fsync(self.target.parent)
+        fsync_dir(self.target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
@@ -110,34 +110,14 @@ def export_folder(target: Path | str) -> Iterator[ExportFolder]:
 
 
 def write_file_atomic(path: Path | str, data: bytes) -> Path:
-    """Write one file whole: to a temporary name in its folder, fsynced, then renamed over `path`."""
+    """Write one file whole (the storage room's atomic writer): readers see the old file or the new one."""
     path = Path(path).absolute()
     if path.is_dir():
         raise ExportError(f"{path}: is a folder; give a file name")
     if not path.parent.is_dir():
         raise ExportError(f"{path.parent}: no such folder")
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_bytes_atomic(data, path)
+    except CorpusError as exc:
+        raise ExportError(str(exc)) from exc
     return path
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

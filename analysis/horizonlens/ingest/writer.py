@@ -30,6 +30,7 @@ from horizonlens.errors import CorpusError, RecordError
 from horizonlens.replays.layout import new_cache, replay_checkpoints, replay_dataset
 from horizonlens.storage.dataset import Transaction
 from horizonlens.storage.location import CorpusPath, as_location, read_table
+from horizonlens.storage.scan import hive_keys
 
 TABLES_OF = {"trajectories": TRAJECTORIES, "steps": STEPS}
 
@@ -101,12 +102,14 @@ class StagedImport:
         self.collisions: list[Collision] = []  # ids already in the corpus, not replaced: same content or conflict
         self._cm: Any = None
         self.txn: Transaction | None = None
+        self.partitions: dict[str, list[str]] = {}  # hive partition keys of each table's files
         self.done = False
 
     def __enter__(self) -> StagedImport:
         self._cm = corpus_dataset(self.root).transaction(create=new_manifest([]), timeout_s=self.lock_timeout_s)
         self.txn = self._cm.__enter__()
         self.corpus_exists = not self.txn.created
+        self.partitions = {t: hive_keys([e.path for e in self.txn.snapshot.table(t)]) for t in TABLES_OF}
         # the ids already there, read under the lock: what this import adds to or replaces
         self.existing = set()
         for entry in self.txn.snapshot.table("trajectories"):
@@ -196,10 +199,25 @@ class StagedImport:
         trajs = conform(pa.Table.from_pylist(self.trajs, schema=TRAJECTORIES), "trajectories")
         steps = conform(pa.Table.from_pylist(self.steps, schema=STEPS), "steps").sort_by(
             [("trajectory_id", "ascending"), ("step", "ascending")])
-        self.txn.write("trajectories", trajs)
-        self.txn.write("steps", steps)
+        for table, data in (("trajectories", trajs), ("steps", steps)):
+            self._write(table, data, trajs)
         self.written += 1
         self.trajs, self.steps = [], []
+
+    def _write(self, table: str, data: pa.Table, trajs: pa.Table) -> None:
+        """New rows of `table`, into the hive partition folders its files already use.
+
+        DuckDB reads a table's files as partitions only when every file is in one: a file beside them would stop
+        the corpus from opening.
+        """
+        assert self.txn is not None
+        keys = self.partitions.get(table)
+        if not keys or not data.num_rows:
+            self.txn.write(table, data)
+            return
+        folders = partition_folders(data, trajs, keys, f"{self.root}: {table}")
+        for folder in sorted(set(folders)):
+            self.txn.write(table, data.filter(pa.array([f == folder for f in folders])), partition=folder)
 
     def abort(self) -> None:
         """Discard everything staged (the corpus stays as it was)."""
@@ -231,8 +249,9 @@ class StagedImport:
             if keep.num_rows == data.num_rows:
                 continue
             self.txn.remove([entry])
-            if keep.num_rows:
-                self.txn.write(entry.table, keep)
+            if keep.num_rows:  # in the folder it was in (its hive partition, if any)
+                folder = entry.path.rsplit("/", 1)[0].removeprefix(entry.table).strip("/")
+                self.txn.write(entry.table, keep, partition=folder or None)
 
     def _drop_stale_replays(self) -> None:
         """Cached replays of replaced trajectories no longer match their steps: drop them first."""
@@ -245,3 +264,24 @@ class StagedImport:
                     txn.remove(drop)
                     txn.commit()
 
+
+def partition_folders(data: pa.Table, trajs: pa.Table, keys: list[str], what: str) -> list[str]:
+    """Each row's hive partition folder (`key=value/...`): its own column, else its trajectory's.
+
+    A key the rows cannot give, or a value that cannot be one folder name, refuses the import (`what` names it).
+    """
+    per_key = []
+    for key in keys:
+        if key in data.column_names:
+            values = data[key].to_pylist()
+        elif key in trajs.column_names:
+            of = dict(zip(trajs["trajectory_id"].to_pylist(), trajs[key].to_pylist(), strict=True))
+            values = [of[t] for t in data["trajectory_id"].to_pylist()]
+        else:
+            raise CorpusError(f"{what}: the files are partitioned by {key!r}, which the imported runs do not have")
+        bad = [v for v in values if v is None or str(v) in ("", ".", "..") or any(c in str(v) for c in "/\\=")]
+        if bad:
+            raise CorpusError(f"{what}: the files are partitioned by {key!r}, and an imported run's value {bad[0]!r} "
+                              "cannot name a partition folder")
+        per_key.append([f"{key}={v}" for v in values])
+    return ["/".join(parts) for parts in zip(*per_key, strict=True)]

@@ -22,8 +22,10 @@ from horizonlens.model.files import (
     check_safetensors,
     checked_config,
     hash_file,
+    read_bytes,
     read_config,
 )
+from horizonlens.model.render import HORIZONLENS_CHAT_TEMPLATE
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +89,7 @@ def checkpoint_id(path: Path | str) -> str:
     h = hashlib.sha256()
     for name in ("config.json", *TOKENIZER_FILES):
         f = path / name
-        if f.exists() or f.is_symlink():
+        if (f.exists() or f.is_symlink()) and not _replays_without(f):
             hash_file(h, f, META_MAX_BYTES)
     for f in sorted(path.glob("*.safetensors")) + sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES):
         hash_file(h, f, None)
@@ -96,6 +98,21 @@ def checkpoint_id(path: Path | str) -> str:
     # the id names a folder of the replay cache and is shown in the app: keep letters, digits and _
     name = re.sub(r"[^a-z0-9_]+", "", str(arch).lower())[:40] or "model"
     return f"{name}-{h.hexdigest()[:12]}"
+
+
+def _replays_without(f: Path) -> bool:
+    """Whether a checkpoint file leaves every replay as it would be without it, so it leaves the id too.
+
+    That is the Horizon Lens chat template (the sample checkpoint's): a replay renders it piece by piece, as it
+    renders a checkpoint without a template, so its cached replays stay valid whether the file is there or not.
+    """
+    if f.name != "chat_template.jinja":
+        return False
+    expected = HORIZONLENS_CHAT_TEMPLATE.encode("utf-8")
+    try:
+        return read_bytes(f, len(expected) + 1) == expected
+    except CheckpointError:  # not a regular file, or longer: hashed (and refused) like any other
+        return False
 
 
 def usable_checkpoint_id(path: Path | str) -> str | None:

@@ -2,7 +2,8 @@ r"""Rendering a trajectory into model input, keeping the map from every token to
 
 The checkpoint's own chat template when it has one: segments are located in the rendered text and mapped
 to tokens through the tokenizer's offsets, and content the template drops is reported in `notes`.
-Otherwise the Horizon Lens template (docs/replay.md), rendered piece by piece so the map is exact.
+Otherwise, or when its chat template is the Horizon Lens one (the sample checkpoint's), the Horizon Lens
+template (docs/replay.md), rendered piece by piece so the map is exact.
 Agent-written segments (reasoning, message, tool_call of agent steps) are the ones scored for surprisal.
 """
 
@@ -16,6 +17,49 @@ import numpy as np
 
 SPECIAL_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|knowledge|>", "<|end|>", "<think>",
                   "</think>", "<tool_call>", "</tool_call>"]
+# The Horizon Lens template as a Jinja chat template (Qwen3-style: tools in the system turn, reasoning in <think>,
+# each call a JSON object in <tool_call>), spelled with this format's own role tokens. For messages made from
+# steps (`ingest.chat.steps_to_messages`) it renders exactly `trajectory_text`, the text the sample checkpoint
+# was trained on; the bundled checkpoint ships it so trainers count and train on that text.
+HORIZONLENS_CHAT_TEMPLATE = "".join([
+    "{%- set ns = namespace(system=false) -%}",
+    "{%- if tools -%}",
+    "{{- '<|system|>\n' -}}",
+    "{%- if messages and messages[0].role == 'system' -%}",
+    "{{- messages[0].content + '\n\n' -}}{%- set ns.system = true -%}",
+    "{%- endif -%}",
+    "{{- '# Tools\n\nYou may call one or more functions. Their signatures, one JSON object a line, are within "
+    "<tools></tools>:\n<tools>' -}}",
+    "{%- for tool in tools -%}{{- '\n' + (tool | tojson) -}}{%- endfor -%}",
+    "{{- '\n</tools>\n\nFor each call, write a JSON object with the function name and its arguments within "
+    "<tool_call></tool_call>:\n<tool_call>{\"name\": <function-name>, \"arguments\": <args-json-object>}"
+    "</tool_call>\n' -}}",
+    "{%- endif -%}",
+    "{%- for message in messages -%}",
+    "{%- if message.role == 'system' -%}",
+    "{%- if not (loop.first and ns.system) -%}{{- '<|system|>\n' + message.content + '\n' -}}{%- endif -%}",
+    "{%- elif message.role == 'user' and message.name == 'knowledge' -%}",
+    "{{- '<|knowledge|>\n' + message.content + '\n' -}}",
+    "{%- elif message.role == 'user' -%}",
+    "{{- '<|user|>\n' + message.content + '\n' -}}",
+    "{%- elif message.role == 'assistant' -%}",
+    "{{- '<|assistant|>\n' -}}",
+    "{%- if message.reasoning_content -%}{{- '<think>\n' + message.reasoning_content + '\n</think>\n' -}}"
+    "{%- endif -%}",
+    "{%- if message.content -%}{{- message.content + '\n' -}}{%- endif -%}",
+    "{%- for call in message.tool_calls or [] -%}",
+    "{%- set f = call.function if call.function is defined else call -%}",
+    "{{- '<tool_call>{\"name\": ' + (f.name | tojson) + ', \"arguments\": ' -}}",
+    "{%- if f.arguments is string -%}{{- f.arguments -}}{%- else -%}{{- f.arguments | tojson -}}{%- endif -%}",
+    "{{- '}</tool_call>\n' -}}",
+    "{%- endfor -%}",
+    "{{- '<|end|>\n' -}}",
+    "{%- elif message.role == 'tool' -%}",
+    "{{- '<|tool|>\n' + message.content + '\n' -}}",
+    "{%- endif -%}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>\n' -}}{%- endif -%}",
+])
 AGENT_SEGMENTS = ("reasoning", "message", "tool_call")
 DEFAULT_FIELD_TOKENS = 4096  # a single field longer than this is cut (stated in the notes)
 CHARS_PER_TOKEN_CAP = 8  # fields are first cut at 8 characters per allowed token, before tokenizing
@@ -144,7 +188,9 @@ def render(tokenizer: Any, steps: list[dict[str, Any]], use_chat_template: bool 
            max_field_tokens: int = DEFAULT_FIELD_TOKENS) -> Rendered:
     """Tokenize a trajectory's steps (dicts with the corpus `steps` columns)."""
     steps, notes = _cap_fields(steps, max_field_tokens * CHARS_PER_TOKEN_CAP)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+    template = getattr(tokenizer, "chat_template", None)
+    # the Horizon Lens template as a chat template renders what the pieces do: they map every token exactly
+    has_template = bool(template) and template != HORIZONLENS_CHAT_TEMPLATE
     if use_chat_template if use_chat_template is not None else has_template:
         rendered = _render_chat(tokenizer, steps, max_field_tokens)
     else:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 from horizonlens.errors import RecordError
 from horizonlens.model.render import render
 from horizonlens.model.replay import ReplayConfig
+from horizonlens.storage.atomic import write_atomic
 
 if TYPE_CHECKING:
     from horizonlens.model.loader import LoadedModel
@@ -153,27 +152,13 @@ def vllm_record(record: RolloutRecord) -> dict[str, Any]:
             "routed_experts": record.engine_rows().tolist()}
 
 
-def _write_atomic(path: Path | str, write: Callable[[Any], None], suffix: str = "") -> Path:
-    """Write through a temporary file beside `path`, then rename: a failed write leaves nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_jsonl(lines: Iterable[dict[str, Any]], path: Path | str) -> Path:
     def write(fh: Any) -> None:
         for line in lines:
             fh.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
 
-    return _write_atomic(path, write)
+    write_atomic(Path(path), write)
+    return Path(path)
 
 
 def write_sglang_jsonl(records: Iterable[RolloutRecord], path: Path | str, start_len: int = 0,
@@ -194,4 +179,5 @@ def write_npz(record: RolloutRecord, path: Path | str, start_len: int = 0) -> Pa
                  routed_experts=record.engine_rows(start_len).astype(np.int32),
                  moe_layers=np.asarray(record.moe_layers, dtype=np.int32), start_len=np.array(start_len))
 
-    return _write_atomic(path, write, suffix=".npz")
+    write_atomic(Path(path), write)
+    return Path(path)

@@ -37,6 +37,11 @@ class Store(Protocol):
         ...
 
     @property
+    def index_state(self) -> str | None:
+        """Identifies the mounted state of the search index (None when it is not up to date)."""
+        ...
+
+    @property
     def has_aggregates(self) -> bool:
         """Whether the aggregate views read up-to-date files."""
         ...

@@ -11,15 +11,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from horizonlens.corpus.text import like_pattern, step_text_match, tool_names_sql
-from horizonlens.derived.search_index import ExactPlan, query_words
+from horizonlens.derived.search_index import query_words
 from horizonlens.errors import StoreError
 from horizonlens.storage.quoting import quote_ident
 
 Clauses = tuple[list[str], list[Any]]
 # The filter fields that are columns of the aggregate cubes (derived/aggregates.py: the facets and the outcome).
 FACET_FIELDS = frozenset({"domains", "agents", "teachers", "sources", "outcomes"})
-# A single-word exact search names at most this many vocabulary words inline; more are matched by a subquery.
-INLINE_WORDS = 2_000
 
 
 @dataclass(frozen=True)
@@ -29,10 +27,13 @@ class FilterContext:
     A filter that needs something else (say, a label view) adds a field here and checks it in `clauses`.
     """
 
-    word_index: bool = False  # view `search_words` (and `search_vocab`) is up to date
+    word_index: bool = False  # the search index's views (`search_words`, `search_docs`, ...) are up to date
     aggregates: bool = False  # view `agg_trajectories` is queryable (per-trajectory tool lists)
-    exact: ExactPlan | None = None  # the filter's exact-text query, resolved through the search index
-    exact_table: str | None = None  # the table holding `exact.hits` in the store's database
+    # a table of the store's database holding the trajectories (column trajectory_id) the filter's text matches,
+    # resolved through the search index (query/search.py)
+    text_table: str | None = None
+    text_matches_all: bool = False  # ... and it holds every trajectory (the text filters nothing out)
+    over_list: bool = False  # `t` is the store's in-memory list, whose gid column `text_table` also has
 
 
 @dataclass
@@ -52,6 +53,15 @@ class TrajectoryFilter:
     text_mode: str = "auto"  # words: all words occur (word index); exact: literal substring (scan); auto
     task_id: str | None = None
     labels: list[str] = field(default_factory=list)  # trajectories with a current label (any step) among these
+
+    def search_mode(self, word_index: bool) -> str:
+        """How the text is matched: "words" (every word, through the index) or "exact" (the literal text).
+
+        `auto` means words when the corpus has an up-to-date index and the text has a word; "words" with no
+        word in the text means exact.
+        """
+        wants_words = self.text_mode != "exact" and (word_index or self.text_mode == "words")
+        return "words" if wants_words and query_words(self.text or "") else "exact"
 
     def facet_only(self) -> bool:
         """Whether only facet columns (domain, agent, teacher, source, outcome) are filtered on.
@@ -102,16 +112,19 @@ class TrajectoryFilter:
             clauses.append(f"t.trajectory_id IN (SELECT a.trajectory_id FROM annotations a "
                            f"WHERE a.label IN ({', '.join('?' for _ in self.labels)}))")
             params.extend(self.labels)
-        words = query_words(self.text) if self.text else []
-        if self.text and words and self.text_mode != "exact" and (word_index or self.text_mode == "words"):
+        if self.text and ctx.text_table:
+            if not ctx.text_matches_all:  # a text every trajectory has filters nothing out
+                key = "gid" if ctx.over_list else "trajectory_id"
+                clauses.append(f"t.{key} IN (SELECT h.{key} FROM {quote_ident(ctx.text_table)} h)")
+        elif self.text and self.search_mode(word_index) == "words":
             if not word_index:
                 raise StoreError("this corpus has no up-to-date word index; run `horizonlens index CORPUS` "
                                  "or search for the exact text")
-            clauses.append(f"t.trajectory_id IN (SELECT trajectory_id FROM search_words WHERE word IN "
-                           f"({', '.join('?' for _ in words)}) GROUP BY trajectory_id HAVING count(DISTINCT word) = ?)")
+            words = query_words(self.text)
+            clauses.append(f"t.trajectory_id IN (SELECT d.trajectory_id FROM (SELECT word, unit, unnest(docs) AS doc "
+                           f"FROM search_words WHERE word IN ({', '.join('?' for _ in words)})) w JOIN search_docs d "
+                           f"USING (unit, doc) GROUP BY d.trajectory_id HAVING count(DISTINCT w.word) = ?)")
             params.extend([*words, len(words)])
-        elif self.text and ctx.exact is not None:
-            clauses.append(_exact_clause(ctx, params))
         elif self.text:
             pattern = like_pattern(self.text)
             match, n = step_text_match("s")
@@ -119,25 +132,6 @@ class TrajectoryFilter:
                            f"(SELECT s.trajectory_id FROM steps s WHERE {match}))")
             params.extend([pattern] * (n + 1))
         return clauses, params
-
-
-def _exact_clause(ctx: FilterContext, params: list[Any]) -> str:
-    """The condition for an exact-text search the index resolved (see search_index.plan_exact)."""
-    plan = ctx.exact
-    assert plan is not None
-    if plan.words is not None:  # a single word run: the postings of every vocabulary word containing it
-        if not plan.words:
-            return "false"
-        if len(plan.words) <= INLINE_WORDS:
-            params.extend(plan.words)
-            return (f"t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
-                    f"({', '.join('?' for _ in plan.words)}))")
-        params.append(plan.needle)
-        return ("t.trajectory_id IN (SELECT w.trajectory_id FROM search_words w WHERE w.word IN "
-                "(SELECT v.word FROM search_vocab v WHERE contains(v.word, ?)))")
-    if ctx.exact_table is None:
-        raise StoreError("an exact search through the index needs its hits table")
-    return f"t.trajectory_id IN (SELECT h.trajectory_id FROM {quote_ident(ctx.exact_table)} h)"
 
 
 def where_sql(clauses: list[str], keyword: str = "WHERE") -> str:

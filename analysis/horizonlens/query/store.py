@@ -22,7 +22,6 @@ import pyarrow as pa
 from horizonlens.corpus.files import corpus_dataset
 from horizonlens.derived.aggregates import SPEC as AGGREGATES
 from horizonlens.derived.search_index import SPEC as SEARCH_INDEX
-from horizonlens.derived.search_index import TEXT_TABLES, TextIndex
 from horizonlens.derived.tool_use import SPEC as TOOL_USE
 from horizonlens.errors import CorpusError, StoreError
 from horizonlens.labels.annotations import annotations_dataset
@@ -88,14 +87,7 @@ class CorpusStore:
 
     def _mount_index(self) -> None:
         self._mount(self.index_mount)
-        texts = None
-        if self.index_mount.snapshot is not None:
-            try:
-                texts = TextIndex([p for t in TEXT_TABLES for p in self.index_mount.paths(t)])
-            except (OSError, pa.ArrowException, CorpusError) as exc:
-                self.index_mount.problems.append(f"the search index's text copy is unreadable, exact searches "
-                                                 f"scan ({exc})")
-        self.lists.reset(texts)
+        self.lists.reset()
 
     def _mount_aggregates(self) -> None:
         self._aggregates_in_memory = False
@@ -198,6 +190,11 @@ class CorpusStore:
     def has_word_index(self) -> bool:
         """Whether the search index is up to date with the corpus (searches use it)."""
         return self.index_mount.snapshot is not None
+
+    @property
+    def index_state(self) -> str | None:
+        """Identifies the mounted state of the search index (None when it is not up to date)."""
+        return self.index_mount.fingerprint
 
     @property
     def has_aggregates(self) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 
 from horizonlens.errors import CorpusError
 from horizonlens.metrics.info import entropy, mutual_information
-from horizonlens.model.render import trajectory_text
+from horizonlens.model.render import HORIZONLENS_CHAT_TEMPLATE, trajectory_text
 from horizonlens.query.store import CorpusStore
 
 
@@ -145,6 +145,12 @@ def routing_structure(model_dir: Path, store: CorpusStore, ids: list[str]) -> di
     return out
 
 
+def save_tokenizer(tokenizer: Any, out: Path) -> None:
+    """Save the sample tokenizer with the format it was trained on as its chat template (what exports count with)."""
+    tokenizer.chat_template = HORIZONLENS_CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(out))
+
+
 def build_checkpoint(store: CorpusStore, out: Path | str, cfg: BuildConfig | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the tokenizer and the model, save both to `out`, and return the training report."""
@@ -203,7 +209,7 @@ def build_checkpoint(store: CorpusStore, out: Path | str, cfg: BuildConfig | Non
     model.eval()
     trained_loss = heldout_loss(model, held_streams, cfg.seq_len)
     model.to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
     report = {"config": asdict(cfg), "train_seconds": round(train_s, 1),
               "train_tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
               "heldout_loss": {"trained": round(trained_loss, 4), "random_init": round(random_init_loss, 4)},

@@ -1,6 +1,6 @@
 """The sample corpus generator: simulated agents acting in real (simulated) worlds.
 
-Every tool call executes in a domain world (`horizonlens.sample.domains`). A verifier re-executes the
+Every tool call executes in a domain world (`horizonlens.sample.worlds`). A verifier re-executes the
 *intended* call on a copy of the same world state and compares observation and resulting state:
 that comparison is each action's check, and a failed check says what was expected and what was given.
 Errors come from planted dynamics:
@@ -34,9 +34,9 @@ from horizonlens.corpus.files import new_manifest, write_corpus
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 from horizonlens.corpus.text import step_tokens_estimate
 from horizonlens.derived.search_index import build_index
-from horizonlens.sample.domains import WORLDS
 from horizonlens.sample.text import reasoning_for, repair_reasoning
 from horizonlens.sample.world import Call, Environment, Result
+from horizonlens.sample.worlds import WORLDS
 
 SOURCE = "horizonlens-sample"
 TEACHERS = {"search": "deepsearch-teacher", "engineering": "swe-teacher", "science": "sci-reasoner-teacher",

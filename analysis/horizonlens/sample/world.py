@@ -170,3 +170,12 @@ def safe_eval(expression: str, names: dict[str, float] | None = None) -> float:
 def fmt_number(x: float) -> str:
     """A number as the tools print it: 6 significant figures."""
     return f"{x:.6g}"
+
+
+_SYL = ["ka", "lo", "mi", "ren", "ta", "vor", "sel", "an", "dri", "qua", "bel", "tor", "nia", "ost", "ul", "fen",
+        "gar", "is", "mon", "pe", "rha", "sul", "ved", "yan", "zor", "el", "ith", "cor", "dun", "hal"]
+
+
+def make_name(rng: random.Random, parts: int = 2) -> str:
+    """A made-up proper name (organisation, city, person) built from `parts` random syllables."""
+    return "".join(rng.choice(_SYL) for _ in range(parts)).capitalize()

@@ -26,14 +26,14 @@ import hmac
 import os
 import re
 import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from horizonlens.errors import ServerConfigError
+from horizonlens.errors import CorpusError, ServerConfigError
 from horizonlens.storage.access import ROLES
+from horizonlens.storage.atomic import write_bytes_atomic
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -255,18 +255,10 @@ def _oidc_text(path: Path) -> str:
 
 def _write(path: Path, text: str) -> None:
     """Replace the file atomically, created owner-only (0600) before any byte is written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-users-")
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_bytes_atomic(text.encode("utf-8"), path, mode=0o600)
+    except CorpusError as exc:
+        raise ServerConfigError(str(exc)) from exc
 
 
 def _existing(path: Path) -> UsersFile:

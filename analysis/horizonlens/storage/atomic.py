@@ -2,8 +2,8 @@
 
 `write_atomic` is the one way Horizon Lens replaces a file: locally it writes a temporary sibling (`.tmp-*`,
 a name the dataset writers clean up after a crash), fsyncs it, renames it over the target and fsyncs the folder;
-in object storage one PUT replaces the object whole. Manifests, exports, checkpoint notes and Parquet files all
-go through it.
+in object storage one PUT replaces the object whole. Manifests, exports, bundles, rollout files, the users file,
+checkpoint notes and Parquet files all go through it.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ ROW_GROUP_SIZE = 16_384
 TMP_PREFIX = ".tmp-"
 
 
-def write_atomic(path: CorpusPath, write: Callable[[IO[bytes]], object]) -> None:
+def write_atomic(path: CorpusPath, write: Callable[[IO[bytes]], object], mode: int = 0o666) -> None:
     """Call `write(fh)` on a fresh file and publish it as `path` in one step; readers see old or new, never half.
 
-    A local file gets the usual permissions (0666 minus the umask). A failure leaves `path` as it was and
-    raises CorpusError naming it.
+    A local file is created with `mode` minus the umask before any byte is written (0o600 keeps a secret
+    owner-only from the start). A failure leaves `path` as it was and raises CorpusError naming it.
     """
     if isinstance(path, ObjectPath):
         try:
@@ -44,7 +44,7 @@ def write_atomic(path: CorpusPath, write: Callable[[IO[bytes]], object]) -> None
     tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -57,9 +57,9 @@ def write_atomic(path: CorpusPath, write: Callable[[IO[bytes]], object]) -> None
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(data: bytes, path: CorpusPath) -> None:
-    """Replace `path` with these bytes atomically."""
-    write_atomic(path, lambda fh: fh.write(data))
+def write_bytes_atomic(data: bytes, path: CorpusPath, mode: int = 0o666) -> None:
+    """Replace `path` with these bytes atomically (`mode` as for `write_atomic`)."""
+    write_atomic(path, lambda fh: fh.write(data), mode)
 
 
 def write_json_atomic(data: dict[str, Any], path: CorpusPath) -> None:

@@ -1,6 +1,6 @@
 """Peak memory and wall time of hostile imports next to a normal import of similar size (not a test).
 
-Run: `.venv/bin/python -m tests.hostile.measure [--old PYTHONPATH]`. Each import runs in a fresh
+Run: `.venv/bin/python -m tests.support.hostile.measure [--old PYTHONPATH]`. Each import runs in a fresh
 interpreter that reports its peak RSS (VmHWM from /proc, as horizonlens.bench.run does) and its wall
 time. `--old DIR` also runs each import with the `horizonlens` found in DIR (e.g. a checkout of an
 earlier commit), for a before/after comparison in the same run.
