@@ -33,6 +33,12 @@ def test_pages_with_charts_are_also_read_against_the_floor_with_one_chart() -> N
     assert explore["ratio"] == pytest.approx(2.5) and "ratio" not in timed["floor_chart"]
 
 
+def test_the_cpu_ratio_adds_server_and_browser_cpu_of_a_load() -> None:
+    floor = {**_row(0.8, 0.05), "breakdown": {"server_cpu_s": 0.1, "browser_cpu_s": 1.4}}
+    page = {**_row(2.0, 0.25), "breakdown": {"server_cpu_s": 0.4, "browser_cpu_s": 2.6}}
+    assert with_floor({"floor": floor, "explore": page})["explore"]["cpu_ratio"] == pytest.approx(2.0)
+
+
 def test_no_floor_leaves_the_ratio_empty() -> None:
     timed = with_floor({"explore": _row(2.0, 0.25)})
     assert timed["explore"]["ratio"] is None and timed["explore"]["over_floor_rerun_s"] is None
@@ -72,9 +78,9 @@ def test_the_report_shows_each_page_beside_the_floor() -> None:
     rows = with_floor({"floor": floor, "floor_chart": _row(1.6, 0.06), "explore": page})
     text = "\n".join(report_lines({"floor": [rows["floor"]], "explore": [rows["explore"]],
                                    "sql": [with_floor({"floor": _row(0.8, 0.05), "sql": fast})["sql"]]}))
-    assert "| explore | 2,400 (bundled) | 2.00 s | 800.0 ms | 2.50× | 1.25× |" in text
+    assert "| explore | 2,400 (bundled) | 2.00 s | 800.0 ms | 2.50× | 1.25× | — |" in text
     assert "| 250.0 ms | 50.0 ms | 200.0 ms | missed |" in text  # 2.5 floors: over the 1.5 goal
-    assert "| sql | 100,000 | 1.00 s | 800.0 ms | 1.25× | — |" in text and text.count("| met |") == 1
+    assert "| sql | 100,000 | 1.00 s | 800.0 ms | 1.25× | — | — |" in text and text.count("| met |") == 1
     assert "| explore | 2,400 (bundled) | 2.00 s | 700.0 ms | 20.0 ms | 480.0 ms | 800.0 ms |" in text
     assert "| floor | 2,400 (bundled) | 800.0 ms |" in text  # the floor's own breakdown, for comparison
 
