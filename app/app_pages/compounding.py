@@ -1,6 +1,7 @@
 """Compounding: where checks fail along the horizon, and whether failures make further failures likelier.
 
-The controls and the figures are one fragment: changing the facet or a filter reruns this panel only. Every
+The controls and the figures are one fragment: changing the facet or a filter reruns this panel only, and only
+its open tab runs. Every
 metric is read from the corpus aggregates (a facet or domain/agent filter from the precomputed cubes) and
 cached per corpus version.
 """
@@ -19,6 +20,7 @@ from horizonlens.query import CorpusStore, TrajectoryFilter
 
 store = state.require_store()
 st.title("Error compounding")
+TABS = ["Horizons", "Compounding signature", "Success vs length", "Decisive step", "Early warning"]
 
 
 @st.fragment
@@ -33,6 +35,34 @@ def compounding_panel() -> None:
     by = None if facet == "(none)" else facet
     flt = TrajectoryFilter(domains=domains, agents=agents)
 
+    # Only the open tab runs and draws: eight charts at once made this the slowest first load of the app
+    # (bench/RESULTS.md), most of it the browser drawing figures the user had not scrolled to yet.
+    horizons, signature, length, decisive, warning = st.tabs(TABS, key="comp_tab", on_change="rerun")
+    if horizons.open:
+        with horizons:
+            _horizons(by, flt)
+    if signature.open:
+        with signature:
+            _signature(by, flt)
+    if length.open:
+        with length:
+            svl = state.cached(compounding.success_vs_length, store, by, flt)
+            ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
+                     "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical "
+                     "lines: the step counts at which predicted success falls to 50% and 80% (the same horizons in "
+                     "checks: “Horizons in checks and in steps”, tab Horizons).", key="comp_length", data=svl["fits"])
+            st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
+    ckpt_id = state.current_checkpoint_id()
+    if decisive.open:
+        with decisive:
+            _attribution(ckpt_id, flt)
+    if warning.open:
+        with warning:
+            _early_warning(ckpt_id, flt)
+
+
+def _horizons(by: str | None, flt: TrajectoryFilter) -> None:
+    """The step error rate, every horizon in checks and steps, and survival and hazard of the first failure."""
     rate = state.cached(compounding.step_error_rate, store, by, flt)
     st.dataframe(rate, hide_index=True, key="comp_rate", column_config={
         "rate": st.column_config.NumberColumn("p̂", format="%.4f"),
@@ -59,6 +89,9 @@ def compounding_panel() -> None:
         ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 "
                  "runs at risk). A rising hazard means later steps are harder.", key="comp_hazard", data=km)
 
+
+def _signature(by: str | None, flt: TrajectoryFilter) -> None:
+    """Whether failures make further failures likelier, how runs recover, and how reliable repeated trials are."""
     left, right = st.columns(2)
     with left:
         sc = state.cached(compounding.self_conditioning, store, by, flt)
@@ -79,17 +112,6 @@ def compounding_panel() -> None:
         pk = state.cached(compounding.pass_k, store, by, flt)
         ui.chart(cfig.pass_k(pk), "pass^k: chance that k trials of the same task all succeed (unbiased estimator "
                  "over tasks). A steep drop = capable but unreliable.", key="comp_passk", data=pk)
-
-    ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
-             "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the "
-             "step counts at which predicted success falls to 50% and 80% (the same horizons in checks: "
-             "“Horizons in checks and in steps” above).", key="comp_length", data=svl["fits"])
-    st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
-
-    st.subheader("Decisive-step attribution")
-    ckpt_id = state.current_checkpoint_id()
-    _attribution(ckpt_id, flt)
-    _early_warning(ckpt_id, flt)
 
 
 def horizons_panel(rate: pd.DataFrame, km: pd.DataFrame, fits: pd.DataFrame, per_step: pd.DataFrame) -> None:
@@ -128,6 +150,7 @@ def horizons_text(table: pd.DataFrame, counts: pd.Series) -> str:
 
 
 def _attribution(ckpt_id: str | None, flt: TrajectoryFilter) -> None:
+    st.subheader("Decisive-step attribution")
     sets = state.cached(attribution.label_sets, store)
     importer = "decisive step marked by the importer"
     a = st.columns(2)

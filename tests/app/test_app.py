@@ -143,6 +143,11 @@ def test_hostile_names_inert_on_every_page(monkeypatch, hostile_corpus: Path, pa
         at.selectbox(key="comp_facet").select("agent").run()
         assert not at.exception
         assert_inert(rendered_markdown(at))
+        for tab in ["Compounding signature", "Success vs length", "Decisive step", "Early warning"]:
+            at.session_state["comp_tab"] = tab  # only the open tab runs
+            at.run()
+            assert not at.exception, (tab, at.exception)
+            assert_inert(rendered_markdown(at))
 
 
 def test_sql_error_with_hostile_text_is_inert(monkeypatch, hostile_corpus: Path) -> None:
@@ -191,6 +196,7 @@ def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:
     from horizonlens.metrics import compounding
     from horizonlens.query import TrajectoryFilter, open_store
 
+    TABS = ["Horizons", "Compounding signature", "Success vs length", "Decisive step", "Early warning"]
     store = open_store(tiny_corpus)
     at = make_app(monkeypatch, tiny_corpus, page="compounding")
     at.run()
@@ -210,7 +216,13 @@ def test_compounding_page(monkeypatch, tiny_corpus: Path) -> None:
     at.multiselect(key="comp_agents").select(agent).run()
     assert not at.exception
     shown_equals("domain", TrajectoryFilter(agents=[agent]))
-    assert len({c.proto.id for c in at.get("plotly_chart")}) >= 7  # every figure drew
+    drawn = set()
+    for tab in TABS:  # only the open tab runs: open each in turn
+        at.session_state["comp_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, at.exception)
+        drawn |= {c.proto.id for c in at.get("plotly_chart")}
+    assert len(drawn) >= 7  # every figure drew
 
 
 def test_compare_page(monkeypatch, tiny_corpus: Path) -> None:

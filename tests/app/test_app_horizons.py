@@ -32,7 +32,11 @@ def test_horizons_in_both_units(monkeypatch, tiny_corpus: Path) -> None:
     text = next(c.value for c in at.caption if c.value.startswith("Here a step carries"))
     assert f"{cps:.2f} checks on average" in text and f"{h50:.1f} checks ≈ {h50 / cps:.1f} steps" in text
     assert "The same horizons in checks" not in text  # the chart's caption points here instead
+    at.session_state["comp_tab"] = "Success vs length"
+    at.run()
     assert any("the same horizons in checks" in c.value for c in at.caption)
+    at.session_state["comp_tab"] = "Horizons"
+    at.run()
 
     # a facet and a filter: per group, at each group's own rate
     at.selectbox(key="comp_facet").select("domain").run()

@@ -94,6 +94,7 @@ def _early_warning_table(at):  # noqa: ANN001, ANN202
 def test_the_bundled_replays_are_a_recorded_random_sample(monkeypatch, tmp_path: Path) -> None:
     corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
     at = make_app(monkeypatch, corpus, REPO / "sample_data" / "checkpoint", page="compounding")
+    at.session_state["comp_tab"] = "Early warning"  # only the open tab runs
     at.run()
     assert not at.exception, at.exception
     said = [c.value for c in at.caption if c.value.startswith("Runs used:")]
@@ -105,6 +106,7 @@ def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: P
     corpus = _hand_chosen(Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus")))
     checkpoint = REPO / "sample_data" / "checkpoint"
     at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
+    at.session_state["comp_tab"] = "Early warning"  # only the open tab runs
     at.run()
     assert not at.exception, at.exception
     store = open_store(corpus)
@@ -115,6 +117,7 @@ def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: P
 
     ids = _record_sample(corpus, 24)
     at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
+    at.session_state["comp_tab"] = "Early warning"  # only the open tab runs
     at.run()
     assert not at.exception, at.exception
     said = [c.value for c in at.caption if c.value.startswith("Runs used:")]

@@ -103,10 +103,14 @@ def test_compounding_label_facet_attribution_and_early_warning(monkeypatch, tmp_
     assert not at.exception, at.exception
     groups = set(at.dataframe[0].value["group"])
     assert groups == {"(no label)", "judge"}
+    at.session_state["comp_tab"] = "Decisive step"  # only the open tab runs
+    at.run(timeout=300)
     at.selectbox(key="comp_attr_truth").select("label:judge@manual").run(timeout=300)
     acc = next(d.value for d in at.dataframe if "predictor" in d.value.columns)
     first = acc.set_index("predictor").loc["first_failed_check"]
     assert first["trajectories"] == 3 and first["exact"] == 1.0  # the labels sit on the first failed checks
+    at.session_state["comp_tab"] = "Early warning"
+    at.run(timeout=300)
     ew = next(d.value for d in at.dataframe if "auroc" in d.value.columns)
     assert {"surprisal", "drift", "position", "previous_failed"} <= set(ew["signal"])
     at.slider(key="comp_ew_k").set_value(1).run(timeout=300)

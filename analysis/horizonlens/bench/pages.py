@@ -120,7 +120,7 @@ PAGES = (
     PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
     PageBench("routing", "/routing?trajectory={tid}", _text("Expert routing"), "another replayed trajectory",
               _routing_trajectory),
-    PageBench("compounding", "/compounding", _charts(7), "facet by domain", _facet),
+    PageBench("compounding", "/compounding", _charts(2), "facet by domain", _facet),  # the Horizons tab
     PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
     PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),
 )
