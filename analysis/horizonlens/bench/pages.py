@@ -88,20 +88,24 @@ def _sql_run(page: Any) -> float:
                              lambda p: p.get_by_text(" rows", exact=False).first.wait_for(timeout=180_000))
 
 
-def _routing_trajectory(page: Any) -> float:
-    """Switch the routing view to another replayed trajectory (NaN when fewer than two are replayed)."""
-    box = page.get_by_role("combobox", name="Trajectory", exact=True)
-    if not box.count():
-        return float("nan")
-    current = box.first.input_value() if box.first.evaluate("e => e.tagName") == "INPUT" else ""
-    box.first.click()
-    options = page.get_by_role("option")
-    options.first.wait_for(timeout=30_000)
-    others = [o for o in options.all() if o.inner_text().strip() != current]
-    if not others:
-        page.keyboard.press("Escape")
-        return float("nan")
-    return timed_interaction(page, others[0].click)
+def _other_option(label: str) -> Callable[[Any], float]:
+    """Pick another option of the selectbox `label` (NaN when it has only one)."""
+    def interact(page: Any) -> float:
+        box = page.get_by_role("combobox", name=label, exact=True)
+        if not box.count():
+            return float("nan")
+        current = box.first.input_value() if box.first.evaluate("e => e.tagName") == "INPUT" else ""
+        # in view first: a click that has to scroll a long page first lands but leaves the list closed
+        box.first.scroll_into_view_if_needed()
+        box.first.click()
+        options = page.get_by_role("option")
+        options.first.wait_for(timeout=30_000)
+        others = [o for o in options.all() if o.inner_text().strip() != current]
+        if not others:
+            page.keyboard.press("Escape")
+            return float("nan")
+        return timed_interaction(page, others[0].click)
+    return interact
 
 
 def _floor_rerun(page: Any) -> float:
@@ -119,8 +123,12 @@ PAGES = (
     PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
     PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
     PageBench("routing", "/routing?trajectory={tid}", _text("Expert routing"), "another replayed trajectory",
-              _routing_trajectory),
+              _other_option("Trajectory")),  # NaN when fewer than two are replayed
     PageBench("compounding", "/compounding", _charts(2), "facet by domain", _facet),  # the Horizons tab
+    # the decision layer's pages: modes (computed once per corpus state, then read) and the Run sets tab
+    PageBench("failure_modes", "/failure_modes", _charts(3), "another mode's examples", _other_option("Mode")),
+    PageBench("run_sets", "/compare?cmp_tab=Run+sets", _charts(3), "run set B: another agent",
+              _other_option("B: agent")),
     PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
     PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),
 )
