@@ -395,33 +395,37 @@ def candidate_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFram
 def _parting_steps(store: CorpusStore, pairs: pd.DataFrame) -> dict[tuple[str, str], int | None]:
     """(a_trajectory, b_trajectory) -> the first step where an agent step's actions differ (absent: never).
 
-    One pass over the steps of the pairs' runs finds each pair's first step whose raw actions differ, with
-    both steps; the action texts of those two steps decide. Where they agree (the same JSON written
-    another way) the pair is aligned whole by `compare.align`, which is rare.
+    A pass over the steps of the pairs' runs finds each pair's first step whose raw actions differ; a second
+    reads those two steps, whose action texts decide. Where they agree (the same JSON written another way)
+    the pair is aligned whole by `compare.align`, which is rare.
     """
-    table = timed_query(store, f"""WITH acts AS (
-            SELECT s.trajectory_id, s.step, s.source, s.message, s.tool_calls, {RAW_ACTION_SQL} AS action
+    # The first pass compares 64-bit hashes of the raw actions: a few bytes per step go through the joins, not
+    # the messages and calls (at 10^6 runs that halved the peak memory). A collision, ~2^-64 per step pair,
+    # could only hide a difference.
+    pairs_table = pa.Table.from_pandas(pairs[["a_trajectory", "b_trajectory"]], preserve_index=False)
+    parted = timed_query(store, f"""WITH acts AS (
+            SELECT s.trajectory_id, s.step, s.source = 'agent' AS agent, hash({RAW_ACTION_SQL}) AS h
             FROM steps s WHERE s.trajectory_id IN (SELECT a_trajectory FROM pairs UNION SELECT b_trajectory FROM pairs)
           ),
-          x AS (SELECT p.a_trajectory, p.b_trajectory, s.* FROM pairs p JOIN acts s
+          x AS (SELECT p.a_trajectory, p.b_trajectory, s.step, s.agent, s.h FROM pairs p JOIN acts s
                 ON s.trajectory_id = p.a_trajectory),
-          y AS (SELECT p.a_trajectory, p.b_trajectory, s.* FROM pairs p JOIN acts s
+          y AS (SELECT p.a_trajectory, p.b_trajectory, s.step, s.agent, s.h FROM pairs p JOIN acts s
                 ON s.trajectory_id = p.b_trajectory)
         SELECT coalesce(x.a_trajectory, y.a_trajectory) AS a_trajectory,
-               coalesce(x.b_trajectory, y.b_trajectory) AS b_trajectory,
-               arg_min({{'step': coalesce(x.step, y.step), 'x_source': x.source, 'x_message': x.message,
-                         'x_calls': x.tool_calls, 'y_source': y.source, 'y_message': y.message,
-                         'y_calls': y.tool_calls}}, coalesce(x.step, y.step)) AS first
+               coalesce(x.b_trajectory, y.b_trajectory) AS b_trajectory, min(coalesce(x.step, y.step)) AS step
         FROM x FULL JOIN y ON x.a_trajectory = y.a_trajectory AND x.b_trajectory = y.b_trajectory AND x.step = y.step
-        WHERE (x.source = 'agent' OR y.source = 'agent') AND x.action IS DISTINCT FROM y.action
-        GROUP BY ALL""", [], tables={"pairs": pa.Table.from_pandas(pairs[["a_trajectory", "b_trajectory"]],
-                                                                   preserve_index=False)})
+        WHERE (x.agent OR y.agent) AND x.h IS DISTINCT FROM y.h
+        GROUP BY ALL""", [], tables={"pairs": pairs_table})
+    # one scan for both steps of every pair (a semi-join on (run, step)); joining steps twice read them twice
+    found = timed_query(store, """WITH keys AS (SELECT a_trajectory AS t, step FROM parted
+                                             UNION SELECT b_trajectory, step FROM parted)
+        SELECT s.trajectory_id, s.step, s.tool_calls, s.message FROM steps s
+        SEMI JOIN keys k ON s.trajectory_id = k.t AND s.step = k.step""", [], tables={"parted": parted})
+    steps = {(r["trajectory_id"], r["step"]): r for r in found.to_pylist()}
     out: dict[tuple[str, str], int | None] = {}
-    for row in table.to_pylist():
-        f = row["first"]
-        x = {"tool_calls": f["x_calls"], "message": f["x_message"]} if f["x_source"] is not None else None
-        y = {"tool_calls": f["y_calls"], "message": f["y_message"]} if f["y_source"] is not None else None
+    for row in parted.to_pylist():
+        key, step = (row["a_trajectory"], row["b_trajectory"]), int(row["step"])
+        x, y = steps.get((key[0], step)), steps.get((key[1], step))
         same = x is not None and y is not None and action_text(x) == action_text(y)
-        key = (row["a_trajectory"], row["b_trajectory"])
-        out[key] = align(store, *key)[1] if same else int(f["step"])
+        out[key] = align(store, *key)[1] if same else step
     return out
