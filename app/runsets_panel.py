@@ -86,7 +86,7 @@ def _statistics(summary: dict[str, Any]) -> None:
     st.table(rows.map(ui.md).rename(columns=ui.md), hide_index=True)
 
 
-def _grid(result: metrics.Comparison) -> None:
+def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
     """The task × run-set grid; selecting a flipped task opens its best pair."""
     flips = {f["task_id"]: f for f in result.flipped}
     head = st.columns([3, 1])
@@ -113,8 +113,10 @@ def _grid(result: metrics.Comparison) -> None:
         if flip is None:
             st.info(f"{ui.md(task)} did not flip: both run sets solve it about as often. Pick a task marked → A "
                     "or → B.")
-        elif flip["a_trajectory"] and flip["b_trajectory"]:
-            open_pair(flip)
+        else:  # the comparison was made without the pairs: find this task's best pair now
+            pair = state.cached(metrics.best_pair, store, result.a, result.b, task, flip["winner"])
+            if pair["a_trajectory"] and pair["b_trajectory"]:
+                open_pair({**flip, **pair})
 
 
 def _by_facet(result: metrics.Comparison) -> None:
@@ -142,7 +144,8 @@ def run_sets(store: CorpusStore) -> None:
         st.info("Pick run set A and run set B (a facet value, or a SQL predicate over trajectories).")
         return
     try:
-        result = state.cached(metrics.compare, store, a, b, None if by == NO_FACET else by)
+        # without where each flipped pair parts: that is read for the one task opened (`_grid`)
+        result = state.cached(metrics.compare, store, a, b, None if by == NO_FACET else by, divergence=False)
     except HorizonLensError as exc:
         ui.show_error(exc)
         return
@@ -165,7 +168,7 @@ def run_sets(store: CorpusStore) -> None:
                  "Kaplan–Meier: share of runs (all trials, common tasks only) with no failed check yet after t "
                  "steps; bands are 95% intervals. " + rfig.GUIDES["logrank"], key="rs_km", data=km)
     _by_facet(result)
-    _grid(result)
+    _grid(store, result)
     left, right = st.columns(2)
     with left:
         ui.chart(rfig.pass_k(summary["pass_k"], names), rfig.GUIDES["pass_k"], key="rs_passk")

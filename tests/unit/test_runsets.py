@@ -163,6 +163,19 @@ def test_flipped_tasks_and_their_best_pair(result, store, runs: pd.DataFrame) ->
         assert (f["a_successes"], f["a_trials"]) == (per.loc[tid, ("c", "old")], per.loc[tid, ("n", "old")])
 
 
+def test_one_tasks_best_pair_is_the_one_the_full_comparison_finds(result, store) -> None:  # noqa: ANN001
+    """The Run sets tab compares without the pairs and asks for the opened task's pair alone: the same pair."""
+    from horizonlens.metrics.runsets import best_pair
+
+    light = compare(store, OLD, NEW, by="domain", n_boot=100, divergence=False)
+    assert all(f["first_divergence_step"] is None for f in light.summary["flipped"])
+    assert [f["task_id"] for f in light.summary["flipped"]] == [f["task_id"] for f in result.summary["flipped"]]
+    for f in result.summary["flipped"]:
+        pair = best_pair(store, OLD, NEW, f["task_id"], f["winner"])
+        assert (pair["a_trajectory"], pair["b_trajectory"], pair["first_divergence_step"]) == (
+            f["a_trajectory"], f["b_trajectory"], f["first_divergence_step"])
+
+
 def test_by_facet_with_holm_and_too_few_tasks(result) -> None:  # noqa: ANN001
     from statsmodels.stats.multitest import multipletests
 

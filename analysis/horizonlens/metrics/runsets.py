@@ -376,6 +376,17 @@ def best_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame, di
             for r in best.to_dict(orient="records")]
 
 
+def best_pair(store: CorpusStore, a: RunSet, b: RunSet, task_id: str, winner: str) -> dict[str, Any]:
+    """One flipped task's best pair and where it parts: what the Run sets tab reads when the task is opened.
+
+    The tab compares without `divergence` (at 10^6 runs finding where every flipped pair parts is most of a
+    comparison's time) and asks for the one pair the user opens.
+    """
+    pairs = best_pairs(store, a, b, pd.DataFrame({"task_id": [task_id], "winner": [winner]}))
+    return pairs[0] if pairs else {"task_id": task_id, "a_trajectory": None, "b_trajectory": None,
+                                   "first_divergence_step": None}
+
+
 def candidate_pairs(store: CorpusStore, a: RunSet, b: RunSet, flips: pd.DataFrame) -> pd.DataFrame:
     """Every (success of the winner, failure of the other side) pair of each flipped task, with their trials."""
     sides, params = _sides_sql(store, a, b, None)
