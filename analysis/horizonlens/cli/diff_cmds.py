@@ -42,6 +42,10 @@ def diff(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bu
          as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
          html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report "
                                                                      "(grid, statistics, flipped tasks).")] = None,
+         pairs: Annotated[bool, typer.Option("--pairs/--no-pairs", help="Find each flipped task's best pair by "
+                                             "where its runs part (reads their steps: at 10^6 runs most of the "
+                                             "time). --no-pairs lists the lowest trials' pair, without a step.")
+                          ] = True,
          ) -> None:
     """Compare two run sets on the tasks both ran: paired pass rates, McNemar, pass^k, log-rank, flipped tasks."""
     from horizonlens.metrics.runsets import FACETS, compare
@@ -51,7 +55,8 @@ def diff(corpus: Annotated[str, typer.Argument(help="Corpus directory or s3://bu
     if by is not None and by not in FACETS:
         fail(f"--by must be one of {', '.join(FACETS)}")
     store = open_store(corpus)
-    result = compare(store, RunSet.of_predicate(a), RunSet.of_predicate(b), by=by, k=k, n_boot=boot, seed=seed)
+    result = compare(store, RunSet.of_predicate(a), RunSet.of_predicate(b), by=by, k=k, n_boot=boot, seed=seed,
+                     divergence=pairs)
     summary = _finite(result.summary)
     if html is not None:
         from horizonlens.figures.runset_report import report_html
