@@ -18,8 +18,10 @@ from horizonlens.metrics import runsets as metrics
 from horizonlens.query import CorpusStore
 from horizonlens.query import labels as label_queries
 from horizonlens.query.runsets import FACETS, RunSet
+from horizonlens.storage.csv_cells import csv_bytes
 
 PICK_FACET, PICK_PREDICATE = "facet value", "SQL predicate"
+GRID_ROWS = 2_000  # tasks sent to the browser's grid; the rest are in its CSV
 TWO_TRAJECTORIES, RUN_SETS = "Two trajectories", "Run sets"  # the Compare page's tabs
 NO_FACET = "(none)"
 
@@ -97,6 +99,10 @@ def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
     grid = rfig.task_grid(result.tasks)
     if only:
         grid = grid[grid["flipped"] != ""]
+    every = grid
+    if len(grid) > GRID_ROWS:  # at 10^6 runs the whole grid was 1.1 MB sent to every first load
+        grid = grid.assign(gap=grid["B − A"].abs()).sort_values(["gap", "task_id"], ascending=[False, True]).drop(
+            columns="gap").head(GRID_ROWS).reset_index(drop=True)
     event = st.dataframe(grid, hide_index=True, on_select="rerun", selection_mode="single-row", key="rs_grid",
                          height=360, column_config={
                              "A rate": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
@@ -106,6 +112,12 @@ def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
     st.caption("Successes/trials of each run set per task; sort by any column. A task is flipped when one run set "
                "succeeds in most of its trials and the other in fewer than half. Select a flipped task to open its "
                "best pair (a success and a failure that agree longest) at the step where they part.")
+    if len(every) > len(grid):
+        cut = st.columns([5, 1.4])
+        cut[0].caption(f"Showing the {len(grid):,} of {len(every):,} tasks with the largest |B − A|; the CSV has "
+                       "them all (so does `horizonlens diff --html`).")
+        cut[1].download_button("CSV, every task", lambda: csv_bytes(every), file_name="run-sets-tasks.csv",
+                               mime="text/csv", key="rs_grid_csv", on_click="ignore")
     rows = event.selection.rows if event else []
     if rows:
         task = grid.iloc[rows[0]]["task_id"]

@@ -45,6 +45,15 @@ def test_run_sets_tab_shows_the_paired_statistics(monkeypatch, corpus: Path) -> 
     grid = next(df for df in at.dataframe if "flipped" in df.value.columns).value
     assert len(grid) == want["common_tasks"] == 64
     assert len(at.get("plotly_chart")) >= 3  # horizon, survival, pass^k
+    full = grid
+
+    from horizonlens.app import runsets_panel
+
+    monkeypatch.setattr(runsets_panel, "GRID_ROWS", 10)  # a large comparison: the grid keeps the widest gaps
+    at.run()
+    grid = next(df for df in at.dataframe if "flipped" in df.value.columns).value
+    assert len(grid) == 10 and grid["B − A"].abs().min() == full["B − A"].abs().nlargest(10).min()
+    assert any("Showing the 10 of 64 tasks" in c.value for c in at.caption)
 
 
 def test_by_facet_and_too_few_tasks(monkeypatch, corpus: Path) -> None:
