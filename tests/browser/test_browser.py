@@ -65,6 +65,9 @@ def test_walkthrough(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path
         timed("compounding_page_s", page, lambda: page.get_by_role("link", name="Compounding").click(),
                page.get_by_text("Survival to the first failed check", exact=False).first)
         shot(page, "05-compounding")
+        page.get_by_role("tab", name="Compounding signature").click()  # a lazy tab: runs only once opened
+        settled(page, page.get_by_text("pass^k: chance that k trials", exact=False).first)
+        shot(page, "05-compounding-signature")
 
         for name, title in (("Compare", "Compare trajectories"), ("SQL", "SQL")):
             timed(f"{name.lower()}_page_s", page, lambda n=name: page.get_by_role("link", name=n).click(),
