@@ -286,3 +286,18 @@ def test_sample_planted_effects_are_recovered() -> None:
     teachers = compare(store, RunSet.of_predicate("agent LIKE '%-teacher'"), late, by="domain").summary
     worst = min(teachers["by"], key=lambda g: g["pass_rate"]["diff"])
     assert worst["value"] == "engineering" and worst["pass_rate"]["ci"][1] < 0
+
+
+def test_p_values_read_as_statements() -> None:
+    """The statistics table says "p < 0.0001", never "p = < 0.0001" (seen at 10^6 runs)."""
+    from horizonlens.figures.runsets import _p_is
+
+    assert (_p_is(3e-9), _p_is(0.07304), _p_is(None)) == ("p < 0.0001", "p = 0.0730", "—")
+
+
+def test_the_statistics_table_of_a_strong_difference(result) -> None:  # noqa: ANN001
+    from horizonlens.figures.runsets import stat_rows
+
+    rows = stat_rows(result.summary)
+    shown = rows.loc[rows["statistic"].str.startswith("log-rank"), "95% CI / p"].iloc[0]
+    assert shown == "p < 0.0001"  # planted: p ~ 1e-15

@@ -50,6 +50,12 @@ def _p(p: float | None) -> str:
     return "—" if p is None else ("< 0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
+def _p_is(p: float | None) -> str:
+    """A p-value as a statement: "p = 0.0730", "p < 0.0001" (never "p = < 0.0001")."""
+    text = _p(p)
+    return text if p is None else f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def stat_rows(summary: dict[str, Any]) -> pd.DataFrame:
     """The headline statistics as rows: statistic, A, B, B − A, interval or p-value, and how to read it."""
     rate, mc, lr = summary["pass_rate"], summary["mcnemar"], summary["logrank"]
@@ -60,7 +66,7 @@ def stat_rows(summary: dict[str, Any]) -> pd.DataFrame:
         {"statistic": "pass rate", "A": _fmt(rate["a"], ".1%"), "B": _fmt(rate["b"], ".1%"),
          "B − A": _fmt(rate["diff"], "+.1%"), "95% CI / p": _ci(rate["ci"]), "reading": GUIDES["pass_rate"]},
         {"statistic": "McNemar (first trials)", "A": f"{mc['a_only']} only A", "B": f"{mc['b_only']} only B",
-         "B − A": f"{mc['b_only'] - mc['a_only']:+d} tasks", "95% CI / p": f"p = {_p(mc['p_value'])}",
+         "B − A": f"{mc['b_only'] - mc['a_only']:+d} tasks", "95% CI / p": _p_is(mc['p_value']),
          "reading": mc["note"] or GUIDES["mcnemar"]},
     ]
     for r in summary["pass_k"]:
@@ -71,7 +77,7 @@ def stat_rows(summary: dict[str, Any]) -> pd.DataFrame:
     rows.append({"statistic": "log-rank (steps to first failed check)",
                  "A": f"{lr['a_events']}/{lr['a_runs']} runs fail a check",
                  "B": f"{lr['b_events']}/{lr['b_runs']} runs fail a check",
-                 "B − A": f"χ² = {_fmt(lr['statistic'])}", "95% CI / p": f"p = {_p(lr['p_value'])}",
+                 "B − A": f"χ² = {_fmt(lr['statistic'])}", "95% CI / p": _p_is(lr['p_value']),
                  "reading": lr["note"] or GUIDES["logrank"]})
     return pd.DataFrame(rows)
 
