@@ -47,54 +47,81 @@ st.dataframe(table[["label", "size", "share", "median_position", "next_check_pas
                                                    help="How often the run still succeeded: it recovered."),
     "error_label": st.column_config.TextColumn("most common error label"),
     "open": st.column_config.LinkColumn("example", display_text="open step")})
-facet = st.segmented_control("Share by", list(mmodes.FACETS), default="domain", key="modes_facet") or "domain"
-left, right = st.columns(2)
-with left:
-    ui.chart(ifig.mode_facets(result.facets, result.modes, facet), f"Share of each mode's steps by {facet}; hover "
-             "gives the lift (the share ÷ that value's share of all failed steps).", key="modes_facets",
-             data=result.facets)
-with right:
-    ui.chart(ifig.mode_positions(result.positions, result.modes), "Where in the run each mode's steps sit: early "
-             "modes (left) derail runs from the start, late ones (right) hit long runs.", key="modes_positions",
-             data=result.positions)
-
-st.subheader("Examples")
+# Only the open tab runs and draws (the table above is the page's answer; these are the ways into it)
+examples_tab, where_tab, routing_tab = st.tabs(["Examples", "Where they occur", "Routing signature"],
+                                               key="modes_tab", on_change="rerun")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
-# options are shown as plain text (never markdown), so a label needs no escaping there
-chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen")
-examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
-picked = st.dataframe(examples.assign(open=[state.link("trajectory", trajectory=str(t), step=str(int(s)))
-                                            for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)])
-                      [["trajectory_id", "step", "agent", "domain", "tools", "text", "open"]], hide_index=True,
-                      key="modes_examples", on_select="rerun", selection_mode="single-row",
-                      column_config={"open": st.column_config.LinkColumn("open", display_text="open step")})
-st.caption("The most typical steps of the mode (closest to its centre), as normalised text. Select a row to read "
-           "that step whole on the Trajectory page (the link opens it in a new tab).")
-if picked and picked.selection.rows:
-    row = examples.iloc[picked.selection.rows[0]]
-    state.open_trajectory(str(row["trajectory_id"]), int(row["step"]))
-if chosen != mmodes.UNCLUSTERED and auth.can(Permission.LABEL) and st.button("Save this mode as labels",
-                                                                              key="modes_save",
-                                              help="Every step of the mode gets a label of category `mode`, so it "
-                                                   "appears in Explore's label filter, facets and attribution."):
-    try:
-        added, present = mmodes.save_mode_labels(store.root, mmodes.find_modes(store, where or None), int(chosen))
-        st.success(f"Saved {added:,} labels ({present:,} were already there).")
-    except HorizonLensError as exc:
-        ui.show_error(exc)
 
-checkpoints = store.replay_checkpoints
-if checkpoints:
-    st.subheader("Split by routing signature")
-    ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
-    split = state.cached(mmodes.routing_split, store, ckpt, where or None)
-    if split.empty:
-        st.info("None of these failed steps has been replayed through this checkpoint.")
+
+def mode_examples() -> None:
+    """The most typical steps of one mode, each opening the step; the mode saved as labels."""
+    # options are shown as plain text (never markdown), so a label needs no escaping there
+    chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen")
+    examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
+    links = [state.link("trajectory", trajectory=str(t), step=str(int(s)))
+             for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)]
+    picked = st.dataframe(examples.assign(open=links)[["trajectory_id", "step", "agent", "domain", "tools", "text",
+                                                       "open"]],
+                          hide_index=True, key="modes_examples", on_select="rerun", selection_mode="single-row",
+                          column_config={"open": st.column_config.LinkColumn("open", display_text="open step")})
+    st.caption("The most typical steps of the mode (closest to its centre), as normalised text. Select a row to "
+               "read that step whole on the Trajectory page (the link opens it in a new tab).")
+    if picked and picked.selection.rows:
+        row = examples.iloc[picked.selection.rows[0]]
+        state.open_trajectory(str(row["trajectory_id"]), int(row["step"]))
+    if chosen != mmodes.UNCLUSTERED and auth.can(Permission.LABEL) and st.button(
+            "Save this mode as labels", key="modes_save",
+            help="Every step of the mode gets a label of category `mode`, so it appears in Explore's label filter, "
+                 "facets and attribution."):
+        try:
+            found = mmodes.find_modes(store, where or None)
+            added, present = mmodes.save_mode_labels(store.root, found, int(chosen))
+            st.success(f"Saved {added:,} labels ({present:,} were already there).")
+        except HorizonLensError as exc:
+            ui.show_error(exc)
+
+
+def occurrences() -> None:
+    """Each mode's share by agent, teacher or domain, and where along the horizon its steps sit."""
+    facet = st.segmented_control("Share by", list(mmodes.FACETS), default="domain", key="modes_facet") or "domain"
+    left, right = st.columns(2)
+    with left:
+        ui.chart(ifig.mode_facets(result.facets, result.modes, facet), f"Share of each mode's steps by {facet}; "
+                 "hover gives the lift (the share ÷ that value's share of all failed steps).", key="modes_facets",
+                 data=result.facets)
+    with right:
+        ui.chart(ifig.mode_positions(result.positions, result.modes), "Where in the run each mode's steps sit: "
+                 "early modes (left) derail runs from the start, late ones (right) hit long runs.",
+                 key="modes_positions", data=result.positions)
+
+
+def routing_signature() -> None:
+    """The replayed failed steps of each mode split by routing group."""
+    checkpoints = store.replay_checkpoints
+    if not checkpoints:
+        st.info("Replay trajectories through a checkpoint (Trajectory page, or `horizonlens replay`) to split the "
+                "modes by the routing of their failed steps.")
     else:
-        rank = {m: i for i, m in enumerate(labels)}  # the modes' own order: largest first
-        ordered = split.sort_values("mode", key=lambda col: col.map(rank))
-        shown = ordered.assign(mode=ordered["mode"].map(labels))
-        st.dataframe(shown, hide_index=True, key="modes_split")
-        st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the steps' "
-                   "expert-usage signatures (per layer, the share of assignments per expert). A mode spread over "
-                   "groups fails under different routing; one group means one routing pattern.")
+        ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
+        split = state.cached(mmodes.routing_split, store, ckpt, where or None)
+        if split.empty:
+            st.info("None of these failed steps has been replayed through this checkpoint.")
+        else:
+            rank = {m: i for i, m in enumerate(labels)}  # the modes' own order: largest first
+            ordered = split.sort_values("mode", key=lambda col: col.map(rank))
+            shown = ordered.assign(mode=ordered["mode"].map(labels))
+            st.dataframe(shown, hide_index=True, key="modes_split")
+            st.caption("Replayed failed steps of each mode by routing group: the groups are k-means clusters of the "
+                       "steps' expert-usage signatures (per layer, the share of assignments per expert). A mode "
+                       "spread over groups fails under different routing; one group means one routing pattern.")
+
+
+if examples_tab.open:
+    with examples_tab:
+        mode_examples()
+if where_tab.open:
+    with where_tab:
+        occurrences()
+if routing_tab.open:
+    with routing_tab:
+        routing_signature()

@@ -45,6 +45,17 @@ def test_failure_modes_page(monkeypatch, corpus: Path) -> None:
     table = at.dataframe[0].value
     assert table["size"].tolist() == result.modes["size"].tolist()
     assert table["label"].tolist() == result.modes["label"].tolist()
+    assert "Where each mode occurs: share of its failed steps by domain" not in _titles(at)  # a closed tab: not run
+    at.session_state["modes_tab"] = "Where they occur"
+    at.run()
+    assert not at.exception, at.exception
+    assert {"Where each mode occurs: share of its failed steps by domain",
+            "Where along the horizon each mode happens (step ÷ run length)"} <= set(_titles(at))
+    at.session_state["modes_tab"] = "Routing signature"
+    at.run()
+    assert not at.exception, at.exception
+    split = [d.value for d in at.dataframe if list(d.value.columns[:1]) == ["mode"]]
+    assert split or any("replay" in i.value.lower() for i in at.info)  # the split, or why there is none
     at.text_input(key="modes_where").input("t.domain = 'nothing'").run()
     assert any("no failed steps" in i.value for i in at.info)
 

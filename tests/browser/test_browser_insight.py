@@ -46,10 +46,14 @@ def test_insight_pages_draw_and_open_the_steps_they_name(browser, tmp_path: Path
 
         page.goto(f"{app.url}/failure_modes")
         settled(page, chart(page, "Failed steps per failure mode"))
-        for title in ("Where each mode occurs", "Where along the horizon each mode happens"):
-            assert chart(page, title).is_visible()
         assert page.get_by_text(f"{result.note['failed_steps']:,} failed steps", exact=False).first.is_visible()
         shot(page, "insight-01-failure-modes")
+        page.get_by_role("tab", name="Where they occur").click()  # a lazy tab: runs once opened
+        settled(page, chart(page, "Where along the horizon each mode happens"))
+        assert chart(page, "Where each mode occurs").is_visible()
+        shot(page, "insight-01b-where-modes-occur")
+        page.get_by_role("tab", name="Examples").click()
+        settled(page, page.locator(".st-key-modes_examples").first)
         select_first_row(page, "modes_examples")  # the first mode's most typical step
         page.wait_for_url("**/trajectory?**", timeout=120_000)
         settled(page, step_heading(page, int(first["step"])))
@@ -102,6 +106,9 @@ def test_insight_pages_keep_untrusted_text_inert(browser, hostile_corpus: Path, 
         settled(page, chart(page, "Failed steps per failure mode"))
         assert_no_planted_markup(page)
         shot(page, "insight-06-hostile-failure-modes")
+        page.get_by_role("tab", name="Where they occur").click()  # the modes' labels on two more charts' axes
+        settled(page, chart(page, "Where along the horizon each mode happens"))
+        assert_no_planted_markup(page)
 
         page.goto(f"{app.url}/tools")
         settled(page, chart(page, "Along the horizon"))

@@ -126,7 +126,7 @@ PAGES = (
               _other_option("Trajectory")),  # NaN when fewer than two are replayed
     PageBench("compounding", "/compounding", _charts(2), "facet by domain", _facet),  # the Horizons tab
     # the decision layer's pages: modes (computed once per corpus state, then read) and the Run sets tab
-    PageBench("failure_modes", "/failure_modes", _charts(3), "another mode's examples", _other_option("Mode")),
+    PageBench("failure_modes", "/failure_modes", _charts(1), "another mode's examples", _other_option("Mode")),
     PageBench("run_sets", "/compare?cmp_tab=Run+sets", _charts(3), "run set B: another agent",
               _other_option("B: agent")),
     PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
