@@ -26,7 +26,7 @@ def disclose(store: CorpusStore, checkpoint_id: str, key: str, within: str = "")
     record = replay_set.recorded_sample(store, checkpoint_id)
     scope = state.cached(replay_set.replay_scope, store, checkpoint_id, use_sample, record)
     if scope.random or not use_sample:
-        st.toggle("Only the random sample", value=True, key=key,
+        st.toggle("Only the random sample", value=True, key=key, persist_state="page",
                   help="Statistics over runs replayed to study failures are biased; the recorded stratified random "
                        "sample is not. Off: every replayed run.")
     text = f"Runs used: {scope.how}" + (f" {within}" if within else "")

@@ -114,8 +114,8 @@ def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
                "best pair (a success and a failure that agree longest) at the step where they part.")
     if len(every) > len(grid):
         cut = st.columns([5, 1.4])
-        cut[0].caption(f"Showing the {len(grid):,} of {len(every):,} tasks with the largest |B − A|; the CSV has "
-                       "them all (so does `horizonlens diff --html`).")
+        cut[0].caption(f"Showing the {len(grid):,} of {len(every):,} tasks with the largest |B − A| (sorting a "
+                       "column sorts these); the CSV has all of them.")
         cut[1].download_button("CSV, every task", lambda: csv_bytes(every), file_name="run-sets-tasks.csv",
                                mime="text/csv", key="rs_grid_csv", on_click="ignore")
     rows = event.selection.rows if event else []
@@ -126,9 +126,16 @@ def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
             st.info(f"{ui.md(task)} did not flip: both run sets solve it about as often. Pick a task marked → A "
                     "or → B.")
         else:  # the comparison was made without the pairs: find this task's best pair now
-            pair = state.cached(metrics.best_pair, store, result.a, result.b, task, flip["winner"])
+            try:
+                pair = state.cached(metrics.best_pair, store, result.a, result.b, task, flip["winner"])
+            except HorizonLensError as exc:
+                ui.show_error(exc)
+                return
             if pair["a_trajectory"] and pair["b_trajectory"]:
                 open_pair({**flip, **pair})
+            else:
+                st.info(f"{ui.md(task)} has no pair to open: no successful run of the winning side beside a failed "
+                        "run of the other in these run sets.")
 
 
 def _by_facet(result: metrics.Comparison) -> None:

@@ -154,12 +154,15 @@ def _attribution(ckpt_id: str | None, flt: TrajectoryFilter) -> None:
     sets = state.cached(attribution.label_sets, store)
     importer = "decisive step marked by the importer"
     a = st.columns(2)
+    # persist_state: a choice made here is kept while another tab is open (a widget not drawn loses its value)
     truth_name = a[0].selectbox("Truth", [importer, *(x.name for x in sets)], key="comp_attr_truth",
-                                help="What counts as the failure step: the importer's decisive step, or the labels of "
-                                     "one category (and source).")
+                                persist_state="page",
+                                help="What counts as the failure step: the importer's decisive step, or the labels "
+                                     "of one category (and source).")
     truth = None if truth_name == importer else LabelSet.parse(truth_name)
     chosen = a[1].multiselect("Also score these labels as predictors", [x.name for x in sets if x.name != truth_name],
-                              key="comp_attr_predictors", help="E.g. a judge's predicted steps imported as labels.")
+                              key="comp_attr_predictors", persist_state="page",
+                              help="E.g. a judge's predicted steps imported as labels.")
     acc = state.cached(attribution.scores, store, ckpt_id, flt, truth, [LabelSet.parse(n) for n in chosen])
     if acc.empty:
         st.info("No trajectory here carries the chosen truth (for the importer's decisive step: a failed run with "
@@ -180,7 +183,8 @@ def _early_warning(ckpt_id: str | None, flt: TrajectoryFilter) -> None:
     narrowed = flt.domains or flt.agents
     scope = replayed_set.disclose(store, ckpt_id, "comp_use_sample",
                                   "Only those in the domains and agents chosen above." if narrowed else "")
-    k = st.slider("Within the next k steps", 1, 10, early_warning.DEFAULT_K, key="comp_ew_k")
+    k = st.slider("Within the next k steps", 1, 10, early_warning.DEFAULT_K, key="comp_ew_k",
+                  persist_state="page")  # kept while another tab is open
     ew = state.cached(early_warning.early_warning, store, ckpt_id, k, flt, trajectory_ids=scope.trajectory_ids)
     ui.chart(ewfig.auroc_by_signal(ew),
              f"AUROC of each signal at step t for 'a check fails in t+1…t+{k}' (bars: 95% bootstrap interval over "

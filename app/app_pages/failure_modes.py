@@ -56,7 +56,8 @@ labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
 def mode_examples() -> None:
     """The most typical steps of one mode, each opening the step; the mode saved as labels."""
     # options are shown as plain text (never markdown), so a label needs no escaping there
-    chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen")
+    chosen = st.selectbox("Mode", list(labels), format_func=lambda m: str(labels[m])[:120], key="modes_chosen",
+                          persist_state="page")  # kept while another tab is open
     examples = result.examples[result.examples["mode"] == chosen].reset_index(drop=True)
     links = [state.link("trajectory", trajectory=str(t), step=str(int(s)))
              for t, s in zip(examples["trajectory_id"], examples["step"], strict=True)]
@@ -83,7 +84,8 @@ def mode_examples() -> None:
 
 def occurrences() -> None:
     """Each mode's share by agent, teacher or domain, and where along the horizon its steps sit."""
-    facet = st.segmented_control("Share by", list(mmodes.FACETS), default="domain", key="modes_facet") or "domain"
+    facet = st.segmented_control("Share by", list(mmodes.FACETS), default="domain", key="modes_facet",
+                                 persist_state="page") or "domain"
     left, right = st.columns(2)
     with left:
         ui.chart(ifig.mode_facets(result.facets, result.modes, facet), f"Share of each mode's steps by {facet}; "
@@ -102,7 +104,7 @@ def routing_signature() -> None:
         st.info("Replay trajectories through a checkpoint (Trajectory page, or `horizonlens replay`) to split the "
                 "modes by the routing of their failed steps.")
     else:
-        ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt")
+        ckpt = st.selectbox("Checkpoint", checkpoints, key="modes_ckpt", persist_state="page")
         split = state.cached(mmodes.routing_split, store, ckpt, where or None)
         if split.empty:
             st.info("None of these failed steps has been replayed through this checkpoint.")

@@ -46,6 +46,8 @@ def test_failure_modes_page(monkeypatch, corpus: Path) -> None:
     assert table["size"].tolist() == result.modes["size"].tolist()
     assert table["label"].tolist() == result.modes["label"].tolist()
     assert "Where each mode occurs: share of its failed steps by domain" not in _titles(at)  # a closed tab: not run
+    at.selectbox(key="modes_chosen").select_index(1).run()
+    chosen = at.selectbox(key="modes_chosen").value
     at.session_state["modes_tab"] = "Where they occur"
     at.run()
     assert not at.exception, at.exception
@@ -55,7 +57,13 @@ def test_failure_modes_page(monkeypatch, corpus: Path) -> None:
     at.run()
     assert not at.exception, at.exception
     split = [d.value for d in at.dataframe if list(d.value.columns[:1]) == ["mode"]]
-    assert split or any("replay" in i.value.lower() for i in at.info)  # the split, or why there is none
+    if open_store(corpus).replay_checkpoints:
+        assert split or any(i.value.startswith("None of these failed steps") for i in at.info)
+    else:
+        assert any(i.value.startswith("Replay trajectories through a checkpoint") for i in at.info)
+    at.session_state["modes_tab"] = "Examples"  # back: the mode chosen before is still chosen
+    at.run()
+    assert at.selectbox(key="modes_chosen").value == chosen != result.modes["mode"].iloc[0]
     at.text_input(key="modes_where").input("t.domain = 'nothing'").run()
     assert any("no failed steps" in i.value for i in at.info)
 

@@ -117,6 +117,14 @@ def test_compounding_label_facet_attribution_and_early_warning(monkeypatch, tmp_
     assert not at.exception, at.exception
     ew = next(d.value for d in at.dataframe if "auroc" in d.value.columns)
     assert set(ew["k"]) == {1}
+    at.session_state["comp_tab"] = "Horizons"  # the slider is not drawn there, and keeps its value
+    at.run(timeout=300)
+    at.session_state["comp_tab"] = "Early warning"
+    at.run(timeout=300)
+    assert at.slider(key="comp_ew_k").value == 1
+    at.session_state["comp_tab"] = "Decisive step"
+    at.run(timeout=300)
+    assert at.selectbox(key="comp_attr_truth").value == "label:judge@manual"
 
 
 def _run_with_steps(corpus: Path) -> tuple[str, int]:

@@ -1,7 +1,8 @@
 """Naming a Ray cluster that does not answer fails fast, with the address and the probe's bound in the message.
 
 Its own module: the cluster test_ray_replay starts for its module would be up here, and a process already in a
-Ray session joins that one (ray_engine._connect), so this must run with no session open.
+Ray session uses that one whenever the probe gets an answer (ray_engine._connect; this sandbox answers TCP on
+any address), so this runs with no session open.
 """
 
 from __future__ import annotations

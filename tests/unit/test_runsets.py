@@ -257,12 +257,15 @@ def test_cli_diff_json_and_html(corpus: Path, tmp_path: Path) -> None:
     assert data["flipped"][0]["task_id"] in page
     table = runner.invoke(app, ["diff", str(corpus), "--a", "agent = 'old'", "--b", "agent = 'new'"])
     assert table.exit_code == 0 and "McNemar" in table.output and "flipped" in table.output
+    light_html = tmp_path / "light.html"
     light = runner.invoke(app, ["diff", str(corpus), "--a", "agent = 'old'", "--b", "agent = 'new'", "--by", "domain",
-                                "--k", "3", "--json", "--no-pairs"])
+                                "--k", "3", "--json", "--no-pairs", "--html", str(light_html)])
     assert light.exit_code == 0, light.output
     quick = json.loads(light.stdout)
     assert [f["task_id"] for f in quick["flipped"]] == [f["task_id"] for f in data["flipped"]]
     assert all(f["first_divergence_step"] is None for f in quick["flipped"])
+    assert data["settings"]["pairs"] is True and quick["settings"]["pairs"] is False  # which null it is
+    assert "Made with --no-pairs" in light_html.read_text() and "Made with --no-pairs" not in page
     assert quick["pass_rate"] == data["pass_rate"] and quick["mcnemar"] == data["mcnemar"]
     bad = runner.invoke(app, ["diff", str(corpus), "--a", "1; DROP VIEW steps", "--b", "agent = 'new'"])
     assert bad.exit_code == 1 and "error:" in bad.output and "Traceback" not in bad.output

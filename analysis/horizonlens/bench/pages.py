@@ -36,8 +36,9 @@ def _choose(page: Any, label: str, option: str) -> Callable[[], None]:
 
 def _charts(n: int) -> Callable[[Any], None]:
     def wait(page: Any) -> None:
-        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
-                               timeout=180_000)
+        # charts drawn, not SVG layers: Plotly draws three .main-svg per chart, so counting those fired at n/3
+        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].filter("
+                               f"e => e.querySelector('.main-svg')).length >= {n}", timeout=180_000)
     return wait
 
 

@@ -79,6 +79,9 @@ def report_html(summary: dict[str, Any], tasks: pd.DataFrame, km: pd.DataFrame) 
                                                                                         "B − A"))]
     flips = pd.DataFrame(summary["flipped"])
     parts += ["<h2>Flipped tasks</h2>", _guide("flipped")]
+    if summary.get("settings", {}).get("pairs") is False:  # `diff --no-pairs`
+        parts.append("<p>Made with --no-pairs: each pair is the lowest trials' success and failure, not the pair "
+                     "that agrees longest, and the step where it parts was not looked for.</p>")
     if flips.empty:
         parts.append("<p>No task flipped.</p>")
     else:

@@ -309,7 +309,8 @@ def compare(store: CorpusStore, a: RunSet, b: RunSet, by: str | None = None, k: 
     summary: dict[str, Any] = {
         "a": {"name": a.name, "predicate": a.predicate, **totals["a"]},
         "b": {"name": b.name, "predicate": b.predicate, **totals["b"]},
-        "settings": {"k": k_max, "n_boot": n_boot, "seed": seed, "min_tasks": MIN_TASKS},
+        # pairs: whether each flipped task's pair is the best one and has its parting step (else: lowest trials)
+        "settings": {"k": k_max, "n_boot": n_boot, "seed": seed, "min_tasks": MIN_TASKS, "pairs": divergence},
         **statistics(tasks, survival, k_max, n_boot, seed),
     }
     for side in ("a", "b"):
