@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -84,6 +84,19 @@ def table_downloads(df: pd.DataFrame, name: str, key: str, arrow: Any = None) ->
     pq.write_table(arrow if arrow is not None else pa.Table.from_pandas(df, preserve_index=False), buf)
     cols[2].download_button("Parquet", buf.getvalue(), file_name=f"{name}.parquet",
                             mime="application/octet-stream", key=f"{key}_pq")
+
+
+def lazy_tabs(sections: dict[str, Callable[[], None]], key: str) -> None:
+    """Tabs of which only the open one runs: `sections` maps each tab's label to what draws it.
+
+    A closed tab's queries and charts cost a first load nothing (a chart is the largest part of a page's
+    first paint here, bench/RESULTS.md); opening a tab reruns the page, or the fragment the tabs are in.
+    """
+    tabs = st.tabs(list(sections), key=key, on_change="rerun")
+    for tab, draw in zip(tabs, sections.values(), strict=True):
+        if tab.open:
+            with tab:
+                draw()
 
 
 def untrusted(label: str, text: str | None, key: str, language: str | None = None) -> None:

@@ -20,7 +20,6 @@ from horizonlens.query import CorpusStore, TrajectoryFilter
 
 store = state.require_store()
 st.title("Error compounding")
-TABS = ["Horizons", "Compounding signature", "Success vs length", "Decisive step", "Early warning"]
 
 
 @st.fragment
@@ -37,28 +36,11 @@ def compounding_panel() -> None:
 
     # Only the open tab runs and draws: eight charts at once made this the slowest first load of the app
     # (bench/RESULTS.md), most of it the browser drawing figures the user had not scrolled to yet.
-    horizons, signature, length, decisive, warning = st.tabs(TABS, key="comp_tab", on_change="rerun")
-    if horizons.open:
-        with horizons:
-            _horizons(by, flt)
-    if signature.open:
-        with signature:
-            _signature(by, flt)
-    if length.open:
-        with length:
-            svl = state.cached(compounding.success_vs_length, store, by, flt)
-            ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
-                     "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical "
-                     "lines: the step counts at which predicted success falls to 50% and 80% (the same horizons in "
-                     "checks: “Horizons in checks and in steps”, tab Horizons).", key="comp_length", data=svl["fits"])
-            st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
-    ckpt_id = state.current_checkpoint_id()
-    if decisive.open:
-        with decisive:
-            _attribution(ckpt_id, flt)
-    if warning.open:
-        with warning:
-            _early_warning(ckpt_id, flt)
+    ui.lazy_tabs({"Horizons": lambda: _horizons(by, flt),
+                  "Compounding signature": lambda: _signature(by, flt),
+                  "Success vs length": lambda: _success_vs_length(by, flt),
+                  "Decisive step": lambda: _attribution(state.current_checkpoint_id(), flt),
+                  "Early warning": lambda: _early_warning(state.current_checkpoint_id(), flt)}, key="comp_tab")
 
 
 def _horizons(by: str | None, flt: TrajectoryFilter) -> None:
@@ -88,6 +70,16 @@ def _horizons(by: str | None, flt: TrajectoryFilter) -> None:
     with right:
         ui.chart(cfig.hazard(km), "Chance that the first failure happens at t, given none before (steps with ≥20 "
                  "runs at risk). A rising hazard means later steps are harder.", key="comp_hazard", data=km)
+
+
+def _success_vs_length(by: str | None, flt: TrajectoryFilter) -> None:
+    """Success rate against run length, with the fitted 50% and 80% horizons in steps."""
+    svl = state.cached(compounding.success_vs_length, store, by, flt)
+    ui.chart(cfig.success_vs_length(svl["points"], svl["fits"]),
+             "Success rate against step count (dots: binned; line: logistic fit on log2 steps). Vertical lines: the "
+             "step counts at which predicted success falls to 50% and 80% (the same horizons in checks: “Horizons "
+             "in checks and in steps”, tab Horizons).", key="comp_length", data=svl["fits"])
+    st.dataframe(svl["fits"], hide_index=True, key="comp_fits")
 
 
 def _signature(by: str | None, flt: TrajectoryFilter) -> None:

@@ -47,9 +47,6 @@ st.dataframe(table[["label", "size", "share", "median_position", "next_check_pas
                                                    help="How often the run still succeeded: it recovered."),
     "error_label": st.column_config.TextColumn("most common error label"),
     "open": st.column_config.LinkColumn("example", display_text="open step")})
-# Only the open tab runs and draws (the table above is the page's answer; these are the ways into it)
-examples_tab, where_tab, routing_tab = st.tabs(["Examples", "Where they occur", "Routing signature"],
-                                               key="modes_tab", on_change="rerun")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
 
 
@@ -118,12 +115,6 @@ def routing_signature() -> None:
                        "spread over groups fails under different routing; one group means one routing pattern.")
 
 
-if examples_tab.open:
-    with examples_tab:
-        mode_examples()
-if where_tab.open:
-    with where_tab:
-        occurrences()
-if routing_tab.open:
-    with routing_tab:
-        routing_signature()
+# Only the open tab runs and draws (the table above is the page's answer; these are the ways into it)
+ui.lazy_tabs({"Examples": mode_examples, "Where they occur": occurrences, "Routing signature": routing_signature},
+             key="modes_tab")
