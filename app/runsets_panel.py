@@ -1,8 +1,8 @@
 """The Compare page's "Run sets" tab: two selections of runs compared on their common tasks.
 
 Widgets pick A and B (a facet value or a SQL predicate), one cached call computes the comparison, and the tab
-shows the statistics with a reading guide each, B − A along the horizon, survival of both on the same tasks,
-the task grid, and opens a flipped task's best pair in the two-trajectory view.
+shows the statistics with a reading guide each, then tabs: the task grid (which opens a flipped task's best pair in
+the two-trajectory view), B − A along the horizon beside the survival of both on the same tasks, and pass^k.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ PICK_FACET, PICK_PREDICATE = "facet value", "SQL predicate"
 GRID_ROWS = 2_000  # tasks sent to the browser's grid; the rest are in its CSV
 TWO_TRAJECTORIES, RUN_SETS = "Two trajectories", "Run sets"  # the Compare page's tabs
 NO_FACET = "(none)"
+TASKS, ALONG_THE_HORIZON, PASS_K = "Tasks", "Along the horizon and survival", "pass^k"  # the tab's own tabs
 
 
 def _values(store: CorpusStore, facet: str) -> list[str]:
@@ -95,7 +96,8 @@ def _grid(store: CorpusStore, result: metrics.Comparison) -> None:
     head[0].markdown(f"**Tasks** · {len(result.tasks):,} common, {len(flips):,} flipped "
                      f"({sum(f['winner'] == 'b' for f in flips.values())} to B, "
                      f"{sum(f['winner'] == 'a' for f in flips.values())} to A)")
-    only = head[1].toggle("Flipped only", value=bool(flips), key="rs_flipped_only")
+    only = head[1].toggle("Flipped only", value=bool(flips), key="rs_flipped_only",
+                          persist_state="page")  # kept while another tab is open
     grid = rfig.task_grid(result.tasks)
     if only:
         grid = grid[grid["flipped"] != ""]
@@ -176,18 +178,26 @@ def run_sets(store: CorpusStore) -> None:
                    "nothing to pair. Pick run sets that ran the same tasks (same task_id).")
         return
     _statistics(summary)
-    names = {"a": a.name, "b": b.name}
-    left, right = st.columns(2)
-    with left:
-        ui.chart(rfig.by_horizon(summary["by_horizon"]), rfig.GUIDES["horizon"] + " Bars: tasks that flipped to "
-                 "each side in that band.", key="rs_horizon", data=None)
-    with right:
-        km = result.km()
-        ui.chart(rfig.survival(km, names, max_t=int(km["t"].quantile(0.99)) if not km.empty else None),
-                 "Kaplan–Meier: share of runs (all trials, common tasks only) with no failed check yet after t "
-                 "steps; bands are 95% intervals. " + rfig.GUIDES["logrank"], key="rs_km", data=km)
     _by_facet(result)
-    _grid(store, result)
-    left, right = st.columns(2)
-    with left:
-        ui.chart(rfig.pass_k(summary["pass_k"], names), rfig.GUIDES["pass_k"], key="rs_passk")
+    names = {"a": a.name, "b": b.name}
+
+    def horizon_and_survival() -> None:
+        left, right = st.columns(2)
+        with left:
+            ui.chart(rfig.by_horizon(summary["by_horizon"]), rfig.GUIDES["horizon"] + " Bars: tasks that flipped "
+                     "to each side in that band.", key="rs_horizon", data=None)
+        with right:
+            km = result.km()
+            ui.chart(rfig.survival(km, names, max_t=int(km["t"].quantile(0.99)) if not km.empty else None),
+                     "Kaplan–Meier: share of runs (all trials, common tasks only) with no failed check yet after t "
+                     "steps; bands are 95% intervals. " + rfig.GUIDES["logrank"], key="rs_km", data=km)
+
+    def pass_k() -> None:
+        left, _ = st.columns(2)
+        with left:
+            ui.chart(rfig.pass_k(summary["pass_k"], names), rfig.GUIDES["pass_k"], key="rs_passk")
+
+    # The statistics above are the answer; the tabs are the ways into it. Only the open one runs and draws, so a
+    # first look at two run sets costs no chart (a chart costs about one Streamlit floor by itself here).
+    ui.lazy_tabs({TASKS: lambda: _grid(store, result), ALONG_THE_HORIZON: horizon_and_survival, PASS_K: pass_k},
+                 key="rs_view")

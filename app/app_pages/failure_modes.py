@@ -32,14 +32,16 @@ fit = (f"fitted on a random sample of {note['fitted_steps']:,} of them (seed {no
 st.caption(f"{note['failed_steps']:,} failed steps ({note['distinct_texts']:,} distinct texts once numbers, ids and "
            f"quoted values are masked), {fit}: {n_modes} modes, {int(note.get('unclustered') or 0):,} steps too far "
            f"from every mode (unclustered). Computed once per corpus state and kept in the corpus.")
-ui.chart(ifig.mode_sizes(result.modes), "Each bar is a mode: failed steps that call the same tools the same way and "
-         "get the same kind of answer. Its label lists the words that set it apart from the other modes.",
-         key="modes_sizes", data=result.modes)
 table = result.modes.assign(open=[f"trajectory?trajectory={quote(str(t))}&step={int(s)}" for t, s in
                                   zip(result.modes["example_trajectory"], result.modes["example_step"], strict=True)])
 st.dataframe(table[["label", "size", "share", "median_position", "next_check_passed", "run_succeeded", "error_label",
                     "example", "open"]], hide_index=True, key="modes_table", column_config={
-    "share": st.column_config.NumberColumn("share of failed steps", format="percent"),
+    "size": st.column_config.NumberColumn("failed steps", format="localized"),
+    # the bar in the cell is the modes' size chart: no Plotly on the first paint (a chart costs about one
+    # Streamlit floor by itself here, bench/RESULTS.md); the charts are in the tabs below
+    "share": st.column_config.ProgressColumn("share of failed steps", format="percent", min_value=0.0,
+                                             max_value=float(result.modes["share"].max() or 1.0),
+                                             help="The bar is drawn to the largest mode's share."),
     "median_position": st.column_config.NumberColumn("median position", format="%.2f",
                                                      help="Step ÷ run length: 0 = the start, 1 = the end."),
     "next_check_passed": st.column_config.NumberColumn("next check passed", format="%.2f"),
@@ -47,6 +49,8 @@ st.dataframe(table[["label", "size", "share", "median_position", "next_check_pas
                                                    help="How often the run still succeeded: it recovered."),
     "error_label": st.column_config.TextColumn("most common error label"),
     "open": st.column_config.LinkColumn("example", display_text="open step")})
+st.caption("Each row is a mode, largest first: failed steps that call the same tools the same way and get the same "
+           "kind of answer. Its label lists the words that set it apart from the other modes; sort by any column.")
 labels = dict(zip(result.modes["mode"], result.modes["label"], strict=True))
 
 

@@ -41,7 +41,7 @@ def test_failure_modes_page(monkeypatch, corpus: Path) -> None:
     result = mmodes.find_modes(open_store(corpus))  # kept by the page's run: read back, not recomputed
     caption = at.caption[0].value
     assert f"{result.note['failed_steps']:,} failed steps" in caption and "random sample of 5,000" in caption
-    assert "Failed steps per failure mode" in _titles(at)
+    assert not _titles(at)  # the first paint draws no chart: the table's bars are the modes' sizes
     table = at.dataframe[0].value
     assert table["size"].tolist() == result.modes["size"].tolist()
     assert table["label"].tolist() == result.modes["label"].tolist()

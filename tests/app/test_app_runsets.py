@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from horizonlens.app import runsets_panel
 from horizonlens.metrics.runsets import compare
 from horizonlens.query.runsets import RunSet
 from horizonlens.query.store import open_store
@@ -44,11 +45,16 @@ def test_run_sets_tab_shows_the_paired_statistics(monkeypatch, corpus: Path) -> 
     at.toggle(key="rs_flipped_only").set_value(False).run()
     grid = next(df for df in at.dataframe if "flipped" in df.value.columns).value
     assert len(grid) == want["common_tasks"] == 64
-    assert len(at.get("plotly_chart")) >= 3  # horizon, survival, pass^k
+    assert not at.get("plotly_chart")  # the first look draws no chart: the grid's tab is open
     full = grid
-
-    from horizonlens.app import runsets_panel
-
+    at.session_state["rs_view"] = runsets_panel.ALONG_THE_HORIZON
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2  # B − A along the horizon, survival
+    at.session_state["rs_view"] = runsets_panel.PASS_K
+    at.run()
+    assert len(at.get("plotly_chart")) == 1
+    at.session_state["rs_view"] = runsets_panel.TASKS
     monkeypatch.setattr(runsets_panel, "GRID_ROWS", 10)  # a large comparison: the grid keeps the widest gaps
     at.run()
     grid = next(df for df in at.dataframe if "flipped" in df.value.columns).value

@@ -25,10 +25,16 @@ def test_run_sets_tab_and_a_flipped_pair(browser, tmp_path: Path) -> None:
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{app.url}/compare?cmp_tab=Run+sets")
         settled(page, page.get_by_text("Successes/trials of each run set per task", exact=False).first)
-        page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)  # horizon, survival, pass^k
+        assert page.locator(".js-plotly-plot").count() == 0  # the first look: statistics and the task grid
         body = page.inner_text("body")
         assert "64 common" in body and "flipped" in body and "Traceback" not in body
         shot(page, "runsets-01-tab")
+        page.get_by_role("tab", name="Along the horizon and survival").click()  # a lazy tab: drawn once opened
+        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)  # B − A along the horizon, survival
+        settled(page, page.get_by_text("Kaplan–Meier", exact=False).first)
+        shot(page, "runsets-01b-horizon-and-survival")
+        page.get_by_role("tab", name="Tasks").click()
+        settled(page, page.get_by_text("Successes/trials of each run set per task", exact=False).first)
 
         grid = page.locator(".st-key-rs_grid [data-testid=stDataFrame]").first
         grid.scroll_into_view_if_needed()

@@ -42,6 +42,13 @@ def _charts(n: int) -> Callable[[Any], None]:
     return wait
 
 
+def _tables(n: int) -> Callable[[Any], None]:
+    """`n` tables drawn: their grids' canvases are on the page (the grid's frontend chunk loaded and run)."""
+    def wait(page: Any) -> None:
+        page.locator("[data-testid=stDataFrame]").nth(n - 1).locator("canvas").first.wait_for(timeout=180_000)
+    return wait
+
+
 def _text(text: str) -> Callable[[Any], None]:
     def wait(page: Any) -> None:
         page.get_by_text(text, exact=False).first.wait_for(timeout=180_000)
@@ -127,8 +134,10 @@ PAGES = (
               _other_option("Trajectory")),  # NaN when fewer than two are replayed
     PageBench("compounding", "/compounding", _charts(2), "facet by domain", _facet),  # the Horizons tab
     # the decision layer's pages: modes (computed once per corpus state, then read) and the Run sets tab
-    PageBench("failure_modes", "/failure_modes", _charts(1), "another mode's examples", _other_option("Mode")),
-    PageBench("run_sets", "/compare?cmp_tab=Run+sets", _charts(3), "run set B: another agent",
+    # both draw no chart on a first load: the modes and the first mode's examples; the statistics and the grid
+    PageBench("failure_modes", "/failure_modes", _tables(2), "another mode's examples",
+              _other_option("Mode")),
+    PageBench("run_sets", "/compare?cmp_tab=Run+sets", _tables(1), "run set B: another agent",
               _other_option("B: agent")),
     PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
     PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),

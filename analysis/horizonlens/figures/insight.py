@@ -17,20 +17,6 @@ from horizonlens.figures.style import OUTCOME_COLORS, SEQUENCE, empty, layout, p
 MODES_SHOWN = 20  # modes named on a chart; the rest are in the table
 
 
-def mode_sizes(modes: pd.DataFrame) -> go.Figure:
-    """Failed steps per mode, largest first, with how often the run still succeeded."""
-    if modes.empty:
-        return empty("No failed steps in this selection")
-    part = modes.head(MODES_SHOWN).iloc[::-1]
-    labels = [plain(x, 50) for x in part["label"]]
-    fig = go.Figure(go.Bar(x=part["size"], y=labels, orientation="h", marker_color=SEQUENCE[4],
-                           customdata=np.stack([part["share"], part["run_succeeded"].fillna(np.nan)], axis=1),
-                           hovertemplate="%{y}<br>%{x:,} failed steps (%{customdata[0]:.1%})<br>run still succeeded: "
-                                         "%{customdata[1]:.0%}<extra></extra>"))
-    return layout(fig, "Failed steps per failure mode", height=max(260, 90 + int(ROW_PX * 1.3 * len(part))),
-                  xaxis_title="failed steps", margin=dict(l=260, r=20, t=46, b=40))
-
-
 def mode_facets(facets: pd.DataFrame, modes: pd.DataFrame, facet: str) -> go.Figure:
     """Share of each mode's steps by agent, teacher or domain (rows: modes; shade: share; hover: lift)."""
     part = facets[facets["facet"] == facet]
