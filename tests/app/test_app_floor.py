@@ -25,3 +25,13 @@ def test_the_floor_with_a_chart_draws_one_small_chart() -> None:
     assert not at.exception
     (chart,) = at.get("plotly_chart")
     assert '"type":"bar"' in chart.proto.spec.replace(" ", "")
+
+
+def test_the_floor_with_parts_draws_one_of_each() -> None:
+    at = AppTest.from_file(str(REPO / "app" / "floor.py"), default_timeout=60)
+    at.query_params["with"] = "dataframe,table,code,markdown,widgets,sidebar,metrics,nonsense"
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe) == 1 and len(at.table) == 1 and len(at.code) == 1 and len(at.metric) == 4
+    assert len(at.main.selectbox) == 10 and len(at.sidebar.selectbox) == 1
+    assert sum(m.value.startswith("**step ") for m in at.markdown) == 20

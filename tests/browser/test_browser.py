@@ -227,7 +227,7 @@ def test_upload_hostile_files(browser, tiny_corpus: Path, tmp_path: Path) -> Non
 
 def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     """`horizonlens bench` times each page in Chromium: every page loads, settles and answers its interaction."""
-    from horizonlens.bench.pages import BASELINES, CHART_FLOOR, FLOOR, PAGES, measure_pages
+    from horizonlens.bench.pages import BASELINES, CHART_FLOOR, FLOOR, FLOOR_PARTS, PAGES, measure_pages
     from horizonlens.derived.build import build_all
     from horizonlens.model.batch import ensure_replayed
     from horizonlens.model.loader import load_checkpoint
@@ -241,12 +241,15 @@ def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkp
     loaded = load_checkpoint(tiny_checkpoint)
     for tid in ids:
         ensure_replayed(store, loaded, tid)
-    timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2, browser=browser)
-    assert set(timings) == {p.name for p in (*PAGES, *BASELINES)}
+    timings = measure_pages(corpus, tiny_checkpoint, ids[0], repeats=1, interactions=2, browser=browser, parts=True)
+    assert set(timings) == {p.name for p in (*PAGES, *BASELINES, *FLOOR_PARTS)}
     floor = timings[FLOOR.name]
     for name, t in timings.items():
         assert not t["failures"], (name, t["failures"])
         assert t["first_load_s"] > 0 and t["cold_s"] > 0, name
+        if name.startswith("floor+"):  # a part of a page beside the floor: a load, no interaction
+            assert t["interaction_s"] is None and t["ratio"] == t["first_load_s"] / floor["first_load_s"], name
+            continue
         assert t["interaction_s"] is not None and t["interaction_s"] > 0, name
         b = t["breakdown"]  # each load split into its parts, which add up to the load
         assert b["runs"] >= 1 and b["ws_kb"] > 0 and b["script_kb"] > 0 and b["document_s"] > 0, name
@@ -256,6 +259,7 @@ def test_page_benchmark_times_every_page(browser, tiny_corpus: Path, tiny_checkp
             assert t["over_floor_rerun_s"] == pytest.approx(t["interaction_s"] - floor["interaction_s"]), name
     assert len(timings["trajectory"]["interactions_s"]) == 2 and len(floor["interactions_s"]) == 2
     assert floor["breakdown"]["figures"] == 0 and timings[CHART_FLOOR.name]["breakdown"]["figures"] == 1
+    assert timings["floor+dataframe"]["breakdown"]["script_kb"] > floor["breakdown"]["script_kb"]  # the grid's chunk
     assert timings["explore"]["breakdown"]["figures"] >= 2
     assert timings["explore"]["chart_ratio"] == timings["explore"]["first_load_s"] / timings[CHART_FLOOR.name][
         "first_load_s"]

@@ -127,6 +127,11 @@ FLOOR = PageBench("floor", "/", _text("Hello, world"), "rerun (a button)", _floo
 # The floor with one small Plotly chart: what a page's first chart costs before the page's own work.
 CHART_FLOOR = PageBench("floor_chart", "/?chart=1", _charts(1), "rerun (a button)", _floor_rerun)
 BASELINES = (FLOOR, CHART_FLOOR)
+# The floor with one of each part a page is built from (app/floor.py, `?with=`): what each costs beside the floor,
+# the budget a page spends (`measure_pages(parts=True)`; the bundled corpus's bench run measures them).
+FLOOR_PARTS = tuple(PageBench(f"floor+{part}", f"/?with={part}", _tables(1) if part == "dataframe" else
+                              _text("Hello, world"), "", None)
+                    for part in ("dataframe", "table", "code", "markdown", "widgets", "sidebar", "metrics"))
 PAGES = (
     PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
     PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),
@@ -139,7 +144,7 @@ PAGES = (
               _other_option("Mode")),
     PageBench("run_sets", "/compare?cmp_tab=Run+sets", _tables(1), "run set B: another agent",
               _other_option("B: agent")),
-    PageBench("compare", "/compare?trajectory={tid}", _text("Trajectory B"), "only differing steps", _compare_toggle),
+    PageBench("compare", "/compare?trajectory={tid}", _tables(1), "only differing steps", _compare_toggle),
     PageBench("sql", "/sql", _text("Row cap"), "run the default query", _sql_run),
 )
 
@@ -212,23 +217,26 @@ def with_floor(timed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def measure_pages(corpus: Path, checkpoint: Path | None, trajectory_id: str, repeats: int = 3,
                   interactions: int = 3, executable: str = CHROMIUM, pages: tuple[PageBench, ...] = PAGES,
-                  browser: Any = None) -> dict[str, dict[str, Any]]:
+                  browser: Any = None, parts: bool = False) -> dict[str, dict[str, Any]]:
     """Per page and the floor: median first load and interaction (seconds), cold first load, samples, breakdown.
 
     Every page's row also has its ratio to the floor (`with_floor`). The app and the floor are served side by
     side for the whole run, and each repeat times the floor and then every page.
     `browser`: a Playwright browser to use (the tests have one); by default Chromium is started here.
+    `parts`: also the floor with each of `FLOOR_PARTS`, served by the floor's server (rows `floor+PART`).
     """
     if browser is None:
         with chromium(executable) as own:
-            return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own)
-    every = (*BASELINES, *pages)
+            return measure_pages(corpus, checkpoint, trajectory_id, repeats, interactions, executable, pages, own,
+                                 parts)
+    floors = (*BASELINES, *(FLOOR_PARTS if parts else ()))
+    every = (*floors, *pages)
     got: dict[str, dict[str, list[Any]]] = {b.name: {"loads": [], "acts": [], "act_cpu": [], "failures": [],
                                                      "breakdowns": []} for b in every}
     with serving(corpus, checkpoint) as app, serving(corpus, args=["--floor"]) as floor:
         for _ in range(repeats):
             for bench in every:
-                served = floor if bench in BASELINES else app
+                served = floor if bench in floors else app
                 n = interactions if bench.name in ("trajectory", FLOOR.name) else 1
                 _sample(browser, served.url, bench, trajectory_id, n, served.process.pid, got[bench.name])
     return with_floor({b.name: _summary(b, got[b.name]) for b in every})
@@ -243,9 +251,12 @@ def _corpus_label(row: dict[str, Any]) -> str:
     return f"{n} (bundled)" if row.get("corpus") == "bundled" else n
 
 
-def _goal(row: dict[str, Any]) -> str:
-    """Whether a page is within the floor goals: first load ≤ 1.5 floors, interaction ≤ 0.3 s over the floor's."""
-    if row.get("ratio") is None:
+def _goal(name: str, row: dict[str, Any]) -> str:
+    """Whether a page is within the floor goals: first load ≤ 1.5 floors, interaction ≤ 0.3 s over the floor's.
+
+    A part of a page (`floor+PART`) is a cost, not a page: no goal.
+    """
+    if row.get("ratio") is None or name.startswith("floor+"):
         return ""
     over = row.get("over_floor_rerun_s")
     ok = row["ratio"] <= FIRST_LOAD_GOAL and (over is None or over <= RERUN_GOAL_S)
@@ -287,7 +298,7 @@ def report_lines(pages: dict[str, list[dict[str, Any]]]) -> list[str]:
                          f"{seconds(row.get('floor_s'))} | {ratio} | {chart} | {cpu} | {seconds(row.get('cold_s'))} | "
                          f"{row.get('interaction', '')}{note} | {seconds(row.get('interaction_s'))} | "
                          f"{seconds(row.get('floor_rerun_s'))} | {seconds(row.get('over_floor_rerun_s'))} | "
-                         f"{_goal(row)} |")
+                         f"{_goal(name, row)} |")
     lines += ["", "Where each first load went (medians; `bench/breakdown.py`): *document* = navigation until the "
               "websocket is open, *session* = until the first script run starts, *script runs* = the first run's "
               "start to the last run's end as the browser sees them (fragments included), *render* = after the "

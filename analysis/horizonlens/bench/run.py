@@ -99,12 +99,15 @@ RESULT = {{'trajectories': ids}}
 """)["trajectories"]
 
 
-def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int) -> dict[str, Any]:
-    """Every page in headless Chromium on one corpus, beside the floor (see `bench.pages.measure_pages`)."""
+def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int, parts: bool = False) -> dict[str, Any]:
+    """Every page in headless Chromium on one corpus, beside the floor (see `bench.pages.measure_pages`).
+
+    `parts`: also what each part of a page costs beside the floor (`bench.pages.FLOOR_PARTS`).
+    """
     from horizonlens.bench.pages import measure_pages
 
     ids = replay_some(checkpoint, corpus)
-    return measure_pages(corpus, checkpoint, ids[0], repeats=repeats)
+    return measure_pages(corpus, checkpoint, ids[0], repeats=repeats, parts=parts)
 
 
 def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callable[[str], None],
@@ -117,7 +120,7 @@ def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callab
     build_all(corpus, log=lambda m: log(f"  {m}"))
     try:
         n = open_store_count(corpus)
-        for name, t in page_timings(corpus, checkpoint, n, repeats).items():
+        for name, t in page_timings(corpus, checkpoint, n, repeats, parts=True).items():
             pages.setdefault(name, []).append({"trajectories": n, "corpus": "bundled", **t})
     except Exception as exc:  # noqa: BLE001 - the rest of the results still count
         errors.append(f"bundled: {str(exc)[:500]}")
