@@ -57,15 +57,12 @@ def render(store: CorpusStore, trajectory_id: str, step: int, n_steps: int) -> N
     if not tabs:
         st.caption("Adding, editing and exporting labels needs an editor's account on this server.")
         return
-    shown = dict(zip(tabs, st.tabs(list(tabs)), strict=True))
-    if "Add a label" in shown:
-        with shown["Add a label"]:
-            _add_form(store, trajectory_id, step)
-        with shown["Edit or delete"]:
-            _edit_form(store, trajectory_id, counts["total"], n_steps)
-    if "Export all labels" in shown:
-        with shown["Export all labels"]:
-            _export(store)
+    # Only the open tab runs: the panel is drawn on every step, and Next should not rebuild the label editor or
+    # the corpus's label export each time (`ui.lazy_tabs`).
+    draw = {"Add a label": lambda: _add_form(store, trajectory_id, step),
+            "Edit or delete": lambda: _edit_form(store, trajectory_id, counts["total"], n_steps),
+            "Export all labels": lambda: _export(store)}
+    ui.lazy_tabs({name: draw[name] for name in tabs}, key="labels_tab")
 
 
 def _categories(store: CorpusStore) -> list[str]:
@@ -171,7 +168,8 @@ def _export(store: CorpusStore) -> None:
                "The same as `horizonlens annotate export`.")
     name = "label-history" if history else "labels"
     c = st.columns([1, 1, 4])
-    c[0].download_button("CSV", label_store.export_bytes(table, "csv"), file_name=f"{name}.csv", mime="text/csv",
-                         key="labels_export_csv")
-    c[1].download_button("Parquet", label_store.export_bytes(table, "parquet"), file_name=f"{name}.parquet",
-                         mime="application/octet-stream", key="labels_export_parquet")
+    # deferred: the files are built when clicked, not on every run of the step panel
+    c[0].download_button("CSV", lambda: label_store.export_bytes(table, "csv"), file_name=f"{name}.csv",
+                         mime="text/csv", key="labels_export_csv", on_click="ignore")
+    c[1].download_button("Parquet", lambda: label_store.export_bytes(table, "parquet"), file_name=f"{name}.parquet",
+                         mime="application/octet-stream", key="labels_export_parquet", on_click="ignore")

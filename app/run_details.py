@@ -35,17 +35,17 @@ def render(store: CorpusStore, info: dict, go_to: Callable[[int], None]) -> None
         if not details.open:
             return
         st.markdown(f"**Outcome:** {ui.md(info['outcome'])} — it comes from {ui.md(run.reference.outcome_source)}.")
-        expected, metadata = st.tabs(["Expected vs. actual", "Source metadata"], key="run_details_tab",
-                                     on_change="rerun")
-        if expected.open:
-            with expected:
-                _alignment(run, tid, go_to)
-                _outputs(run, go_to)
-                _tests(run)
-        if metadata.open:
-            with metadata:
-                ui.untrusted("The run's metadata as the importer stored it", _pretty(info.get("metadata")),
-                             key=f"run_meta_{tid}", language="json")
+
+        def expected() -> None:
+            _alignment(run, tid, go_to)
+            _outputs(run, go_to)
+            _tests(run)
+
+        def metadata() -> None:
+            ui.untrusted("The run's metadata as the importer stored it", _pretty(info.get("metadata")),
+                         key=f"run_meta_{tid}", language="json")
+
+        ui.lazy_tabs({"Expected vs. actual": expected, "Source metadata": metadata}, key="run_details_tab")
 
 
 def _summary(run: RunReference, info: dict, go_to: Callable[[int], None]) -> None:

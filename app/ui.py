@@ -86,13 +86,14 @@ def table_downloads(df: pd.DataFrame, name: str, key: str, arrow: Any = None) ->
                             mime="application/octet-stream", key=f"{key}_pq")
 
 
-def lazy_tabs(sections: dict[str, Callable[[], None]], key: str) -> None:
+def lazy_tabs(sections: dict[str, Callable[[], None]], key: str, **options: Any) -> None:
     """Tabs of which only the open one runs: `sections` maps each tab's label to what draws it.
 
     A closed tab's queries and charts cost a first load nothing (a chart is the largest part of a page's
     first paint here, bench/RESULTS.md); opening a tab reruns the page, or the fragment the tabs are in.
+    `options` go to `st.tabs` (`bind="query-params"` puts the open tab in the URL).
     """
-    tabs = st.tabs(list(sections), key=key, on_change="rerun")
+    tabs = st.tabs(list(sections), key=key, on_change="rerun", **options)
     for tab, draw in zip(tabs, sections.values(), strict=True):
         if tab.open:
             with tab:

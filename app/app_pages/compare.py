@@ -75,11 +75,5 @@ def comparison() -> None:
                "trajectory is on the Routing page, tab “Two checkpoints”.")
 
 
-pair_tab, sets_tab = st.tabs([runsets_panel.TWO_TRAJECTORIES, runsets_panel.RUN_SETS], key="cmp_tab",
-                             on_change="rerun", bind="query-params")
-with pair_tab:
-    if pair_tab.open is not False:
-        comparison()
-with sets_tab:
-    if sets_tab.open:
-        runsets_panel.run_sets(store)
+ui.lazy_tabs({runsets_panel.TWO_TRAJECTORIES: comparison,
+              runsets_panel.RUN_SETS: lambda: runsets_panel.run_sets(store)}, key="cmp_tab", bind="query-params")
