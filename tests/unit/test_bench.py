@@ -151,3 +151,37 @@ def test_bench_export(scaled: Path, tmp_path: Path) -> None:
     assert row["bytes"] > 0 and not (tmp_path / "export-openai-jsonl").exists()  # the export is removed after
     lines = "\n".join(report_lines({"3000": export}))
     assert "## Export (training data)" in lines and "| 3,000 | export openai-jsonl | 3,000 |" in lines
+
+
+def test_bench_pages_only_merges_into_the_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --pages-only`: the pages of each scale's corpus (generated once, aggregates brought up to date) go
+    into results-SCALE.json beside what a full run wrote, and PAGES.md gets their table. The browser is faked
+    here (test_browser.py times real pages); what is checked is which corpora are timed and what is kept."""
+    from typer.testing import CliRunner
+
+    from horizonlens.bench import run as bench_run
+    from horizonlens.bench.pages import with_floor
+    from horizonlens.cli import app
+
+    timed: list[Path] = []
+
+    def fake_pages(corpus: Path, checkpoint: Path, n: int, repeats: int, parts: bool = False) -> dict:
+        timed.append(corpus)
+        assert open_store(corpus).has_aggregates and repeats == 1
+        floor = {"first_load_s": 1.0, "interaction_s": 0.1, "failures": []}
+        page = {"first_load_s": 2.0, "cold_s": 3.0, "interaction_s": 0.2, "interaction": "Next", "failures": []}
+        return with_floor({"floor": floor, "trajectory": page})
+
+    monkeypatch.setattr(bench_run, "page_timings", fake_pages)
+    (tmp_path / "results-tiny.json").write_text(json.dumps({"scale": "tiny", "corpora": {"2000": {"kept": True}}}))
+    result = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--repeats", "1",
+                                      "--pages-only"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in timed] == ["corpus-bundled", "corpus-2000"]
+    data = json.loads((tmp_path / "results-tiny.json").read_text())
+    assert data["corpora"] == {"2000": {"kept": True}} and data["page_errors"] == []  # the full run's figures stay
+    rows = data["pages"]["trajectory"]
+    assert [(r.get("corpus"), r["trajectories"]) for r in rows] == [("bundled", 2400), (None, 2000)]
+    assert all(r["ratio"] == 2.0 and r["floor_s"] == 1.0 for r in rows)
+    text = (tmp_path / "PAGES.md").read_text()
+    assert "--pages-only" in text and "| trajectory | 2,000 | 2.00 s | 1.00 s | 2.00× |" in text

@@ -199,6 +199,51 @@ def write_server_report(out: Path) -> Path:
     return path
 
 
+def pages_only(scale: str, out: Path, data: Path, repeats: int, log: Callable[[str], None] = print
+               ) -> dict[str, Any]:
+    """Only the pages in headless Chromium beside the floor, on the bundled corpus and the scale's corpora.
+
+    The bundled corpus also times the floor's parts; the scale's corpora in `data` are generated if missing and
+    reused if there. A first load reads the corpus aggregates, not the search index, so only those are brought
+    up to date (an index already there is kept; building one at 10^6 runs takes most of an hour). The pages go
+    into results-SCALE.json beside what an earlier full run wrote there (`pages_started_at` says when), and
+    PAGES.md gets their tables.
+    """
+    from horizonlens.bench.pages import report_lines
+    from horizonlens.derived.aggregates import build_aggregates
+    from horizonlens.derived.tool_use import build_tool_use
+
+    checkpoint = bundled_dir("checkpoint")
+    pages: dict[str, list[dict[str, Any]]] = {}
+    errors: list[str] = []
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    bundled_page_timings(data, checkpoint, repeats, log, pages, errors)
+    for n in SCALES[scale]:
+        log(f"pages on the corpus of {n:,} trajectories")
+        corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{n}", n, log)
+        build_aggregates(corpus, log=lambda m: log(f"  {m}"))
+        build_tool_use(corpus, log=lambda m: log(f"  {m}"))
+        try:
+            for name, t in page_timings(corpus, checkpoint, n, repeats).items():
+                pages.setdefault(name, []).append({"trajectories": n, **t})
+        except Exception as exc:  # noqa: BLE001 - the other corpora still count
+            errors.append(f"{n}: {str(exc)[:500]}")
+    path = out / f"results-{scale}.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"scale": scale, "corpora": {}}
+    m, command = machine(), f"horizonlens bench --scale {scale} --pages-only --repeats {repeats}"
+    results.update(pages=pages, page_errors=errors, pages_started_at=started, pages_machine=m,
+                   pages_command=command)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "PAGES.md").write_text("\n".join([
+        f"# Pages beside the floor ({scale})", "",
+        f"Command: `{command}` · started {started}", "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GiB RAM. Rows "
+        "`floor+PART` are the floor with one of that part (app/floor.py): what each part of a page costs.",
+        *report_lines(pages), *(f"- error: {e}" for e in errors), ""]))
+    return results
+
+
 def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_app: bool = True,
         log: Callable[[str], None] = print, shapes: Sequence[str] = (), sessions: Sequence[int] = (),
         with_export: bool = True, with_watch: bool = False) -> dict[str, Any]:

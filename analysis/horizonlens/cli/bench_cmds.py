@@ -35,9 +35,24 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
                                                                          "trajectories, p50/p95 over 21 events); "
                                                                          "writes CONCURRENCY.md. With --scale none, "
                                                                          "only that.")] = False,
+          pages_only: Annotated[bool, typer.Option("--pages-only", help="Only the pages in headless Chromium beside "
+                                                                         "the floor, on the bundled corpus and the "
+                                                                         "scale's corpora (reused from --data); "
+                                                                         "updates results-SCALE.json's pages and "
+                                                                         "writes PAGES.md.")] = False,
           ) -> None:
     """Reproducible benchmarks at scale, each figure beside a baseline measured in the same run."""
+    from horizonlens.bench.run import pages_only as only_pages
     from horizonlens.bench.run import run
+
+    if pages_only:
+        from horizonlens.bench.scale import SCALES
+
+        if scale not in SCALES:
+            fail(f"--pages-only needs a scale with corpora: {', '.join(SCALES)}")
+        only_pages(scale, out, data or out / "data", repeats, log=typer.echo)
+        typer.echo(f"wrote {out / f'results-{scale}.json'} (pages) and {out / 'PAGES.md'}")
+        return
 
     try:
         levels = [int(n) for n in sessions.split(",")] if sessions else []
