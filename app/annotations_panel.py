@@ -57,12 +57,17 @@ def render(store: CorpusStore, trajectory_id: str, step: int, n_steps: int) -> N
     if not tabs:
         st.caption("Adding, editing and exporting labels needs an editor's account on this server.")
         return
-    # Only the open tab runs: the panel is drawn on every step, and Next should not rebuild the label editor or
-    # the corpus's label export each time (`ui.lazy_tabs`).
-    draw = {"Add a label": lambda: _add_form(store, trajectory_id, step),
-            "Edit or delete": lambda: _edit_form(store, trajectory_id, counts["total"], n_steps),
-            "Export all labels": lambda: _export(store)}
-    ui.lazy_tabs({name: draw[name] for name in tabs}, key="labels_tab")
+    # Every tab is drawn (not lazy): the forms' unsaved text lives in the browser and would be lost on a switch.
+    # What was costly on each Next, the export's files of every label, is built only when clicked (`_export`).
+    shown = dict(zip(tabs, st.tabs(list(tabs)), strict=True))
+    if "Add a label" in shown:
+        with shown["Add a label"]:
+            _add_form(store, trajectory_id, step)
+        with shown["Edit or delete"]:
+            _edit_form(store, trajectory_id, counts["total"], n_steps)
+    if "Export all labels" in shown:
+        with shown["Export all labels"]:
+            _export(store)
 
 
 def _categories(store: CorpusStore) -> list[str]:

@@ -41,21 +41,24 @@ def _default_value(values: list[str], side: str) -> int:
 def pick(store: CorpusStore, side: str, column: Any) -> RunSet | None:
     """The widgets of one run set, in `column`; None when nothing usable is picked yet."""
     label = side.upper()
-    how = column.radio(f"Run set {label} by", [PICK_FACET, PICK_PREDICATE], horizontal=True, key=f"rs_{side}_how")
+    # persisted: opening a flipped pair leaves this tab, and a user who comes back expects the same run sets
+    how = column.radio(f"Run set {label} by", [PICK_FACET, PICK_PREDICATE], horizontal=True, key=f"rs_{side}_how",
+                       persist_state="page")
     if how == PICK_PREDICATE:
         text = column.text_input(f"{label}: predicate over trajectories", key=f"rs_{side}_pred",
                                  placeholder="agent = 'gpt-4o' AND domain <> 'search'",
                                  help="One boolean SQL expression over the columns of trajectories; `labels` is "
-                                      "the run's label names (list_contains(labels, 'reviewed')).")
+                                      "the run's label names (list_contains(labels, 'reviewed')).",
+                                 persist_state="page")
         return RunSet.of_predicate(text) if text.strip() else None
     inner = column.columns([1, 2])
-    facet = inner[0].selectbox(f"{label}: facet", list(FACETS), key=f"rs_{side}_facet")
+    facet = inner[0].selectbox(f"{label}: facet", list(FACETS), key=f"rs_{side}_facet", persist_state="page")
     values = _values(store, facet)
     if not values:
         inner[1].caption(f"No {facet} values in this corpus.")
         return None
     value = inner[1].selectbox(f"{label}: {facet}", values, index=_default_value(values, side),
-                               key=f"rs_{side}_value_{facet}")
+                               key=f"rs_{side}_value_{facet}", persist_state="page")
     return RunSet.of_facet(facet, value) if value is not None else None
 
 
@@ -160,7 +163,7 @@ def run_sets(store: CorpusStore) -> None:
     cols = st.columns(2)
     a, b = pick(store, "a", cols[0]), pick(store, "b", cols[1])
     by = st.selectbox("Repeat the statistics by", [NO_FACET, *metrics.FACETS], key="rs_by_facet",
-                      help="horizon: bands of task length (median steps of the task's runs).")
+                      help="horizon: bands of task length (median steps of the task's runs).", persist_state="page")
     if a is None or b is None:
         st.info("Pick run set A and run set B (a facet value, or a SQL predicate over trajectories).")
         return

@@ -91,7 +91,8 @@ def lazy_tabs(sections: dict[str, Callable[[], None]], key: str, **options: Any)
 
     A closed tab's queries and charts cost a first load nothing (a chart is the largest part of a page's
     first paint here, bench/RESULTS.md); opening a tab reruns the page, or the fragment the tabs are in.
-    `options` go to `st.tabs` (`bind="query-params"` puts the open tab in the URL).
+    `options` go to `st.tabs` (`bind="query-params"` puts the open tab in the URL); `on_change` is always
+    "rerun", which is what makes a tab lazy.
     """
     tabs = st.tabs(list(sections), key=key, on_change="rerun", **options)
     for tab, draw in zip(tabs, sections.values(), strict=True):

@@ -67,8 +67,9 @@ def one_trajectory() -> None:
     current = state.selected_trajectory()
     tid = st.selectbox("Trajectory", replayed, index=replayed.index(current) if current in replayed else 0,
                        key="routing_traj")
-    layer = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer") if len(layers) > 1 \
-        else layers[0]
+    # persisted (as the other tabs' choices): a look at another tab keeps them
+    layer = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer",
+                             persist_state="page") if len(layers) > 1 else layers[0]
     failed = state.cached(timeline.failed_steps, store, tid)
     load = state.cached(routing.step_expert_load, store, ckpt, tid, layer)
     ui.chart(rfig.step_expert_heatmap(load, E, failed, layer, top_n),
@@ -102,7 +103,7 @@ def replayed_corpus() -> None:
                  key="routing_busiest")
     st.caption(f"The three busiest experts of each layer and their share of its assignments (uniform: "
                f"{1 / E:.1%}).")
-    layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus") \
+    layer_c = st.select_slider("Layer", layers, value=layers[-1], key="routing_layer_corpus", persist_state="page") \
         if len(layers) > 1 else layers[0]
     seg = state.cached(routing.expert_load, store, ckpt, "segment", ids)
     ui.chart(rfig.specialization(seg, layer_c, "segment", top_n),
@@ -154,7 +155,7 @@ def probe_map_health() -> None:
         probe = state.cached(routing_probe.kept_probe, store, ckpt, ids)
         st.markdown(ui.md(_probe_answer(probe)))
         target = st.segmented_control("Target", list(routing_probe.TARGETS), default="teacher",
-                                      key="routing_probe_target") or "teacher"
+                                      key="routing_probe_target", persist_state="page") or "teacher"
         ui.chart(ifig.probe(probe, target), "A logistic regression reads the target from a step's expert shares "
                  "(per layer, or all layers at once), scored on runs it never saw (5 folds grouped by run). Grey: "
                  "always guessing the most common class. Routing carries the target where blue clears grey.",
@@ -167,9 +168,12 @@ def probe_map_health() -> None:
     st.caption("The same over the whole horizon, per layer; click a column to sort.")
     st.subheader("Routing map")
     c = st.columns(3)
-    level = c[0].segmented_control("Points", ["step", "run"], default="step", key="routing_map_level") or "step"
-    color = c[1].selectbox("Colour by", list(routing_map.COLOR_FIELDS), key="routing_map_color")
+    level = c[0].segmented_control("Points", ["step", "run"], default="step", key="routing_map_level",
+                                   persist_state="page") or "step"
+    color = c[1].selectbox("Colour by", list(routing_map.COLOR_FIELDS), key="routing_map_color",
+                           persist_state="page")
     method = c[2].segmented_control("Projection", ["pca", "umap"], default="pca", key="routing_map_method",
+                                    persist_state="page",
                                     help="UMAP is computed once per replay state; the first takes a minute.") \
         or "pca"
     points = state.cached(routing_map.routing_map, store, ckpt, ids, level, method)
@@ -195,12 +199,12 @@ def two_checkpoints() -> None:
     if not others:
         st.info("Replay the same trajectories with a second checkpoint to compare their routing token by token.")
     else:
-        other = st.selectbox("Compare with", others, key="routing_other")
+        other = st.selectbox("Compare with", others, key="routing_other", persist_state="page")
         shared = state.cached(replays.shared_trajectories, store, ckpt, other)
         if not shared:
             st.info("The two checkpoints have no replayed trajectory in common.")
         else:
-            tid2 = st.selectbox("Trajectory", shared, key="routing_cmp_traj")
+            tid2 = st.selectbox("Trajectory", shared, key="routing_cmp_traj", persist_state="page")
             agree = state.cached(routing.checkpoint_agreement, store, ckpt, other, tid2)
             ui.chart(rfig.agreement(agree, ckpt, other), "|E_A ∩ E_B| / k per layer on the same tokens, and "
                      "how often the top-1 expert is the same (needs the same tokenizer).", key="routing_agree",

@@ -13,13 +13,13 @@ from horizonlens.metrics import tool_use
 from horizonlens.metrics.replays import replayed_trajectories
 from horizonlens.query.store import open_store
 from tests.support.app import make_app
-from tests.support.corpora import REPO
+from tests.support.corpora import REPO, SAMPLE_CORPUS
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled corpus with its replays as if chosen by hand (its recorded random sample removed)."""
-    return _hand_chosen(Path(shutil.copytree(REPO / "sample_data" / "corpus",
+    return _hand_chosen(Path(shutil.copytree(SAMPLE_CORPUS,
                                              tmp_path_factory.mktemp("insight") / "corpus")))
 
 
@@ -111,7 +111,7 @@ def _early_warning_table(at):  # noqa: ANN001, ANN202
 
 
 def test_the_bundled_replays_are_a_recorded_random_sample(monkeypatch, tmp_path: Path) -> None:
-    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    corpus = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "corpus"))
     at = make_app(monkeypatch, corpus, REPO / "sample_data" / "checkpoint", page="compounding")
     at.session_state["comp_tab"] = "Early warning"  # only the open tab runs
     at.run()
@@ -122,7 +122,7 @@ def test_the_bundled_replays_are_a_recorded_random_sample(monkeypatch, tmp_path:
 
 
 def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: Path) -> None:
-    corpus = _hand_chosen(Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus")))
+    corpus = _hand_chosen(Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "corpus")))
     checkpoint = REPO / "sample_data" / "checkpoint"
     at = make_app(monkeypatch, corpus, checkpoint, page="compounding")
     at.session_state["comp_tab"] = "Early warning"  # only the open tab runs
@@ -150,7 +150,7 @@ def test_early_warning_says_which_replayed_runs_it_uses(monkeypatch, tmp_path: P
 
 
 def test_routing_corpus_tab_uses_the_sample_everywhere(monkeypatch, tmp_path: Path) -> None:
-    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    corpus = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "corpus"))
     _record_sample(corpus, 24)
     at = make_app(monkeypatch, corpus, REPO / "sample_data" / "checkpoint", page="routing")
     at.session_state["routing_tab"] = "Replayed corpus"

@@ -12,7 +12,7 @@ from horizonlens.labels import annotations as ann
 from horizonlens.query import labels as label_queries
 from horizonlens.query import open_store
 from tests.support.app import make_app, page_markdown
-from tests.support.corpora import HOSTILE, REPO
+from tests.support.corpora import HOSTILE, REPO, SAMPLE_CORPUS
 
 
 def _button(at, label: str):  # noqa: ANN001, ANN202
@@ -48,8 +48,6 @@ def test_add_edit_delete_a_label_on_the_trajectory_page(monkeypatch, tiny_corpus
     assert at.dataframe[0].value["label"].tolist() == ["run-level"]  # step 2's label is not on step 3
     assert any("Labels on other steps of this run: 2" in c.value for c in at.caption)
 
-    at.session_state["labels_tab"] = "Edit or delete"  # a lazy tab: its form runs once opened
-    at.run()
     pick = at.selectbox(key="labels_edit_pick")
     pick.set_value(row["annotation_id"]).run()
     label_inputs = [t for t in at.text_input if t.label == "Label" and t.value == HOSTILE.strip()]
@@ -89,9 +87,7 @@ def test_explore_filters_by_label(monkeypatch, tiny_corpus: Path, tmp_path: Path
 
 
 def test_compounding_label_facet_attribution_and_early_warning(monkeypatch, tmp_path: Path) -> None:
-    sample = REPO / "sample_data" / "corpus"
-    if not (sample / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
+    sample = SAMPLE_CORPUS
     corpus = Path(shutil.copytree(sample, tmp_path / "corpus"))
     store = open_store(corpus)
     failed = store.query("SELECT trajectory_id, first_failed_step FROM trajectories WHERE first_failed_step IS NOT "
@@ -141,7 +137,6 @@ def test_the_edit_form_keeps_a_label_on_its_run(monkeypatch, tiny_corpus: Path, 
     tid, n_steps = _run_with_steps(corpus)
     (aid,), _ = ann.add_labels(corpus, [ann.Label(tid, "here", step=1)])
     at = make_app(monkeypatch, corpus, page="trajectory", trajectory=tid, step="1")
-    at.session_state["labels_tab"] = "Edit or delete"
     at.run()
     step_input = next(n for n in at.number_input if n.label.startswith("Step"))
     assert step_input.max == n_steps - 1
@@ -173,8 +168,6 @@ def test_a_run_with_many_labels_ships_a_page_of_them(monkeypatch, tiny_corpus: P
     at.run()
     assert not at.exception, at.exception
     assert len(at.dataframe[0].value) <= 200
-    at.session_state["labels_tab"] = "Edit or delete"
-    at.run()
     pick = at.selectbox(key="labels_edit_pick")
     assert len(pick.options) <= 200
     assert any("1,200 labels" in c.value for c in at.caption), [c.value for c in at.caption]

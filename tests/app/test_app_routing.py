@@ -130,3 +130,13 @@ def test_routing_page_names_the_busiest_experts_and_folds_the_rest(monkeypatch, 
     assert heat["y"][24] == "other (8)" and len(heat["y"]) == 25
     # only the open tab runs: the corpus-wide charts were not computed
     assert not any("Co-activation" in _title(c) for c in _charts(at))
+    # a choice in one tab survives a look at another (lazy tabs do not draw the closed tab's widgets)
+    at.select_slider(key="routing_layer").set_value(1).run()
+    at.session_state["routing_tab"] = "Replayed corpus"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Co-activation" in _title(c) for c in _charts(at))
+    at.session_state["routing_tab"] = "One trajectory"
+    at.run()
+    assert at.select_slider(key="routing_layer").value == 1
+    assert _chart(at, "Expert load per step, layer 1")

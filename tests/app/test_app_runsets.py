@@ -62,6 +62,21 @@ def test_run_sets_tab_shows_the_paired_statistics(monkeypatch, corpus: Path) -> 
     assert any("Showing the 10 of 64 tasks" in c.value for c in at.caption)
 
 
+def test_run_sets_are_kept_after_a_look_at_two_trajectories(monkeypatch, corpus: Path) -> None:
+    """Opening a flipped pair leaves the tab; coming back shows the same run sets, not the defaults."""
+    at = _run_sets(monkeypatch, corpus)
+    at.selectbox(key="rs_b_facet").select("domain").run()
+    b_domain = at.selectbox(key="rs_b_value_domain").value
+    at.selectbox(key="rs_by_facet").select("domain").run()
+    at.session_state["cmp_tab"] = runsets_panel.TWO_TRAJECTORIES
+    at.run()
+    assert not at.exception, at.exception
+    at.session_state["cmp_tab"] = runsets_panel.RUN_SETS
+    at.run()
+    assert at.selectbox(key="rs_b_facet").value == "domain" and at.selectbox(key="rs_by_facet").value == "domain"
+    assert at.selectbox(key="rs_b_value_domain").value == b_domain
+
+
 def test_by_facet_and_too_few_tasks(monkeypatch, corpus: Path) -> None:
     at = _run_sets(monkeypatch, corpus)
     at.selectbox(key="rs_by_facet").select("domain").run()

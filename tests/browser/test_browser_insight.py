@@ -16,7 +16,7 @@ from horizonlens.bench.browser import serving, step_heading
 from horizonlens.metrics import modes as mmodes
 from horizonlens.query.store import open_store
 from tests.support.browser import assert_no_planted_markup, planted_requests, settled, shot
-from tests.support.corpora import BARE_URLS, REPO, TOOL_IMAGE
+from tests.support.corpora import BARE_URLS, REPO, SAMPLE_CORPUS, TOOL_IMAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def select_first_row(page, key: str) -> None:  # noqa: ANN001
 
 
 def test_insight_pages_draw_and_open_the_steps_they_name(browser, tmp_path: Path) -> None:
-    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    corpus = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "corpus"))
     result = mmodes.find_modes(open_store(corpus))  # kept in the corpus: the page reads it back
     first = result.examples[result.examples["mode"] == result.modes["mode"].iloc[0]].iloc[0]
     with serving(corpus, REPO / "sample_data" / "checkpoint") as app:

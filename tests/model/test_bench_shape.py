@@ -26,8 +26,6 @@ def _in_process(code: str) -> dict[str, Any]:
 
 
 def test_bench_shapes_reports_every_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (bundled_dir("corpus") / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
 
     def small(name: str, data: Path, log: Any = print) -> Path:
         out = data / "small" / name
@@ -60,8 +58,6 @@ def test_bench_shapes_reports_every_tier(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_prepare_shape_corpus_is_made_once(tmp_path: Path) -> None:
-    if not (bundled_dir("corpus") / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
     logged: list[str] = []
     made = bench_shape.prepare_shape_corpus("sample", tmp_path, target=TARGET, log=logged.append)
     store = open_store(made.corpus)

@@ -7,18 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.corpora import REPO
+from tests.support.corpora import REPO, SAMPLE_CORPUS
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.model
 CKPT = REPO / "sample_data" / "checkpoint"
-CORPUS = REPO / "sample_data" / "corpus"
+CORPUS = SAMPLE_CORPUS
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    if not (CKPT / "config.json").exists():
-        pytest.skip("sample checkpoint not present")
     from horizonlens.model.loader import load_checkpoint
 
     return load_checkpoint(CKPT)

@@ -13,6 +13,7 @@ from horizonlens.corpus.files import new_manifest, write_corpus
 from horizonlens.corpus.schema import STEPS, TRAJECTORIES
 
 REPO = Path(__file__).resolve().parents[2]
+SAMPLE_CORPUS = REPO / "sample_data" / "corpus"  # the bundled sample: part of the checkout, never skipped
 
 
 def _shared_datasets() -> Path:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from horizonlens.query import open_store
-from tests.support.corpora import REPO
+from tests.support.corpora import REPO, SAMPLE_CORPUS
 
 DOC = REPO / "docs" / "corpus-format.md"
 HEADER = "| view | dataset | what it holds | columns |"
@@ -14,7 +14,7 @@ HEADER = "| view | dataset | what it holds | columns |"
 
 def views_table() -> str:
     """The markdown table: one row per view, its columns as `name TYPE`."""
-    store = open_store(REPO / "sample_data" / "corpus")
+    store = open_store(SAMPLE_CORPUS)
     lines = [HEADER, "|---|---|---|---|"]
     lines += [f"| `{v.name}` | {v.part} | {v.doc} | {', '.join(f'{c} {t}' for c, t in v.columns)} |"
               for v in store.views()]

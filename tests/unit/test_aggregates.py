@@ -23,9 +23,8 @@ from horizonlens.figures.corpus import length_edges
 from horizonlens.metrics import attribution, compounding
 from horizonlens.query import TrajectoryFilter, open_store
 from tests.support import reference_compounding as ref
-from tests.support.corpora import REPO, make_corpus, step_row, traj_row
+from tests.support.corpora import SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
-SAMPLE = REPO / "sample_data" / "corpus"
 KM_COLUMNS = ["group", "t", "at_risk", "events", "censored", "survival", "lower", "upper", "hazard"]
 
 
@@ -58,11 +57,9 @@ FILTERS = [None, TrajectoryFilter(domains=["search", "science"]),
 @pytest.fixture(scope="module")
 def sample_copies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two copies of the sample corpus: one with aggregate files, one without (computed in memory)."""
-    if not (SAMPLE / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
     base = tmp_path_factory.mktemp("agg")
-    built = Path(shutil.copytree(SAMPLE, base / "built"))
-    bare = Path(shutil.copytree(SAMPLE, base / "bare", ignore=shutil.ignore_patterns("aggregates")))
+    built = Path(shutil.copytree(SAMPLE_CORPUS, base / "built"))
+    bare = Path(shutil.copytree(SAMPLE_CORPUS, base / "bare", ignore=shutil.ignore_patterns("aggregates")))
     build_aggregates(built)  # up to date already when the sample ships them: then nothing is recomputed
     return built, bare
 

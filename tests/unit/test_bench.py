@@ -24,17 +24,14 @@ from horizonlens.bench.queries import (
 )
 from horizonlens.bench.scale import build_scaled_corpus
 from horizonlens.query.store import open_store
-from tests.support.corpora import REPO
+from tests.support.corpora import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.slow
-BASE = REPO / "sample_data" / "corpus"
 
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (BASE / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
-    return build_scaled_corpus(BASE, tmp_path_factory.mktemp("bench") / "c", 3000)
+    return build_scaled_corpus(SAMPLE_CORPUS, tmp_path_factory.mktemp("bench") / "c", 3000)
 
 
 def test_scaled_corpus_is_a_valid_hive_partitioned_corpus(scaled: Path) -> None:
@@ -43,7 +40,7 @@ def test_scaled_corpus_is_a_valid_hive_partitioned_corpus(scaled: Path) -> None:
     assert {p.name.split("=")[1] for p in (scaled / "steps").iterdir()} == set(store.distinct("domain"))
     ids = store.query("SELECT count(DISTINCT trajectory_id) FROM trajectories").column(0)[0].as_py()
     assert ids == 3000
-    again = build_scaled_corpus(BASE, scaled, 3000)  # reused, not rebuilt
+    again = build_scaled_corpus(SAMPLE_CORPUS, scaled, 3000)  # reused, not rebuilt
     assert again == scaled
 
 
@@ -163,21 +160,22 @@ def test_bench_pages_only_merges_into_the_results(tmp_path: Path, monkeypatch: p
     from horizonlens.bench.pages import with_floor
     from horizonlens.cli import app
 
-    timed: list[Path] = []
+    timed: list[tuple[str, bool]] = []
 
     def fake_pages(corpus: Path, checkpoint: Path, n: int, repeats: int, parts: bool = False) -> dict:
-        timed.append(corpus)
-        assert open_store(corpus).has_aggregates and repeats == 1
+        timed.append((corpus.name, parts))
+        assert open_store(corpus).has_aggregates and repeats == 3  # the pages' repeats of a full run
         floor = {"first_load_s": 1.0, "interaction_s": 0.1, "failures": []}
         page = {"first_load_s": 2.0, "cold_s": 3.0, "interaction_s": 0.2, "interaction": "Next", "failures": []}
-        return with_floor({"floor": floor, "trajectory": page})
+        part = {"first_load_s": 1.5, "cold_s": 1.5, "interaction_s": None, "interaction": "", "failures": []}
+        return with_floor({"floor": floor, "trajectory": page, **({"floor+table": part} if parts else {})})
 
     monkeypatch.setattr(bench_run, "page_timings", fake_pages)
     (tmp_path / "results-tiny.json").write_text(json.dumps({"scale": "tiny", "corpora": {"2000": {"kept": True}}}))
     result = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--repeats", "1",
                                       "--pages-only"])
     assert result.exit_code == 0, result.output
-    assert [p.name for p in timed] == ["corpus-bundled", "corpus-2000"]
+    assert timed == [("corpus-bundled", True), ("corpus-2000", False)]  # the floor's parts: once, bundled
     data = json.loads((tmp_path / "results-tiny.json").read_text())
     assert data["corpora"] == {"2000": {"kept": True}} and data["page_errors"] == []  # the full run's figures stay
     rows = data["pages"]["trajectory"]
@@ -185,3 +183,10 @@ def test_bench_pages_only_merges_into_the_results(tmp_path: Path, monkeypatch: p
     assert all(r["ratio"] == 2.0 and r["floor_s"] == 1.0 for r in rows)
     text = (tmp_path / "PAGES.md").read_text()
     assert "--pages-only" in text and "| trajectory | 2,000 | 2.00 s | 1.00 s | 2.00× |" in text
+    assert "| trajectory | 2,000 | " in text and text.count("| missed |") == 2  # 2× the floor: the goal missed
+    part = next(line for line in text.splitlines() if line.startswith("| floor+table | 2,400 (bundled) |"))
+    assert "1.50×" in part and part.endswith("|  |")  # a part of a page has a cost, not a goal
+    assert "without a search index" in text and "2,000" in text.split("without a search index")[1].split("\n")[0]
+    refused = CliRunner().invoke(app, ["bench", "--scale", "tiny", "--out", str(tmp_path), "--pages-only",
+                                       "--no-app"])
+    assert refused.exit_code != 0 and "times only the pages" in refused.output

@@ -14,17 +14,14 @@ from horizonlens.bench.search import EXACT_NEEDLES, WORDS_QUERIES, bench_search,
 from horizonlens.bench.search import report_lines as search_lines
 from horizonlens.derived.search_index import Cond, PairCond, build_index
 from horizonlens.query import TrajectoryFilter, open_store
-from tests.support.corpora import REPO
+from tests.support.corpora import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.slow
-SAMPLE = REPO / "sample_data" / "corpus"
 
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SAMPLE / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
-    root = Path(shutil.copytree(SAMPLE, tmp_path_factory.mktemp("bench-search") / "c"))
+    root = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path_factory.mktemp("bench-search") / "c"))
     build_index(root)
     return root
 

@@ -19,7 +19,7 @@ from horizonlens.corpus.files import corpus_dataset
 from horizonlens.errors import CorpusError, CorpusLockedError
 from horizonlens.query import open_store
 from horizonlens.storage.dataset import OWN_FILE, Dataset
-from tests.support.corpora import make_corpus, step_row, traj_row
+from tests.support.corpora import SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
 
 def _corpus(root: Path) -> Path:
@@ -295,9 +295,8 @@ def _sample(tmp_path: Path) -> Path:
     """A copy of the bundled corpus: its replay cache (top-2 of 16 experts) and aggregates included."""
     import shutil
 
-    from tests.support.corpora import REPO
 
-    return Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "sample"))
+    return Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "sample"))
 
 
 def _edit(manifest_path: Path, change) -> dict:  # noqa: ANN001

@@ -17,7 +17,7 @@ from horizonlens.metrics import early_warning as ew
 from horizonlens.metrics.routing import routing_drift
 from horizonlens.query import open_store
 from horizonlens.replays.cache import ReplayCache, StoredReplay
-from tests.support.corpora import REPO, make_corpus, step_row, traj_row
+from tests.support.corpora import REPO, SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 roc_auc_score = sklearn_metrics.roc_auc_score
@@ -108,9 +108,7 @@ def test_no_replays_gives_an_empty_table(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def sample_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a CorpusStore
     """A copy of the bundled corpus: `metrics --checkpoint` keeps its routing probe inside the corpus it reads."""
-    bundled = REPO / "sample_data" / "corpus"
-    if not (bundled / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
+    bundled = SAMPLE_CORPUS
     corpus = Path(shutil.copytree(bundled, tmp_path_factory.mktemp("sample") / "corpus",
                                   ignore=shutil.ignore_patterns(".lock", "results")))
     store = open_store(corpus)

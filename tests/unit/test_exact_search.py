@@ -18,9 +18,8 @@ from horizonlens.corpus.text import step_text_parts
 from horizonlens.derived.search_index import SEP_KEEP, WORD, Cond, PairCond, build_index, needle_plan
 from horizonlens.query import TrajectoryFilter, open_store
 from horizonlens.query.filters import FilterContext, where_sql
-from tests.support.corpora import HOSTILE, REPO, make_corpus, step_row, traj_row
+from tests.support.corpora import HOSTILE, SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
-SAMPLE = REPO / "sample_data" / "corpus"
 HAND_PICKED = ["insufficient balance", "Error", "error:", ": ", "{\"", "  ", "a", "100%", "_", "\\", "%_\\",
                "é", "ünïcødé", "漢字", "🚀", "ISTANBUL", "istanbul", "İstanbul", "straße", "STRASSE", "ΣΑΣ", "σας",
                "KELVIN\u212a", "<script>", "'; DROP", "zzz_no_such_text", "FAILED test_", "ance bal", "\t", "--",
@@ -66,9 +65,7 @@ def through_index(store, needle: str) -> tuple[set[str], int]:
 
 @pytest.fixture(scope="module")
 def indexed_sample(tmp_path_factory: pytest.TempPathFactory):
-    if not (SAMPLE / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
-    root = Path(shutil.copytree(SAMPLE, tmp_path_factory.mktemp("exact") / "c"))
+    root = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path_factory.mktemp("exact") / "c"))
     build_index(root)
     store = open_store(root)
     assert store.has_word_index

@@ -15,7 +15,7 @@ from horizonlens.metrics import tool_use
 from horizonlens.metrics.replay_set import stratified_sample
 from horizonlens.metrics.routing_probe import probe_one
 from horizonlens.query.store import open_store
-from tests.support.corpora import make_corpus, step_row, traj_row
+from tests.support.corpora import SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
 FAMILIES = {
     "path": ("read_file", lambda r: {"path": f"lib/mod_{r.randint(0, 999)}.py"},
@@ -190,9 +190,8 @@ def test_index_results_keeps_modes_and_probe_so_later_readers_compute_nothing(tm
     from horizonlens.cli import app
     from horizonlens.metrics import routing_probe
     from horizonlens.metrics.replay_set import replay_scope
-    from tests.support.corpora import REPO
 
-    corpus = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp_path / "corpus"))
+    corpus = Path(shutil.copytree(SAMPLE_CORPUS, tmp_path / "corpus"))
     out = CliRunner().invoke(app, ["index", str(corpus), "--results"])
     assert out.exit_code == 0, out.output
     assert "modes: " in out.output and "routing probe of " in out.output

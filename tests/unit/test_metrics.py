@@ -12,7 +12,7 @@ import pytest
 from horizonlens.metrics import attribution, compounding, timeline
 from horizonlens.metrics.stats import fit_logistic, kaplan_meier, pass_hat_k, wilson
 from horizonlens.query import TrajectoryFilter, open_store
-from tests.support.corpora import REPO, make_corpus, step_row, traj_row
+from tests.support.corpora import SAMPLE_CORPUS, make_corpus, step_row, traj_row
 
 P, F = True, False
 
@@ -162,9 +162,7 @@ def test_degenerate_inputs_give_defined_results(tmp_path: Path, case: str) -> No
 
 @pytest.fixture(scope="module")
 def sample_store():
-    corpus = REPO / "sample_data" / "corpus"
-    if not (corpus / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
+    corpus = SAMPLE_CORPUS
     return open_store(corpus)
 
 

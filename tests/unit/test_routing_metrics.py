@@ -17,7 +17,7 @@ from horizonlens.query.store import open_store
 from horizonlens.replays import codec as rf
 from horizonlens.replays.cache import ReplayCache, StoredReplay
 from horizonlens.replays.migrate import migrate
-from tests.support.corpora import make_corpus, step_row, traj_row
+from tests.support.corpora import SAMPLE_CORPUS, make_corpus, step_row, traj_row
 from tests.support.old_formats import write_format1_cache
 
 TOKEN_STEPS = [0, 0, 1, 1, 2, 2]
@@ -176,11 +176,8 @@ def test_js_distances_match_the_scalar_one() -> None:
 
 
 def test_token_statistics_read_a_bounded_sample() -> None:
-    from tests.support.corpora import REPO
 
-    corpus = REPO / "sample_data" / "corpus"
-    if not (corpus / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
+    corpus = SAMPLE_CORPUS
     store = open_store(corpus)
     ckpt = store.replay_checkpoints[0]
     full = routing.coactivation(store, ckpt, 1, max_rows=None)

@@ -273,11 +273,9 @@ def test_cli_diff_json_and_html(corpus: Path, tmp_path: Path) -> None:
 
 # --- the bundled sample: its planted line-up shows in the comparison ---------------------------------------
 def test_sample_planted_effects_are_recovered() -> None:
-    from tests.support.corpora import REPO
+    from tests.support.corpora import SAMPLE_CORPUS
 
-    root = REPO / "sample_data" / "corpus"
-    if not (root / "manifest.json").exists():
-        pytest.skip("sample corpus not present")
+    root = SAMPLE_CORPUS
     store = open_store(root)
     early, late = RunSet.of_facet("agent", "a1-student-ckpt-2k"), RunSet.of_facet("agent", "a1-student-ckpt-4k")
     s = compare(store, early, late, by="domain").summary

@@ -129,9 +129,12 @@ CHART_FLOOR = PageBench("floor_chart", "/?chart=1", _charts(1), "rerun (a button
 BASELINES = (FLOOR, CHART_FLOOR)
 # The floor with one of each part a page is built from (app/floor.py, `?with=`): what each costs beside the floor,
 # the budget a page spends (`measure_pages(parts=True)`; the bundled corpus's bench run measures them).
-FLOOR_PARTS = tuple(PageBench(f"floor+{part}", f"/?with={part}", _tables(1) if part == "dataframe" else
-                              _text("Hello, world"), "", None)
-                    for part in ("dataframe", "table", "code", "markdown", "widgets", "sidebar", "metrics"))
+# Each part is ready when its own content is on screen (its frontend chunk loaded and run), not the floor's title.
+_PART_READY = {"dataframe": _tables(1), "table": _text("read_file(path=9)"),
+               "code": _text("read_file(path='lib/x.py')"), "markdown": _text("step 19"), "widgets": _text("Choice 9"),
+               "sidebar": _text("Horizon Lens"), "metrics": _text("Figure 3")}
+FLOOR_PARTS = tuple(PageBench(f"floor+{part}", f"/?with={part}", ready, "", None)
+                    for part, ready in _PART_READY.items())
 PAGES = (
     PageBench("explore", "/", _charts(2), "select a domain in the trajectory filter", _explore_filter),
     PageBench("trajectory", "/trajectory?trajectory={tid}&step=1", _text("Step 1"), "Next (one step)", _next_step),

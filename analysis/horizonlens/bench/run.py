@@ -126,6 +126,17 @@ def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callab
         errors.append(f"bundled: {str(exc)[:500]}")
 
 
+def has_search_index(corpus: Path) -> bool:
+    """Whether the corpus has an up-to-date search index."""
+    from horizonlens.query.store import open_store
+
+    store = open_store(corpus)
+    try:
+        return bool(store.has_word_index)
+    finally:
+        store.close()
+
+
 def open_store_count(corpus: Path) -> int:
     """Trajectories in a corpus."""
     from horizonlens.query.store import open_store
@@ -204,10 +215,11 @@ def pages_only(scale: str, out: Path, data: Path, repeats: int, log: Callable[[s
     """Only the pages in headless Chromium beside the floor, on the bundled corpus and the scale's corpora.
 
     The bundled corpus also times the floor's parts; the scale's corpora in `data` are generated if missing and
-    reused if there. A first load reads the corpus aggregates, not the search index, so only those are brought
-    up to date (an index already there is kept; building one at 10^6 runs takes most of an hour). The pages go
-    into results-SCALE.json beside what an earlier full run wrote there (`pages_started_at` says when), and
-    PAGES.md gets their tables.
+    reused if there. A first load reads the corpus aggregates and tool-use summaries, not the search index, so
+    only those are brought up to date (an index already there is kept; building one at 10^6 runs takes most of an
+    hour). Without one, Explore also shows its "Build index" note, and PAGES.md says which corpora had none.
+    `repeats` as a full run takes it (each page `max(3, repeats // 2)` times). The pages go into results-SCALE.json
+    beside what an earlier full run wrote there (`pages_started_at` says when), and PAGES.md gets their tables.
     """
     from horizonlens.bench.pages import report_lines
     from horizonlens.derived.aggregates import build_aggregates
@@ -217,12 +229,16 @@ def pages_only(scale: str, out: Path, data: Path, repeats: int, log: Callable[[s
     pages: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    repeats = max(3, repeats // 2)  # the pages' repeats in a full run
     bundled_page_timings(data, checkpoint, repeats, log, pages, errors)
+    unindexed: list[int] = []
     for n in SCALES[scale]:
         log(f"pages on the corpus of {n:,} trajectories")
         corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{n}", n, log)
         build_aggregates(corpus, log=lambda m: log(f"  {m}"))
         build_tool_use(corpus, log=lambda m: log(f"  {m}"))
+        if not has_search_index(corpus):
+            unindexed.append(n)
         try:
             for name, t in page_timings(corpus, checkpoint, n, repeats).items():
                 pages.setdefault(name, []).append({"trajectories": n, **t})
@@ -240,6 +256,8 @@ def pages_only(scale: str, out: Path, data: Path, repeats: int, log: Callable[[s
         f"Command: `{command}` · started {started}", "",
         f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('memory_gb', '?')} GiB RAM. Rows "
         "`floor+PART` are the floor with one of that part (app/floor.py): what each part of a page costs.",
+        *([f"Corpora without a search index (Explore shows its \"Build index\" note there): "
+           f"{', '.join(f'{n:,}' for n in unindexed)}."] if unindexed else []),
         *report_lines(pages), *(f"- error: {e}" for e in errors), ""]))
     return results
 

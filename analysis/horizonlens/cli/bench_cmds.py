@@ -50,6 +50,8 @@ def bench(scale: Annotated[str, typer.Option(help="tiny (2k), small (10k), mediu
 
         if scale not in SCALES:
             fail(f"--pages-only needs a scale with corpora: {', '.join(SCALES)}")
+        if not app_timings or shape or sessions or watch:
+            fail("--pages-only times only the pages: leave out --no-app, --shape, --sessions and --watch")
         only_pages(scale, out, data or out / "data", repeats, log=typer.echo)
         typer.echo(f"wrote {out / f'results-{scale}.json'} (pages) and {out / 'PAGES.md'}")
         return

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.support.corpora import REPO
+from tests.support.corpora import SAMPLE_CORPUS
 from tests.support.hostile.measure import child
 
 CHILD = """
@@ -38,7 +38,7 @@ print(json.dumps(out))
 
 def corpus_with_top_k(tmp: Path, top_k: int | None) -> Path:
     """A copy of the sample corpus; `top_k` (if given) written into every token-tier entry of its replay manifest."""
-    root = Path(shutil.copytree(REPO / "sample_data" / "corpus", tmp / f"corpus-{top_k}"))
+    root = Path(shutil.copytree(SAMPLE_CORPUS, tmp / f"corpus-{top_k}"))
     if top_k is not None:
         path = next((root / "replays").glob("*/manifest.json"))
         manifest = json.loads(path.read_text())
