@@ -6,7 +6,7 @@ it also draws one small Plotly chart: what the first chart of any page costs bef
 browser loads and runs the frontend's Plotly bundle for it).
 
 `?with=PART,PART` adds the parts a page is built from, one of each (`PARTS`), so that the page bench can say
-what each costs beside the floor (`bench.pages.measure_parts`).
+what each costs beside the floor (`bench.pages.FLOOR_PARTS`, `measure_pages(parts=True)`).
 """
 
 from __future__ import annotations

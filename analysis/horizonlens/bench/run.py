@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from horizonlens.bench.diff import bench_diff
 from horizonlens.bench.explore import explore_profile, explore_runs
@@ -22,6 +22,8 @@ from horizonlens.derived.aggregates import AGGREGATES_DIR
 from horizonlens.derived.build import build_all
 from horizonlens.derived.search_index import INDEX_DIR
 from horizonlens.sample.bundled import bundled_dir
+
+T = TypeVar("T")
 
 JSON_BASELINE_MAX = 10_000  # one JSON file per trajectory is only written for the smallest corpus
 EXPORT_MAX = 100_000  # corpora up to this size are exported whole (a 1M export takes most of an hour here)
@@ -110,6 +112,25 @@ def page_timings(corpus: Path, checkpoint: Path, n: int, repeats: int, parts: bo
     return measure_pages(corpus, checkpoint, ids[0], repeats=repeats, parts=parts)
 
 
+def page_repeats(repeats: int) -> int:
+    """How many fresh sessions each page gets in a run of `repeats`: browser loads cost seconds each."""
+    return max(3, repeats // 2)
+
+
+def add_page_timings(pages: dict[str, list[dict[str, Any]]], errors: list[str], root: Path, checkpoint: Path,
+                     n: int, repeats: int, parts: bool = False, **row: Any) -> None:
+    """Time every page on the corpus at `root` (`page_timings`) and add a row per page to `pages` (`row` in each).
+
+    A corpus whose pages fail is recorded in `errors` (named by its `corpus` label, else its size): the other
+    corpora still count.
+    """
+    try:
+        for name, t in page_timings(root, checkpoint, n, repeats, parts=parts).items():
+            pages.setdefault(name, []).append({"trajectories": n, **row, **t})
+    except Exception as exc:  # noqa: BLE001 - the rest of the results still count
+        errors.append(f"{row.get('corpus', n)}: {str(exc)[:500]}")
+
+
 def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callable[[str], None],
                          pages: dict[str, list[dict[str, Any]]], errors: list[str]) -> None:
     """The pages on a copy of the bundled corpus (its search index and aggregates built), into `pages`."""
@@ -118,32 +139,17 @@ def bundled_page_timings(data: Path, checkpoint: Path, repeats: int, log: Callab
     log("pages in headless Chromium on the bundled corpus")
     corpus = copy_corpus(bundled_dir("corpus"), data / "corpus-bundled")
     build_all(corpus, log=lambda m: log(f"  {m}"))
-    try:
-        n = open_store_count(corpus)
-        for name, t in page_timings(corpus, checkpoint, n, repeats, parts=True).items():
-            pages.setdefault(name, []).append({"trajectories": n, "corpus": "bundled", **t})
-    except Exception as exc:  # noqa: BLE001 - the rest of the results still count
-        errors.append(f"bundled: {str(exc)[:500]}")
+    n = _read_store(corpus, lambda store: int(store.summary()["trajectories"]))
+    add_page_timings(pages, errors, corpus, checkpoint, n, repeats, parts=True, corpus="bundled")
 
 
-def has_search_index(corpus: Path) -> bool:
-    """Whether the corpus has an up-to-date search index."""
+def _read_store(corpus: Path, read: Callable[[Any], T]) -> T:
+    """`read(store)` on the corpus's store, closed afterwards."""
     from horizonlens.query.store import open_store
 
     store = open_store(corpus)
     try:
-        return bool(store.has_word_index)
-    finally:
-        store.close()
-
-
-def open_store_count(corpus: Path) -> int:
-    """Trajectories in a corpus."""
-    from horizonlens.query.store import open_store
-
-    store = open_store(corpus)
-    try:
-        return int(store.summary()["trajectories"])
+        return read(store)
     finally:
         store.close()
 
@@ -218,32 +224,25 @@ def pages_only(scale: str, out: Path, data: Path, repeats: int, log: Callable[[s
     reused if there. A first load reads the corpus aggregates and tool-use summaries, not the search index, so
     only those are brought up to date (an index already there is kept; building one at 10^6 runs takes most of an
     hour). Without one, Explore also shows its "Build index" note, and PAGES.md says which corpora had none.
-    `repeats` as a full run takes it (each page `max(3, repeats // 2)` times). The pages go into results-SCALE.json
+    `repeats` as a full run takes it (`page_repeats`). The pages go into results-SCALE.json
     beside what an earlier full run wrote there (`pages_started_at` says when), and PAGES.md gets their tables.
     """
     from horizonlens.bench.pages import report_lines
-    from horizonlens.derived.aggregates import build_aggregates
-    from horizonlens.derived.tool_use import build_tool_use
 
     checkpoint = bundled_dir("checkpoint")
     pages: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    repeats = max(3, repeats // 2)  # the pages' repeats in a full run
+    repeats = page_repeats(repeats)
     bundled_page_timings(data, checkpoint, repeats, log, pages, errors)
     unindexed: list[int] = []
     for n in SCALES[scale]:
         log(f"pages on the corpus of {n:,} trajectories")
         corpus = build_scaled_corpus(bundled_dir("corpus"), data / f"corpus-{n}", n, log)
-        build_aggregates(corpus, log=lambda m: log(f"  {m}"))
-        build_tool_use(corpus, log=lambda m: log(f"  {m}"))
-        if not has_search_index(corpus):
+        build_all(corpus, log=lambda m: log(f"  {m}"), index=False)
+        if not _read_store(corpus, lambda store: store.has_word_index):
             unindexed.append(n)
-        try:
-            for name, t in page_timings(corpus, checkpoint, n, repeats).items():
-                pages.setdefault(name, []).append({"trajectories": n, **t})
-        except Exception as exc:  # noqa: BLE001 - the other corpora still count
-            errors.append(f"{n}: {str(exc)[:500]}")
+        add_page_timings(pages, errors, corpus, checkpoint, n, repeats)
     path = out / f"results-{scale}.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"scale": scale, "corpora": {}}
     m, command = machine(), f"horizonlens bench --scale {scale} --pages-only --repeats {repeats}"
@@ -290,7 +289,7 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
     pages: dict[str, list[dict[str, Any]]] = {}
     peers: dict[str, list[dict[str, Any]]] = {}
     if with_app and scale != "none":
-        bundled_page_timings(data, checkpoint, max(3, repeats // 2), log, pages,
+        bundled_page_timings(data, checkpoint, page_repeats(repeats), log, pages,
                              results.setdefault("page_errors", []))
     for n in SCALES.get(scale, []):
         log(f"corpus of {n:,} trajectories")
@@ -329,11 +328,8 @@ def run(scale: str, out: Path, repeats: int = 5, data: Path | None = None, with_
             results.setdefault("export", {})[str(n)] = bench_export(corpus, data / "exports", _child)
         if with_app:
             log("  pages in headless Chromium")
-            try:
-                for name, t in page_timings(corpus, checkpoint, n, repeats=max(3, repeats // 2)).items():
-                    pages.setdefault(name, []).append({"trajectories": n, **t})
-            except Exception as exc:  # noqa: BLE001 - the rest of the results still count
-                results.setdefault("page_errors", []).append(f"{n}: {str(exc)[:500]}")
+            add_page_timings(pages, results.setdefault("page_errors", []), corpus, checkpoint, n,
+                             page_repeats(repeats))
     if scale != "none":
         results["pages"] = pages
         results["peers"] = peers

@@ -17,16 +17,22 @@ from horizonlens.storage.location import CorpusPath, as_location
 
 
 def build_all(root: CorpusPath | str, full: bool = False, threads: int | None = None,
-              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Build (or bring up to date) the search indexes and the aggregates of a corpus; what each took."""
+              log: Callable[[str], None] = lambda s: None, index: bool = True) -> dict[str, Any]:
+    """Build (or bring up to date) the search indexes and the aggregates of a corpus; what each took.
+
+    Without `index` the search index is left as it is (None in the result): what reads only the aggregates, such
+    as a page's first load, needs no index, and at 10^6 runs building one takes most of an hour.
+    """
     root = as_location(root)
-    log("search index")
-    index = build_index(root, full=full, threads=threads, log=log)
+    built = None
+    if index:
+        log("search index")
+        built = build_index(root, full=full, threads=threads, log=log)
     log("aggregates")
     aggregates = build_aggregates(root, full=full, threads=threads, log=log)
     log("tool use")
     tools = build_tool_use(root, full=full, threads=threads, log=log)
-    return {"index": index, "aggregates": {**aggregates.manifest, "computed": aggregates.computed,
+    return {"index": built, "aggregates": {**aggregates.manifest, "computed": aggregates.computed,
                                            "seconds": round(aggregates.seconds, 2)},
             "tool_use": {"computed": tools.computed, "seconds": round(tools.seconds, 2)}}
 
